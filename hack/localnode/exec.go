@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+const execHelperArg = "__exec"
+
+// execSpec is what the helper needs to enter the container's view and exec.
+type execSpec struct {
+	Binds          []bind   `json:"binds"`
+	ReadOnlyRootFS bool     `json:"readOnlyRootFS"`
+	WorkDir        string   `json:"workDir"`
+	Argv           []string `json:"argv"`
+}
+
+type bind struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly"`
+}
+
+// startContainer starts the helper in a new mount namespace and process group;
+// the helper mounts the volumes, then execs the container's command in place.
+func startContainer(spec execSpec, env []string, logFile *os.File) (*exec.Cmd, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, execHelperArg, string(raw))
+	cmd.Env = env
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:      true,
+		Unshareflags: syscall.CLONE_NEWNS,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// runExecHelper never returns on success: it becomes the container's process.
+func runExecHelper(args []string) {
+	fail := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "localnode: "+format+"\n", a...)
+		os.Exit(128)
+	}
+	if len(args) != 1 {
+		fail("exec helper: want one argument")
+	}
+	var spec execSpec
+	if err := json.Unmarshal([]byte(args[0]), &spec); err != nil {
+		fail("exec helper: %v", err)
+	}
+	// Mounts made here must not leak back into the host's namespace.
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		fail("make mounts private: %v", err)
+	}
+	for _, b := range spec.Binds {
+		if err := bindMount(b); err != nil {
+			fail("mount %s at %s: %v", b.Source, b.Target, err)
+		}
+	}
+	if spec.ReadOnlyRootFS {
+		if err := syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+			fail("read-only root: %v", err)
+		}
+	}
+	if spec.WorkDir != "" {
+		if err := os.Chdir(spec.WorkDir); err != nil {
+			fail("working directory %s: %v", spec.WorkDir, err)
+		}
+	}
+	argv0, err := lookPath(spec.Argv[0])
+	if err != nil {
+		fail("%v", err)
+	}
+	err = syscall.Exec(argv0, spec.Argv, os.Environ())
+	fail("exec %s: %v", argv0, err)
+}
+
+func bindMount(b bind) error {
+	info, err := os.Stat(b.Source)
+	if err != nil {
+		return err
+	}
+	// The mount point is made on the host file system; it stays an empty
+	// directory or file there, and only this namespace sees the mount.
+	if info.IsDir() {
+		if err := os.MkdirAll(b.Target, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(b.Target), 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(b.Target); os.IsNotExist(err) {
+			if err := os.WriteFile(b.Target, nil, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	if err := syscall.Mount(b.Source, b.Target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		return err
+	}
+	if b.ReadOnly {
+		return syscall.Mount("", b.Target, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, "")
+	}
+	return nil
+}
+
+// lookPath finds argv[0] on the container's PATH when it is not a path.
+func lookPath(name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		p := filepath.Join(dir, name)
+		if info, err := os.Stat(p); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("executable %q not found in PATH", name)
+}

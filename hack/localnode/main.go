@@ -1,0 +1,115 @@
+// Command localnode stands in for a kubelet on a machine with no container
+// runtime: it registers a Node, keeps it Ready, and runs every Pod bound to it as
+// local processes with the Pod's command, environment and volumes, reporting the
+// Pod's true status.
+//
+// Each container runs in a private mount namespace where the Pod's volumes are
+// bind-mounted at their real mountPath (so in-cluster clients find their token at
+// /var/run/secrets/kubernetes.io/serviceaccount), on the host network.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+type config struct {
+	kubeconfig   string
+	nodeName     string
+	stateDir     string
+	logDir       string
+	imagesFile   string
+	apiHost      string
+	apiPort      string
+	healthAddr   string
+	maxBackoff   time.Duration
+	shutdownWait time.Duration
+}
+
+func main() {
+	// The exec helper runs inside the container's new mount namespace.
+	if len(os.Args) > 1 && os.Args[1] == execHelperArg {
+		runExecHelper(os.Args[2:])
+		return
+	}
+
+	var cfg config
+	flag.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig with rights to manage nodes, pods and tokens")
+	flag.StringVar(&cfg.nodeName, "node-name", "logsub-local-node", "name of the Node to register")
+	flag.StringVar(&cfg.stateDir, "state-dir", "", "where pod volumes are materialized")
+	flag.StringVar(&cfg.logDir, "log-dir", "", "where container output and exits are logged")
+	flag.StringVar(&cfg.imagesFile, "images", "", "JSON file mapping images to local executables")
+	flag.StringVar(&cfg.apiHost, "api-host", "127.0.0.1", "API server host given to pods as KUBERNETES_SERVICE_HOST")
+	flag.StringVar(&cfg.apiPort, "api-port", "6443", "API server port given to pods as KUBERNETES_SERVICE_PORT")
+	flag.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:10248", "address of the /healthz endpoint")
+	flag.DurationVar(&cfg.maxBackoff, "max-restart-backoff", 30*time.Second, "cap of the crash-loop restart delay")
+	flag.DurationVar(&cfg.shutdownWait, "shutdown-grace", 10*time.Second, "grace given to containers when localnode stops")
+	flag.Parse()
+	if cfg.kubeconfig == "" || cfg.stateDir == "" || cfg.logDir == "" || cfg.imagesFile == "" {
+		fmt.Fprintln(os.Stderr, "localnode: --kubeconfig, --state-dir, --log-dir and --images are required")
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(cfg, log); err != nil {
+		log.Error("localnode failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config, log *slog.Logger) error {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	restCfg.QPS, restCfg.Burst = 50, 100
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	for _, dir := range []string{cfg.stateDir, filepath.Join(cfg.logDir, "pods")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	node := &nodeAgent{client: client, name: cfg.nodeName, log: log}
+	if err := node.register(ctx); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	go node.heartbeat(ctx)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	server := &http.Server{Addr: cfg.healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := server.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			log.Error("health endpoint", "err", err)
+		}
+	}()
+
+	pods := newPodManager(cfg, client, log)
+	log.Info("local node running", "node", cfg.nodeName)
+	pods.run(ctx)
+
+	// Like a kubelet going down: containers stop, Pods stay bound.
+	log.Info("stopping containers")
+	pods.stopAll(cfg.shutdownWait)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = server.Shutdown(shutdownCtx)
+	return nil
+}

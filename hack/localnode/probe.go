@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// probeOnce runs a probe once against a container whose main process is pid.
+func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int) error {
+	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
+	case p.HTTPGet != nil:
+		port, err := resolvePort(p.HTTPGet.Port, c)
+		if err != nil {
+			return err
+		}
+		scheme := "http"
+		if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+			scheme = "https"
+		}
+		host := p.HTTPGet.Host
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		url := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host, strconv.Itoa(port)), p.HTTPGet.Path)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		for _, h := range p.HTTPGet.HTTPHeaders {
+			req.Header.Add(h.Name, h.Value)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+			return fmt.Errorf("HTTP probe failed with statuscode: %d", resp.StatusCode)
+		}
+		return nil
+	case p.TCPSocket != nil:
+		port, err := resolvePort(p.TCPSocket.Port, c)
+		if err != nil {
+			return err
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	case p.Exec != nil:
+		// Run in the container's mount namespace so its files are where it expects.
+		args := append([]string{"--target", strconv.Itoa(pid), "--mount", "--"}, p.Exec.Command...)
+		out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("exec probe: %v: %s", err, out)
+		}
+		return nil
+	}
+	return fmt.Errorf("probe type not supported by the local node")
+}
+
+func resolvePort(port intstr.IntOrString, c *corev1.Container) (int, error) {
+	if port.Type == intstr.Int {
+		return port.IntValue(), nil
+	}
+	for _, p := range c.Ports {
+		if p.Name == port.StrVal {
+			return int(p.ContainerPort), nil
+		}
+	}
+	return 0, fmt.Errorf("no container port named %q", port.StrVal)
+}
+
+// prober tracks one probe's thresholds (the API server fills their defaults).
+type prober struct {
+	probe     *corev1.Probe
+	successes int32
+	failures  int32
+	passing   bool
+}
+
+func (p *prober) observe(err error) {
+	if err == nil {
+		p.failures = 0
+		p.successes++
+		if p.successes >= max(p.probe.SuccessThreshold, 1) {
+			p.passing = true
+		}
+		return
+	}
+	p.successes = 0
+	p.failures++
+	if p.failed() {
+		p.passing = false
+	}
+}
+
+func (p *prober) failed() bool {
+	return p.failures >= max(p.probe.FailureThreshold, 1)
+}
+
+func period(p *corev1.Probe) time.Duration {
+	return time.Duration(max(p.PeriodSeconds, 1)) * time.Second
+}

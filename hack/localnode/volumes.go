@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// volumeSet is a Pod's volumes materialized on the host, by volume name.
+type volumeSet struct {
+	paths map[string]string
+	// Earliest time a projected service-account token should be refreshed (80% of
+	// its lifetime, as the kubelet does); zero when the Pod has none.
+	refreshAt time.Time
+}
+
+type volumeBuilder struct {
+	client kubernetes.Interface
+	pod    *corev1.Pod
+	root   string // <state>/pods/<uid>/volumes
+}
+
+// errConfig is a Pod configuration problem (missing ConfigMap, Secret or key),
+// reported as CreateContainerConfigError and retried.
+type errConfig struct{ msg string }
+
+func (e errConfig) Error() string { return e.msg }
+
+func (b *volumeBuilder) build(ctx context.Context) (*volumeSet, error) {
+	set := &volumeSet{paths: map[string]string{}}
+	for _, v := range b.pod.Spec.Volumes {
+		if v.HostPath != nil {
+			set.paths[v.Name] = v.HostPath.Path
+			continue
+		}
+		dir := filepath.Join(b.root, v.Name)
+		set.paths[v.Name] = dir
+		if v.EmptyDir != nil {
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		files, refresh, err := b.files(ctx, v)
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+		if files == nil {
+			return nil, errConfig{fmt.Sprintf("volume %q: this volume type is not supported by the local node", v.Name)}
+		}
+		if !refresh.IsZero() && (set.refreshAt.IsZero() || refresh.Before(set.refreshAt)) {
+			set.refreshAt = refresh
+		}
+		if err := writeFiles(dir, files); err != nil {
+			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+	}
+	return set, nil
+}
+
+type file struct {
+	data []byte
+	mode os.FileMode
+}
+
+// files returns a volume's files by relative path; nil for unsupported types.
+func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume) (map[string]file, time.Time, error) {
+	files := map[string]file{}
+	var refresh time.Time
+	switch {
+	case v.ConfigMap != nil:
+		err := b.configMapFiles(ctx, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, mode(v.ConfigMap.DefaultMode), files)
+		return files, refresh, err
+	case v.Secret != nil:
+		err := b.secretFiles(ctx, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, mode(v.Secret.DefaultMode), files)
+		return files, refresh, err
+	case v.DownwardAPI != nil:
+		err := b.downwardFiles(v.DownwardAPI.Items, mode(v.DownwardAPI.DefaultMode), files)
+		return files, refresh, err
+	case v.Projected != nil:
+		def := mode(v.Projected.DefaultMode)
+		for _, src := range v.Projected.Sources {
+			var err error
+			switch {
+			case src.ConfigMap != nil:
+				err = b.configMapFiles(ctx, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, def, files)
+			case src.Secret != nil:
+				err = b.secretFiles(ctx, src.Secret.Name, src.Secret.Items, src.Secret.Optional, def, files)
+			case src.DownwardAPI != nil:
+				err = b.downwardFiles(src.DownwardAPI.Items, def, files)
+			case src.ServiceAccountToken != nil:
+				var at time.Time
+				at, err = b.tokenFile(ctx, src.ServiceAccountToken, def, files)
+				if refresh.IsZero() || at.Before(refresh) {
+					refresh = at
+				}
+			default:
+				err = errConfig{"unsupported projected volume source"}
+			}
+			if err != nil {
+				return nil, refresh, err
+			}
+		}
+		return files, refresh, nil
+	}
+	return nil, refresh, nil
+}
+
+func mode(m *int32) os.FileMode {
+	if m == nil {
+		return 0o644
+	}
+	return os.FileMode(*m)
+}
+
+func itemMode(m *int32, def os.FileMode) os.FileMode {
+	if m == nil {
+		return def
+	}
+	return os.FileMode(*m)
+}
+
+func (b *volumeBuilder) configMapFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
+	cm, err := b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		if ptr.Deref(optional, false) {
+			return nil
+		}
+		return errConfig{fmt.Sprintf("configmap %q not found", name)}
+	}
+	if err != nil {
+		return err
+	}
+	data := map[string][]byte{}
+	for k, v := range cm.Data {
+		data[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		data[k] = v
+	}
+	return keyFiles("configmap "+name, data, items, optional, def, out)
+}
+
+func (b *volumeBuilder) secretFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
+	s, err := b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		if ptr.Deref(optional, false) {
+			return nil
+		}
+		return errConfig{fmt.Sprintf("secret %q not found", name)}
+	}
+	if err != nil {
+		return err
+	}
+	data := map[string][]byte{}
+	for k, v := range s.Data {
+		data[k] = v
+	}
+	for k, v := range s.StringData {
+		data[k] = []byte(v)
+	}
+	return keyFiles("secret "+name, data, items, optional, def, out)
+}
+
+func keyFiles(what string, data map[string][]byte, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
+	if len(items) == 0 {
+		for k, v := range data {
+			out[k] = file{v, def}
+		}
+		return nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if ptr.Deref(optional, false) {
+				continue
+			}
+			return errConfig{fmt.Sprintf("%s has no key %q", what, it.Key)}
+		}
+		out[it.Path] = file{v, itemMode(it.Mode, def)}
+	}
+	return nil
+}
+
+func (b *volumeBuilder) downwardFiles(items []corev1.DownwardAPIVolumeFile, def os.FileMode, out map[string]file) error {
+	for _, it := range items {
+		var value string
+		var err error
+		switch {
+		case it.FieldRef != nil:
+			value, err = podField(b.pod, it.FieldRef.FieldPath)
+		case it.ResourceFieldRef != nil:
+			value, err = resourceField(b.pod, it.ResourceFieldRef.ContainerName, it.ResourceFieldRef)
+		}
+		if err != nil {
+			return err
+		}
+		out[it.Path] = file{[]byte(value), itemMode(it.Mode, def)}
+	}
+	return nil
+}
+
+func (b *volumeBuilder) tokenFile(ctx context.Context, src *corev1.ServiceAccountTokenProjection, def os.FileMode, out map[string]file) (time.Time, error) {
+	expiry := ptr.Deref(src.ExpirationSeconds, 3600)
+	req := &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: ptr.To(expiry),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{
+				Kind: "Pod", APIVersion: "v1", Name: b.pod.Name, UID: b.pod.UID,
+			},
+		},
+	}
+	if src.Audience != "" {
+		req.Spec.Audiences = []string{src.Audience}
+	}
+	sa := b.pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	tok, err := b.client.CoreV1().ServiceAccounts(b.pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("token for service account %q: %w", sa, err)
+	}
+	out[src.Path] = file{[]byte(tok.Status.Token), def}
+	lifetime := tok.Status.ExpirationTimestamp.Sub(time.Now())
+	return time.Now().Add(lifetime * 8 / 10), nil
+}
+
+// writeFiles replaces dir's content with files, atomically per file.
+func writeFiles(dir string, files map[string]file) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for rel, f := range files {
+		if strings.Contains(rel, "..") || filepath.IsAbs(rel) {
+			return errConfig{fmt.Sprintf("invalid file path %q", rel)}
+		}
+		path := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
+		if err := os.WriteFile(tmp, f.data, f.mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp, f.mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}

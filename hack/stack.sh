@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The local stack: real Kubernetes with a local node that runs Pods as processes,
+# OpenSearch, Elasticsearch, SeaweedFS (S3) and moto (CloudWatch Logs + Kinesis),
+# all on 127.0.0.1. Versions: hack/versions.env.
+#
+#   hack/stack.sh up        install what is missing, start everything, wait for health
+#   hack/stack.sh down      stop everything (data is kept; `down --purge` wipes it)
+#   hack/stack.sh status    which servers run
+#   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
+#   hack/stack.sh install   only install and build
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$HACK_DIR/lib/build.sh"
+source "$HACK_DIR/lib/run.sh"
+
+case "${1:-}" in
+  up) stack_up ;;
+  down)
+    stack_down
+    if [ "${2:-}" = "--purge" ]; then rm -rf "$DATA_DIR" "$PKI_DIR" "$LOGSUB_STATE/node" "$KUBECONFIG_FILE"; say "state purged"; fi ;;
+  status) stack_status ;;
+  env) stack_env ;;
+  install) install_all ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,35 @@
+//! Command line: every flag also reads an environment variable.
+
+use clap::{Parser, Subcommand};
+
+/// logsub streams CloudWatch Logs through Kinesis into Elasticsearch/OpenSearch or S3.
+#[derive(Parser, Debug)]
+#[command(name = "logsub", version, about)]
+pub struct Cli {
+    /// Log filter, in `tracing` env-filter syntax (e.g. `info,logsub=debug`).
+    #[arg(long, env = "LOGSUB_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "LOGSUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to run.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the LogSubscription CustomResourceDefinition as YAML.
+    Crd,
+}

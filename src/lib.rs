@@ -1,0 +1,5 @@
+//! logsub: a Kubernetes operator that sends CloudWatch Logs log groups through a
+//! Kinesis data stream to Elasticsearch/OpenSearch or S3.
+
+pub mod api;
+pub mod cli;
