@@ -179,7 +179,7 @@ mod tests {
                 year: 2026,
                 month: 11,
                 day: 25,
-                hour: 16
+                hour: 19
             }
         );
         let var = |name: &str| match name {
@@ -190,7 +190,7 @@ mod tests {
             ("cwl-%Y.%m.%d", "cwl-2026.11.25"),
             (
                 "{logGroup}/year=%Y/month=%m/day=%d/hour=%H/",
-                "aws/lambda/f/year=2026/month=11/day=25/hour=16/",
+                "aws/lambda/f/year=2026/month=11/day=25/hour=19/",
             ),
             ("AWSLogs/{account}/", "AWSLogs/123456789012/"),
             ("100%%-{account}", "100%-123456789012"),
