@@ -22,8 +22,15 @@ fn committed_crd_is_current() {
 
 #[test]
 fn crd_command_prints_the_committed_crd() {
-    let out = Command::new(env!("CARGO_BIN_EXE_logsub")).arg("crd").output().expect("run logsub crd");
-    assert!(out.status.success(), "logsub crd failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_logsub"))
+        .arg("crd")
+        .output()
+        .expect("run logsub crd");
+    assert!(
+        out.status.success(),
+        "logsub crd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.stdout == repo_file(CRD_FILE).into_bytes(),
         "`logsub crd` differs from {CRD_FILE}; regenerate it with:\n    cargo run -- crd > {CRD_FILE}"
@@ -40,18 +47,30 @@ pub fn examples() -> Vec<(String, String)> {
     files.sort();
     files
         .into_iter()
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read example")))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).expect("read example"),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn examples_deserialize_and_validate() {
     let examples = examples();
-    assert!(examples.len() >= 3, "want at least three examples, found {}", examples.len());
+    assert!(
+        examples.len() >= 3,
+        "want at least three examples, found {}",
+        examples.len()
+    );
     for (path, text) in examples {
-        let lsub: LogSubscription =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path} does not deserialize: {e}"));
-        assert!(lsub.metadata.name.is_some() && lsub.metadata.namespace.is_some(), "{path}: name and namespace");
+        let lsub: LogSubscription = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} does not deserialize: {e}"));
+        assert!(
+            lsub.metadata.name.is_some() && lsub.metadata.namespace.is_some(),
+            "{path}: name and namespace"
+        );
         if let Err(e) = lsub.spec.validate() {
             panic!("{path} does not validate: {e}");
         }
@@ -60,8 +79,10 @@ fn examples_deserialize_and_validate() {
 
 #[test]
 fn examples_cover_the_named_scenarios() {
-    let all: Vec<LogSubscription> =
-        examples().iter().map(|(_, t)| serde_saphyr::from_str(t).expect("example")).collect();
+    let all: Vec<LogSubscription> = examples()
+        .iter()
+        .map(|(_, t)| serde_saphyr::from_str(t).expect("example"))
+        .collect();
     use logsub::api::{Compression, ElasticsearchTarget, Sink, Transform};
     let daily_vpc = all.iter().any(|l| {
         l.spec.transforms.iter().any(|t| matches!(t, Transform::VpcFlowLog(_)))
@@ -76,6 +97,12 @@ fn examples_cover_the_named_scenarios() {
             && matches!(&l.spec.sink, Sink::S3(s3) if s3.compression == Compression::Gzip && s3.prefix.contains("year=%Y"))
     });
     assert!(daily_vpc, "an example sends VPC Flow Logs to a daily index");
-    assert!(lambda_ds, "an example sends Lambda logs by prefix to a data stream");
-    assert!(trail_s3, "an example archives CloudTrail to S3, gzip, Hive-style");
+    assert!(
+        lambda_ds,
+        "an example sends Lambda logs by prefix to a data stream"
+    );
+    assert!(
+        trail_s3,
+        "an example archives CloudTrail to S3, gzip, Hive-style"
+    );
 }

@@ -90,7 +90,9 @@ impl StreamSpec {
                 (None, Some(arn)) => Some(StreamRef::Arn(arn)),
                 _ => None,
             },
-            (None, Some(managed)) if managed.shard_count.is_some() != managed.on_demand.is_some() => {
+            (None, Some(managed))
+                if managed.shard_count.is_some() != managed.on_demand.is_some() =>
+            {
                 Some(StreamRef::Managed(managed))
             }
             _ => None,

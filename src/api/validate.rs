@@ -379,7 +379,9 @@ sink:
         if let Some(patch) = patch.as_object() {
             for (key, value) in patch {
                 match (base.get_mut(key), value) {
-                    (Some(serde_json::Value::Object(b)), serde_json::Value::Object(p)) if key != "sink" && key != "stream" => {
+                    (Some(serde_json::Value::Object(b)), serde_json::Value::Object(p))
+                        if key != "sink" && key != "stream" =>
+                    {
                         b.extend(p.clone())
                     }
                     _ => {
@@ -395,30 +397,102 @@ sink:
     fn table() {
         let cases: &[(&str, &str)] = &[
             ("{}", ""),
-            (r#"{source: {logGroups: {pattern: "^/aws/(lambda"}}}"#, "spec.source.logGroups.pattern: not a valid regular expression"),
-            (r#"{source: {logGroups: {}}}"#, "spec.source.logGroups: at least one of names, prefix or pattern"),
-            (r#"{source: {logGroups: {names: [a, a]}}}"#, r#"spec.source.logGroups.names: "a" is listed twice"#),
-            (r#"{source: {filterPattern: "[ip, user"}}"#, "spec.source.filterPattern: unclosed '['"),
-            (r#"{source: {rescanInterval: 10s}}"#, "spec.source.rescanInterval: must be at least 30s"),
-            (r#"{stream: {existing: {name: a, arn: b}}}"#, "spec.stream.existing: exactly one of name or arn"),
-            (r#"{stream: {managed: {}}}"#, "spec.stream.managed: exactly one of shardCount or onDemand"),
-            (r#"{stream: {existing: {name: a}, managed: {shardCount: 1}}}"#, "spec.stream: exactly one of existing or managed"),
-            (r#"{transforms: [{vpcFlowLog: {fields: [version, srcaddr, bogus]}}]}"#, r#"spec.transforms[0].vpcFlowLog.fields: unknown flow log field "bogus""#),
-            (r#"{transforms: [{vpcFlowLog: {fields: [srcaddr, srcaddr]}}]}"#, r#"spec.transforms[0].vpcFlowLog.fields: "srcaddr" is listed twice"#),
-            (r#"{transforms: [{json: {}}, {json: {}}]}"#, "spec.transforms[1]: json is listed twice"),
-            (r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "cwl-%y"}}}"#, "spec.sink.elasticsearch.index: unknown placeholder %y"),
-            (r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "CWL-%Y"}}}"#, "must be lowercase"),
-            (r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "a", dataStream: "b"}}}"#, "spec.sink.elasticsearch: exactly one of index or dataStream"),
-            (r#"{sink: {elasticsearch: {endpoint: "http://h:9200", dataStream: "logs-%Y"}}}"#, "spec.sink.elasticsearch.dataStream: a data stream name is not a template"),
-            (r#"{sink: {elasticsearch: {endpoint: "ftp://h", index: a}}}"#, "spec.sink.elasticsearch.endpoint: must be an http or https URL"),
-            (r#"{sink: {elasticsearch: {endpoint: "https://u:p@h", index: a}}}"#, "must not carry credentials"),
-            (r#"{sink: {elasticsearch: {endpoint: "https://h", index: a, deadLetter: {index: "Bad"}}}}"#, "spec.sink.elasticsearch.deadLetter.index"),
-            (r#"{sink: {s3: {bucket: logs, prefix: "{logStream}/%Y/"}}}"#, "spec.sink.s3.prefix: unknown placeholder {logStream}"),
-            (r#"{sink: {s3: {bucket: logs, prefix: "/{logGroup}/"}}}"#, "spec.sink.s3.prefix: must not start with '/'"),
-            (r#"{sink: {s3: {bucket: logs, prefix: "{logGroup}/year=%Y/month=%m/"}}}"#, ""),
-            (r#"{sink: {s3: {bucket: logs, endpoint: "not a url"}}}"#, "spec.sink.s3.endpoint: not a URL"),
-            (r#"{workers: {batch: {maxBytes: 200Mi}}}"#, "spec.workers.batch.maxBytes: must be between 1Ki and 100Mi"),
-            (r#"{workers: {batch: {maxWait: 0s}}}"#, "spec.workers.batch.maxWait: must be more than 0s"),
+            (
+                r#"{source: {logGroups: {pattern: "^/aws/(lambda"}}}"#,
+                "spec.source.logGroups.pattern: not a valid regular expression",
+            ),
+            (
+                r#"{source: {logGroups: {}}}"#,
+                "spec.source.logGroups: at least one of names, prefix or pattern",
+            ),
+            (
+                r#"{source: {logGroups: {names: [a, a]}}}"#,
+                r#"spec.source.logGroups.names: "a" is listed twice"#,
+            ),
+            (
+                r#"{source: {filterPattern: "[ip, user"}}"#,
+                "spec.source.filterPattern: unclosed '['",
+            ),
+            (
+                r#"{source: {rescanInterval: 10s}}"#,
+                "spec.source.rescanInterval: must be at least 30s",
+            ),
+            (
+                r#"{stream: {existing: {name: a, arn: b}}}"#,
+                "spec.stream.existing: exactly one of name or arn",
+            ),
+            (
+                r#"{stream: {managed: {}}}"#,
+                "spec.stream.managed: exactly one of shardCount or onDemand",
+            ),
+            (
+                r#"{stream: {existing: {name: a}, managed: {shardCount: 1}}}"#,
+                "spec.stream: exactly one of existing or managed",
+            ),
+            (
+                r#"{transforms: [{vpcFlowLog: {fields: [version, srcaddr, bogus]}}]}"#,
+                r#"spec.transforms[0].vpcFlowLog.fields: unknown flow log field "bogus""#,
+            ),
+            (
+                r#"{transforms: [{vpcFlowLog: {fields: [srcaddr, srcaddr]}}]}"#,
+                r#"spec.transforms[0].vpcFlowLog.fields: "srcaddr" is listed twice"#,
+            ),
+            (
+                r#"{transforms: [{json: {}}, {json: {}}]}"#,
+                "spec.transforms[1]: json is listed twice",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "cwl-%y"}}}"#,
+                "spec.sink.elasticsearch.index: unknown placeholder %y",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "CWL-%Y"}}}"#,
+                "must be lowercase",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "http://h:9200", index: "a", dataStream: "b"}}}"#,
+                "spec.sink.elasticsearch: exactly one of index or dataStream",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "http://h:9200", dataStream: "logs-%Y"}}}"#,
+                "spec.sink.elasticsearch.dataStream: a data stream name is not a template",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "ftp://h", index: a}}}"#,
+                "spec.sink.elasticsearch.endpoint: must be an http or https URL",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "https://u:p@h", index: a}}}"#,
+                "must not carry credentials",
+            ),
+            (
+                r#"{sink: {elasticsearch: {endpoint: "https://h", index: a, deadLetter: {index: "Bad"}}}}"#,
+                "spec.sink.elasticsearch.deadLetter.index",
+            ),
+            (
+                r#"{sink: {s3: {bucket: logs, prefix: "{logStream}/%Y/"}}}"#,
+                "spec.sink.s3.prefix: unknown placeholder {logStream}",
+            ),
+            (
+                r#"{sink: {s3: {bucket: logs, prefix: "/{logGroup}/"}}}"#,
+                "spec.sink.s3.prefix: must not start with '/'",
+            ),
+            (
+                r#"{sink: {s3: {bucket: logs, prefix: "{logGroup}/year=%Y/month=%m/"}}}"#,
+                "",
+            ),
+            (
+                r#"{sink: {s3: {bucket: logs, endpoint: "not a url"}}}"#,
+                "spec.sink.s3.endpoint: not a URL",
+            ),
+            (
+                r#"{workers: {batch: {maxBytes: 200Mi}}}"#,
+                "spec.workers.batch.maxBytes: must be between 1Ki and 100Mi",
+            ),
+            (
+                r#"{workers: {batch: {maxWait: 0s}}}"#,
+                "spec.workers.batch.maxWait: must be more than 0s",
+            ),
             (r#"{workers: {batch: {maxWait: 10m}}}"#, "at most 5m"),
         ];
         for (patch, want) in cases {
@@ -427,14 +501,19 @@ sink:
                 (Ok(()), true) => {}
                 (Ok(()), false) => panic!("{patch}: accepted, want an error containing {want:?}"),
                 (Err(e), true) => panic!("{patch}: rejected with {e}"),
-                (Err(e), false) => assert!(e.to_string().contains(want), "{patch}: got {e}, want {want:?}"),
+                (Err(e), false) => assert!(
+                    e.to_string().contains(want),
+                    "{patch}: got {e}, want {want:?}"
+                ),
             }
         }
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let s = spec(r#"{source: {rescanInterval: 1s, filterPattern: "{"}, workers: {batch: {maxWait: 0s}}}"#);
+        let s = spec(
+            r#"{source: {rescanInterval: 1s, filterPattern: "{"}, workers: {batch: {maxWait: 0s}}}"#,
+        );
         let errors = s.validate().unwrap_err();
         assert_eq!(errors.0.len(), 3, "{errors}");
     }

@@ -1,0 +1,188 @@
+//! Finding and using the local stack (`hack/stack.sh`) from integration tests.
+//!
+//! The stack is found through the exports `hack/stack.sh env` prints (already in
+//! the environment when run by `make test`). Every endpoint must be on loopback.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub struct Stack {
+    vars: HashMap<String, String>,
+}
+
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(Stack::discover)
+}
+
+const NOT_UP: &str = "the local stack is not up: start it with `hack/stack.sh up` (or run `make test`, which starts and stops it)";
+
+impl Stack {
+    fn discover() -> Stack {
+        let vars = if std::env::var("LOGSUB_STACK").is_ok() {
+            std::env::vars().collect()
+        } else {
+            let script = repo().join("hack/stack.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg("env")
+                .output()
+                .expect("run hack/stack.sh env");
+            assert!(
+                out.status.success(),
+                "{NOT_UP}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            parse_exports(&String::from_utf8_lossy(&out.stdout))
+        };
+        let stack = Stack { vars };
+        for key in [
+            "OPENSEARCH_URL",
+            "ELASTICSEARCH_URL",
+            "AWS_ENDPOINT_URL_KINESIS",
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+            "AWS_ENDPOINT_URL_S3",
+        ] {
+            let url = stack.var(key);
+            let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("{key}={url}: {e}"));
+            assert!(
+                matches!(parsed.host_str(), Some("127.0.0.1" | "localhost")),
+                "{key}={url}: tests talk only to servers on 127.0.0.1"
+            );
+            let port = parsed.port_or_known_default().expect("port");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            assert!(
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
+                "{NOT_UP} ({key} {url} does not answer)"
+            );
+        }
+        stack
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{NOT_UP} ({key} is not set)"))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(self.var("KUBECONFIG"))
+    }
+
+    /// The API server's URL, from the kubeconfig.
+    pub fn api_server(&self) -> String {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        kubeconfig.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.clone())
+            .expect("server URL")
+    }
+
+    pub fn node_name(&self) -> &str {
+        self.var("LOGSUB_STACK_NODE")
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kubeconfig");
+        assert_eq!(
+            config.cluster_url.host(),
+            Some("127.0.0.1"),
+            "the API server must be on loopback"
+        );
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// AWS SDK configuration for moto (Logs, Kinesis) and SeaweedFS (S3).
+    pub async fn aws(&self) -> aws_config::SdkConfig {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            self.var("AWS_ACCESS_KEY_ID"),
+            self.var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "logsub-stack",
+        );
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.var("AWS_REGION").to_owned()))
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let bin_dir = self
+            .var("PATH")
+            .split(':')
+            .next()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let kubectl = bin_dir.join("kubectl");
+        let program = if kubectl.exists() {
+            kubectl
+        } else {
+            PathBuf::from("kubectl")
+        };
+        Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .expect("run kubectl")
+    }
+}
+
+fn parse_exports(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{:x}{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` until it returns Some, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,435 @@
+//! The stack's local node runs Pods as real processes: a Deployment becomes
+//! Available, its process sees the Pod's env and files, deleting the Pod stops the
+//! process and a replacement starts; crashes restart, unmapped images wait.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{eventually, stack, unique};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use serde_json::{Value, json};
+
+const PROBE_IMAGE: &str = "logsub-test/probe:1";
+
+struct TestNamespace {
+    client: kube::Client,
+    name: String,
+}
+
+impl TestNamespace {
+    async fn new(client: &kube::Client) -> TestNamespace {
+        let name = unique("localnode");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        // The service account controller creates `default` shortly after.
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        let ready = await_condition(accounts, "default", |sa: Option<&_>| sa.is_some());
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .expect("default service account")
+            .expect("watch");
+        TestNamespace {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    async fn delete(self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn deployment_available() -> impl Condition<Deployment> {
+    |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+                })
+            })
+    }
+}
+
+async fn wait<K, C>(api: Api<K>, name: &str, what: &str, condition: C) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    C: Condition<K>,
+{
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api, name, condition),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    .expect("watch")
+    .unwrap_or_else(|| panic!("{what}: object gone"))
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+async fn ready_pod(pods: &Api<Pod>, selector: &str, except: Option<&str>) -> Pod {
+    eventually("a ready pod", Duration::from_secs(60), || async {
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|p| {
+            p.metadata.uid.as_deref() != except
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let port = free_port();
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t"}}))
+    .expect("secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let config: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "conf"}, "data": {"worker.yaml": "shards: all\n"}}))
+    .expect("configmap");
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &config)
+        .await
+        .expect("create configmap");
+
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "probe"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "probe",
+                        "image": PROBE_IMAGE,
+                        "env": [
+                            {"name": "PROBE_PORT", "value": port.to_string()},
+                            {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                            {"name": "GREETING", "value": "hello $(POD_NAME)"},
+                        ],
+                        "volumeMounts": [{"name": "conf", "mountPath": "/etc/logsub-test", "readOnly": true}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},
+                        "securityContext": {"readOnlyRootFilesystem": true},
+                    }],
+                    "volumes": [{"name": "conf", "configMap": {"name": "conf"}}],
+                },
+            },
+        },
+    }))
+    .expect("deployment");
+    let deployments = ns.api::<Deployment>();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    wait(
+        deployments.clone(),
+        "probe",
+        "Deployment Available",
+        deployment_available(),
+    )
+    .await;
+
+    let pods = ns.api::<Pod>();
+    let pod = ready_pod(&pods, "app=probe", None).await;
+    let pod_name = pod.metadata.name.clone().expect("pod name");
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(stack().node_name())
+    );
+    let status = pod.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    let container = &status
+        .container_statuses
+        .as_ref()
+        .expect("container statuses")[0];
+    assert!(
+        container.ready
+            && container
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .is_some()
+    );
+
+    // The process is real, and sees the Pod's environment and files.
+    let (_, pid) = get(port, "/pid").await.expect("probe answers");
+    let pid: u32 = pid.parse().expect("pid");
+    assert!(process_alive(pid));
+    let (_, env) = get(port, "/env").await.expect("env");
+    let env: Value = serde_json::from_str(&env).expect("env json");
+    assert_eq!(env["API_TOKEN"], "s3cr3t");
+    assert_eq!(env["POD_NAME"], pod_name.as_str());
+    assert_eq!(env["POD_NAMESPACE"], ns.name.as_str());
+    assert_eq!(env["GREETING"], format!("hello {pod_name}"));
+    assert_eq!(env["KUBERNETES_SERVICE_HOST"], "127.0.0.1");
+    assert!(
+        env.get("CARGO").is_none(),
+        "the process must not inherit the node's environment"
+    );
+
+    let (code, body) = get(port, "/file?path=/etc/logsub-test/worker.yaml")
+        .await
+        .expect("file");
+    assert_eq!((code, body.as_str()), (200, "shards: all\n"));
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (_, namespace) = get(port, &format!("/file?path={sa}/namespace"))
+        .await
+        .expect("namespace file");
+    assert_eq!(namespace, ns.name);
+    let (_, token) = get(port, &format!("/file?path={sa}/token"))
+        .await
+        .expect("token file");
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+    let (_, ca) = get(port, &format!("/file?path={sa}/ca.crt"))
+        .await
+        .expect("ca file");
+    assert!(ca.contains("BEGIN CERTIFICATE"));
+    // Those files exist for this Pod only, not on the host.
+    assert!(!std::path::Path::new("/etc/logsub-test/worker.yaml").exists());
+    let (code, _) = get(port, "/write?path=/tmp/logsub-probe-write")
+        .await
+        .expect("write");
+    assert_eq!(code, 500, "readOnlyRootFilesystem holds");
+
+    // The token authenticates to the API server as the Pod's service account.
+    let mut config = kube::Config::new(stack().api_server().parse().expect("url"));
+    config.root_cert = Some(vec![pem_to_der(&ca)]);
+    config.auth_info.token = Some(token.into());
+    let as_pod = kube::Client::try_from(config).expect("client");
+    let err = Api::<Secret>::namespaced(as_pod, &ns.name)
+        .list(&ListParams::default())
+        .await
+        .expect_err("no RBAC grants this");
+    assert!(
+        err.to_string()
+            .contains(&format!("system:serviceaccount:{}:default", ns.name)),
+        "{err}"
+    );
+
+    // Deleting the Pod stops the process; the ReplicaSet's replacement runs anew.
+    let old_uid = pod.metadata.uid.clone();
+    pods.delete(&pod_name, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually(
+        "the old process to exit",
+        Duration::from_secs(30),
+        || async { (!process_alive(pid)).then_some(()) },
+    )
+    .await;
+    let replacement = ready_pod(&pods, "app=probe", old_uid.as_deref()).await;
+    assert_ne!(
+        replacement.metadata.name.as_deref(),
+        Some(pod_name.as_str())
+    );
+    let (_, new_pid) = eventually("the new process to answer", Duration::from_secs(30), || {
+        get(port, "/pid")
+    })
+    .await;
+    assert_ne!(new_pid.parse::<u32>().expect("pid"), pid);
+
+    let log = std::fs::read_to_string(format!(
+        "{}/pods/{}_{}_probe.log",
+        stack().var("LOGSUB_STACK_LOGS"),
+        ns.name,
+        pod_name
+    ))
+    .expect("container log in the stack's log directory");
+    assert!(
+        log.contains("probe stopped on SIGTERM"),
+        "the process got SIGTERM:\n{log}"
+    );
+    ns.delete().await;
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64 PEM")
+}
+
+async fn bare_pod(
+    ns: &TestNamespace,
+    name: &str,
+    image: &str,
+    env: Value,
+    restart: &str,
+) -> Api<Pod> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": image, "env": env}],
+        },
+    }))
+    .expect("pod");
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    pods
+}
+
+fn container_status(pod: Option<&Pod>) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod?.status.as_ref()?.container_statuses.as_ref()?.first()
+}
+
+#[tokio::test]
+async fn crashing_container_restarts_with_its_exit_code_recorded() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let env = json!([
+        {"name": "PROBE_PORT", "value": free_port().to_string()},
+        {"name": "PROBE_EXIT_AFTER", "value": "0.2"},
+        {"name": "PROBE_EXIT_CODE", "value": "3"},
+    ]);
+    let pods = bare_pod(&ns, "crasher", PROBE_IMAGE, env, "Always").await;
+    let pod = wait(
+        pods,
+        "crasher",
+        "a restart after exit code 3",
+        |p: Option<&Pod>| {
+            container_status(p).is_some_and(|c| {
+                c.restart_count >= 1
+                    && c.last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 3 && t.reason.as_deref() == Some("Error"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn completed_pod_succeeds_and_failed_pod_fails() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    for (name, code, phase) in [("done", "0", "Succeeded"), ("broken", "7", "Failed")] {
+        let env = json!([
+            {"name": "PROBE_PORT", "value": free_port().to_string()},
+            {"name": "PROBE_EXIT_AFTER", "value": "0.1"},
+            {"name": "PROBE_EXIT_CODE", "value": code},
+        ]);
+        let pods = bare_pod(&ns, name, PROBE_IMAGE, env, "Never").await;
+        let pod = wait(pods, name, phase, move |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.phase.as_deref())
+                == Some(phase)
+        })
+        .await;
+        let terminated = container_status(Some(&pod))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .expect("terminated state");
+        assert_eq!(terminated.exit_code.to_string(), code);
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn unmapped_image_waits_with_an_image_pull_reason() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let pods = bare_pod(
+        &ns,
+        "unmapped",
+        "logsub-test/not-mapped:1",
+        json!([]),
+        "Always",
+    )
+    .await;
+    let pod = wait(
+        pods,
+        "unmapped",
+        "an image pull waiting reason",
+        |p: Option<&Pod>| {
+            container_status(p)
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| {
+                    matches!(
+                        w.reason.as_deref(),
+                        Some("ErrImagePull" | "ImagePullBackOff")
+                    )
+                })
+        },
+    )
+    .await;
+    let waiting = container_status(Some(&pod))
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.clone())
+        .expect("waiting");
+    assert!(
+        waiting
+            .message
+            .unwrap_or_default()
+            .contains("is not mapped to a local executable")
+    );
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    ns.delete().await;
+}
