@@ -6,11 +6,26 @@ IMAGES_FILE="$LOGSUB_STATE/images.json"
 # Start order; `down` stops in reverse.
 SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch elasticsearch seaweedfs moto)
 
+# A process's start time (clock ticks since boot): with the pid it names one
+# process, so a pid file outliving its process never matches a recycled pid.
+start_time_of() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  # Field 22 of stat is the 20th after the command name.
+  awk '{print $20}' <<<"$stat"
+}
+
+write_pid() {
+  local start; start="$(start_time_of "$2")" || die "$1 (pid $2) is not running"
+  echo "$2 $start" >"$PID_DIR/$1.pid"
+}
+
 pid_of() {
-  local f="$PID_DIR/$1.pid"
+  local f="$PID_DIR/$1.pid" pid start
   [ -f "$f" ] || return 1
-  local pid; pid="$(cat "$f")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  read -r pid start <"$f" || return 1
+  [ -n "$pid" ] && [ "$(start_time_of "$pid")" = "$start" ] && echo "$pid"
 }
 
 is_running() { pid_of "$1" >/dev/null; }
@@ -20,7 +35,7 @@ spawn() {
   local name="$1"; shift
   mkdir -p "$PID_DIR" "$LOG_DIR"
   setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$PID_DIR/$name.pid"
+  write_pid "$name" $!
 }
 
 # Waits until a command succeeds, or fails naming the log to read.
@@ -142,7 +157,7 @@ start_scheduler() {
 # The project's image runs this repository's logsub binary; test images run the
 # small programs under tests/images.
 write_images() {
-  local logsub_bin="${LOGSUB_BIN:-$REPO_DIR/target/debug/logsub}"
+  local logsub_bin="${LOGSUB_BIN:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/logsub}"
   cat >"$IMAGES_FILE.tmp" <<EOF
 {
   "images": {
@@ -205,7 +220,7 @@ start_search_node() {
     [ "$waited" -lt 300 ] || die "$name wrote no pid file; logs: $LOG_DIR/$name.log, $dir/logs"
     sleep 0.1; waited=$((waited + 1))
   done
-  cp "$dir/run/pid" "$PID_DIR/$name.pid"
+  write_pid "$name" "$(cat "$dir/run/pid")"
 }
 
 wait_search_node() {
@@ -290,11 +305,13 @@ stack_down() {
     stop_service "${SERVICES[$i]}"
   done
   # Containers whose local node died without stopping them.
-  local f pgid
+  local f pgid start
   for f in "$LOGSUB_STATE"/node/pods/*/*.pid; do
     [ -f "$f" ] || continue
-    pgid="$(cat "$f")"
-    [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
+    read -r pgid start <"$f" || true
+    if [ -n "$pgid" ] && [ "$(start_time_of "$pgid")" = "$start" ]; then
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+    fi
     rm -f "$f"
   done
 }

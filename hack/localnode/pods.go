@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,13 +47,16 @@ func newPodManager(cfg config, client kubernetes.Interface, log *slog.Logger) *p
 }
 
 // killLeftovers ends process groups a previous localnode left behind (after a
-// SIGKILL), so a Pod never runs twice.
+// SIGKILL), so a Pod never runs twice. A pid file names its process by pid and
+// start time, so a recycled pid is never killed.
 func killLeftovers(dir string, log *slog.Logger) {
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*", "*.pid"))
 	for _, f := range pidFiles {
 		raw, err := os.ReadFile(f)
-		if err == nil {
-			if pgid, err := strconv.Atoi(string(raw)); err == nil && pgid > 1 {
+		fields := strings.Fields(string(raw))
+		if err == nil && len(fields) == 2 {
+			pgid, err := strconv.Atoi(fields[0])
+			if err == nil && pgid > 1 && processStartTime(pgid) == fields[1] {
 				if syscall.Kill(-pgid, syscall.SIGKILL) == nil {
 					log.Info("killed leftover container process group", "pgid", pgid, "file", f)
 				}
@@ -60,6 +64,20 @@ func killLeftovers(dir string, log *slog.Logger) {
 		}
 		_ = os.Remove(f)
 	}
+}
+
+// processStartTime is field 22 of /proc/PID/stat, or "" when there is no such process.
+func processStartTime(pid int) string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndex(s, ")")+1:])
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
 }
 
 func (m *podManager) run(ctx context.Context) {
@@ -465,7 +483,7 @@ func (w *podWorker) runOnce(ctx context.Context, c *corev1.Container, st *contai
 	}
 	pid := cmd.Process.Pid
 	pidFile := filepath.Join(w.dir, c.Name+".pid")
-	_ = os.WriteFile(pidFile, []byte(strconv.Itoa(pid)), 0o644)
+	_ = os.WriteFile(pidFile, []byte(fmt.Sprintf("%d %s", pid, processStartTime(pid))), 0o644)
 	defer os.Remove(pidFile)
 	w.log.Info("container started", "container", c.Name, "pid", pid, "argv", spec.Argv)
 	w.update(func(*podState) {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, runs the static checks and unit tests,
+# starts the local stack (fresh) unless it already runs, runs every test against
+# it, and stops what it started, also on failure.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$HACK_DIR/lib/build.sh"
+source "$HACK_DIR/lib/run.sh"
+cd "$REPO_DIR"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing what is missing"
+install_all
+
+step "static checks"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+test -z "$(gofmt -l hack/localnode)" || { gofmt -l hack/localnode; die "gofmt: hack/localnode needs formatting"; }
+(cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
+
+step "unit tests"
+cargo build --locked --bins
+cargo test --locked --lib --test api
+(cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
+
+started=false
+if ! stack_status >/dev/null 2>&1; then
+  step "starting a fresh local stack"
+  stack_down >/dev/null 2>&1 || true
+  rm -rf "$DATA_DIR" "$LOGSUB_STATE/node"
+  started=true
+  trap 'step "stopping the local stack"; stack_down' EXIT
+fi
+export LOGSUB_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/logsub"
+stack_up
+eval "$(stack_env)"
+
+step "moto corrections (each against corrected and stock moto)"
+(cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_corrections.py)
+
+step "integration tests"
+cargo test --locked --test cluster --test localnode --test aws --test search
+
+$started && say "all tests passed; the stack will now stop" || say "all tests passed; the stack keeps running"
