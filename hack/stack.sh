@@ -17,6 +17,7 @@ case "${1:-}" in
   up) stack_up ;;
   down)
     stack_down
+    verify_down
     if [ "${2:-}" = "--purge" ]; then rm -rf "$DATA_DIR" "$PKI_DIR" "$LOGSUB_STATE/node" "$KUBECONFIG_FILE"; say "state purged"; fi ;;
   status) stack_status ;;
   env) stack_env ;;

@@ -30,7 +30,7 @@ if ! stack_status >/dev/null 2>&1; then
   stack_down >/dev/null 2>&1 || true
   rm -rf "$DATA_DIR" "$LOGSUB_STATE/node"
   started=true
-  trap 'step "stopping the local stack"; stack_down' EXIT
+  trap 'step "stopping the local stack"; stack_down; verify_down' EXIT
 fi
 export LOGSUB_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/logsub"
 stack_up

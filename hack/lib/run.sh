@@ -206,18 +206,18 @@ start_search_node() {
   if [ ! -f "$dir/home/.version" ] || [ "$(cat "$dir/home/.version")" != "$home" ]; then
     rm -rf "$dir/home" && mkdir -p "$dir" && cp -a "$home" "$dir/home" && echo "$home" >"$dir/home/.version"
   fi
-  mkdir -p "$dir/data" "$dir/logs" "$dir/run"
-  [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir"
+  mkdir -p "$dir/data" "$dir/run" "$LOG_DIR/$name"
+  [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir" "$LOG_DIR/$name"
   rm -f "$dir/run/pid"
   env "$javavar=$(java_home)" "$optsvar=-Xms512m -Xmx512m" $prefix "$dir/home/bin/$launcher" -d -p "$dir/run/pid" \
     -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$port" -Etransport.port="$tport" \
-    -Epath.data="$dir/data" -Epath.logs="$dir/logs" -Ecluster.routing.allocation.disk.threshold_enabled=false \
+    -Epath.data="$dir/data" -Epath.logs="$LOG_DIR/$name" -Ecluster.routing.allocation.disk.threshold_enabled=false \
     -Ecluster.name="logsub-$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 \
-    || { tail -n 40 "$LOG_DIR/$name.log" >&2; die "$name did not start; logs: $LOG_DIR/$name.log, $dir/logs"; }
+    || { tail -n 40 "$LOG_DIR/$name.log" >&2; die "$name did not start; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"; }
   # -d can return a moment before the node writes its pid file.
   local waited=0
   until [ -s "$dir/run/pid" ]; do
-    [ "$waited" -lt 300 ] || die "$name wrote no pid file; logs: $LOG_DIR/$name.log, $dir/logs"
+    [ "$waited" -lt 300 ] || die "$name wrote no pid file; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"
     sleep 0.1; waited=$((waited + 1))
   done
   write_pid "$name" "$(cat "$dir/run/pid")"
@@ -314,6 +314,20 @@ stack_down() {
     fi
     rm -f "$f"
   done
+}
+
+# Every port the stack listens on, for `down` to prove it freed them.
+stack_ports() {
+  echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" \
+    "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
+    "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
+}
+
+verify_down() {
+  local port busy=()
+  for port in $(stack_ports); do port_free "$port" || busy+=("$port"); done
+  [ ${#busy[@]} -eq 0 ] || die "ports still in use after down: ${busy[*]}"
+  say "every stack port is free"
 }
 
 stack_status() {
