@@ -291,7 +291,7 @@ stop_service() {
     if [ "$waited" -ge 150 ]; then
       say "$name ($pid) ignored SIGTERM for 15 s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       break
     fi
     sleep 0.1; waited=$((waited + 1))
