@@ -45,7 +45,12 @@ async fn ensure_namespace(client: &kube::Client, name: &str) {
 
 #[tokio::test]
 async fn the_api_server_is_the_pinned_kubernetes() {
-    let version = stack().kube().await.apiserver_version().await.expect("version");
+    let version = stack()
+        .kube()
+        .await
+        .apiserver_version()
+        .await
+        .expect("version");
     assert_eq!(version.git_version, "v1.37.2");
 }
 
