@@ -24,6 +24,14 @@ kubectl get logsubscriptions --all-namespaces -o wide
 echo
 cat <<EOT
 The stack keeps running. Next:
+  eval "\$(hack/stack.sh env)"                 kubectl, helm, AWS SDKs and curl now reach the stack
+  kubectl explain logsubscription.spec --recursive   the API, with its docs
+  kubectl get nodes -o wide                      the local node that runs Pods as processes
+  curl -s 127.0.0.1:$OPENSEARCH_PORT/_cat/indices             OpenSearch $OPENSEARCH_VERSION (Elasticsearch $ELASTICSEARCH_VERSION on $ELASTICSEARCH_PORT)
+  ls $LOG_DIR          every server's and container's log
+  hack/stack.sh down                             stop it all
+EOT
+The stack keeps running. Next:
   eval "\$(hack/stack.sh env)"                      # kubectl, AWS SDKs and curl now reach the stack
   kubectl explain logsubscription.spec --recursive  # the API, with its docs
   kubectl get nodes -o wide                         # the local node that runs Pods as processes

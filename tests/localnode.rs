@@ -265,6 +265,14 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
         "{err}"
     );
 
+    // `kubectl logs` reaches the container's output through the API server.
+    let logs = stack().kubectl(&["logs", "-n", &ns.name, &pod_name]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains(&format!("probe listening on 127.0.0.1:{port} pid {pid}")),
+        "kubectl logs: {logs}"
+    );
+
     // Deleting the Pod stops the process; the ReplicaSet's replacement runs anew.
     let old_uid = pod.metadata.uid.clone();
     pods.delete(&pod_name, &DeleteParams::default())

@@ -65,27 +65,38 @@ ensure_port_free() {
 
 # --- PKI: a CA, the API server's serving cert, an admin client cert, SA keys ---
 
-make_pki() {
-  [ -f "$PKI_DIR/admin.crt" ] && return
-  mkdir -p "$PKI_DIR"
+# Makes an EC P-256 key and a certificate signed by the stack's CA, unless present.
+issue_cert() { # name subject extensions
+  local name="$1"
+  [ -f "$PKI_DIR/$name.crt" ] && return
   (
     cd "$PKI_DIR"
-    openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
-    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=logsub-local-ca" -out ca.crt 2>/dev/null
-    cert() { # name subject extensions
-      openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
-      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-      printf '%s\n' "$3" >"$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
-        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr" "$1.ext"
-    }
-    cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
-extendedKeyUsage=serverAuth"
-    cert admin "/O=system:masters/CN=logsub-admin" "extendedKeyUsage=clientAuth"
-    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
-    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out "$name.key" 2>/dev/null
+    openssl req -new -key "$name.key" -subj "$2" -out "$name.csr" 2>/dev/null
+    printf '%s\n' "$3" >"$name.ext"
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
+      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext"
   )
+}
+
+make_pki() {
+  mkdir -p "$PKI_DIR"
+  if [ ! -f "$PKI_DIR/ca.crt" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI_DIR/ca.key" -sha256 -days 3650 -subj "/CN=logsub-local-ca" \
+      -out "$PKI_DIR/ca.crt" 2>/dev/null
+  fi
+  issue_cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth"
+  issue_cert admin "/O=system:masters/CN=logsub-admin" "extendedKeyUsage=clientAuth"
+  issue_cert kubelet "/CN=$NODE_NAME" "subjectAltName=IP:127.0.0.1,DNS:$NODE_NAME
+extendedKeyUsage=serverAuth"
+  if [ ! -f "$PKI_DIR/sa.key" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/sa.key" 2>/dev/null
+    openssl ec -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
+  fi
+  [ -f "$KUBECONFIG_FILE" ] && return
   cat >"$KUBECONFIG_FILE" <<EOF
 apiVersion: v1
 kind: Config
@@ -130,6 +141,8 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
     --service-cluster-ip-range 10.96.0.0/12 --authorization-mode Node,RBAC \
+    --kubelet-preferred-address-types InternalIP --kubelet-certificate-authority "$PKI_DIR/ca.crt" \
+    --kubelet-client-certificate "$PKI_DIR/admin.crt" --kubelet-client-key "$PKI_DIR/admin.key" \
     --profiling=false
   wait_for kube-apiserver 60 curl -sf --cacert "$PKI_DIR/ca.crt" --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
     "https://127.0.0.1:$APISERVER_PORT/readyz"
@@ -173,9 +186,12 @@ start_localnode() {
   write_images
   is_running localnode && return
   ensure_port_free localnode "$LOCALNODE_HEALTH_PORT"
+  ensure_port_free localnode "$KUBELET_PORT"
   spawn localnode "$LOCALNODE_BIN/localnode" --kubeconfig "$KUBECONFIG_FILE" --node-name "$NODE_NAME" \
     --state-dir "$LOGSUB_STATE/node" --log-dir "$LOG_DIR" --images "$IMAGES_FILE" \
-    --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --health-addr "127.0.0.1:$LOCALNODE_HEALTH_PORT"
+    --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --health-addr "127.0.0.1:$LOCALNODE_HEALTH_PORT" \
+    --kubelet-addr "127.0.0.1:$KUBELET_PORT" --tls-cert "$PKI_DIR/kubelet.crt" --tls-key "$PKI_DIR/kubelet.key" \
+    --client-ca "$PKI_DIR/ca.crt"
   wait_for localnode 30 curl -sf "http://127.0.0.1:$LOCALNODE_HEALTH_PORT/healthz"
   wait_for localnode 60 "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" wait --for=condition=Ready \
     "node/$NODE_NAME" --timeout=5s
@@ -319,7 +335,7 @@ stack_down() {
 
 # Every port the stack listens on, for `down` to prove it freed them.
 stack_ports() {
-  echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" \
+  echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
     "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
 }

@@ -13,10 +13,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -33,6 +35,10 @@ type config struct {
 	apiHost      string
 	apiPort      string
 	healthAddr   string
+	kubeletAddr  string
+	tlsCert      string
+	tlsKey       string
+	clientCA     string
 	maxBackoff   time.Duration
 	shutdownWait time.Duration
 }
@@ -53,6 +59,10 @@ func main() {
 	flag.StringVar(&cfg.apiHost, "api-host", "127.0.0.1", "API server host given to pods as KUBERNETES_SERVICE_HOST")
 	flag.StringVar(&cfg.apiPort, "api-port", "6443", "API server port given to pods as KUBERNETES_SERVICE_PORT")
 	flag.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:10248", "address of the /healthz endpoint")
+	flag.StringVar(&cfg.kubeletAddr, "kubelet-addr", "127.0.0.1:10250", "address of the kubelet API (container logs) the API server proxies to")
+	flag.StringVar(&cfg.tlsCert, "tls-cert", "", "serving certificate of the kubelet API")
+	flag.StringVar(&cfg.tlsKey, "tls-key", "", "serving key of the kubelet API")
+	flag.StringVar(&cfg.clientCA, "client-ca", "", "CA that signs the API server's client certificate")
 	flag.DurationVar(&cfg.maxBackoff, "max-restart-backoff", 30*time.Second, "cap of the crash-loop restart delay")
 	flag.DurationVar(&cfg.shutdownWait, "shutdown-grace", 10*time.Second, "grace given to containers when localnode stops")
 	flag.Parse()
@@ -65,6 +75,15 @@ func main() {
 		log.Error("localnode failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+func kubeletPort(addr string) int32 {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(port)
+	return int32(p)
 }
 
 func run(cfg config, log *slog.Logger) error {
@@ -86,7 +105,7 @@ func run(cfg config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	node := &nodeAgent{client: client, name: cfg.nodeName, log: log}
+	node := &nodeAgent{client: client, name: cfg.nodeName, log: log, kubeletPort: kubeletPort(cfg.kubeletAddr)}
 	if err := node.register(ctx); err != nil {
 		return fmt.Errorf("register node: %w", err)
 	}
@@ -100,6 +119,19 @@ func run(cfg config, log *slog.Logger) error {
 			log.Error("health endpoint", "err", err)
 		}
 	}()
+
+	if cfg.tlsCert != "" {
+		kubelet, err := kubeletServer(cfg.kubeletAddr, cfg.tlsCert, cfg.tlsKey, cfg.clientCA, cfg.logDir)
+		if err != nil {
+			return fmt.Errorf("kubelet API: %w", err)
+		}
+		go func() {
+			if err := kubelet.ListenAndServeTLS("", ""); err != nil && err != http.ErrServerClosed {
+				log.Error("kubelet API", "err", err)
+			}
+		}()
+		defer kubelet.Close()
+	}
 
 	pods := newPodManager(cfg, client, log)
 	log.Info("local node running", "node", cfg.nodeName)

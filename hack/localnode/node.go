@@ -28,9 +28,10 @@ const (
 // nodeAgent registers the Node and keeps it Ready, as a kubelet does: status
 // conditions plus a Lease in kube-node-lease renewed well inside its duration.
 type nodeAgent struct {
-	client kubernetes.Interface
-	name   string
-	log    *slog.Logger
+	client      kubernetes.Interface
+	name        string
+	log         *slog.Logger
+	kubeletPort int32
 }
 
 func (n *nodeAgent) register(ctx context.Context) error {
@@ -91,6 +92,7 @@ func (n *nodeAgent) updateStatus(ctx context.Context) error {
 		{Type: corev1.NodeInternalIP, Address: "127.0.0.1"},
 		{Type: corev1.NodeHostName, Address: n.name},
 	}
+	node.Status.DaemonEndpoints.KubeletEndpoint.Port = n.kubeletPort
 	node.Status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion:          kubeletVersion,
 		ContainerRuntimeVersion: "localnode://1",
