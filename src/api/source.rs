@@ -150,6 +150,16 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_star_matches_any_middle(a in "[^*]{0,8}", x in "[^*]{0,8}", b in "[^*]{0,8}") {
+            let glob = format!("{a}*{b}");
+            let name = format!("{a}{x}{b}");
+            proptest::prop_assert!(glob_matches(&glob, &name));
+            proptest::prop_assert!(glob_matches(&name, &name), "a name without stars matches itself");
+        }
+    }
+
     #[test]
     fn selection_with_exclusions() {
         let selector = LogGroupSelector {

@@ -234,6 +234,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = Template::parse(&s, VARS);
+        }
+
+        #[test]
+        fn plain_text_renders_as_itself(s in "[^%{}]{0,40}") {
+            let t = Template::parse(&s, VARS).unwrap();
+            proptest::prop_assert_eq!(t.render(UtcHour::from_unix_millis(0), |_| String::new()), s);
+        }
+
+        #[test]
+        fn hours_advance_one_at_a_time(millis in -4_000_000_000_000i64..8_000_000_000_000) {
+            let a = UtcHour::from_unix_millis(millis);
+            let b = UtcHour::from_unix_millis(millis + 3_600_000);
+            proptest::prop_assert!((1..=12).contains(&a.month) && (1..=31).contains(&a.day) && a.hour < 24);
+            proptest::prop_assert_eq!(b.hour, (a.hour + 1) % 24);
+            if b.hour != 0 {
+                proptest::prop_assert_eq!((b.year, b.month, b.day), (a.year, a.month, a.day));
+            } else if b.day != 1 {
+                proptest::prop_assert_eq!((b.year, b.month, b.day), (a.year, a.month, a.day + 1));
+            } else if b.month != 1 {
+                proptest::prop_assert_eq!((b.year, b.month), (a.year, a.month + 1));
+            } else {
+                proptest::prop_assert_eq!((b.year, a.month, a.day), (a.year + 1, 12, 31));
+            }
+        }
+    }
+
     #[test]
     fn civil_dates() {
         let cases = [

@@ -219,4 +219,17 @@ mod tests {
         }
         assert_eq!(ByteSize(5 << 20).to_string(), "5Mi");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_byte_size_round_trips(n: u64) {
+            let printed = ByteSize(n).to_string();
+            proptest::prop_assert_eq!(printed.parse::<ByteSize>(), Ok(ByteSize(n)));
+        }
+
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,24}") {
+            let _ = s.parse::<ByteSize>();
+        }
+    }
 }
