@@ -9,9 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
@@ -95,42 +93,35 @@ func expand(s string, vars map[string]string) string {
 }
 
 func envFromSource(ctx context.Context, client kubernetes.Interface, ns string, from corev1.EnvFromSource) (map[string]string, error) {
-	out := map[string]string{}
+	var src source
+	var optional *bool
 	switch {
 	case from.ConfigMapRef != nil:
-		cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, from.ConfigMapRef.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && ptr.Deref(from.ConfigMapRef.Optional, false) {
-			return out, nil
-		}
-		if apierrors.IsNotFound(err) {
-			return nil, errConfig{fmt.Sprintf("configmap %q not found", from.ConfigMapRef.Name)}
-		}
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range cm.Data {
-			out[k] = v
-		}
+		src, optional = configMapSource(from.ConfigMapRef.Name), from.ConfigMapRef.Optional
 	case from.SecretRef != nil:
-		s, err := client.CoreV1().Secrets(ns).Get(ctx, from.SecretRef.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && ptr.Deref(from.SecretRef.Optional, false) {
-			return out, nil
-		}
-		if apierrors.IsNotFound(err) {
-			return nil, errConfig{fmt.Sprintf("secret %q not found", from.SecretRef.Name)}
-		}
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range s.Data {
-			out[k] = string(v)
-		}
+		src, optional = secretSource(from.SecretRef.Name), from.SecretRef.Optional
+	default:
+		return nil, errConfig{"unsupported envFrom source"}
+	}
+	data, found, err := sourceData(ctx, client, ns, src)
+	if err != nil {
+		return nil, err
+	}
+	if !found && !ptr.Deref(optional, false) {
+		return nil, errConfig{src.String() + " not found"}
+	}
+	out := map[string]string{}
+	for k, v := range data {
+		out[k] = string(v)
 	}
 	return out, nil
 }
 
 // envValueFrom resolves one valueFrom; ok is false for a missing optional key.
 func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource) (string, bool, error) {
+	var src source
+	var key string
+	var optional *bool
 	switch {
 	case from.FieldRef != nil:
 		v, err := podField(pod, from.FieldRef.FieldPath)
@@ -140,44 +131,27 @@ func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.
 		return v, err == nil, err
 	case from.ConfigMapKeyRef != nil:
 		ref := from.ConfigMapKeyRef
-		cm, err := client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			if ptr.Deref(ref.Optional, false) {
-				return "", false, nil
-			}
-			return "", false, errConfig{fmt.Sprintf("configmap %q not found", ref.Name)}
-		}
-		if err != nil {
-			return "", false, err
-		}
-		if v, ok := cm.Data[ref.Key]; ok {
-			return v, true, nil
-		}
-		if ptr.Deref(ref.Optional, false) {
-			return "", false, nil
-		}
-		return "", false, errConfig{fmt.Sprintf("configmap %q has no key %q", ref.Name, ref.Key)}
+		src, key, optional = configMapSource(ref.Name), ref.Key, ref.Optional
 	case from.SecretKeyRef != nil:
 		ref := from.SecretKeyRef
-		s, err := client.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			if ptr.Deref(ref.Optional, false) {
-				return "", false, nil
-			}
-			return "", false, errConfig{fmt.Sprintf("secret %q not found", ref.Name)}
-		}
-		if err != nil {
-			return "", false, err
-		}
-		if v, ok := s.Data[ref.Key]; ok {
-			return string(v), true, nil
-		}
-		if ptr.Deref(ref.Optional, false) {
-			return "", false, nil
-		}
-		return "", false, errConfig{fmt.Sprintf("secret %q has no key %q", ref.Name, ref.Key)}
+		src, key, optional = secretSource(ref.Name), ref.Key, ref.Optional
+	default:
+		return "", false, errConfig{"unsupported valueFrom"}
 	}
-	return "", false, errConfig{"unsupported valueFrom"}
+	data, found, err := sourceData(ctx, client, pod.Namespace, src)
+	if err != nil {
+		return "", false, err
+	}
+	if v, ok := data[key]; ok {
+		return string(v), true, nil
+	}
+	if ptr.Deref(optional, false) {
+		return "", false, nil
+	}
+	if !found {
+		return "", false, errConfig{src.String() + " not found"}
+	}
+	return "", false, errConfig{fmt.Sprintf("%s has no key %q", src, key)}
 }
 
 var labelRef = regexp.MustCompile(`^metadata\.(labels|annotations)\['(.+)'\]$`)

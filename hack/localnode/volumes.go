@@ -80,10 +80,10 @@ func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume) (map[string]
 	var refresh time.Time
 	switch {
 	case v.ConfigMap != nil:
-		err := b.configMapFiles(ctx, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, mode(v.ConfigMap.DefaultMode), files)
+		err := b.sourceFiles(ctx, configMapSource(v.ConfigMap.Name), v.ConfigMap.Items, v.ConfigMap.Optional, mode(v.ConfigMap.DefaultMode), files)
 		return files, refresh, err
 	case v.Secret != nil:
-		err := b.secretFiles(ctx, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, mode(v.Secret.DefaultMode), files)
+		err := b.sourceFiles(ctx, secretSource(v.Secret.SecretName), v.Secret.Items, v.Secret.Optional, mode(v.Secret.DefaultMode), files)
 		return files, refresh, err
 	case v.DownwardAPI != nil:
 		err := b.downwardFiles(v.DownwardAPI.Items, mode(v.DownwardAPI.DefaultMode), files)
@@ -94,9 +94,9 @@ func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume) (map[string]
 			var err error
 			switch {
 			case src.ConfigMap != nil:
-				err = b.configMapFiles(ctx, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, def, files)
+				err = b.sourceFiles(ctx, configMapSource(src.ConfigMap.Name), src.ConfigMap.Items, src.ConfigMap.Optional, def, files)
 			case src.Secret != nil:
-				err = b.secretFiles(ctx, src.Secret.Name, src.Secret.Items, src.Secret.Optional, def, files)
+				err = b.sourceFiles(ctx, secretSource(src.Secret.Name), src.Secret.Items, src.Secret.Optional, def, files)
 			case src.DownwardAPI != nil:
 				err = b.downwardFiles(src.DownwardAPI.Items, def, files)
 			case src.ServiceAccountToken != nil:
@@ -131,46 +131,58 @@ func itemMode(m *int32, def os.FileMode) os.FileMode {
 	return os.FileMode(*m)
 }
 
-func (b *volumeBuilder) configMapFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
-	cm, err := b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		if ptr.Deref(optional, false) {
-			return nil
+// source is a ConfigMap or a Secret a Pod reads keys from.
+type source struct{ kind, name string }
+
+func configMapSource(name string) source { return source{"configmap", name} }
+func secretSource(name string) source    { return source{"secret", name} }
+
+func (s source) String() string { return fmt.Sprintf("%s %q", s.kind, s.name) }
+
+// sourceData returns the object's data by key; found is false when it does not exist.
+func sourceData(ctx context.Context, client kubernetes.Interface, ns string, src source) (map[string][]byte, bool, error) {
+	data := map[string][]byte{}
+	if src.kind == "configmap" {
+		cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, src.name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
 		}
-		return errConfig{fmt.Sprintf("configmap %q not found", name)}
+		if err != nil {
+			return nil, false, err
+		}
+		for k, v := range cm.Data {
+			data[k] = []byte(v)
+		}
+		for k, v := range cm.BinaryData {
+			data[k] = v
+		}
+		return data, true, nil
+	}
+	secret, err := client.CoreV1().Secrets(ns).Get(ctx, src.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
 	}
 	if err != nil {
-		return err
+		return nil, false, err
 	}
-	data := map[string][]byte{}
-	for k, v := range cm.Data {
-		data[k] = []byte(v)
-	}
-	for k, v := range cm.BinaryData {
+	for k, v := range secret.Data {
 		data[k] = v
 	}
-	return keyFiles("configmap "+name, data, items, optional, def, out)
+	return data, true, nil
 }
 
-func (b *volumeBuilder) secretFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
-	s, err := b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		if ptr.Deref(optional, false) {
-			return nil
-		}
-		return errConfig{fmt.Sprintf("secret %q not found", name)}
-	}
+func (b *volumeBuilder) sourceFiles(ctx context.Context, src source, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {
+	data, found, err := sourceData(ctx, b.client, b.pod.Namespace, src)
 	if err != nil {
 		return err
 	}
-	data := map[string][]byte{}
-	for k, v := range s.Data {
-		data[k] = v
+	if !found {
+		if ptr.Deref(optional, false) {
+			return nil
+		}
+		return errConfig{src.String() + " not found"}
 	}
-	for k, v := range s.StringData {
-		data[k] = []byte(v)
-	}
-	return keyFiles("secret "+name, data, items, optional, def, out)
+	return keyFiles(src.String(), data, items, optional, def, out)
 }
 
 func keyFiles(what string, data map[string][]byte, items []corev1.KeyToPath, optional *bool, def os.FileMode, out map[string]file) error {

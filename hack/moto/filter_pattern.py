@@ -16,6 +16,7 @@ InvalidParameterException does.
 
 import fnmatch
 import json
+import operator
 import re
 
 
@@ -154,6 +155,17 @@ def _select(doc, selector):
     return value
 
 
+_ORDER = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+
+
+def _order_test(op, raw, number, as_number):
+    """A numeric comparison; `as_number` turns a field value into a number or None."""
+    if number is None:
+        raise PatternError(f"{op} needs a number, found {raw}")
+    compare = _ORDER[op]
+    return lambda v: (n := as_number(v)) is not None and compare(n, number)
+
+
 def _number(token):
     try:
         return float(token)
@@ -246,11 +258,9 @@ def _comparison(selector, op, kind, raw):
         return (lambda d: hit(_select(d, selector))) if op == "=" else (lambda d: not hit(_select(d, selector)))
     text = json.loads(raw) if kind == "str" else raw
     number = _number(text) if kind == "word" else None
-    if op in ("<", ">", "<=", ">="):
-        if number is None:
-            raise PatternError(f"{op} needs a number, found {raw}")
-        cmp = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}[op]
-        return lambda d: _is_num(v := _select(d, selector)) and cmp(float(v), number)
+    if op in _ORDER:
+        test = _order_test(op, raw, number, lambda v: float(v) if _is_num(v) else None)
+        return lambda d: test(_select(d, selector))
 
     def equal(v):
         if v is _MISSING:
@@ -346,7 +356,7 @@ class _DelimitedPattern:
 
 
 def _split_commas(body):
-    parts, depth, quote, current = [], 0, False, ""
+    parts, quote, current = [], False, ""
     for ch in body:
         if ch == '"':
             quote = not quote
@@ -383,11 +393,8 @@ def _align(names, fields):
 def _field_test(op, raw):
     text = json.loads(raw) if raw.startswith('"') else raw
     number = None if raw.startswith('"') else _number(raw)
-    if op in ("<", ">", "<=", ">="):
-        if number is None:
-            raise PatternError(f"{op} needs a number, found {raw}")
-        cmp = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}[op]
-        return lambda v: _number(v) is not None and cmp(_number(v), number)
+    if op in _ORDER:
+        return _order_test(op, raw, number, _number)
 
     def equal(v):
         if number is not None and _number(v) is not None:
