@@ -80,7 +80,8 @@ run_logged() {
   ) &
   local ticker=$!
   local rc=0
-  "$@" >"$log" 2>&1 || rc=$?
+  # A subshell, so a step's cd and shell options stay its own.
+  ( "$@" ) >"$log" 2>&1 || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
     tail -n 40 "$log" >&2

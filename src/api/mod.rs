@@ -30,7 +30,7 @@ pub use transform::{
     CloudTrailTransform, JsonTransform, LambdaTransform, Transform, VPC_FLOW_LOG_DEFAULT_FIELDS,
     VPC_FLOW_LOG_FIELDS, VpcFlowLogTransform,
 };
-pub use validate::{FieldError, S3_PREFIX_VARS, ValidationErrors};
+pub use validate::{FieldError, ValidationErrors};
 pub use workers::{BatchSpec, ByteSize, ServiceAccountSpec, WorkersSpec};
 
 use kube::{CustomResource, KubeSchema};

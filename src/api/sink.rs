@@ -1,6 +1,8 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::template::{Template, TemplateError};
+
 /// Where documents are delivered. Exactly one key is set.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -255,6 +257,16 @@ pub struct S3Sink {
     /// Storage class of the objects, e.g. `STANDARD_IA`. Omit for `STANDARD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<StorageClass>,
+}
+
+impl S3Sink {
+    /// The placeholders a prefix template may use.
+    pub const PREFIX_VARS: &[&str] = &["logGroup", "account", "region", "namespace", "name"];
+
+    /// The parsed key prefix template.
+    pub fn prefix_template(&self) -> Result<Template, TemplateError> {
+        Template::parse(&self.prefix, Self::PREFIX_VARS)
+    }
 }
 
 fn default_prefix() -> String {

@@ -11,9 +11,6 @@ use super::{
     StreamSpec, Transform, VPC_FLOW_LOG_FIELDS, WorkersSpec,
 };
 
-/// Placeholders an S3 prefix template may use.
-pub const S3_PREFIX_VARS: &[&str] = &["logGroup", "account", "region", "namespace", "name"];
-
 const MIN_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_BATCH_BYTES: u64 = 100 << 20;
 const MIN_BATCH_BYTES: u64 = 1 << 10;
@@ -262,7 +259,7 @@ fn validate_s3(s3: &S3Sink, errors: &mut Errors) {
     if let Some(endpoint) = &s3.endpoint {
         check_url(endpoint, &format!("{path}.endpoint"), errors);
     }
-    match Template::parse(&s3.prefix, S3_PREFIX_VARS) {
+    match s3.prefix_template() {
         Err(e) => errors.add(format!("{path}.prefix"), e.to_string()),
         Ok(_) if s3.prefix.starts_with('/') => errors.add(
             format!("{path}.prefix"),
