@@ -22,6 +22,7 @@ test -z "$(gofmt -l hack/localnode)" || { gofmt -l hack/localnode; die "gofmt: h
 step "unit tests"
 cargo build --locked --bins
 cargo test --locked --lib --test api
+(cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
 
 started=false

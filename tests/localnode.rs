@@ -374,6 +374,54 @@ async fn crashing_container_restarts_with_its_exit_code_recorded() {
 }
 
 #[tokio::test]
+async fn failing_liveness_probe_restarts_the_container() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let port = free_port();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "unhealthy"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main",
+                "image": PROBE_IMAGE,
+                // /healthz answers 503 for an hour: the process runs but is never healthy.
+                "env": [{"name": "PROBE_PORT", "value": port.to_string()}, {"name": "PROBE_READY_AFTER", "value": "3600"}],
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1, "failureThreshold": 2},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},
+            }],
+        },
+    }))
+    .expect("pod");
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let pod = wait(
+        pods,
+        "unhealthy",
+        "a liveness restart",
+        |p: Option<&Pod>| container_status(p).is_some_and(|c| c.restart_count >= 1),
+    )
+    .await;
+    let status = container_status(Some(&pod)).expect("status");
+    assert!(
+        !status.ready,
+        "a container failing its readiness probe is not ready"
+    );
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last state");
+    assert_eq!(
+        last.exit_code, 0,
+        "the probe process exits cleanly on SIGTERM"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
 async fn completed_pod_succeeds_and_failed_pod_fails() {
     let client = stack().kube().await;
     let ns = TestNamespace::new(&client).await;

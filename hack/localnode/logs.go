@@ -117,14 +117,13 @@ func seekToLastLines(f *os.File, n int) error {
 			return err
 		}
 	}
-	start := pos
-	if n < len(offsets) {
-		start = offsets[len(offsets)-n]
-	} else if len(offsets) > 0 {
+	start := pos // no lines
+	switch {
+	case n <= 0 || len(offsets) == 0:
+	case n >= len(offsets):
 		start = offsets[0]
-	}
-	if n == 0 {
-		start = pos
+	default:
+		start = offsets[len(offsets)-n]
 	}
 	_, err := f.Seek(start, io.SeekStart)
 	return err

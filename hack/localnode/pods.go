@@ -504,7 +504,6 @@ func (w *podWorker) runOnce(ctx context.Context, c *corev1.Container, st *contai
 	go w.probe(probeCtx, c, st, pid, kill)
 
 	var ps *os.ProcessState
-	reason := ""
 	select {
 	case ps = <-exited:
 	case <-w.stop:
@@ -513,20 +512,19 @@ func (w *podWorker) runOnce(ctx context.Context, c *corev1.Container, st *contai
 		w.mu.Unlock()
 		ps = terminate(pid, grace, exited)
 	case why := <-kill:
-		w.log.Info("restarting container", "container", c.Name, "why", why)
+		// As the kubelet does, the probe's verdict goes to the log; the
+		// terminated state reports how the process ended.
+		w.log.Info("killing container to restart it", "container", c.Name, "why", why)
 		ps = terminate(pid, time.Duration(ptr.Deref(w.pod.Spec.TerminationGracePeriodSeconds, 30))*time.Second, exited)
-		reason = why
 	}
 	stopProbes()
 	// When the main process ends, the rest of its container ends with it.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 
 	code := exitCode(ps)
-	if reason == "" {
-		reason = "Completed"
-		if code != 0 {
-			reason = "Error"
-		}
+	reason := "Completed"
+	if code != 0 {
+		reason = "Error"
 	}
 	w.log.Info("container exited", "container", c.Name, "pid", pid, "exitCode", code, "reason", reason)
 	w.update(func(*podState) {

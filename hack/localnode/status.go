@@ -58,12 +58,12 @@ func (w *podWorker) podStatus(old corev1.PodStatus) corev1.PodStatus {
 
 	st.Phase = corev1.PodPending
 	anyStarted := false
-	allDone, allSucceeded := true, true
+	allDone, allSucceeded := s.finished && len(s.main) > 0, true
 	for _, c := range s.main {
 		if c.running != nil || c.restarts > 0 || c.terminated != nil {
 			anyStarted = true
 		}
-		if c.terminated == nil || !s.finished {
+		if c.terminated == nil {
 			allDone = false
 		} else if c.terminated.ExitCode != 0 {
 			allSucceeded = false
