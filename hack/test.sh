@@ -43,4 +43,4 @@ step "moto corrections (each against corrected and stock moto)"
 step "integration tests"
 cargo test --locked --test cluster --test localnode --test aws --test search
 
-$started && say "all tests passed; the stack will now stop" || say "all tests passed; the stack keeps running"
+if $started; then say "all tests passed; the stack will now stop"; else say "all tests passed; the stack keeps running"; fi

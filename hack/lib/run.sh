@@ -70,7 +70,7 @@ issue_cert() { # name subject extensions
   local name="$1"
   [ -f "$PKI_DIR/$name.crt" ] && return
   (
-    cd "$PKI_DIR"
+    cd "$PKI_DIR" || exit 1
     openssl ecparam -name prime256v1 -genkey -noout -out "$name.key" 2>/dev/null
     openssl req -new -key "$name.key" -subj "$2" -out "$name.csr" 2>/dev/null
     printf '%s\n' "$3" >"$name.ext"
@@ -220,7 +220,7 @@ start_search_node() {
   local dir="$DATA_DIR/$name" prefix
   prefix="$(search_user_prefix)"
   if [ ! -f "$dir/home/.version" ] || [ "$(cat "$dir/home/.version")" != "$home" ]; then
-    rm -rf "$dir/home" && mkdir -p "$dir" && cp -a "$home" "$dir/home" && echo "$home" >"$dir/home/.version"
+    rm -rf "${dir:?}/home" && mkdir -p "$dir" && cp -a "$home" "$dir/home" && echo "$home" >"$dir/home/.version"
   fi
   mkdir -p "$dir/data" "$dir/run" "$LOG_DIR/$name"
   [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir" "$LOG_DIR/$name"
