@@ -1,0 +1,56 @@
+//! UTC calendar arithmetic for event timestamps (Unix milliseconds), without a
+//! time-zone database: CloudWatch Logs times are UTC.
+
+use std::fmt::Write;
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`): (year, month 1–12, day 1–31).
+pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+/// RFC 3339 with milliseconds in UTC, e.g. `2026-11-25T19:44:28.711Z`.
+pub fn rfc3339_millis(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    let mut out = String::with_capacity(24);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        millis.rem_euclid(1000)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_795_635_868_711, "2026-11-25T19:44:28.711Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (1_432_826_855_000, "2015-05-28T15:27:35.000Z"),
+        ];
+        for (millis, want) in cases {
+            assert_eq!(rfc3339_millis(millis), want, "{millis}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Turning Kinesis records into log events.
+
+pub mod cloudwatch;

@@ -1,0 +1,118 @@
+//! `cloudTrail`: a CloudTrail event, as CloudTrail writes one per log event to
+//! CloudWatch Logs, becomes fields, and its `eventTime` the document time. A
+//! message holding a `Records` array (the S3 delivery format) becomes one document
+//! per record, with the id `<event id>-<index>` so a replay rewrites the same ones.
+
+use serde_json::{Map, Value};
+
+use super::merge;
+use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
+
+/// Parses `@message` as a CloudTrail event or a `Records` batch.
+pub fn apply(doc: Document) -> Vec<Document> {
+    let event = match doc.get(MESSAGE) {
+        Some(Value::String(text)) if text.trim_start().starts_with('{') => {
+            serde_json::from_str::<Map<String, Value>>(text).ok()
+        }
+        _ => None,
+    };
+    let Some(mut event) = event else {
+        return vec![doc];
+    };
+    match event.remove("Records") {
+        Some(Value::Array(records)) if !records.is_empty() => {
+            let id = doc
+                .get(ID)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            records
+                .into_iter()
+                .enumerate()
+                .map(|(i, record)| {
+                    let mut one = doc.clone();
+                    one.insert(ID.into(), Value::String(format!("{id}-{i}")));
+                    one.insert(MESSAGE.into(), Value::String(record.to_string()));
+                    match record {
+                        Value::Object(fields) => with_event(one, fields),
+                        _ => one,
+                    }
+                })
+                .collect()
+        }
+        Some(other) => {
+            event.insert("Records".into(), other);
+            vec![with_event(doc, event)]
+        }
+        None => vec![with_event(doc, event)],
+    }
+}
+
+fn with_event(mut doc: Document, event: Map<String, Value>) -> Document {
+    if let Some(Value::String(time)) = event.get("eventTime") {
+        doc.insert(TIMESTAMP.into(), Value::String(time.clone()));
+    }
+    merge(&mut doc, event);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The StartLogging event of the AWS CloudTrail documentation.
+    const START_LOGGING: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDAJDPLRKLG7UEXAMPLE","arn":"arn:aws:iam::123456789012:user/Mary_Major","accountId":"123456789012","accessKeyId":"AKIAIOSFODNN7EXAMPLE","userName":"Mary_Major"},"eventTime":"2019-06-19T00:18:31Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StartLogging","awsRegion":"us-east-2","sourceIPAddress":"203.0.113.64","userAgent":"signin.amazonaws.com","requestParameters":{"name":"arn:aws:cloudtrail:us-east-2:123456789012:trail/My-First-Trail"},"responseElements":null,"requestID":"ddf5140f-EXAMPLE","eventID":"7116c6c1-EXAMPLE","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}"#;
+
+    fn doc(message: &str) -> Document {
+        json!({"@id": "3195", "@timestamp": "2019-06-19T00:18:40.000Z", "@message": message})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn one_event_becomes_fields_at_its_event_time() {
+        let [out] = <[Document; 1]>::try_from(apply(doc(START_LOGGING))).unwrap();
+        assert_eq!(out["@id"], "3195");
+        assert_eq!(out["@timestamp"], "2019-06-19T00:18:31Z");
+        assert_eq!(out["eventName"], "StartLogging");
+        assert_eq!(out["userIdentity"]["userName"], "Mary_Major");
+        assert_eq!(out["sourceIPAddress"], "203.0.113.64");
+        assert_eq!(out["readOnly"], false);
+        assert_eq!(out["responseElements"], Value::Null);
+    }
+
+    #[test]
+    fn records_become_one_document_each_with_deterministic_ids() {
+        let batch = format!(
+            r#"{{"Records":[{START_LOGGING},{{"eventName":"StopLogging","eventTime":"2019-06-19T00:19:00Z"}}]}}"#
+        );
+        let out = apply(doc(&batch));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["@id"], "3195-0");
+        assert_eq!(out[1]["@id"], "3195-1");
+        assert_eq!(out[1]["eventName"], "StopLogging");
+        assert_eq!(out[1]["@timestamp"], "2019-06-19T00:19:00Z");
+        assert!(out[1]["@message"].as_str().unwrap().contains("StopLogging"));
+        assert!(out.iter().all(|d| d.get("Records").is_none()));
+        assert_eq!(
+            apply(doc(&batch)),
+            out,
+            "the same input gives the same documents"
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_alone() {
+        for message in ["not json", "[1,2]", "{broken", r#"{"Records":[]}"#] {
+            let out = apply(doc(message));
+            assert_eq!(out.len(), 1, "{message}");
+            assert_eq!(
+                out[0]["@timestamp"], "2019-06-19T00:18:40.000Z",
+                "{message}"
+            );
+        }
+    }
+}

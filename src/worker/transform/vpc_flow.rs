@@ -1,0 +1,180 @@
+//! `vpcFlowLog`: a flow log record becomes fields, for the default version 2
+//! format or any custom field list. Field names take `_` for `-` (`srcaddr`,
+//! `account_id`, `pkt_srcaddr`); counts and ports are numbers, `start` and `end`
+//! timestamps, and `-` (no value) leaves the field out. A line that does not have
+//! the format's field count is left as it is.
+
+use serde_json::Value;
+
+use crate::time::rfc3339_millis;
+use crate::worker::document::{Document, MESSAGE};
+
+const NUMBERS: &[&str] = &[
+    "version",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "tcp-flags",
+    "traffic-path",
+];
+const TIMES: &[&str] = &["start", "end"];
+
+/// A flow log format, resolved once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Format {
+    columns: Vec<Column>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Column {
+    key: String,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Text,
+    Number,
+    Time,
+}
+
+impl Format {
+    /// The format of these field names, as the flow log's `LogFormat` lists them.
+    pub fn new(fields: &[&str]) -> Format {
+        let columns = fields
+            .iter()
+            .map(|name| Column {
+                key: name.replace('-', "_"),
+                kind: if NUMBERS.contains(name) {
+                    Kind::Number
+                } else if TIMES.contains(name) {
+                    Kind::Time
+                } else {
+                    Kind::Text
+                },
+            })
+            .collect();
+        Format { columns }
+    }
+}
+
+/// Parses `@message` as a flow log record of `format`.
+pub fn apply(format: &Format, mut doc: Document) -> Document {
+    let Some(Value::String(message)) = doc.get(MESSAGE) else {
+        return doc;
+    };
+    let values: Vec<&str> = message.split_ascii_whitespace().collect();
+    if values.len() != format.columns.len() {
+        return doc;
+    }
+    let parsed: Vec<(String, Value)> = format
+        .columns
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| *v != "-")
+        .map(|(column, v)| (column.key.clone(), typed(column.kind, v)))
+        .collect();
+    doc.extend(parsed);
+    doc
+}
+
+fn typed(kind: Kind, text: &str) -> Value {
+    match kind {
+        Kind::Number => text
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(text)),
+        Kind::Time => text
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| secs.checked_mul(1000))
+            .map(|millis| Value::from(rfc3339_millis(millis)))
+            .unwrap_or_else(|| Value::from(text)),
+        Kind::Text => Value::from(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::VPC_FLOW_LOG_DEFAULT_FIELDS;
+
+    fn run(fields: &[&str], message: &str) -> Value {
+        let doc = json!({"@id": "1", "@message": message});
+        let mut out = apply(&Format::new(fields), doc.as_object().unwrap().clone());
+        out.remove("@message");
+        Value::Object(out)
+    }
+
+    /// The records of the AWS VPC Flow Logs documentation ("Flow log record examples").
+    #[test]
+    fn default_format_examples() {
+        let cases = [
+            (
+                "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK",
+                json!({"@id": "1", "version": 2, "account_id": "123456789010", "interface_id": "eni-1235b8ca123456789",
+                    "srcaddr": "172.31.16.139", "dstaddr": "172.31.16.21", "srcport": 20641, "dstport": 22, "protocol": 6,
+                    "packets": 20, "bytes": 4249, "start": "2014-12-14T04:06:50.000Z", "end": "2014-12-14T04:07:50.000Z",
+                    "action": "ACCEPT", "log_status": "OK"}),
+            ),
+            (
+                "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK",
+                json!({"@id": "1", "version": 2, "account_id": "123456789010", "interface_id": "eni-1235b8ca123456789",
+                    "srcaddr": "172.31.9.69", "dstaddr": "172.31.9.12", "srcport": 49761, "dstport": 3389, "protocol": 6,
+                    "packets": 20, "bytes": 4249, "start": "2014-12-14T04:06:50.000Z", "end": "2014-12-14T04:07:50.000Z",
+                    "action": "REJECT", "log_status": "OK"}),
+            ),
+            (
+                "2 123456789010 eni-1a2b3c4d - - - - - - - 1431280876 1431280934 - NODATA",
+                json!({"@id": "1", "version": 2, "account_id": "123456789010", "interface_id": "eni-1a2b3c4d",
+                    "start": "2015-05-10T18:01:16.000Z", "end": "2015-05-10T18:02:14.000Z", "log_status": "NODATA"}),
+            ),
+            ("not a flow log line", json!({"@id": "1"})),
+            (
+                "2 123456789010 eni-1 1.1.1.1 2.2.2.2 1 2 6 1 1 1 2 ACCEPT OK extra",
+                json!({"@id": "1"}),
+            ),
+        ];
+        for (message, want) in cases {
+            assert_eq!(run(VPC_FLOW_LOG_DEFAULT_FIELDS, message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn custom_format_version_3() {
+        let fields = "version vpc-id subnet-id instance-id interface-id account-id type srcaddr dstaddr srcport dstport \
+                      pkt-srcaddr pkt-dstaddr protocol bytes packets start end action tcp-flags log-status";
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        let message = "3 vpc-12345678 subnet-012345678 i-1234567890abcdef0 eni-1235b8ca123456789 123456789012 IPv4 \
+                       52.213.180.42 10.0.0.62 43416 5001 52.213.180.42 10.0.0.62 6 568 8 1566848875 1566848933 ACCEPT 2 OK";
+        let out = run(&fields, message);
+        assert_eq!(out["vpc_id"], "vpc-12345678");
+        assert_eq!(out["type"], "IPv4");
+        assert_eq!(out["pkt_srcaddr"], "52.213.180.42");
+        assert_eq!(out["tcp_flags"], 2);
+        assert_eq!(out["bytes"], 568);
+        assert_eq!(out["start"], "2019-08-26T19:47:55.000Z");
+    }
+
+    #[test]
+    fn custom_format_version_5() {
+        let fields: Vec<&str> = "version srcaddr dstaddr srcport dstport protocol start end type packets bytes account-id \
+             vpc-id subnet-id instance-id interface-id region az-id sublocation-type sublocation-id action tcp-flags \
+             pkt-srcaddr pkt-dstaddr pkt-src-aws-service pkt-dst-aws-service traffic-path flow-direction log-status"
+            .split_whitespace()
+            .collect();
+        let message = "5 52.95.128.179 10.0.0.71 80 34210 6 1616729292 1616729349 IPv4 14 15044 123456789012 \
+             vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-0c50d5961bcb2d47b eni-1235b8ca123456789 ap-southeast-2 \
+             apse2-az3 - - ACCEPT 19 52.95.128.179 10.0.0.71 S3 - - ingress OK";
+        let out = run(&fields, message);
+        assert_eq!(out["region"], "ap-southeast-2");
+        assert_eq!(out["pkt_src_aws_service"], "S3");
+        assert_eq!(out["flow_direction"], "ingress");
+        assert!(out.get("sublocation_type").is_none() && out.get("traffic_path").is_none());
+        assert_eq!(out["tcp_flags"], 19);
+    }
+}
