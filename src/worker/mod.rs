@@ -4,4 +4,5 @@
 pub mod checkpoint;
 pub mod decode;
 pub mod document;
+pub mod source;
 pub mod transform;

@@ -1,0 +1,4 @@
+//! Kinesis Data Streams, read the way the Kinesis Client Library does: one owner
+//! per shard through per-shard leases, parents before children.
+
+pub mod balance;
