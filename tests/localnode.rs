@@ -7,58 +7,14 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{eventually, stack, unique};
+use common::{TestNamespace, eventually, stack};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use serde_json::{Value, json};
 
 const PROBE_IMAGE: &str = "logsub-test/probe:1";
-
-struct TestNamespace {
-    client: kube::Client,
-    name: String,
-}
-
-impl TestNamespace {
-    async fn new(client: &kube::Client) -> TestNamespace {
-        let name = unique("localnode");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create namespace");
-        // The service account controller creates `default` shortly after.
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &name);
-        let ready = await_condition(accounts, "default", |sa: Option<&_>| sa.is_some());
-        tokio::time::timeout(Duration::from_secs(30), ready)
-            .await
-            .expect("default service account")
-            .expect("watch");
-        TestNamespace {
-            client: client.clone(),
-            name,
-        }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-
-    async fn delete(self) {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces
-            .delete(&self.name, &DeleteParams::default())
-            .await;
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

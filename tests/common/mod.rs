@@ -186,3 +186,53 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A namespace of its own for one test, deleted by `delete`.
+pub struct TestNamespace {
+    client: kube::Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &kube::Client) -> TestNamespace {
+        let name = unique("test");
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("namespace");
+        namespaces
+            .create(&kube::api::PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        // The service account controller creates `default` shortly after.
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(client.clone(), &name);
+        let ready = kube::runtime::wait::await_condition(accounts, "default", |sa: Option<&_>| {
+            sa.is_some()
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .expect("default service account")
+            .expect("watch");
+        TestNamespace {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    pub fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        kube::Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn delete(self) {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        let _ = namespaces
+            .delete(&self.name, &kube::api::DeleteParams::default())
+            .await;
+    }
+}

@@ -2,3 +2,4 @@
 //! per shard through per-shard leases, parents before children.
 
 pub mod balance;
+pub mod lease;
