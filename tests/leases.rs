@@ -80,7 +80,7 @@ async fn a_worker_that_lost_its_lease_cannot_checkpoint() {
         .expect("shard end");
     let released = b.release(&done).await.expect("release");
     assert_eq!(released.holder(), None);
-    assert!(b.views(&[released.clone()])[0].finished);
+    assert!(b.views(std::slice::from_ref(&released))[0].finished);
     b.delete(&released).await.expect("delete");
     assert!(b.list().await.expect("list").is_empty());
     ns.delete().await;
