@@ -23,22 +23,37 @@ pub const LOG_GROUP: &str = "@log_group";
 /// Log stream name.
 pub const LOG_STREAM: &str = "@log_stream";
 
+/// The documents of a record's events, before transforms, in event order.
+pub fn from_data(data: LogData) -> impl Iterator<Item = Document> {
+    let LogData {
+        owner,
+        log_group,
+        log_stream,
+        log_events,
+        ..
+    } = data;
+    log_events
+        .into_iter()
+        .map(move |event| from_event(&owner, &log_group, &log_stream, event))
+}
+
 /// The document of one event, before transforms.
-pub fn from_event(data: &LogData, event: &LogEvent) -> Document {
+pub fn from_event(owner: &str, log_group: &str, log_stream: &str, event: LogEvent) -> Document {
     let mut doc = Document::new();
-    doc.insert(ID.into(), Value::String(event.id.clone()));
+    doc.insert(ID.into(), Value::String(event.id));
     doc.insert(
         TIMESTAMP.into(),
         Value::String(rfc3339_millis(event.timestamp)),
     );
-    doc.insert(MESSAGE.into(), Value::String(event.message.clone()));
-    doc.insert(OWNER.into(), Value::String(data.owner.clone()));
-    doc.insert(LOG_GROUP.into(), Value::String(data.log_group.clone()));
-    doc.insert(LOG_STREAM.into(), Value::String(data.log_stream.clone()));
-    for (name, value) in event.extracted_fields.iter().flatten() {
+    doc.insert(MESSAGE.into(), Value::String(event.message));
+    doc.insert(OWNER.into(), Value::from(owner));
+    doc.insert(LOG_GROUP.into(), Value::from(log_group));
+    doc.insert(LOG_STREAM.into(), Value::from(log_stream));
+    for (name, value) in event.extracted_fields.into_iter().flatten() {
         // The `@` fields are ours; a filter pattern field cannot replace them.
-        if !doc.contains_key(name) {
-            doc.insert(name.clone(), typed(value));
+        if !doc.contains_key(&name) {
+            let value = typed(value);
+            doc.insert(name, value);
         }
     }
     doc
@@ -46,9 +61,9 @@ pub fn from_event(data: &LogData, event: &LogEvent) -> Document {
 
 /// An extracted field's value: all digits → a number, a JSON object → that
 /// object, anything else as text.
-fn typed(value: &Value) -> Value {
-    let Value::String(text) = value else {
-        return value.clone();
+fn typed(value: Value) -> Value {
+    let Value::String(text) = &value else {
+        return value;
     };
     if !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit())
@@ -64,7 +79,7 @@ fn typed(value: &Value) -> Value {
     {
         return Value::Object(object);
     }
-    value.clone()
+    value
 }
 
 #[cfg(test)]
@@ -92,9 +107,12 @@ mod tests {
 
     #[test]
     fn seed_field_names() {
-        let (data, event) = data(None);
+        let (mut data, event) = data(None);
+        data.log_events.push(event);
+        let docs: Vec<_> = from_data(data).collect();
+        assert_eq!(docs.len(), 1);
         assert_eq!(
-            Value::Object(from_event(&data, &event)),
+            Value::Object(docs[0].clone()),
             json!({
                 "@id": "31953106606966983378809025079804211143289615424298221568",
                 "@timestamp": "2015-05-28T15:27:35.000Z",
@@ -113,7 +131,7 @@ mod tests {
             "request": "{\"path\":\"/a\",\"n\":1}", "broken": "{not json", "empty": "", "zero": "0",
             "@id": "spoofed",
         })));
-        let doc = from_event(&data, &event);
+        let doc = from_event(&data.owner, &data.log_group, &data.log_stream, event);
         assert_eq!(doc["ip"], "127.0.0.1");
         assert_eq!(doc["status"], 200);
         assert_eq!(doc["bytes"], 1534);
