@@ -2,6 +2,7 @@
 //! Kinesis data stream to Elasticsearch/OpenSearch or S3.
 
 pub mod api;
+pub mod aws;
 pub mod cli;
 pub mod time;
 pub mod worker;

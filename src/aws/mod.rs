@@ -1,0 +1,124 @@
+//! Narrow wrappers over the AWS SDK clients, with every SDK error classified in
+//! one place: throttled, transient, or permanent, plus the few that callers act on.
+
+pub mod kinesis;
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+
+/// How a failed call should be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Over a rate limit: back off, then retry.
+    Throttled,
+    /// A network or server failure: retry with backoff.
+    Transient,
+    /// The shard iterator aged out: get a new one and go on.
+    ExpiredIterator,
+    /// The stream or shard does not exist (any more).
+    NotFound,
+    /// Retrying will not help (access denied, invalid argument): report it.
+    Permanent,
+}
+
+/// A classified AWS failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{class:?} AWS error {code}: {message}")]
+pub struct AwsError {
+    /// What to do about it.
+    pub class: ErrorClass,
+    /// The AWS error code, or a description of the failure kind.
+    pub code: String,
+    /// The message.
+    pub message: String,
+}
+
+impl AwsError {
+    pub(crate) fn permanent(message: impl Into<String>) -> AwsError {
+        AwsError {
+            class: ErrorClass::Permanent,
+            code: "Unexpected".into(),
+            message: message.into(),
+        }
+    }
+
+    /// A stable label for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self.class {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Transient => "transient",
+            ErrorClass::ExpiredIterator => "expired_iterator",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// The class of an AWS error code (pure; the table of what each code means).
+pub fn class_of_code(code: &str) -> ErrorClass {
+    match code {
+        "ProvisionedThroughputExceededException"
+        | "LimitExceededException"
+        | "ThrottlingException"
+        | "KMSThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "SlowDown" => ErrorClass::Throttled,
+        "ExpiredIteratorException" => ErrorClass::ExpiredIterator,
+        "ResourceNotFoundException" => ErrorClass::NotFound,
+        "InternalFailureException"
+        | "InternalFailure"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "OperationAbortedException"
+        | "ResourceInUseException" => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Classifies an SDK error: transport failures and 5xx are transient, else by code.
+pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    err: SdkError<E, R>,
+) -> AwsError {
+    let code = err.code().map(str::to_owned);
+    let message = err
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{err:?}"));
+    let class = match (&err, code.as_deref()) {
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ErrorClass::Transient,
+        (_, Some(code)) => class_of_code(code),
+        (SdkError::ResponseError(_), None) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    };
+    AwsError {
+        class,
+        code: code.unwrap_or_else(|| "NoCode".into()),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified() {
+        let cases = [
+            (
+                "ProvisionedThroughputExceededException",
+                ErrorClass::Throttled,
+            ),
+            ("LimitExceededException", ErrorClass::Throttled),
+            ("ExpiredIteratorException", ErrorClass::ExpiredIterator),
+            ("ResourceNotFoundException", ErrorClass::NotFound),
+            ("InternalFailureException", ErrorClass::Transient),
+            ("AccessDeniedException", ErrorClass::Permanent),
+            ("InvalidArgumentException", ErrorClass::Permanent),
+            ("KMSAccessDeniedException", ErrorClass::Permanent),
+        ];
+        for (code, class) in cases {
+            assert_eq!(class_of_code(code), class, "{code}");
+        }
+    }
+}

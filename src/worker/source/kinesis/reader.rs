@@ -1,0 +1,199 @@
+//! Reading one shard within the Kinesis limits: at most 5 GetRecords calls a second
+//! and 2 MB/s per shard, shared by every consumer; back off when throttled; get a
+//! new iterator when one expires; report the end of a closed shard with its children.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aws::kinesis::{Record, StartPosition, Stream};
+use crate::aws::{AwsError, ErrorClass};
+use crate::worker::checkpoint::watermark::SequenceNumber;
+
+/// Pace and size of the reads.
+#[derive(Clone, Debug)]
+pub struct ReaderLimits {
+    /// Least time between two GetRecords calls (Kinesis allows 5 a second per shard).
+    pub min_interval: Duration,
+    /// Bytes a second this reader may take (Kinesis allows 2 MB/s per shard).
+    pub max_bytes_per_second: u64,
+    /// Records asked for per call (Kinesis caps it at 10000).
+    pub records_per_call: i32,
+    /// Wait after a call that found nothing new.
+    pub idle: Duration,
+    /// Cap of the backoff after throttling or transient failures.
+    pub max_backoff: Duration,
+}
+
+impl Default for ReaderLimits {
+    fn default() -> Self {
+        ReaderLimits {
+            min_interval: Duration::from_millis(200),
+            max_bytes_per_second: 2 << 20,
+            records_per_call: 10_000,
+            idle: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one read gave.
+#[derive(Debug, PartialEq)]
+pub enum Read {
+    /// Records, in order (possibly none).
+    Records {
+        /// The records.
+        records: Vec<Record>,
+        /// How far behind the tip, when Kinesis says.
+        millis_behind_latest: Option<i64>,
+    },
+    /// The shard is closed and fully read; its children take over.
+    End {
+        /// The child shards.
+        children: Vec<String>,
+    },
+}
+
+/// A reader of one shard.
+pub struct ShardReader {
+    stream: Stream,
+    shard: String,
+    start: StartPosition,
+    limits: ReaderLimits,
+    iterator: Option<String>,
+    last: Option<SequenceNumber>,
+    ended: Option<Vec<String>>,
+    next_call: Instant,
+    backoff: Duration,
+}
+
+impl ShardReader {
+    /// A reader of `shard` from `start` (a checkpoint, or the configured position).
+    pub fn new(
+        stream: Stream,
+        shard: impl Into<String>,
+        start: StartPosition,
+        limits: ReaderLimits,
+    ) -> ShardReader {
+        ShardReader {
+            stream,
+            shard: shard.into(),
+            start,
+            limits,
+            iterator: None,
+            last: None,
+            ended: None,
+            next_call: Instant::now(),
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// The shard read.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
+    /// The next records, waiting as the limits require. Throttling, transient
+    /// failures and expired iterators are handled here; other errors are returned.
+    pub async fn next(&mut self) -> Result<Read, AwsError> {
+        if let Some(children) = self.ended.take() {
+            return Ok(Read::End { children });
+        }
+        loop {
+            tokio::time::sleep_until(self.next_call).await;
+            match self.call().await {
+                Ok(read) => {
+                    self.backoff = Duration::ZERO;
+                    return Ok(read);
+                }
+                Err(e) if e.class == ErrorClass::ExpiredIterator => {
+                    tracing::info!(shard = %self.shard, "shard iterator expired; getting a new one");
+                    self.iterator = None;
+                }
+                Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient) => {
+                    self.backoff = (self.backoff * 2)
+                        .clamp(Duration::from_millis(100), self.limits.max_backoff);
+                    let wait = jitter(self.backoff);
+                    tracing::warn!(shard = %self.shard, error = %e, class = e.category(), wait_ms = wait.as_millis() as u64, "read failed; retrying");
+                    self.next_call = Instant::now() + wait;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn call(&mut self) -> Result<Read, AwsError> {
+        let iterator = match self.iterator.take() {
+            Some(i) => i,
+            None => {
+                // Resume right after the last record read, else at the start position.
+                let position = self
+                    .last
+                    .clone()
+                    .map_or_else(|| self.start.clone(), StartPosition::After);
+                self.stream.iterator(&self.shard, &position).await?
+            }
+        };
+        let page = match self
+            .stream
+            .records(&iterator, self.limits.records_per_call)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                if e.class != ErrorClass::ExpiredIterator {
+                    self.iterator = Some(iterator); // still good: retry with it
+                }
+                return Err(e);
+            }
+        };
+        let bytes: u64 = page.records.iter().map(|r| r.data.len() as u64).sum();
+        let budget =
+            Duration::from_secs_f64(bytes as f64 / self.limits.max_bytes_per_second as f64);
+        let pause = if page.records.is_empty() {
+            self.limits.idle
+        } else {
+            budget.max(self.limits.min_interval)
+        };
+        self.next_call = Instant::now() + pause;
+        if let Some(last) = page.records.last() {
+            self.last = Some(last.sequence.clone());
+        }
+        match page.next_iterator {
+            Some(next) => self.iterator = Some(next),
+            None if page.records.is_empty() => {
+                return Ok(Read::End {
+                    children: page.child_shards,
+                });
+            }
+            None => self.ended = Some(page.child_shards),
+        }
+        Ok(Read::Records {
+            records: page.records,
+            millis_behind_latest: page.millis_behind_latest,
+        })
+    }
+}
+
+/// Full jitter between half and all of `d`, from the clock's low bits (spreads
+/// retries of many readers; no cryptographic quality needed).
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d / 2 + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_all() {
+        for ms in [100u64, 1000, 10_000] {
+            let d = Duration::from_millis(ms);
+            let j = jitter(d);
+            assert!(j >= d / 2 && j <= d, "{j:?} for {d:?}");
+        }
+    }
+}
