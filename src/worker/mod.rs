@@ -4,5 +4,6 @@
 pub mod checkpoint;
 pub mod decode;
 pub mod document;
+pub mod process;
 pub mod source;
 pub mod transform;
