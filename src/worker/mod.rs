@@ -2,6 +2,7 @@
 //! event as a document. The stages here are pure; I/O lives at the edges.
 
 pub mod checkpoint;
+pub mod config;
 pub mod decode;
 pub mod document;
 pub mod process;

@@ -1,0 +1,273 @@
+//! The worker's configuration file: what the controller renders into a ConfigMap
+//! from a LogSubscription, built from the same API types the CRD uses.
+
+use std::path::Path;
+
+use kube::core::Duration;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{BatchSpec, ByteSize, Transform};
+
+/// `logsub worker --config FILE`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The LogSubscription served: its leases live in its namespace, labelled with its name.
+    pub subscription: SubscriptionRef,
+    /// AWS region of the stream; the default chain's region when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// ARN of the Kinesis data stream.
+    pub stream_arn: String,
+    /// Where shards without a checkpoint start.
+    #[serde(default)]
+    pub start_position: StartAt,
+    /// Transforms, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<Transform>,
+    /// Where documents go.
+    pub sink: OutputSink,
+    /// Batch limits of the sink driver.
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// Shard lease timing.
+    #[serde(default)]
+    pub leases: LeaseSettings,
+    /// Largest inflated CloudWatch payload accepted.
+    #[serde(default = "default_max_inflated")]
+    pub max_inflated_bytes: ByteSize,
+}
+
+/// A LogSubscription by namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// The start of a shard that has no checkpoint yet. Child shards always start at
+/// their beginning, so nothing between parent and child is skipped.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum StartAt {
+    /// The oldest record retained.
+    #[default]
+    TrimHorizon,
+    /// Only new records.
+    Latest,
+    /// Records from this time on, in Unix milliseconds.
+    AtTimestamp(i64),
+}
+
+/// Where documents are written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum OutputSink {
+    /// NDJSON on standard output, one document a line.
+    Stdout {},
+}
+
+/// Shard lease timing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseSettings {
+    /// A lease not renewed for this long may be taken by another worker.
+    #[serde(default = "default_lease_duration")]
+    pub duration: Duration,
+    /// How often held leases are renewed and the balance is reconsidered; well
+    /// inside `duration`.
+    #[serde(default = "default_renew_interval")]
+    pub renew_interval: Duration,
+    /// Most leases stolen from other workers in one round.
+    #[serde(default = "default_max_steal")]
+    pub max_steal_per_round: i32,
+    /// Least time between two checkpoint writes of one shard.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+}
+
+fn secs(n: u64) -> Duration {
+    std::time::Duration::from_secs(n).into()
+}
+fn default_lease_duration() -> Duration {
+    secs(15)
+}
+fn default_renew_interval() -> Duration {
+    secs(5)
+}
+fn default_max_steal() -> i32 {
+    1
+}
+fn default_checkpoint_interval() -> Duration {
+    secs(5)
+}
+fn default_max_inflated() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            duration: default_lease_duration(),
+            renew_interval: default_renew_interval(),
+            max_steal_per_round: default_max_steal(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a worker configuration.
+    #[error("{path} is not a worker configuration: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the line.
+        message: String,
+    },
+    /// The values do not fit together.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl WorkerConfig {
+    /// Reads and checks a configuration file (YAML or JSON).
+    pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config: WorkerConfig =
+            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// The rules between fields.
+    pub fn check(&self) -> Result<(), String> {
+        let leases = &self.leases;
+        let duration = std::time::Duration::from(leases.duration);
+        let renew = std::time::Duration::from(leases.renew_interval);
+        if leases.duration.is_negative() || leases.renew_interval.is_negative() || renew.is_zero() {
+            return Err("lease duration and renew interval must be positive".into());
+        }
+        if renew * 2 > duration {
+            return Err(format!(
+                "leases.renewInterval ({renew:?}) must be at most half of leases.duration ({duration:?}), so a \
+                 live worker renews in time"
+            ));
+        }
+        if leases.max_steal_per_round < 0 {
+            return Err("leases.maxStealPerRound must not be negative".into());
+        }
+        if !self.stream_arn.starts_with("arn:") {
+            return Err(format!("streamArn {:?} is not an ARN", self.stream_arn));
+        }
+        Ok(())
+    }
+
+    /// The configuration as YAML, as the controller writes it.
+    pub fn to_yaml(&self) -> String {
+        // Plain data: serialization cannot fail.
+        serde_saphyr::to_string(self).expect("the worker configuration serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::VpcFlowLogTransform;
+
+    fn sample() -> WorkerConfig {
+        WorkerConfig {
+            subscription: SubscriptionRef {
+                namespace: "observability".into(),
+                name: "vpc-flow".into(),
+            },
+            region: Some("us-east-1".into()),
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/flow-logs".into(),
+            start_position: StartAt::AtTimestamp(1_795_635_868_711),
+            transforms: vec![Transform::VpcFlowLog(VpcFlowLogTransform::default())],
+            sink: OutputSink::Stdout {},
+            batch: BatchSpec::default(),
+            leases: LeaseSettings::default(),
+            max_inflated_bytes: default_max_inflated(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let config = sample();
+        let yaml = config.to_yaml();
+        let back: WorkerConfig = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back, config, "{yaml}");
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let minimal = "subscription: {namespace: ns, name: n}\nstreamArn: arn:aws:kinesis:us-east-1:1:stream/s\nsink: {stdout: {}}\n";
+        let config: WorkerConfig = serde_saphyr::from_str(minimal).unwrap();
+        assert_eq!(config.start_position, StartAt::TrimHorizon);
+        assert_eq!(config.leases, LeaseSettings::default());
+        assert_eq!(config.batch, BatchSpec::default());
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("logsub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            (
+                "subscription: {namespace: ns, name: n}\nsink: {stdout: {}}\n",
+                "streamArn",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {stdout: {}}\nsurprise: 1\n",
+                "surprise",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {stdout: {}}\nleases: {duration: 10s, renewInterval: 8s}\n",
+                "at most half",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: flow\nsink: {stdout: {}}\n",
+                "not an ARN",
+            ),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let path = dir.join(format!("{i}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            let err = WorkerConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let missing = WorkerConfig::load(&dir.join("missing.yaml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
