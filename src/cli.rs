@@ -1,6 +1,8 @@
 //! Command line: every flag also reads an environment variable.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 /// logsub streams CloudWatch Logs through Kinesis into Elasticsearch/OpenSearch or S3.
 #[derive(Parser, Debug)]
@@ -32,4 +34,20 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the LogSubscription CustomResourceDefinition as YAML.
     Crd,
+    /// Read a subscription's Kinesis stream and deliver its log events (what the
+    /// worker pods run).
+    Worker(WorkerArgs),
+}
+
+/// `logsub worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The worker configuration file, as the controller renders it.
+    #[arg(long, env = "LOGSUB_WORKER_CONFIG")]
+    pub config: PathBuf,
+
+    /// This worker's name on the leases it holds: the pod name in a cluster,
+    /// else `<hostname>-<pid>`.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }

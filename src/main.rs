@@ -2,7 +2,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use logsub::cli::{Cli, Command, LogFormat};
+use logsub::cli::{Cli, Command, LogFormat, WorkerArgs};
+use logsub::worker::config::WorkerConfig;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -19,8 +20,61 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        Command::Worker(args) => return worker(args),
     }
     ExitCode::SUCCESS
+}
+
+fn worker(args: WorkerArgs) -> ExitCode {
+    let config = match WorkerConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the worker");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(logsub::worker::run::run(
+        config,
+        identity,
+        shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for signals; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn init_tracing(cli: &Cli) {

@@ -6,5 +6,6 @@ pub mod config;
 pub mod decode;
 pub mod document;
 pub mod process;
+pub mod run;
 pub mod source;
 pub mod transform;

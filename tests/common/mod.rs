@@ -119,6 +119,23 @@ impl Stack {
             .await
     }
 
+    /// The environment a child process needs to reach the stack.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        [
+            "KUBECONFIG",
+            "AWS_ENDPOINT_URL_KINESIS",
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+            "AWS_ENDPOINT_URL_STS",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_EC2_METADATA_DISABLED",
+        ]
+        .iter()
+        .map(|k| ((*k).to_owned(), self.var(k).to_owned()))
+        .collect()
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         let bin_dir = self
             .var("PATH")

@@ -1,0 +1,295 @@
+//! `logsub worker` end to end on the stack: CloudWatch Logs → Kinesis → worker
+//! processes → NDJSON on stdout, with shard leases on the real API server.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::types::{Distribution, InputLogEvent};
+use aws_sdk_kinesis::types::StreamStatus;
+use common::{TestNamespace, eventually, stack, unique};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::ListParams;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+struct Setup {
+    logs: aws_sdk_cloudwatchlogs::Client,
+    group: String,
+    config: std::path::PathBuf,
+    ns: TestNamespace,
+}
+
+async fn setup(shards: i32, streams: &[&str]) -> Setup {
+    let aws = stack().aws().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
+    let name = unique("worker");
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    let arn = eventually("an ACTIVE stream", Duration::from_secs(30), || async {
+        let s = kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .ok()?
+            .stream_description_summary?;
+        (s.stream_status == StreamStatus::Active).then_some(s.stream_arn)
+    })
+    .await;
+    let group = format!("/logsub/worker/{name}");
+    logs.create_log_group()
+        .log_group_name(&group)
+        .send()
+        .await
+        .expect("group");
+    for s in streams {
+        logs.create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name(*s)
+            .send()
+            .await
+            .expect("stream");
+    }
+    logs.put_subscription_filter()
+        .log_group_name(&group)
+        .filter_name("logsub-test")
+        .filter_pattern("")
+        .destination_arn(&arn)
+        .role_arn("arn:aws:iam::123456789012:role/CWLtoKinesis")
+        .distribution(Distribution::ByLogStream)
+        .send()
+        .await
+        .expect("filter");
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let config = std::env::temp_dir().join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "subscription: {{namespace: {}, name: w}}\nstreamArn: {arn}\nsink: {{stdout: {{}}}}\n\
+             leases: {{duration: 4s, renewInterval: 1s, checkpointInterval: 1s}}\n",
+            ns.name
+        ),
+    )
+    .expect("config file");
+    Setup {
+        logs,
+        group,
+        config,
+        ns,
+    }
+}
+
+/// Starts a worker; its stdout lines go to `lines`.
+fn worker(config: &std::path::Path, identity: &str, lines: mpsc::UnboundedSender<Value>) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logsub"))
+        .args(["worker", "--config"])
+        .arg(config)
+        .args(["--identity", identity])
+        .envs(stack().child_env())
+        .env("LOGSUB_LOG", "info,logsub=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker");
+    let stdout = child.stdout.take().expect("stdout");
+    tokio::spawn(async move {
+        let mut lines_in = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines_in.next_line().await {
+            let doc: Value =
+                serde_json::from_str(&line).expect("each stdout line is a JSON document");
+            if lines.send(doc).is_err() {
+                return;
+            }
+        }
+    });
+    child
+}
+
+async fn put(setup: &Setup, stream: &str, messages: &[String]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let events = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(m)
+                .build()
+                .expect("event")
+        })
+        .collect();
+    setup
+        .logs
+        .put_log_events()
+        .log_group_name(&setup.group)
+        .log_stream_name(stream)
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .expect("put log events");
+}
+
+async fn collect(rx: &mut mpsc::UnboundedReceiver<Value>, want: usize) -> Vec<Value> {
+    let mut docs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while docs.len() < want {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(doc)) => docs.push(doc),
+            _ => panic!("only {} of {want} documents arrived: {docs:?}", docs.len()),
+        }
+    }
+    docs
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().expect("pid") as i32;
+    // SIGTERM, as Kubernetes stops a pod.
+    assert_eq!(unsafe_kill(pid), 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert!(
+        status.success(),
+        "the worker exits cleanly on SIGTERM: {status}"
+    );
+}
+
+fn unsafe_kill(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map_or(1, |s| s.code().unwrap_or(1))
+}
+
+async fn holders(ns: &str) -> BTreeMap<String, usize> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    let list = leases
+        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+        .await
+        .expect("leases");
+    let mut out = BTreeMap::new();
+    for lease in list.items {
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        *out.entry(holder).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn events_arrive_on_stdout_once_each_in_stream_order() {
+    let streams = ["app-1", "app-2", "app-3", "app-4"];
+    let setup = setup(2, &streams).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let child = worker(&setup.config, "worker-1", tx);
+
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for s in streams {
+            let batch: Vec<String> = (0..5)
+                .map(|i| format!("{s} event {}", round * 5 + i))
+                .collect();
+            put(&setup, s, &batch).await;
+            sent.extend(batch);
+        }
+    }
+    let docs = collect(&mut rx, sent.len()).await;
+    let messages: Vec<&str> = docs
+        .iter()
+        .map(|d| d["@message"].as_str().expect("@message"))
+        .collect();
+    let unique: HashSet<&str> = messages.iter().copied().collect();
+    assert_eq!(unique.len(), sent.len(), "no duplicates");
+    assert_eq!(
+        unique,
+        sent.iter().map(String::as_str).collect::<HashSet<_>>(),
+        "none missing"
+    );
+    for s in streams {
+        let order: Vec<&str> = messages
+            .iter()
+            .copied()
+            .filter(|m| m.starts_with(s))
+            .collect();
+        let want: Vec<String> = (0..15).map(|i| format!("{s} event {i}")).collect();
+        assert_eq!(order, want, "{s} in order");
+    }
+    for doc in &docs {
+        assert_eq!(doc["@owner"], "123456789012");
+        assert_eq!(doc["@log_group"], setup.group.as_str());
+        assert_eq!(doc["@id"].as_str().map(str::len), Some(56));
+        assert!(doc["@timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+    assert_eq!(
+        holders(&setup.ns.name).await.get("worker-1"),
+        Some(&2),
+        "one worker holds both shards"
+    );
+
+    stop(child).await;
+    let after = holders(&setup.ns.name).await;
+    assert_eq!(
+        after.get(""),
+        Some(&2),
+        "leases released on SIGTERM: {after:?}"
+    );
+    setup.ns.delete().await;
+}
+
+#[tokio::test]
+async fn two_workers_split_the_shards() {
+    let setup = setup(4, &["a"]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let one = worker(&setup.config, "worker-1", tx.clone());
+    let two = worker(&setup.config, "worker-2", tx);
+    let ns = setup.ns.name.clone();
+    let split = eventually(
+        "two workers holding two shards each",
+        Duration::from_secs(60),
+        || {
+            let ns = ns.clone();
+            async move {
+                let h = holders(&ns).await;
+                (h.get("worker-1") == Some(&2) && h.get("worker-2") == Some(&2)).then_some(h)
+            }
+        },
+    )
+    .await;
+    assert_eq!(split.values().sum::<usize>(), 4);
+
+    let sent: Vec<String> = (0..20).map(|i| format!("a event {i}")).collect();
+    put(&setup, "a", &sent).await;
+    let docs = collect(&mut rx, sent.len()).await;
+    let got: Vec<&str> = docs
+        .iter()
+        .map(|d| d["@message"].as_str().expect("@message"))
+        .collect();
+    assert_eq!(
+        got,
+        sent.iter().map(String::as_str).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+
+    stop(one).await;
+    stop(two).await;
+    setup.ns.delete().await;
+}
