@@ -4,11 +4,10 @@
 mod common;
 
 use std::io::Read;
-use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::types::{Distribution, InputLogEvent};
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use common::{eventually, stack, unique};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use common::{active_stream, stack, unique};
 use serde::Deserialize;
 
 /// The CloudWatch Logs subscription payload, typed as AWS documents it: `id` is a
@@ -46,29 +45,7 @@ async fn a_subscription_filter_delivers_gzip_json_to_kinesis() {
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
 
-    let stream = unique("logs");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("create stream");
-    let arn = eventually(
-        "the stream to be ACTIVE",
-        Duration::from_secs(30),
-        || async {
-            let summary = kinesis
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .ok()?;
-            let summary = summary.stream_description_summary?;
-            (summary.stream_status == StreamStatus::Active).then_some(summary.stream_arn)
-        },
-    )
-    .await;
+    let (stream, arn) = active_stream(&kinesis, "logs", 1).await;
 
     let group = format!("/logsub/test/{}", unique("g"));
     logs.create_log_group()

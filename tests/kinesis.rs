@@ -6,8 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::StreamStatus;
-use common::{eventually, stack, unique};
+use common::{active_stream, stack};
 use logsub::aws::kinesis::{Record, StartPosition, Stream};
 use logsub::worker::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 
@@ -17,29 +16,6 @@ fn fast() -> ReaderLimits {
         min_interval: Duration::from_millis(20),
         ..ReaderLimits::default()
     }
-}
-
-async fn stream(client: &aws_sdk_kinesis::Client, shards: i32) -> (String, String) {
-    let name = unique("reader");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    let arn = eventually("an ACTIVE stream", Duration::from_secs(30), || async {
-        let s = client
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await
-            .ok()?
-            .stream_description_summary?;
-        (s.stream_status == StreamStatus::Active).then_some(s.stream_arn)
-    })
-    .await;
-    (name, arn)
 }
 
 /// Puts `n` records to the shard owning hash key `hash`, returning their data.
@@ -83,7 +59,7 @@ async fn drain(reader: &mut ShardReader) -> (Vec<Record>, Option<Vec<String>>) {
 async fn shards_are_discovered_across_pages_and_read_in_order() {
     let config = stack().aws().await;
     let client = aws_sdk_kinesis::Client::new(&config);
-    let (name, arn) = stream(&client, 3).await;
+    let (name, arn) = active_stream(&client, "reader", 3).await;
     let kinesis = Stream::new(client.clone(), &arn);
 
     let shards = kinesis.shards(1).await.expect("list shards, one per page");
@@ -132,7 +108,7 @@ async fn shards_are_discovered_across_pages_and_read_in_order() {
 async fn a_split_shard_is_read_to_its_end_then_its_children() {
     let config = stack().aws().await;
     let client = aws_sdk_kinesis::Client::new(&config);
-    let (name, arn) = stream(&client, 1).await;
+    let (name, arn) = active_stream(&client, "reader", 1).await;
     let kinesis = Stream::new(client.clone(), &arn);
 
     let before = put(&client, &name, 1 << 100, "before", 5).await;

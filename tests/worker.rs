@@ -8,8 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::types::{Distribution, InputLogEvent};
-use aws_sdk_kinesis::types::StreamStatus;
-use common::{TestNamespace, eventually, stack, unique};
+use common::{TestNamespace, active_stream, eventually, stack};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::ListParams;
 use serde_json::Value;
@@ -35,25 +34,7 @@ async fn setup(shards: i32, streams: &[&str]) -> Setup {
     let aws = stack().aws().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
-    let name = unique("worker");
-    kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    let arn = eventually("an ACTIVE stream", Duration::from_secs(30), || async {
-        let s = kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await
-            .ok()?
-            .stream_description_summary?;
-        (s.stream_status == StreamStatus::Active).then_some(s.stream_arn)
-    })
-    .await;
+    let (name, arn) = active_stream(&kinesis, "worker", shards).await;
     let group = format!("/logsub/worker/{name}");
     logs.create_log_group()
         .log_group_name(&group)

@@ -185,6 +185,35 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Creates a Kinesis stream with `shards` shards and waits for it to be ACTIVE;
+/// returns its name and ARN.
+pub async fn active_stream(
+    client: &aws_sdk_kinesis::Client,
+    prefix: &str,
+    shards: i32,
+) -> (String, String) {
+    let name = unique(prefix);
+    client
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    let arn = eventually("an ACTIVE stream", Duration::from_secs(30), || async {
+        let s = client
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .ok()?
+            .stream_description_summary?;
+        (s.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(s.stream_arn)
+    })
+    .await;
+    (name, arn)
+}
+
 /// Polls `check` until it returns Some, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
