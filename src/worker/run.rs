@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,13 +72,22 @@ struct Shared {
     stream: Stream,
     transforms: Vec<Compiled>,
     output: Output,
-    store_template: (kube::Client, String, String, String, Duration),
+    client: kube::Client,
+    identity: String,
 }
 
 impl Shared {
+    /// A lease store of its own for each task: each keeps its own observations.
     fn store(&self) -> LeaseStore {
-        let (client, namespace, name, worker, duration) = &self.store_template;
-        LeaseStore::new(client.clone(), namespace, name, worker, *duration)
+        let subscription = &self.config.subscription;
+        let duration = std::time::Duration::from(self.config.leases.duration);
+        LeaseStore::new(
+            self.client.clone(),
+            &subscription.namespace,
+            &subscription.name,
+            &self.identity,
+            duration,
+        )
     }
 }
 
@@ -109,18 +117,12 @@ pub async fn run(
     }
     let aws = aws.load().await;
     let stream = Stream::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_arn);
-    let lease_duration = std::time::Duration::from(config.leases.duration);
     let shared = Arc::new(Shared {
         transforms: config.transforms.iter().map(Compiled::new).collect(),
         output: Output::new(&config.sink),
         stream,
-        store_template: (
-            client,
-            config.subscription.namespace.clone(),
-            config.subscription.name.clone(),
-            identity.clone(),
-            lease_duration,
-        ),
+        client,
+        identity: identity.clone(),
         config,
     });
     let mut store = shared.store();
@@ -191,8 +193,7 @@ async fn coordinate(
     }
     let views = store.views(&leases);
     let max_steal = usize::try_from(shared.config.leases.max_steal_per_round).unwrap_or(0);
-    let me = shared.store_template.3.clone();
-    let decision = plan(&me, &views, max_steal);
+    let decision = plan(&shared.identity, &views, max_steal);
     let wanted = decision
         .take
         .iter()
@@ -296,10 +297,12 @@ async fn run_shard(
             Ok(Read::End { children }) => {
                 tracing::info!(%shard, ?children, "shard read to its end");
                 return match store.checkpoint(&lease, &Checkpoint::ShardEnd).await {
-                    Ok(done) => match store.release(&done).await {
-                        Ok(_) => ShardExit::Finished,
-                        Err(_) => ShardExit::Finished,
-                    },
+                    Ok(done) => {
+                        // SHARD_END is stored; a failed release only delays the
+                        // lease's expiry, and nobody reads a finished shard.
+                        let _ = store.release(&done).await;
+                        ShardExit::Finished
+                    }
                     Err(LeaseError::Lost(_)) => ShardExit::Lost,
                     Err(e) => ShardExit::Failed(e.to_string()),
                 };
