@@ -440,3 +440,126 @@ async fn shards_of_a_killed_worker_continue_on_the_other() {
     stop(one).await;
     setup.ns.delete().await;
 }
+
+#[tokio::test]
+async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::PostParams;
+
+    let setup = setup(1, &["pod"]).await;
+    let ns = &setup.ns;
+    let client = stack().kube().await;
+    let config_text = std::fs::read_to_string(&setup.config).expect("config");
+    let env: Vec<Value> = stack()
+        .child_env()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+        .chain([serde_json::json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})])
+        .collect();
+    // What the controller will create: a ServiceAccount allowed its Leases only,
+    // the configuration in a ConfigMap, and a Deployment running `logsub worker`.
+    let objects = serde_json::json!([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "logsub-worker"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "logsub-worker"},
+         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "verbs": ["get", "list", "watch", "create", "update", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "logsub-worker"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "logsub-worker"},
+         "subjects": [{"kind": "ServiceAccount", "name": "logsub-worker", "namespace": ns.name}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "logsub-worker"}, "data": {"worker.yaml": config_text}},
+    ]);
+    for object in objects.as_array().expect("objects") {
+        let kind = object["kind"].as_str().expect("kind");
+        let resource = match kind {
+            "ServiceAccount" => "serviceaccounts",
+            "Role" => "roles",
+            "RoleBinding" => "rolebindings",
+            _ => "configmaps",
+        };
+        let (group, version) = match object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .split_once('/')
+        {
+            Some((g, v)) => (g, v),
+            None => ("", "v1"),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let api_resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, resource);
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client.clone(), &ns.name, &api_resource);
+        let object: kube::api::DynamicObject =
+            serde_json::from_value(object.clone()).expect("object");
+        api.create(&PostParams::default(), &object)
+            .await
+            .expect("create");
+    }
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "logsub-worker"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "logsub-worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "logsub-worker"}},
+                "spec": {
+                    "serviceAccountName": "logsub-worker",
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [{
+                        "name": "worker",
+                        "image": "logsub:test",
+                        "args": ["worker", "--config", "/etc/logsub/worker.yaml"],
+                        "env": env,
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/logsub", "readOnly": true}],
+                        "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": "logsub-worker"}}],
+                },
+            },
+        },
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+
+    // The pod takes the shard's lease under its own name, through in-cluster config.
+    let namespace = ns.name.clone();
+    let holder = eventually("the pod holding the lease", Duration::from_secs(60), || {
+        let namespace = namespace.clone();
+        async move {
+            let h = holders(&namespace).await;
+            h.keys().find(|k| k.starts_with("logsub-worker-")).cloned()
+        }
+    })
+    .await;
+
+    let sent: Vec<String> = (0..10).map(|i| format!("from the pod {i}")).collect();
+    put(&setup, "pod", &sent).await;
+    let log = format!(
+        "{}/pods/{}_{}_worker.log",
+        stack().var("LOGSUB_STACK_LOGS"),
+        ns.name,
+        holder
+    );
+    let got = eventually(
+        "the documents in the pod's output",
+        Duration::from_secs(60),
+        || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).ok()?;
+                let messages: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|d| d["@message"].as_str().map(str::to_owned))
+                    .collect();
+                (messages.len() >= 10).then_some(messages)
+            }
+        },
+    )
+    .await;
+    assert_eq!(got, sent);
+    setup.ns.delete().await;
+}
