@@ -50,4 +50,8 @@ pub struct WorkerArgs {
     /// else `<hostname>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Address of the admin endpoints: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "LOGSUB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: std::net::SocketAddr,
 }

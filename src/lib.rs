@@ -4,5 +4,6 @@
 pub mod api;
 pub mod aws;
 pub mod cli;
+pub mod telemetry;
 pub mod time;
 pub mod worker;

@@ -47,6 +47,7 @@ fn worker(args: WorkerArgs) -> ExitCode {
     match runtime.block_on(logsub::worker::run::run(
         config,
         identity,
+        args.admin_addr,
         shutdown_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,

@@ -85,10 +85,29 @@ fn worker(
     identity: &str,
     lines: mpsc::UnboundedSender<Delivered>,
 ) -> Child {
+    worker_with_admin(config, identity, lines).0
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts a worker and returns the port of its admin endpoints too.
+fn worker_with_admin(
+    config: &std::path::Path,
+    identity: &str,
+    lines: mpsc::UnboundedSender<Delivered>,
+) -> (Child, u16) {
+    let admin = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_logsub"))
         .args(["worker", "--config"])
         .arg(config)
         .args(["--identity", identity])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .envs(stack().child_env())
         .env("LOGSUB_LOG", "info,logsub=debug")
         .stdout(Stdio::piped())
@@ -114,7 +133,7 @@ fn worker(
             }
         }
     });
-    child
+    (child, admin)
 }
 
 async fn put(setup: &Setup, stream: &str, messages: &[String]) {
@@ -210,7 +229,7 @@ async fn events_arrive_on_stdout_once_each_in_stream_order() {
     let streams = ["app-1", "app-2", "app-3", "app-4"];
     let setup = setup(2, &streams).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let child = worker(&setup.config, "worker-1", tx);
+    let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
 
     let mut sent = Vec::new();
     for round in 0..3 {
@@ -249,6 +268,23 @@ async fn events_arrive_on_stdout_once_each_in_stream_order() {
         assert_eq!(doc["@id"].as_str().map(str::len), Some(56));
         assert!(doc["@timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics");
+    let metrics = metrics.text().await.expect("metrics text");
+    assert!(
+        metrics.contains("component_sent_events_total 60"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("logsub_worker_records_read_total{shard=\"shardId-000000000000\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("logsub_worker_leases_held 2"), "{metrics}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
     assert_eq!(
         holders(&setup.ns.name).await.get("worker-1"),
         Some(&2),
@@ -448,6 +484,7 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
 
     let setup = setup(1, &["pod"]).await;
     let ns = &setup.ns;
+    let admin = free_port();
     let client = stack().kube().await;
     let config_text = std::fs::read_to_string(&setup.config).expect("config");
     let env: Vec<Value> = stack()
@@ -508,7 +545,8 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
                     "containers": [{
                         "name": "worker",
                         "image": "logsub:test",
-                        "args": ["worker", "--config", "/etc/logsub/worker.yaml"],
+                        "args": ["worker", "--config", "/etc/logsub/worker.yaml", "--admin-addr", format!("127.0.0.1:{admin}")],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin}, "periodSeconds": 1},
                         "env": env,
                         "volumeMounts": [{"name": "config", "mountPath": "/etc/logsub", "readOnly": true}],
                         "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
@@ -531,6 +569,17 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
         async move {
             let h = holders(&namespace).await;
             h.keys().find(|k| k.starts_with("logsub-worker-")).cloned()
+        }
+    })
+    .await;
+
+    // Ready through its /readyz probe, so the Deployment counts it available.
+    let deployments = ns.api::<Deployment>();
+    eventually("the Deployment available", Duration::from_secs(60), || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("logsub-worker").await.ok()?;
+            (d.status?.available_replicas? == 1).then_some(())
         }
     })
     .await;

@@ -23,6 +23,7 @@ use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 use super::transform::Compiled;
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StartPosition, Stream};
+use crate::telemetry::{ErrorLabels, Readiness, WorkerMetrics};
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum WorkerError {
     /// No Kubernetes client could be configured.
     #[error("no Kubernetes configuration: {0}")]
     Kube(#[from] kube::Error),
+    /// The admin endpoints cannot listen.
+    #[error("admin endpoints: {0}")]
+    Admin(std::io::Error),
 }
 
 /// Writes documents as NDJSON, one line each; a write that returns has been
@@ -68,6 +72,7 @@ impl Output {
 }
 
 struct Shared {
+    metrics: Arc<WorkerMetrics>,
     config: WorkerConfig,
     stream: Stream,
     transforms: Vec<Compiled>,
@@ -104,12 +109,22 @@ enum ShardExit {
     Failed(String),
 }
 
-/// Runs the worker until `shutdown` resolves, then hands every lease back.
+/// Runs the worker until `shutdown` resolves, then hands every lease back. The
+/// admin endpoints (`/metrics`, `/healthz`, `/readyz`) listen on `admin`.
 pub async fn run(
     config: WorkerConfig,
     identity: String,
+    admin: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
+    let metrics = Arc::new(WorkerMetrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let ready = Readiness::default();
+    let bound = crate::telemetry::serve(admin, registry, ready.clone())
+        .await
+        .map_err(WorkerError::Admin)?;
+    tracing::info!(address = %bound, "admin endpoints listening");
     let client = kube::Client::try_default().await?;
     let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &config.region {
@@ -118,6 +133,7 @@ pub async fn run(
     let aws = aws.load().await;
     let stream = Stream::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_arn);
     let shared = Arc::new(Shared {
+        metrics,
         transforms: config.transforms.iter().map(Compiled::new).collect(),
         output: Output::new(&config.sink),
         stream,
@@ -133,9 +149,11 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        if let Err(e) = coordinate(&shared, &mut store, &mut tasks, &stop_rx).await {
-            tracing::warn!(error = %e, "coordination round failed; retrying next round");
+        match coordinate(&shared, &mut store, &mut tasks, &stop_rx).await {
+            Ok(()) => ready.set(true),
+            Err(e) => tracing::warn!(error = %e, "coordination round failed; retrying next round"),
         }
+        shared.metrics.leases_held.set(tasks.len() as i64);
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(renew) => {}
@@ -274,13 +292,40 @@ async fn run_shard(
             }
             read = reader.next() => read,
         };
+        let metrics = &shared.metrics;
+        let labels = WorkerMetrics::shard(&shard);
         match read {
-            Ok(Read::Records { records, .. }) => {
+            Ok(Read::Records {
+                records,
+                millis_behind_latest,
+            }) => {
+                if let Some(behind) = millis_behind_latest {
+                    metrics
+                        .millis_behind_latest
+                        .get_or_create(&labels)
+                        .set(behind);
+                }
                 for record in &records {
+                    metrics.records_read.get_or_create(&labels).inc();
+                    metrics
+                        .bytes_read
+                        .get_or_create(&labels)
+                        .inc_by(record.data.len() as u64);
                     let docs = match process(&shard, record, &shared.transforms, limits) {
-                        Outcome::Documents(docs) => docs,
-                        Outcome::Control => Vec::new(),
+                        Outcome::Documents(docs) => {
+                            metrics.events_decoded.inc_by(docs.len() as u64);
+                            docs
+                        }
+                        Outcome::Control => {
+                            metrics.control_messages.inc();
+                            Vec::new()
+                        }
                         Outcome::Rejected(dead) => {
+                            let error_type = dead.error.category().to_owned();
+                            metrics
+                                .records_dead_lettered
+                                .get_or_create(&ErrorLabels { error_type })
+                                .inc();
                             tracing::warn!(%shard, sequence = %record.sequence, error = %dead.error, "record rejected");
                             vec![dead.document(now_millis())]
                         }
@@ -288,6 +333,7 @@ async fn run_shard(
                     if let Err(e) = shared.output.deliver(&docs) {
                         return ShardExit::Failed(format!("output: {e}"));
                     }
+                    metrics.sent_events.inc_by(docs.len() as u64);
                     // Delivered synchronously: the record is acknowledged as it is read.
                     if let Err(e) = watermark.read(record.sequence.clone(), 0) {
                         return ShardExit::Failed(e.to_string());
@@ -313,7 +359,16 @@ async fn run_shard(
             last_write.elapsed() >= checkpoint_every && watermark.checkpoint() != written.as_ref();
         if due || last_write.elapsed() >= renew_every {
             match save(&store, &mut lease, &watermark, &mut written, due).await {
-                Ok(()) => last_write = Instant::now(),
+                Ok(()) => {
+                    last_write = Instant::now();
+                    if due {
+                        shared
+                            .metrics
+                            .checkpoint_time
+                            .get_or_create(&labels)
+                            .set(now_millis() / 1000);
+                    }
+                }
                 Err(LeaseError::Lost(_)) => {
                     tracing::warn!(%shard, "lease taken by another worker; stopping this shard");
                     return ShardExit::Lost;

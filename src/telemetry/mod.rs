@@ -1,0 +1,175 @@
+//! Metrics and the admin server (`/metrics`, `/healthz`, `/readyz`): one
+//! prometheus-client registry per process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of per-shard series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    /// The shard id.
+    pub shard: String,
+}
+
+/// Labels of error series: a stable category, never `Debug` text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The error category.
+    pub error_type: String,
+}
+
+/// The worker's metrics.
+#[derive(Default)]
+pub struct WorkerMetrics {
+    /// Kinesis records read, per shard.
+    pub records_read: Family<ShardLabels, Counter>,
+    /// Kinesis record bytes read, per shard.
+    pub bytes_read: Family<ShardLabels, Counter>,
+    /// How far each shard's reader is behind the stream's tip.
+    pub millis_behind_latest: Family<ShardLabels, Gauge>,
+    /// Log events decoded into documents.
+    pub events_decoded: Counter,
+    /// CloudWatch Logs control messages skipped.
+    pub control_messages: Counter,
+    /// Records that could not be decoded and went to the dead letter.
+    pub records_dead_lettered: Family<ErrorLabels, Counter>,
+    /// Documents delivered.
+    pub sent_events: Counter,
+    /// Unix time of each shard's last checkpoint write (checkpoint age = now - this).
+    pub checkpoint_time: Family<ShardLabels, Gauge>,
+    /// Shard leases this worker holds.
+    pub leases_held: Gauge,
+}
+
+impl WorkerMetrics {
+    /// Registers every series in `registry`.
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("logsub_worker");
+        r.register(
+            "records_read",
+            "Kinesis records read",
+            self.records_read.clone(),
+        );
+        r.register(
+            "bytes_read",
+            "Kinesis record bytes read",
+            self.bytes_read.clone(),
+        );
+        r.register(
+            "millis_behind_latest",
+            "How far the reader is behind the stream's tip",
+            self.millis_behind_latest.clone(),
+        );
+        r.register(
+            "checkpoint_time_seconds",
+            "Unix time of the last checkpoint write",
+            self.checkpoint_time.clone(),
+        );
+        r.register("leases_held", "Shard leases held", self.leases_held.clone());
+        registry.register(
+            "component_received_events",
+            "Log events decoded",
+            self.events_decoded.clone(),
+        );
+        registry.register(
+            "component_discarded_events",
+            "Control messages skipped",
+            self.control_messages.clone(),
+        );
+        registry.register(
+            "component_errors",
+            "Records dead-lettered, by error type",
+            self.records_dead_lettered.clone(),
+        );
+        registry.register(
+            "component_sent_events",
+            "Documents delivered",
+            self.sent_events.clone(),
+        );
+    }
+
+    /// Shard labels.
+    pub fn shard(shard: &str) -> ShardLabels {
+        ShardLabels {
+            shard: shard.to_owned(),
+        }
+    }
+}
+
+/// Whether the process is ready (for `/readyz`).
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the process ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Arc<Registry>,
+    ready: Readiness,
+}
+
+/// Serves the admin endpoints on `addr` until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: Readiness,
+) -> std::io::Result<SocketAddr> {
+    let state = AdminState {
+        registry: Arc::new(registry),
+        ready,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.ready.0.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
