@@ -268,14 +268,22 @@ async fn events_arrive_on_stdout_once_each_in_stream_order() {
         assert_eq!(doc["@id"].as_str().map(str::len), Some(56));
         assert!(doc["@timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics");
-    let metrics = metrics.text().await.expect("metrics text");
-    assert!(
-        metrics.contains("component_sent_events_total 60"),
-        "{metrics}"
-    );
+    // The counter moves just after each write reaches stdout.
+    let metrics = eventually(
+        "60 events counted as sent",
+        Duration::from_secs(10),
+        || async {
+            let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("component_sent_events_total 60")
+                .then_some(text)
+        },
+    )
+    .await;
     assert!(
         metrics.contains("logsub_worker_records_read_total{shard=\"shardId-000000000000\"}"),
         "{metrics}"
