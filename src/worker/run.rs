@@ -199,16 +199,28 @@ async fn coordinate(
         }
     }
     let shards = shared.stream.shards(1000).await?;
+    let mut leases = store.list().await?;
+    // Only new shards need a lease created; list again when any was.
+    let mut created = false;
     for shard in &shards {
-        store.ensure(&shard.id, &shard.parents).await?;
-    }
-    let leases = store.list().await?;
-    for lease in &leases {
-        let gone = !shards.iter().any(|s| s.id == lease.shard_id());
-        if gone && lease.holder().is_none() {
-            store.delete(lease).await?;
+        if !leases.iter().any(|l| l.shard_id() == shard.id) {
+            store.ensure(&shard.id, &shard.parents).await?;
+            created = true;
         }
     }
+    if created {
+        leases = store.list().await?;
+    }
+    let mut kept = Vec::with_capacity(leases.len());
+    for lease in leases {
+        let gone = !shards.iter().any(|s| s.id == lease.shard_id());
+        if gone && lease.holder().is_none() {
+            store.delete(&lease).await?;
+        } else {
+            kept.push(lease);
+        }
+    }
+    let leases = kept;
     let views = store.views(&leases);
     let max_steal = usize::try_from(shared.config.leases.max_steal_per_round).unwrap_or(0);
     let decision = plan(&shared.identity, &views, max_steal);
