@@ -18,6 +18,13 @@ pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
     (year, month, day)
 }
 
+/// The wall clock in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// RFC 3339 with milliseconds in UTC, e.g. `2026-11-25T19:44:28.711Z`.
 pub fn rfc3339_millis(millis: i64) -> String {
     let secs = millis.div_euclid(1000);

@@ -47,6 +47,12 @@ pub struct WorkerMetrics {
     pub records_dead_lettered: Family<ErrorLabels, Counter>,
     /// Documents delivered.
     pub sent_events: Counter,
+    /// Delivery requests made to the sink.
+    pub sink_requests: Counter,
+    /// Documents the sink refused for now and that were sent again.
+    pub sink_retried_events: Counter,
+    /// Failed deliveries, by error type (each is retried).
+    pub sink_errors: Family<ErrorLabels, Counter>,
     /// Unix time of each shard's last checkpoint write (checkpoint age = now - this).
     pub checkpoint_time: Family<ShardLabels, Gauge>,
     /// Shard leases this worker holds.
@@ -78,6 +84,21 @@ impl WorkerMetrics {
             self.checkpoint_time.clone(),
         );
         r.register("leases_held", "Shard leases held", self.leases_held.clone());
+        r.register(
+            "sink_requests",
+            "Delivery requests made to the sink",
+            self.sink_requests.clone(),
+        );
+        r.register(
+            "sink_retried_events",
+            "Documents the sink refused for now and that were sent again",
+            self.sink_retried_events.clone(),
+        );
+        r.register(
+            "sink_errors",
+            "Failed deliveries, by error type; each is retried",
+            self.sink_errors.clone(),
+        );
         registry.register(
             "component_received_events",
             "Log events decoded",

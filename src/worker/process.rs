@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::decode::cloudwatch::{DecodeError, Decoded, Limits, decode};
 use super::document::{Document, ID, TIMESTAMP, from_data};
+use super::sink::EncodeError;
 use super::transform::{Compiled, apply};
 use crate::aws::kinesis::Record;
 use crate::time::rfc3339_millis;
@@ -30,9 +31,30 @@ pub struct DeadLetter {
     /// Its sequence number.
     pub sequence: String,
     /// Why it was rejected.
-    pub error: DecodeError,
+    pub error: Rejection,
     /// The record's data, kept when small enough to inspect.
     pub data: Option<Vec<u8>>,
+}
+
+/// Why a record goes to the dead letter.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// Its data is not a CloudWatch Logs payload.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A document made from it cannot be put in the sink's wire form.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl Rejection {
+    /// A stable label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Rejection::Decode(e) => e.category(),
+            Rejection::Encode(_) => "encode",
+        }
+    }
 }
 
 /// Records up to this size are kept whole in their dead letter.
@@ -74,12 +96,19 @@ pub fn process(shard: &str, record: &Record, transforms: &[Compiled], limits: Li
                 .flat_map(|doc| apply(transforms, doc))
                 .collect(),
         ),
-        Err(error) => Outcome::Rejected(DeadLetter {
+        Err(error) => Outcome::Rejected(DeadLetter::new(shard, record, error.into())),
+    }
+}
+
+impl DeadLetter {
+    /// The dead letter of `record` of `shard`.
+    pub fn new(shard: &str, record: &Record, error: Rejection) -> DeadLetter {
+        DeadLetter {
             shard: shard.to_owned(),
             sequence: record.sequence.to_string(),
             data: (record.data.len() <= KEEP_DATA_UP_TO).then(|| record.data.clone()),
             error,
-        }),
+        }
     }
 }
 

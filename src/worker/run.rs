@@ -1,29 +1,27 @@
 //! The worker process: a coordinator that keeps this worker's fair share of shard
-//! leases, and one task per held shard that reads, decodes, transforms, delivers
-//! and checkpoints. A shard task owns its lease: it renews it and writes its
-//! checkpoints, so a lease taken by another worker fails its next write and the
-//! task stops at once (fencing).
+//! leases on Kubernetes, one [`shard`] task per held shard, and the sink driver
+//! they all deliver through.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::checkpoint::watermark::{SequenceNumber, Watermark};
 use super::config::{OutputSink, StartAt, WorkerConfig};
 use super::decode::cloudwatch::Limits;
-use super::document::Document;
-use super::process::{Outcome, process};
+use super::health::{ShardCounters, ShardHealth, SinkHealth};
+use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
+use super::sink::Sink;
+use super::sink::driver::{self, DriverLimits};
+use super::sink::stdout::Stdout;
 use super::source::kinesis::balance::plan;
 use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
 use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 use super::transform::Compiled;
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StartPosition, Stream};
-use crate::telemetry::{ErrorLabels, Readiness, WorkerMetrics};
+use crate::telemetry::{Readiness, WorkerMetrics};
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -42,46 +40,15 @@ pub enum WorkerError {
     Admin(std::io::Error),
 }
 
-/// Writes documents as NDJSON, one line each; a write that returns has been
-/// delivered (flushed).
-#[derive(Clone)]
-struct Output {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
-}
-
-impl Output {
-    fn new(sink: &OutputSink) -> Output {
-        match sink {
-            OutputSink::Stdout {} => Output {
-                out: Arc::new(Mutex::new(Box::new(std::io::stdout()))),
-            },
-        }
-    }
-
-    fn deliver(&self, docs: &[Document]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(docs.len() * 256);
-        for doc in docs {
-            serde_json::to_writer(&mut buf, doc)?;
-            buf.push(b'\n');
-        }
-        // A poisoned lock only means another shard task panicked mid-write.
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        out.write_all(&buf)?;
-        out.flush()
-    }
-}
-
-struct Shared {
-    metrics: Arc<WorkerMetrics>,
+struct Shared<S> {
+    shard: Arc<ShardContext<S>>,
     config: WorkerConfig,
     stream: Stream,
-    transforms: Vec<Compiled>,
-    output: Output,
     client: kube::Client,
     identity: String,
 }
 
-impl Shared {
+impl<S> Shared<S> {
     /// A lease store of its own for each task: each keeps its own observations.
     fn store(&self) -> LeaseStore {
         let subscription = &self.config.subscription;
@@ -94,19 +61,6 @@ impl Shared {
             duration,
         )
     }
-}
-
-/// How a shard task ended.
-#[derive(Debug)]
-enum ShardExit {
-    /// Read to its end; checkpointed SHARD_END.
-    Finished,
-    /// Another worker took the lease.
-    Lost,
-    /// Asked to stop; checkpointed and released.
-    Stopped,
-    /// Failed; the lease will expire and be taken again.
-    Failed(String),
 }
 
 /// Runs the worker until `shutdown` resolves, then hands every lease back. The
@@ -132,10 +86,67 @@ pub async fn run(
     }
     let aws = aws.load().await;
     let stream = Stream::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_arn);
-    let shared = Arc::new(Shared {
+    let parts = Parts {
         metrics,
+        config,
+        stream,
+        client,
+        identity,
+        ready,
+    };
+    match parts.config.sink {
+        OutputSink::Stdout {} => work(parts, Arc::new(Stdout::new()), shutdown).await,
+    }
+}
+
+/// What the worker is made of before its sink is chosen.
+struct Parts {
+    metrics: Arc<WorkerMetrics>,
+    config: WorkerConfig,
+    stream: Stream,
+    client: kube::Client,
+    identity: String,
+    ready: Readiness,
+}
+
+async fn work<S: Sink>(
+    parts: Parts,
+    sink: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let Parts {
+        metrics,
+        config,
+        stream,
+        client,
+        identity,
+        ready,
+    } = parts;
+    let batch = &config.batch;
+    let limits = DriverLimits::new(
+        usize::try_from(batch.max_events).unwrap_or(1),
+        usize::try_from(batch.max_bytes.0).unwrap_or(usize::MAX),
+        batch.max_wait.into(),
+        sink.concurrency(),
+    );
+    let sink_health = Arc::new(SinkHealth::default());
+    let (driver, delivering) =
+        driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+    let leases = &config.leases;
+    let shard = Arc::new(ShardContext {
+        sink,
+        sink_health,
+        driver,
         transforms: config.transforms.iter().map(Compiled::new).collect(),
-        output: Output::new(&config.sink),
+        metrics,
+        decode: Limits {
+            max_inflated_bytes: usize::try_from(config.max_inflated_bytes.0).unwrap_or(usize::MAX),
+        },
+        renew_interval: leases.renew_interval.into(),
+        checkpoint_interval: leases.checkpoint_interval.into(),
+    });
+    let shared = Arc::new(Shared {
+        shard,
         stream,
         client,
         identity: identity.clone(),
@@ -145,6 +156,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: HashMap<String, JoinHandle<ShardExit>> = HashMap::new();
     let renew = std::time::Duration::from(shared.config.leases.renew_interval);
+    let lease_duration = std::time::Duration::from(shared.config.leases.duration);
     tracing::info!(worker = %identity, stream = %shared.config.stream_arn, "worker started");
 
     tokio::pin!(shutdown);
@@ -153,7 +165,7 @@ pub async fn run(
             Ok(()) => ready.set(true),
             Err(e) => tracing::warn!(error = %e, "coordination round failed; retrying next round"),
         }
-        shared.metrics.leases_held.set(tasks.len() as i64);
+        shared.shard.metrics.leases_held.set(tasks.len() as i64);
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(renew) => {}
@@ -161,11 +173,21 @@ pub async fn run(
     }
     tracing::info!(
         shards = tasks.len(),
-        "stopping: checkpointing and releasing leases"
+        "stopping: delivering, checkpointing and releasing leases"
     );
     let _ = stop_tx.send(true);
     for (shard, task) in tasks {
         report(&shard, task.await);
+    }
+    // The driver ends once its last handle is gone and what it holds is out; a
+    // sink that is down gets no longer than a lease (nothing undelivered was
+    // checkpointed, so nothing is lost by giving up).
+    drop(shared);
+    if tokio::time::timeout(lease_duration, delivering)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sink still failing at shutdown; undelivered records will be read again");
     }
     Ok(())
 }
@@ -182,8 +204,8 @@ fn report(shard: &str, exit: Result<ShardExit, tokio::task::JoinError>) {
 
 /// One round: discover shards, make sure each has a lease, drop leases of gone
 /// shards, reap finished tasks, and take what the balance says.
-async fn coordinate(
-    shared: &Arc<Shared>,
+async fn coordinate<S: Sink>(
+    shared: &Arc<Shared<S>>,
     store: &mut LeaseStore,
     tasks: &mut HashMap<String, JoinHandle<ShardExit>>,
     stop: &watch::Receiver<bool>,
@@ -250,172 +272,95 @@ async fn coordinate(
     Ok(())
 }
 
-async fn run_shard(
-    shared: Arc<Shared>,
+async fn run_shard<S: Sink>(
+    shared: Arc<Shared<S>>,
     lease: ShardLease,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> ShardExit {
     let shard = lease.shard_id().to_owned();
-    let store = shared.store();
-    let config = &shared.config;
     let start = match lease.checkpoint() {
         Checkpoint::ShardEnd => return ShardExit::Finished,
         Checkpoint::At(seq) => StartPosition::After(seq),
         // A child starts at its beginning so nothing between parent and child is lost.
         Checkpoint::None if !lease.parents().is_empty() => StartPosition::TrimHorizon,
-        Checkpoint::None => match config.start_position {
+        Checkpoint::None => match shared.config.start_position {
             StartAt::TrimHorizon => StartPosition::TrimHorizon,
             StartAt::Latest => StartPosition::Latest,
             StartAt::AtTimestamp(millis) => StartPosition::AtTimestamp(millis),
         },
     };
-    let resume = match &start {
-        StartPosition::After(seq) => Some(seq.clone()),
-        _ => None,
+    let resume = Resume {
+        shard: shard.clone(),
+        checkpoint: match &start {
+            StartPosition::After(seq) => Some(seq.clone()),
+            _ => None,
+        },
+        counters: ShardCounters::resume(&shared.identity, lease.health()),
     };
-    let mut watermark = Watermark::new(resume.clone());
-    let mut written: Option<SequenceNumber> = resume;
-    let mut lease = lease;
-    let mut reader = ShardReader::new(
+    // Reads run ahead in a task of their own, as the KCL prefetches: a
+    // GetRecords call overlaps the decoding of the previous records and is
+    // never cancelled half-way.
+    let reader = ShardReader::new(
         shared.stream.clone(),
         shard.clone(),
         start,
         ReaderLimits::default(),
     );
-    let limits = Limits {
-        max_inflated_bytes: usize::try_from(config.max_inflated_bytes.0).unwrap_or(usize::MAX),
-    };
-    let checkpoint_every = std::time::Duration::from(config.leases.checkpoint_interval);
-    let renew_every = std::time::Duration::from(config.leases.renew_interval);
-    let mut last_write = Instant::now();
+    let (reads_tx, reads) = mpsc::channel(1);
+    let _reader = AbortOnDrop(tokio::spawn(read_ahead(reader, reads_tx)));
     tracing::info!(%shard, "reading shard");
-
-    loop {
-        let read = tokio::select! {
-            _ = stop.changed() => {
-                return match save(&store, &mut lease, &watermark, &mut written, true).await {
-                    Ok(()) => match store.release(&lease).await {
-                        Ok(_) => ShardExit::Stopped,
-                        Err(_) => ShardExit::Lost,
-                    },
-                    Err(LeaseError::Lost(_)) => ShardExit::Lost,
-                    Err(e) => ShardExit::Failed(e.to_string()),
-                };
-            }
-            read = reader.next() => read,
-        };
-        let metrics = &shared.metrics;
-        let labels = WorkerMetrics::shard(&shard);
-        match read {
-            Ok(Read::Records {
-                records,
-                millis_behind_latest,
-            }) => {
-                if let Some(behind) = millis_behind_latest {
-                    metrics
-                        .millis_behind_latest
-                        .get_or_create(&labels)
-                        .set(behind);
-                }
-                for record in &records {
-                    metrics.records_read.get_or_create(&labels).inc();
-                    metrics
-                        .bytes_read
-                        .get_or_create(&labels)
-                        .inc_by(record.data.len() as u64);
-                    let docs = match process(&shard, record, &shared.transforms, limits) {
-                        Outcome::Documents(docs) => {
-                            metrics.events_decoded.inc_by(docs.len() as u64);
-                            docs
-                        }
-                        Outcome::Control => {
-                            metrics.control_messages.inc();
-                            Vec::new()
-                        }
-                        Outcome::Rejected(dead) => {
-                            let error_type = dead.error.category().to_owned();
-                            metrics
-                                .records_dead_lettered
-                                .get_or_create(&ErrorLabels { error_type })
-                                .inc();
-                            tracing::warn!(%shard, sequence = %record.sequence, error = %dead.error, "record rejected");
-                            vec![dead.document(now_millis())]
-                        }
-                    };
-                    if let Err(e) = shared.output.deliver(&docs) {
-                        return ShardExit::Failed(format!("output: {e}"));
-                    }
-                    metrics.sent_events.inc_by(docs.len() as u64);
-                    // Delivered synchronously: the record is acknowledged as it is read.
-                    if let Err(e) = watermark.read(record.sequence.clone(), 0) {
-                        return ShardExit::Failed(e.to_string());
-                    }
-                }
-            }
-            Ok(Read::End { children }) => {
-                tracing::info!(%shard, ?children, "shard read to its end");
-                return match store.checkpoint(&lease, &Checkpoint::ShardEnd).await {
-                    Ok(done) => {
-                        // SHARD_END is stored; a failed release only delays the
-                        // lease's expiry, and nobody reads a finished shard.
-                        let _ = store.release(&done).await;
-                        ShardExit::Finished
-                    }
-                    Err(LeaseError::Lost(_)) => ShardExit::Lost,
-                    Err(e) => ShardExit::Failed(e.to_string()),
-                };
-            }
-            Err(e) => return ShardExit::Failed(e.to_string()),
-        }
-        let due =
-            last_write.elapsed() >= checkpoint_every && watermark.checkpoint() != written.as_ref();
-        if due || last_write.elapsed() >= renew_every {
-            match save(&store, &mut lease, &watermark, &mut written, due).await {
-                Ok(()) => {
-                    last_write = Instant::now();
-                    if due {
-                        shared
-                            .metrics
-                            .checkpoint_time
-                            .get_or_create(&labels)
-                            .set(now_millis() / 1000);
-                    }
-                }
-                Err(LeaseError::Lost(_)) => {
-                    tracing::warn!(%shard, "lease taken by another worker; stopping this shard");
-                    return ShardExit::Lost;
-                }
-                Err(e) => return ShardExit::Failed(e.to_string()),
-            }
-        }
-    }
-}
-
-/// Writes the checkpoint (when `checkpoint` and it moved) or renews the lease.
-async fn save(
-    store: &LeaseStore,
-    lease: &mut ShardLease,
-    watermark: &Watermark,
-    written: &mut Option<SequenceNumber>,
-    checkpoint: bool,
-) -> Result<(), LeaseError> {
-    let current = watermark.checkpoint().cloned();
-    *lease = match (&current, checkpoint && current != *written) {
-        (Some(seq), true) => {
-            store
-                .checkpoint(lease, &Checkpoint::At(seq.clone()))
-                .await?
-        }
-        _ => store.renew(lease).await?,
+    let lease = KubeLease {
+        store: shared.store(),
+        lease,
     };
-    if checkpoint {
-        *written = current;
-    }
-    Ok(())
+    shard::run(shared.shard.clone(), lease, resume, reads, stop).await
 }
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Feeds reads to the shard task until the shard ends or fails.
+async fn read_ahead(mut reader: ShardReader, reads: mpsc::Sender<Result<Read, AwsError>>) {
+    loop {
+        let read = reader.next().await;
+        let last = !matches!(read, Ok(Read::Records { .. }));
+        if reads.send(read).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped, so a shard task never leaves its reader behind.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A shard's Lease object held by this worker.
+struct KubeLease {
+    store: LeaseStore,
+    lease: ShardLease,
+}
+
+impl HeldLease for KubeLease {
+    async fn renew(&mut self, health: &ShardHealth) -> Result<(), LeaseError> {
+        self.lease.publish(health);
+        self.lease = self.store.renew(&self.lease).await?;
+        Ok(())
+    }
+
+    async fn checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        health: &ShardHealth,
+    ) -> Result<(), LeaseError> {
+        self.lease.publish(health);
+        self.lease = self.store.checkpoint(&self.lease, checkpoint).await?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), LeaseError> {
+        self.lease = self.store.release(&self.lease).await?;
+        Ok(())
+    }
 }

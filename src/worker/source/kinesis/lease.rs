@@ -16,12 +16,15 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::balance::LeaseView;
 use crate::worker::checkpoint::watermark::SequenceNumber;
+use crate::worker::health::ShardHealth;
 
 /// Label naming the LogSubscription a lease belongs to.
 pub const SUBSCRIPTION_LABEL: &str = "logsub.io/subscription";
 const SHARD_ANNOTATION: &str = "logsub.io/shard-id";
 const PARENTS_ANNOTATION: &str = "logsub.io/parent-shards";
 const CHECKPOINT_ANNOTATION: &str = "logsub.io/checkpoint";
+/// Annotation holding the holder's [`ShardHealth`] as JSON.
+pub const HEALTH_ANNOTATION: &str = "logsub.io/health";
 /// The checkpoint of a shard read to its end.
 pub const SHARD_END: &str = "SHARD_END";
 
@@ -95,6 +98,23 @@ impl ShardLease {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The health its holder last published; None when absent or unreadable
+    /// (health is informational: a bad value never blocks the shard).
+    pub fn health(&self) -> Option<ShardHealth> {
+        serde_json::from_str(self.annotation(HEALTH_ANNOTATION)?).ok()
+    }
+
+    /// Sets the health that the next write of this lease publishes.
+    pub fn publish(&mut self, health: &ShardHealth) {
+        if let Ok(json) = serde_json::to_string(health) {
+            self.lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(HEALTH_ANNOTATION.to_owned(), json);
+        }
     }
 
     fn annotation(&self, key: &str) -> Option<&str> {

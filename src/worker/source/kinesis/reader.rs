@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::aws::kinesis::{Record, StartPosition, Stream};
 use crate::aws::{AwsError, ErrorClass};
+use crate::retry::Backoff;
 use crate::worker::checkpoint::watermark::SequenceNumber;
 
 /// Pace and size of the reads.
@@ -64,7 +65,7 @@ pub struct ShardReader {
     last: Option<SequenceNumber>,
     ended: Option<Vec<String>>,
     next_call: Instant,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl ShardReader {
@@ -75,6 +76,7 @@ impl ShardReader {
         start: StartPosition,
         limits: ReaderLimits,
     ) -> ShardReader {
+        let limits_backoff = limits.max_backoff;
         ShardReader {
             stream,
             shard: shard.into(),
@@ -84,7 +86,7 @@ impl ShardReader {
             last: None,
             ended: None,
             next_call: Instant::now(),
-            backoff: Duration::ZERO,
+            backoff: Backoff::new(Duration::from_millis(100), limits_backoff),
         }
     }
 
@@ -103,7 +105,7 @@ impl ShardReader {
             tokio::time::sleep_until(self.next_call).await;
             match self.call().await {
                 Ok(read) => {
-                    self.backoff = Duration::ZERO;
+                    self.backoff.reset();
                     return Ok(read);
                 }
                 Err(e) if e.class == ErrorClass::ExpiredIterator => {
@@ -111,9 +113,7 @@ impl ShardReader {
                     self.iterator = None;
                 }
                 Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient) => {
-                    self.backoff = (self.backoff * 2)
-                        .clamp(Duration::from_millis(100), self.limits.max_backoff);
-                    let wait = jitter(self.backoff);
+                    let wait = self.backoff.next_wait();
                     tracing::warn!(shard = %self.shard, error = %e, class = e.category(), wait_ms = wait.as_millis() as u64, "read failed; retrying");
                     self.next_call = Instant::now() + wait;
                 }
@@ -172,28 +172,5 @@ impl ShardReader {
             records: page.records,
             millis_behind_latest: page.millis_behind_latest,
         })
-    }
-}
-
-/// Full jitter between half and all of `d`, from the clock's low bits (spreads
-/// retries of many readers; no cryptographic quality needed).
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    d / 2 + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_half_and_all() {
-        for ms in [100u64, 1000, 10_000] {
-            let d = Duration::from_millis(ms);
-            let j = jitter(d);
-            assert!(j >= d / 2 && j <= d, "{j:?} for {d:?}");
-        }
     }
 }

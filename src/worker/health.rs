@@ -1,0 +1,134 @@
+//! Delivery health. Each worker publishes, on every shard lease it holds, how
+//! that shard's delivery is going; the controller folds these into the
+//! LogSubscription's status (one writer per object: workers write leases).
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::sink::SinkError;
+use crate::time::rfc3339_millis;
+
+/// The health of one shard, as published on its lease.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardHealth {
+    /// The worker that holds the shard.
+    pub worker: String,
+    /// Documents delivered from the shard, over all its holders.
+    pub delivered: u64,
+    /// Records of the shard that went to the dead letter, over all its holders.
+    pub dead_lettered: u64,
+    /// How far the reader is behind the shard's tip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis_behind_latest: Option<i64>,
+    /// When a document of this shard was last delivered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<String>,
+    /// Why the sink is failing, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_error: Option<String>,
+}
+
+/// How the sink is doing, shared by the driver (writer) and the shard tasks
+/// (readers, when they publish).
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    error: Mutex<Option<String>>,
+}
+
+impl SinkHealth {
+    /// A delivery succeeded: the sink is healthy again.
+    pub fn ok(&self) {
+        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if error.is_some() {
+            tracing::info!("sink delivering again");
+            *error = None;
+        }
+    }
+
+    /// A delivery failed.
+    pub fn failed(&self, e: &SinkError) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("{}: {}", e.category, e.message));
+    }
+
+    /// The current failure, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The delivery counters of a shard this worker holds.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// As published when the lease was taken, plus what this worker did.
+    pub health: ShardHealth,
+}
+
+impl ShardCounters {
+    /// Continues from what the previous holder published.
+    pub fn resume(worker: &str, previous: Option<ShardHealth>) -> ShardCounters {
+        let previous = previous.unwrap_or_default();
+        ShardCounters {
+            health: ShardHealth {
+                worker: worker.to_owned(),
+                delivered: previous.delivered,
+                dead_lettered: previous.dead_lettered,
+                last_delivery: previous.last_delivery,
+                millis_behind_latest: None,
+                sink_error: None,
+            },
+        }
+    }
+
+    /// `documents` were delivered at `now_millis`.
+    pub fn delivered(&mut self, documents: usize, now_millis: i64) {
+        self.health.delivered += documents as u64;
+        self.health.last_delivery = Some(rfc3339_millis(now_millis));
+    }
+
+    /// The health to publish now.
+    pub fn snapshot(&self, sink: &SinkHealth) -> ShardHealth {
+        ShardHealth {
+            sink_error: sink.error(),
+            ..self.health.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_continue_from_the_previous_holder_and_show_sink_errors() {
+        let previous = ShardHealth {
+            worker: "a".into(),
+            delivered: 10,
+            dead_lettered: 1,
+            millis_behind_latest: Some(5),
+            last_delivery: None,
+            sink_error: Some("old".into()),
+        };
+        let mut c = ShardCounters::resume("b", Some(previous));
+        c.delivered(5, 0);
+        let sink = SinkHealth::default();
+        sink.failed(&SinkError::new("unavailable", "connection refused"));
+        let h = c.snapshot(&sink);
+        assert_eq!((h.worker.as_str(), h.delivered), ("b", 15));
+        assert_eq!(h.last_delivery.as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(
+            h.sink_error.as_deref(),
+            Some("unavailable: connection refused")
+        );
+        assert_eq!(h.millis_behind_latest, None);
+        sink.ok();
+        assert_eq!(c.snapshot(&sink).sink_error, None);
+        let json = serde_json::to_string(&c.snapshot(&sink)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"worker":"b","delivered":15,"deadLettered":1,"lastDelivery":"1970-01-01T00:00:00.000Z"}"#
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! One shard held by this worker: reads come in, parts go out to the sink
+//! driver, acknowledgements come back, and the lease is renewed and checkpointed
+//! as they allow. The task owns its lease: a lease taken by another worker fails
+//! its next write and the task stops at once (fencing).
+//!
+//! Generic over the lease, so the same loop runs on Kubernetes Leases and, in
+//! the load harness, on memory.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::checkpoint::watermark::SequenceNumber;
+use super::decode::cloudwatch::Limits;
+use super::health::{ShardCounters, ShardHealth, SinkHealth};
+use super::pipeline::{PartLimits, ShardPipeline};
+use super::sink::batch::Acked;
+use super::sink::driver::{Closed, DriverHandle, Room};
+use super::sink::{Part, Sink};
+use super::source::kinesis::lease::{Checkpoint, LeaseError};
+use super::source::kinesis::reader::Read;
+use super::transform::Compiled;
+use crate::aws::AwsError;
+use crate::aws::kinesis::Record;
+use crate::telemetry::WorkerMetrics;
+use crate::time::now_millis;
+
+/// What a shard task needs of the lease it holds. Each write also renews it and
+/// publishes the shard's health; each fails with [`LeaseError::Lost`] once the
+/// lease is someone else's.
+pub trait HeldLease: Send {
+    /// Renews the lease.
+    fn renew(
+        &mut self,
+        health: &ShardHealth,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Stores a checkpoint.
+    fn checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        health: &ShardHealth,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Gives the lease up.
+    fn release(&mut self) -> impl Future<Output = Result<(), LeaseError>> + Send;
+}
+
+/// What every shard task of a worker shares.
+pub struct ShardContext<S> {
+    /// The sink documents are encoded for.
+    pub sink: Arc<S>,
+    /// How the sink is doing, published with each shard's health.
+    pub sink_health: Arc<SinkHealth>,
+    /// The sink driver.
+    pub driver: DriverHandle,
+    /// The transforms, in order.
+    pub transforms: Vec<Compiled>,
+    /// The worker's metrics.
+    pub metrics: Arc<WorkerMetrics>,
+    /// Decode limits.
+    pub decode: Limits,
+    /// How often leases are renewed.
+    pub renew_interval: Duration,
+    /// Least time between two checkpoint writes.
+    pub checkpoint_interval: Duration,
+}
+
+/// How a shard task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardExit {
+    /// Read to its end and delivered; checkpointed SHARD_END.
+    Finished,
+    /// Another worker took the lease.
+    Lost,
+    /// Asked to stop; checkpointed and released.
+    Stopped,
+    /// Failed; the lease will expire and be taken again.
+    Failed(String),
+}
+
+/// Where a shard starts and what it has done so far.
+pub struct Resume {
+    /// The shard id.
+    pub shard: String,
+    /// The checkpoint it resumes after, if any.
+    pub checkpoint: Option<SequenceNumber>,
+    /// Delivery counters, continued from the previous holder.
+    pub counters: ShardCounters,
+}
+
+/// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
+/// come from the shard's reader, in order.
+pub async fn run<S: Sink, L: HeldLease>(
+    context: Arc<ShardContext<S>>,
+    lease: L,
+    resume: Resume,
+    mut reads: mpsc::Receiver<Result<Read, AwsError>>,
+    mut stop: watch::Receiver<bool>,
+) -> ShardExit {
+    let limits = PartLimits {
+        max_docs: context.driver.limits().max_docs,
+        max_bytes: context.driver.limits().max_bytes,
+        decode: context.decode,
+    };
+    let (ack_tx, mut acks) = mpsc::unbounded_channel();
+    let pipeline = ShardPipeline::new(
+        &resume.shard,
+        resume.checkpoint.clone(),
+        ack_tx,
+        limits,
+        resume.counters,
+    );
+    let mut task = ShardTask {
+        context,
+        lease,
+        shard: resume.shard,
+        pipeline,
+        pending: VecDeque::new(),
+        sent: 0,
+        written: resume.checkpoint,
+        last_write: Instant::now(),
+    };
+    let mut end: Option<Vec<String>> = None;
+    loop {
+        if let Some(children) = &end
+            && task.pipeline.in_flight() == 0
+        {
+            tracing::info!(shard = %task.shard, ?children, "shard read to its end and delivered");
+            return task.finish().await;
+        }
+        let next_part = task.pending.front().map(|p| p.encoded().byte_len());
+        let driver = task.context.driver.clone();
+        let wake = task.next_write();
+        let can_read = task.pending.is_empty() && end.is_none();
+        let result = tokio::select! {
+            biased;
+            _ = stop.changed() => return task.stop(acks).await,
+            Some(acked) = acks.recv() => task.acked(&acked),
+            room = driver.reserve(next_part.unwrap_or(0)), if next_part.is_some() => {
+                task.hand_over(room)
+            }
+            () = tokio::time::sleep_until(wake) => task.maintain(false).await,
+            read = reads.recv(), if can_read => match read {
+                Some(Ok(Read::Records { records, millis_behind_latest })) => {
+                    task.records(&records, millis_behind_latest)
+                }
+                Some(Ok(Read::End { children })) => {
+                    end = Some(children);
+                    task.context.driver.flush();
+                    Ok(())
+                }
+                Some(Err(e)) => Err(ShardExit::Failed(e.to_string())),
+                None => Err(ShardExit::Failed("the reader stopped".into())),
+            },
+        };
+        if let Err(exit) = result {
+            return exit;
+        }
+    }
+}
+
+/// A shard this worker holds: its lease, its pipeline, and the parts read but
+/// not yet handed to the driver.
+struct ShardTask<S, L> {
+    context: Arc<ShardContext<S>>,
+    lease: L,
+    shard: String,
+    pipeline: ShardPipeline,
+    pending: VecDeque<Part>,
+    /// Parts handed to the driver and not yet acknowledged.
+    sent: usize,
+    /// The checkpoint last written.
+    written: Option<SequenceNumber>,
+    last_write: Instant,
+}
+
+impl<S: Sink, L: HeldLease> ShardTask<S, L> {
+    fn records(
+        &mut self,
+        records: &[Record],
+        millis_behind_latest: Option<i64>,
+    ) -> Result<(), ShardExit> {
+        let context = &self.context;
+        if let Some(behind) = millis_behind_latest {
+            context
+                .metrics
+                .millis_behind_latest
+                .get_or_create(self.pipeline.labels())
+                .set(behind);
+            self.pipeline.counters.health.millis_behind_latest = Some(behind);
+        }
+        self.pipeline
+            .records(
+                records,
+                &context.transforms,
+                &*context.sink,
+                &context.metrics,
+                &mut self.pending,
+            )
+            .map_err(|e| ShardExit::Failed(e.to_string()))
+    }
+
+    fn hand_over(&mut self, room: Result<Room, Closed>) -> Result<(), ShardExit> {
+        let room = room.map_err(|e| ShardExit::Failed(e.to_string()))?;
+        if let Some(part) = self.pending.pop_front() {
+            self.context
+                .driver
+                .send(part, room)
+                .map_err(|e| ShardExit::Failed(e.to_string()))?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    fn acked(&mut self, acked: &Acked) -> Result<(), ShardExit> {
+        self.sent -= 1;
+        self.pipeline
+            .acked(acked)
+            .map_err(|e| ShardExit::Failed(e.to_string()))
+    }
+
+    /// When the lease must next be written: a renewal, or sooner a checkpoint
+    /// that has moved.
+    fn next_write(&self) -> Instant {
+        let renew = self.context.renew_interval;
+        let moved = self.pipeline.checkpoint() != self.written.as_ref();
+        let wait = if moved {
+            renew.min(self.context.checkpoint_interval)
+        } else {
+            renew
+        };
+        self.last_write + wait
+    }
+
+    /// Renews the lease, writing the checkpoint with it when it moved and is
+    /// due (or `now`), and publishing the shard's health.
+    async fn maintain(&mut self, now: bool) -> Result<(), ShardExit> {
+        let current = self.pipeline.checkpoint().cloned();
+        let due = current != self.written
+            && (now || self.last_write.elapsed() >= self.context.checkpoint_interval);
+        let health = self.pipeline.counters.snapshot(&self.context.sink_health);
+        let written = match (&current, due) {
+            (Some(seq), true) => {
+                self.lease
+                    .checkpoint(&Checkpoint::At(seq.clone()), &health)
+                    .await
+            }
+            _ => self.lease.renew(&health).await,
+        };
+        match written {
+            Ok(()) => {
+                self.last_write = Instant::now();
+                if due {
+                    self.written = current;
+                    self.context
+                        .metrics
+                        .checkpoint_time
+                        .get_or_create(self.pipeline.labels())
+                        .set(now_millis() / 1000);
+                }
+                Ok(())
+            }
+            Err(LeaseError::Lost(_)) => {
+                tracing::warn!(shard = %self.shard, "lease taken by another worker; stopping this shard");
+                Err(ShardExit::Lost)
+            }
+            Err(e) => Err(ShardExit::Failed(e.to_string())),
+        }
+    }
+
+    /// Stops on shutdown: parts not yet handed over are dropped (never
+    /// delivered, they are read again by the next holder); parts out are waited
+    /// for, within a renewal interval; then the checkpoint and the release.
+    async fn stop(mut self, mut acks: mpsc::UnboundedReceiver<Acked>) -> ShardExit {
+        self.pending.clear();
+        self.context.driver.flush();
+        let deadline = Instant::now() + self.context.renew_interval;
+        while self.sent > 0 {
+            match tokio::time::timeout_at(deadline, acks.recv()).await {
+                Ok(Some(acked)) => {
+                    if let Err(exit) = self.acked(&acked) {
+                        return exit;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!(shard = %self.shard, parts = self.sent, "stopping with deliveries still out; they will be read again");
+                    break;
+                }
+            }
+        }
+        if let Err(exit) = self.maintain(true).await {
+            return exit;
+        }
+        match self.lease.release().await {
+            Ok(()) => ShardExit::Stopped,
+            Err(LeaseError::Lost(_)) => ShardExit::Lost,
+            Err(e) => ShardExit::Failed(e.to_string()),
+        }
+    }
+
+    /// The shard is read to its end and everything delivered: SHARD_END.
+    async fn finish(mut self) -> ShardExit {
+        let health = self.pipeline.counters.snapshot(&self.context.sink_health);
+        match self.lease.checkpoint(&Checkpoint::ShardEnd, &health).await {
+            Ok(()) => {
+                // SHARD_END is stored; a failed release only delays the lease's
+                // expiry, and nobody reads a finished shard.
+                let _ = self.lease.release().await;
+                ShardExit::Finished
+            }
+            Err(LeaseError::Lost(_)) => ShardExit::Lost,
+            Err(e) => ShardExit::Failed(e.to_string()),
+        }
+    }
+}

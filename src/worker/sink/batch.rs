@@ -1,0 +1,454 @@
+//! Encoded documents on their way to a sink: a record's documents are cut into
+//! [`Part`]s that fit a batch, parts are gathered into [`Batch`]es by the
+//! [`Batcher`], and each part is acknowledged to its shard once all of its
+//! documents are delivered.
+
+use std::ops::Range;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use crate::worker::checkpoint::watermark::SequenceNumber;
+
+/// Documents in a sink's wire form, back to back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    /// The end offset of each document in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    /// An empty buffer for about `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Encoded {
+        Encoded {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Appends one document written by `encode`; nothing is kept if it fails.
+    pub fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let start = self.bytes.len();
+        match encode(&mut self.bytes) {
+            Ok(()) => {
+                self.ends.push(self.bytes.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Documents held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are no documents.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// All documents, back to back.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn range(&self, i: usize) -> Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// Document `i`.
+    pub fn doc(&self, i: usize) -> &[u8] {
+        &self.bytes[self.range(i)]
+    }
+
+    /// Cuts the documents into runs of at most `max_docs` documents and
+    /// `max_bytes` bytes, in order; a single larger document is a run of its own.
+    pub fn split(self, max_docs: usize, max_bytes: usize) -> Vec<Encoded> {
+        if self.len() <= max_docs && self.byte_len() <= max_bytes {
+            return vec![self];
+        }
+        let mut runs = Vec::new();
+        let mut run = Encoded::default();
+        for i in 0..self.len() {
+            let doc = self.doc(i);
+            let full = run.len() >= max_docs || run.byte_len() + doc.len() > max_bytes;
+            if full && !run.is_empty() {
+                runs.push(std::mem::take(&mut run));
+            }
+            run.bytes.extend_from_slice(doc);
+            run.ends.push(run.bytes.len());
+        }
+        if !run.is_empty() {
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// Only the documents at `indexes` (ascending), in order.
+    fn select(&self, indexes: &[usize]) -> Encoded {
+        let mut out = Encoded::default();
+        for &i in indexes {
+            out.bytes.extend_from_slice(self.doc(i));
+            out.ends.push(out.bytes.len());
+        }
+        out
+    }
+}
+
+/// What a shard task hears back: one part of the record at `sequence`, of
+/// `documents` documents, is delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// The record.
+    pub sequence: SequenceNumber,
+    /// Documents the part held.
+    pub documents: usize,
+}
+
+/// Where and what to acknowledge when a part is delivered.
+#[derive(Debug)]
+pub struct Ack {
+    /// The shard task's acknowledgement channel.
+    pub to: UnboundedSender<Acked>,
+    /// The record the part came from.
+    pub sequence: SequenceNumber,
+}
+
+/// Documents of one record (all, or a run of them) travelling as a unit.
+#[derive(Debug)]
+pub struct Part {
+    encoded: Encoded,
+    /// Documents the part held when made (a retried part holds fewer).
+    documents: usize,
+    ack: Option<Ack>,
+    /// Room taken in the driver's buffer, given back when the part is done.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Part {
+    /// A part that acknowledges to `ack` when delivered.
+    pub fn new(encoded: Encoded, ack: Option<Ack>) -> Part {
+        Part {
+            documents: encoded.len(),
+            encoded,
+            ack,
+            permit: None,
+        }
+    }
+
+    /// The documents.
+    pub fn encoded(&self) -> &Encoded {
+        &self.encoded
+    }
+
+    pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
+    /// Reports the part delivered. A shard task that has gone (its lease was
+    /// lost) no longer listens, which is fine: its next owner reads again.
+    fn acknowledge(self) {
+        if let Some(ack) = self.ack {
+            let _ = ack.to.send(Acked {
+                sequence: ack.sequence,
+                documents: self.documents,
+            });
+        }
+    }
+}
+
+/// Parts delivered together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    parts: Vec<Part>,
+    docs: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Documents in the batch.
+    pub fn len(&self) -> usize {
+        self.docs
+    }
+
+    /// Whether the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.docs == 0
+    }
+
+    /// Encoded bytes in the batch.
+    pub fn byte_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// The encoded documents as contiguous chunks, in order: written one after
+    /// the other they are the request body.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|p| p.encoded.as_bytes())
+    }
+
+    /// Every document, in order (index `i` of [`Delivered::retry`](super::Delivered) is the `i`th).
+    pub fn docs(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts
+            .iter()
+            .flat_map(|p| (0..p.encoded.len()).map(|i| p.encoded.doc(i)))
+    }
+
+    pub(crate) fn push(&mut self, part: Part) {
+        self.docs += part.encoded.len();
+        self.bytes += part.encoded.byte_len();
+        self.parts.push(part);
+    }
+
+    /// Acknowledges every part whose documents are all delivered, and returns
+    /// the batch still to send: the documents at `retry` (indexes into this batch).
+    pub fn settle(self, retry: &[usize]) -> Option<Batch> {
+        let mut retry = retry.to_vec();
+        retry.sort_unstable();
+        retry.dedup();
+        let mut again = Batch::default();
+        let mut offset = 0;
+        let mut next = retry.as_slice();
+        for part in self.parts {
+            let len = part.encoded.len();
+            let mine = next.partition_point(|&i| i < offset + len);
+            let (ours, rest) = next.split_at(mine);
+            next = rest;
+            offset += len;
+            if ours.is_empty() {
+                part.acknowledge();
+                continue;
+            }
+            let local: Vec<usize> = ours.iter().map(|&i| i + len - offset).collect();
+            let encoded = if local.len() == len {
+                part.encoded
+            } else {
+                part.encoded.select(&local)
+            };
+            again.push(Part {
+                encoded,
+                documents: part.documents,
+                ack: part.ack,
+                permit: part.permit,
+            });
+        }
+        (!again.is_empty()).then_some(again)
+    }
+}
+
+/// Gathers parts into batches of at most `max_docs` documents and `max_bytes`
+/// bytes; a batch is also due `max_wait` after its first part arrived.
+#[derive(Debug)]
+pub struct Batcher {
+    max_docs: usize,
+    max_bytes: usize,
+    max_wait: std::time::Duration,
+    current: Batch,
+    due: Option<Instant>,
+}
+
+impl Batcher {
+    /// A batcher with these limits.
+    pub fn new(max_docs: usize, max_bytes: usize, max_wait: std::time::Duration) -> Batcher {
+        Batcher {
+            max_docs: max_docs.max(1),
+            max_bytes: max_bytes.max(1),
+            max_wait,
+            current: Batch::default(),
+            due: None,
+        }
+    }
+
+    /// Adds a part; returns the batches that became ready (the open one when the
+    /// part does not fit in it, and the new one when the part fills it).
+    pub fn push(&mut self, part: Part, now: Instant) -> Vec<Batch> {
+        let mut ready = Vec::new();
+        let fits = self.current.docs + part.encoded.len() <= self.max_docs
+            && self.current.bytes + part.encoded.byte_len() <= self.max_bytes;
+        if !fits && !self.current.is_empty() {
+            ready.extend(self.take());
+        }
+        if self.current.parts.is_empty() {
+            self.due = Some(now + self.max_wait);
+        }
+        self.current.push(part);
+        if self.current.docs >= self.max_docs || self.current.bytes >= self.max_bytes {
+            ready.extend(self.take());
+        }
+        ready
+    }
+
+    /// When the open batch must go even if not full.
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// The open batch, if it holds anything (parts without documents are
+    /// acknowledged at once).
+    pub fn take(&mut self) -> Option<Batch> {
+        self.due = None;
+        let batch = std::mem::take(&mut self.current);
+        if batch.is_empty() {
+            batch.settle(&[]);
+            None
+        } else {
+            Some(batch)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn encoded(docs: &[&str]) -> Encoded {
+        let mut e = Encoded::default();
+        for d in docs {
+            e.push(|out| {
+                out.extend_from_slice(d.as_bytes());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        e
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    fn part(docs: &[&str], n: u64, to: &UnboundedSender<Acked>) -> Part {
+        Part::new(
+            encoded(docs),
+            Some(Ack {
+                to: to.clone(),
+                sequence: seq(n),
+            }),
+        )
+    }
+
+    #[test]
+    fn a_failed_encode_leaves_nothing_behind() {
+        let mut e = encoded(&["a\n"]);
+        assert!(
+            e.push(|out| {
+                out.extend_from_slice(b"half");
+                Err("no")
+            })
+            .is_err()
+        );
+        assert_eq!((e.len(), e.as_bytes()), (1, &b"a\n"[..]));
+    }
+
+    #[test]
+    fn split_respects_both_limits_and_keeps_order() {
+        let e = encoded(&["aa", "bb", "cc", "dddddd", "e"]);
+        let runs = e.split(2, 5);
+        let texts: Vec<&[u8]> = runs.iter().map(Encoded::as_bytes).collect();
+        assert_eq!(texts, [&b"aabb"[..], b"cc", b"dddddd", b"e"]);
+        assert_eq!(runs[0].len(), 2);
+        let whole = encoded(&["a", "b"]);
+        assert_eq!(whole.clone().split(2, 2), vec![whole]);
+    }
+
+    #[test]
+    fn batches_close_on_count_bytes_and_fit() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut b = Batcher::new(3, 100, std::time::Duration::from_secs(1));
+        assert!(b.push(part(&["a", "b"], 1, &tx), now).is_empty());
+        assert_eq!(b.due(), Some(now + std::time::Duration::from_secs(1)));
+        // Two more do not fit beside two: the open batch goes, the part stays.
+        let ready = b.push(part(&["c", "d"], 2, &tx), now);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].len(), 2);
+        // One more fills the batch to the count.
+        let ready = b.push(part(&["e"], 3, &tx), now);
+        assert_eq!(ready[0].docs().collect::<Vec<_>>(), [b"c", b"d", b"e"]);
+        assert!(b.take().is_none());
+        let mut small = Batcher::new(100, 4, std::time::Duration::ZERO);
+        let ready = small.push(part(&["12345"], 4, &tx), now);
+        assert_eq!(ready.len(), 1, "an oversized part goes alone");
+    }
+
+    #[test]
+    fn settle_acknowledges_whole_parts_and_keeps_the_rest() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut batch = Batch::default();
+        batch.push(part(&["a", "b"], 1, &tx));
+        batch.push(part(&["c"], 2, &tx));
+        batch.push(part(&["d", "e", "f"], 3, &tx));
+        let again = batch.settle(&[4, 1, 4]).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Acked {
+                sequence: seq(2),
+                documents: 1
+            }
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(again.docs().collect::<Vec<_>>(), [b"b", b"e"]);
+        assert!(again.settle(&[]).is_none());
+        let acked: Vec<Acked> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            acked,
+            [
+                Acked {
+                    sequence: seq(1),
+                    documents: 2
+                },
+                Acked {
+                    sequence: seq(3),
+                    documents: 3
+                }
+            ]
+        );
+    }
+
+    proptest! {
+        /// However a batch is retried, every part is acknowledged exactly once,
+        /// with all of its documents, and only when none is left to retry.
+        #[test]
+        fn every_document_is_acknowledged_once(
+            sizes in proptest::collection::vec(1usize..5, 1..12),
+            retries in proptest::collection::vec(proptest::collection::vec(0usize..60, 0..8), 0..6),
+        ) {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut batch = Batch::default();
+            for (n, size) in sizes.iter().enumerate() {
+                let docs: Vec<String> = (0..*size).map(|i| format!("{n}.{i}")).collect();
+                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+                batch.push(part(&docs, n as u64 + 1, &tx));
+            }
+            let mut pending = Some(batch);
+            for retry in retries.iter().chain(std::iter::once(&Vec::new())) {
+                let Some(batch) = pending.take() else { break };
+                let retry: Vec<usize> = retry.iter().map(|i| i % batch.len()).collect();
+                pending = batch.settle(&retry);
+            }
+            prop_assert!(pending.is_none());
+            let mut delivered = vec![Vec::new(); sizes.len()];
+            while let Ok(acked) = rx.try_recv() {
+                delivered[acked.sequence.as_str().parse::<usize>().unwrap() - 1].push(acked.documents);
+            }
+            for (n, size) in sizes.iter().enumerate() {
+                prop_assert_eq!(&delivered[n], &vec![*size]);
+            }
+        }
+    }
+}

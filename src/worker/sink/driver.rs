@@ -1,0 +1,391 @@
+//! The sink driver: one task per worker that batches the parts of every shard,
+//! delivers batches (as many at once as the sink allows), retries failures with
+//! backoff until they are stored, and acknowledges parts to their shards.
+//!
+//! Memory is bounded by a byte budget: a shard task reserves room for a part
+//! before handing it over and the room comes back when the part is delivered, so
+//! a slow sink makes shard tasks wait, and their readers with them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::batch::{Batch, Batcher, Part};
+use super::{Sink, SinkError};
+use crate::retry::Backoff;
+use crate::telemetry::{ErrorLabels, WorkerMetrics};
+use crate::worker::health::SinkHealth;
+
+/// Batch limits and the buffer's size.
+#[derive(Clone, Debug)]
+pub struct DriverLimits {
+    /// Most documents in a batch.
+    pub max_docs: usize,
+    /// Most bytes in a batch.
+    pub max_bytes: usize,
+    /// Longest a document waits for its batch to fill.
+    pub max_wait: Duration,
+    /// Bytes of parts the driver holds at most (waiting, batching or in flight).
+    pub buffer_bytes: usize,
+}
+
+impl DriverLimits {
+    /// The limits for a batch spec: room for the batches in flight plus one
+    /// filling, so shards keep reading while a batch is out.
+    pub fn new(max_docs: usize, max_bytes: usize, max_wait: Duration, concurrency: usize) -> Self {
+        DriverLimits {
+            max_docs: max_docs.max(1),
+            max_bytes: max_bytes.max(1),
+            max_wait,
+            buffer_bytes: max_bytes.max(1).saturating_mul(concurrency.max(1) + 1),
+        }
+    }
+}
+
+/// The driver is gone (the worker is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the sink driver has stopped")]
+pub struct Closed;
+
+/// Room reserved in the driver's buffer for one part.
+#[derive(Debug)]
+pub struct Room(OwnedSemaphorePermit);
+
+/// How shard tasks reach the driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    parts: mpsc::UnboundedSender<Part>,
+    room: Arc<Semaphore>,
+    buffer_bytes: usize,
+    flush: Arc<Notify>,
+    limits: DriverLimits,
+}
+
+impl DriverHandle {
+    /// Waits for room for a part of `bytes` bytes (a part larger than the whole
+    /// buffer waits for all of it). Cancel-safe: nothing is taken until it returns.
+    pub async fn reserve(&self, bytes: usize) -> Result<Room, Closed> {
+        let n = u32::try_from(bytes.clamp(1, self.buffer_bytes)).unwrap_or(u32::MAX);
+        self.room
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map(Room)
+            .map_err(|_| Closed)
+    }
+
+    /// Hands a part over in the room reserved for it.
+    pub fn send(&self, mut part: Part, room: Room) -> Result<(), Closed> {
+        part.hold(room.0);
+        self.parts.send(part).map_err(|_| Closed)
+    }
+
+    /// Sends the open batch now rather than when it fills (before a checkpoint
+    /// on shutdown or handoff).
+    pub fn flush(&self) {
+        self.flush.notify_one();
+    }
+
+    /// The batch limits, which shard tasks cut their parts to.
+    pub fn limits(&self) -> &DriverLimits {
+        &self.limits
+    }
+}
+
+/// Starts the driver for `sink`. It ends once every handle is dropped and
+/// everything handed over is delivered.
+pub fn spawn<S: Sink>(
+    sink: Arc<S>,
+    limits: DriverLimits,
+    metrics: Arc<WorkerMetrics>,
+    health: Arc<SinkHealth>,
+) -> (DriverHandle, JoinHandle<()>) {
+    let (parts, rx) = mpsc::unbounded_channel();
+    let buffer_bytes = limits.buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+    let handle = DriverHandle {
+        parts,
+        room: Arc::new(Semaphore::new(buffer_bytes)),
+        buffer_bytes,
+        flush: Arc::new(Notify::new()),
+        limits: limits.clone(),
+    };
+    let batcher = Batcher::new(limits.max_docs, limits.max_bytes, limits.max_wait);
+    let driver = Driver {
+        sink,
+        metrics,
+        health,
+        in_flight: JoinSet::new(),
+    };
+    let task = tokio::spawn(driver.run(rx, batcher, handle.flush.clone()));
+    (handle, task)
+}
+
+struct Driver<S> {
+    sink: Arc<S>,
+    metrics: Arc<WorkerMetrics>,
+    health: Arc<SinkHealth>,
+    in_flight: JoinSet<()>,
+}
+
+impl<S: Sink> Driver<S> {
+    async fn run(
+        mut self,
+        mut parts: mpsc::UnboundedReceiver<Part>,
+        mut batcher: Batcher,
+        flush: Arc<Notify>,
+    ) {
+        loop {
+            let due = batcher.due();
+            tokio::select! {
+                part = parts.recv() => match part {
+                    Some(part) => {
+                        for batch in batcher.push(part, Instant::now()) {
+                            self.launch(batch).await;
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until(due), if due.is_some() => {
+                    if let Some(batch) = batcher.take() {
+                        self.launch(batch).await;
+                    }
+                }
+                () = flush.notified() => {
+                    if let Some(batch) = batcher.take() {
+                        self.launch(batch).await;
+                    }
+                }
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => reap(done),
+            }
+        }
+        if let Some(batch) = batcher.take() {
+            self.launch(batch).await;
+        }
+        while let Some(done) = self.in_flight.join_next().await {
+            reap(done);
+        }
+    }
+
+    /// Starts delivering `batch` once fewer than the sink's concurrency are out.
+    async fn launch(&mut self, batch: Batch) {
+        while self.in_flight.len() >= self.sink.concurrency().max(1) {
+            if let Some(done) = self.in_flight.join_next().await {
+                reap(done);
+            }
+        }
+        let (sink, metrics, health) =
+            (self.sink.clone(), self.metrics.clone(), self.health.clone());
+        self.in_flight.spawn(deliver(sink, batch, metrics, health));
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+fn reap(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        // The batch's parts were dropped unacknowledged: their shards' watermarks
+        // hold, and the next holder reads them again.
+        tracing::error!(error = %e, "a delivery task panicked");
+    }
+}
+
+/// Delivers a batch until every document is stored, retrying with backoff.
+async fn deliver<S: Sink>(
+    sink: Arc<S>,
+    batch: Batch,
+    metrics: Arc<WorkerMetrics>,
+    health: Arc<SinkHealth>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    let mut pending = Some(batch);
+    while let Some(batch) = pending.take() {
+        let result = sink.deliver(&batch).await;
+        metrics.sink_requests.inc();
+        match result {
+            Ok(delivered) => {
+                health.ok();
+                let stored = batch.len() - delivered.retry.len().min(batch.len());
+                metrics.sent_events.inc_by(stored as u64);
+                if !delivered.retry.is_empty() {
+                    metrics
+                        .sink_retried_events
+                        .inc_by(delivered.retry.len() as u64);
+                    let wait = backoff.next_wait();
+                    tracing::debug!(
+                        documents = delivered.retry.len(),
+                        wait_ms = wait.as_millis() as u64,
+                        "documents refused for now; retrying them"
+                    );
+                    pending = batch.settle(&delivered.retry);
+                    tokio::time::sleep(wait).await;
+                } else {
+                    backoff.reset();
+                    pending = batch.settle(&[]);
+                }
+            }
+            Err(e) => {
+                failed(&metrics, &health, &e);
+                let wait = backoff.next_wait();
+                tracing::warn!(
+                    error = %e,
+                    category = e.category,
+                    documents = batch.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "delivery failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                pending = Some(batch);
+            }
+        }
+    }
+}
+
+fn failed(metrics: &WorkerMetrics, health: &SinkHealth, e: &SinkError) {
+    health.failed(e);
+    metrics
+        .sink_errors
+        .get_or_create(&ErrorLabels {
+            error_type: e.category.to_owned(),
+        })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::worker::checkpoint::watermark::SequenceNumber;
+    use crate::worker::document::Document;
+    use crate::worker::sink::batch::{Ack, Acked, Encoded};
+    use crate::worker::sink::{Delivered, EncodeError};
+
+    /// Keeps what it is given; fails the first `fail` deliveries, then asks to
+    /// retry every document whose text starts with `r` once.
+    #[derive(Default)]
+    struct Recorder {
+        fail: AtomicUsize,
+        stored: Mutex<Vec<String>>,
+        retried: Mutex<Vec<String>>,
+    }
+
+    impl Sink for Recorder {
+        fn encode(&self, _: &Document, _: &mut Vec<u8>) -> Result<(), EncodeError> {
+            unreachable!("parts are built by the test")
+        }
+
+        async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
+            if self
+                .fail
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::new("unavailable", "down"));
+            }
+            let mut retry = Vec::new();
+            let mut retried = self.retried.lock().unwrap();
+            for (i, doc) in batch.docs().enumerate() {
+                let doc = String::from_utf8(doc.to_vec()).unwrap();
+                if doc.starts_with('r') && !retried.contains(&doc) {
+                    retried.push(doc);
+                    retry.push(i);
+                } else {
+                    self.stored.lock().unwrap().push(doc);
+                }
+            }
+            Ok(Delivered { retry })
+        }
+    }
+
+    fn part(docs: &[&str], n: u64, to: &mpsc::UnboundedSender<Acked>) -> Part {
+        let mut e = Encoded::default();
+        for d in docs {
+            e.push(|out| {
+                out.extend_from_slice(d.as_bytes());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        Part::new(
+            e,
+            Some(Ack {
+                to: to.clone(),
+                sequence: SequenceNumber::parse(&n.to_string()).unwrap(),
+            }),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delivers_everything_through_failures_and_retries_then_acks_in_full() {
+        let sink = Arc::new(Recorder::default());
+        sink.fail.store(2, Ordering::Relaxed);
+        let metrics = Arc::new(WorkerMetrics::default());
+        let health = Arc::new(SinkHealth::default());
+        let limits = DriverLimits::new(3, 1 << 20, Duration::from_millis(50), 1);
+        let (handle, task) = spawn(sink.clone(), limits, metrics.clone(), health.clone());
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let inputs = [
+            (vec!["a", "b"], 1),
+            (vec!["r1", "c"], 2),
+            (vec!["d"], 3),
+            (vec!["r2"], 4),
+        ];
+        for (docs, n) in &inputs {
+            let p = part(docs, *n, &tx);
+            let room = handle.reserve(p.encoded().byte_len()).await.unwrap();
+            handle.send(p, room).unwrap();
+        }
+        let mut acked = Vec::new();
+        while acked.len() < inputs.len() {
+            acked.push(acks.recv().await.unwrap());
+        }
+        let documents: Vec<usize> = acked.iter().map(|a| a.documents).collect();
+        assert_eq!(documents.iter().sum::<usize>(), 6);
+        let mut stored = sink.stored.lock().unwrap().clone();
+        stored.sort();
+        assert_eq!(stored, ["a", "b", "c", "d", "r1", "r2"]);
+        assert_eq!(metrics.sent_events.get(), 6);
+        assert_eq!(health.error(), None, "recovered");
+        assert_eq!(
+            metrics
+                .sink_errors
+                .get_or_create(&ErrorLabels {
+                    error_type: "unavailable".into()
+                })
+                .get(),
+            2
+        );
+        drop(handle);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_buffer_makes_senders_wait_until_delivery_frees_room() {
+        let sink = Arc::new(Recorder::default());
+        sink.fail.store(usize::MAX, Ordering::Relaxed);
+        let limits = DriverLimits {
+            buffer_bytes: 4,
+            ..DriverLimits::new(100, 100, Duration::ZERO, 1)
+        };
+        let health = Arc::new(SinkHealth::default());
+        let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
+        let (tx, _acks) = mpsc::unbounded_channel();
+        let room = handle.reserve(3).await.unwrap();
+        handle.send(part(&["abc"], 1, &tx), room).unwrap();
+        // The sink keeps failing: the part holds its room, so no room for 2 more.
+        let waiting = tokio::time::timeout(Duration::from_secs(60), handle.reserve(2)).await;
+        assert!(waiting.is_err(), "must wait while the buffer is full");
+        assert_eq!(health.error().as_deref(), Some("unavailable: down"));
+        sink.fail.store(0, Ordering::Relaxed);
+        let room = tokio::time::timeout(Duration::from_secs(60), handle.reserve(2)).await;
+        assert!(room.is_ok(), "delivery gave the room back");
+    }
+}

@@ -1,0 +1,66 @@
+//! Where documents go. A [`Sink`] encodes documents in its wire form and
+//! delivers batches of them; the [`driver`] gathers the parts every shard task
+//! sends into batches within the configured limits, delivers them (retrying until
+//! they are stored: nothing is dropped) and acknowledges each part to its shard,
+//! whose watermark then lets the checkpoint move.
+
+pub mod batch;
+pub mod driver;
+pub mod stdout;
+
+use std::future::Future;
+
+pub use batch::{Batch, Encoded, Part};
+
+use super::document::Document;
+
+/// A destination for documents.
+pub trait Sink: Send + Sync + 'static {
+    /// Appends one document to `out` in the sink's wire form (a bulk action and
+    /// source for a search server, a JSON line for a file).
+    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+
+    /// Delivers a batch. `Ok` means every document is stored or, when the
+    /// destination refused it for good, dead-lettered by the sink itself, except
+    /// those listed in [`Delivered::retry`], which the driver sends again.
+    fn deliver(&self, batch: &Batch) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
+
+    /// Batches delivered at once. A sink that must keep each shard's order
+    /// (a stream such as stdout) says 1.
+    fn concurrency(&self) -> usize {
+        1
+    }
+}
+
+/// The result of a delivery that reached the destination.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Documents (indexes into the batch) refused for now (e.g. throttled) and
+    /// to be sent again.
+    pub retry: Vec<usize>,
+}
+
+/// A document that cannot be put in the sink's wire form.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode document: {0}")]
+pub struct EncodeError(pub String);
+
+/// A delivery that failed as a whole; the driver retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    /// A stable category for metrics and status (`io`, `unavailable`, `denied`, …).
+    pub category: &'static str,
+    /// What went wrong, for logs and status.
+    pub message: String,
+}
+
+impl SinkError {
+    /// An error of `category`.
+    pub fn new(category: &'static str, message: impl Into<String>) -> SinkError {
+        SinkError {
+            category,
+            message: message.into(),
+        }
+    }
+}
