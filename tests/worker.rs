@@ -25,6 +25,8 @@ struct Delivered {
 
 struct Setup {
     logs: aws_sdk_cloudwatchlogs::Client,
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
     group: String,
     config: std::path::PathBuf,
     ns: TestNamespace,
@@ -73,6 +75,8 @@ async fn setup(shards: i32, streams: &[&str]) -> Setup {
     .expect("config file");
     Setup {
         logs,
+        kinesis,
+        stream: name,
         group,
         config,
         ns,
@@ -285,7 +289,7 @@ async fn events_arrive_on_stdout_once_each_in_stream_order() {
     )
     .await;
     assert!(
-        metrics.contains("logsub_worker_records_read_total{shard=\"shardId-000000000000\"}"),
+        metrics.contains("logsub_worker_records_read_total{shard=\"shardId-"),
         "{metrics}"
     );
     assert!(metrics.contains("logsub_worker_leases_held 2"), "{metrics}");
@@ -618,5 +622,290 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
     )
     .await;
     assert_eq!(got, sent);
+    setup.ns.delete().await;
+}
+
+/// The checkpoint of each lease ("" for none yet).
+async fn lease_checkpoints(ns: &str) -> Vec<String> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    let list = leases
+        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+        .await
+        .expect("leases");
+    list.items
+        .iter()
+        .map(|l| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("logsub.io/checkpoint"))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The health the holder of each lease publishes.
+async fn published_health(ns: &str) -> Vec<Value> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    let list = leases
+        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+        .await
+        .expect("leases");
+    list.items
+        .iter()
+        .filter_map(|l| l.metadata.annotations.as_ref()?.get("logsub.io/health"))
+        .map(|h| serde_json::from_str(h).expect("health is JSON"))
+        .collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(data).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn corrupt_records_and_gzip_bombs_are_dead_lettered_and_the_shard_goes_on() {
+    let setup = setup(1, &["app"]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    put(&setup, "app", &["before".to_owned()]).await;
+    // Raw records beside the subscription's: one not gzip at all, and one that
+    // inflates to 64 MiB (past the 16 MiB cap) from about 64 KiB on the wire.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 1 << 20, "fits in a Kinesis record");
+    for data in [b"not gzip at all".to_vec(), bomb] {
+        setup
+            .kinesis
+            .put_record()
+            .stream_name(&setup.stream)
+            .partition_key("raw")
+            .data(aws_sdk_kinesis::primitives::Blob::new(data))
+            .send()
+            .await
+            .expect("put record");
+    }
+    put(&setup, "app", &["after".to_owned()]).await;
+
+    let docs = collect(&mut rx, 4).await;
+    assert_eq!(docs[0]["@message"], "before");
+    assert_eq!(docs[3]["@message"], "after", "the shard goes on");
+    let errors: Vec<&str> = docs[1..3]
+        .iter()
+        .map(|d| d["error"]["type"].as_str().expect("error.type"))
+        .collect();
+    assert_eq!(errors, ["not_gzip", "too_large"]);
+    for dead in &docs[1..3] {
+        let id = dead["@id"].as_str().expect("@id");
+        let sequence = dead["sequence_number"].as_str().expect("sequence");
+        assert_eq!(
+            id,
+            format!("deadletter-shardId-000000000000-{sequence}"),
+            "the dead letter says where the record was"
+        );
+    }
+    assert_eq!(
+        docs[1]["data_base64"], "bm90IGd6aXAgYXQgYWxs",
+        "a small record is kept whole"
+    );
+    assert_eq!(
+        docs[2]["error"]["reason"], "payload inflates past 16777216 bytes",
+        "the cap in force"
+    );
+
+    // Both are counted, and the lease tells the controller.
+    let text = eventually("dead letters counted", Duration::from_secs(10), || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("component_sent_events_total 4")
+            .then_some(text)
+    })
+    .await;
+    for kind in ["not_gzip", "too_large"] {
+        assert!(
+            text.contains(&format!(
+                "component_errors_total{{error_type=\"{kind}\"}} 1"
+            )),
+            "{text}"
+        );
+    }
+    let ns = setup.ns.name.clone();
+    let health = eventually("health on the lease", Duration::from_secs(15), || {
+        let ns = ns.clone();
+        async move {
+            let h = published_health(&ns).await.pop()?;
+            (h["delivered"] == 4).then_some(h)
+        }
+    })
+    .await;
+    assert_eq!(health["worker"], "worker-1");
+    assert_eq!(health["deadLettered"], 2);
+    assert!(
+        health["lastDelivery"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert!(health.get("sinkError").is_none(), "{health}");
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
+/// Open shards and their hash key ranges, in hash key order.
+async fn open_shards(setup: &Setup) -> Vec<(String, u128, u128)> {
+    let shards = setup
+        .kinesis
+        .list_shards()
+        .stream_name(&setup.stream)
+        .send()
+        .await
+        .expect("list shards")
+        .shards
+        .unwrap_or_default();
+    let mut open: Vec<(String, u128, u128)> = shards
+        .into_iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_none())
+        })
+        .map(|s| {
+            let range = s.hash_key_range().expect("hash key range");
+            (
+                s.shard_id().to_owned(),
+                range.starting_hash_key().parse().expect("start"),
+                range.ending_hash_key().parse().expect("end"),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+#[tokio::test]
+async fn a_split_and_a_merge_under_load_deliver_every_event_once_parents_first() {
+    let streams = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    let setup = std::sync::Arc::new(setup(2, &streams).await);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let child = worker(&setup.config, "worker-1", tx);
+
+    // Load: every stream gets a numbered event every few milliseconds until told to stop.
+    let (stop_load, mut stopped) = tokio::sync::watch::channel(false);
+    let load = {
+        let setup = setup.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut n = 0;
+            while !*stopped.borrow() {
+                for s in streams {
+                    let batch: Vec<String> = (0..3).map(|i| format!("{s} {}", n + i)).collect();
+                    put(&setup, s, &batch).await;
+                    sent.extend(batch);
+                }
+                n += 3;
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            sent
+        })
+    };
+    let mut docs = collect(&mut rx, 60).await;
+
+    // Split the first shard in the middle of its range …
+    let before = open_shards(&setup).await;
+    let (first, start, end) = before[0].clone();
+    setup
+        .kinesis
+        .split_shard()
+        .stream_name(&setup.stream)
+        .shard_to_split(&first)
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("split");
+    docs.extend(collect(&mut rx, 60).await);
+    // … then merge its upper child with the old second shard: a child of two parents.
+    let after_split = open_shards(&setup).await;
+    assert_eq!(after_split.len(), 3, "{after_split:?}");
+    setup
+        .kinesis
+        .merge_shards()
+        .stream_name(&setup.stream)
+        .shard_to_merge(&after_split[1].0)
+        .adjacent_shard_to_merge(&after_split[2].0)
+        .send()
+        .await
+        .expect("merge");
+    docs.extend(collect(&mut rx, 60).await);
+    stop_load.send(true).expect("stop the load");
+    let sent = load.await.expect("load");
+
+    // Everything arrives, each once.
+    let want: HashSet<&str> = sent.iter().map(String::as_str).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen: HashSet<&str> = docs
+            .iter()
+            .map(|d| d["@message"].as_str().unwrap_or_default())
+            .collect();
+        if want.is_subset(&seen) {
+            break;
+        }
+        let missing = want.difference(&seen).count();
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => docs.push(d.doc),
+            _ => panic!("{missing} of {} events never arrived", sent.len()),
+        }
+    }
+    // The closed shards are read to their end (a last read finds no more).
+    let ns = setup.ns.name.clone();
+    eventually(
+        "two shards, two children and a merged one; three read to their end",
+        Duration::from_secs(30),
+        || {
+            let ns = ns.clone();
+            async move {
+                let checkpoints = lease_checkpoints(&ns).await;
+                let ended = checkpoints.iter().filter(|c| *c == "SHARD_END").count();
+                (checkpoints.len() == 5 && ended == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    stop(child).await;
+    while let Ok(d) = rx.try_recv() {
+        docs.push(d.doc);
+    }
+    let got = messages(&docs);
+    assert_eq!(got.len(), sent.len(), "no event twice");
+    // A log stream's events go to one shard, then to its child: parents first
+    // keeps each stream in order across the split and the merge.
+    for s in streams {
+        let prefix = format!("{s} ");
+        let order: Vec<&String> = got.iter().filter(|m| m.starts_with(&prefix)).collect();
+        let want: Vec<&String> = sent.iter().filter(|m| m.starts_with(&prefix)).collect();
+        assert_eq!(order, want, "{s} in order");
+    }
+    let delivered: u64 = published_health(&setup.ns.name)
+        .await
+        .iter()
+        .map(|h| h["delivered"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        delivered,
+        sent.len() as u64,
+        "the leases account for every document"
+    );
+    eprintln!(
+        "split and merge under load: {} events, each once",
+        sent.len()
+    );
+    let setup = std::sync::Arc::into_inner(setup).expect("the load task is done");
     setup.ns.delete().await;
 }
