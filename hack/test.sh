@@ -25,6 +25,9 @@ cargo test --locked --lib --test api
 (cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
 
+step "fuzzing decode + transforms for ${LOGSUB_FUZZ_SECONDS:=60} s"
+LOGSUB_FUZZ_SECONDS="$LOGSUB_FUZZ_SECONDS" cargo test --locked --test fuzz -- --nocapture
+
 started=false
 if ! stack_status >/dev/null 2>&1; then
   step "starting a fresh local stack"

@@ -1,8 +1,6 @@
 //! UTC calendar arithmetic for event timestamps (Unix milliseconds), without a
 //! time-zone database: CloudWatch Logs times are UTC.
 
-use std::fmt::Write;
-
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
 /// Hinnant's `civil_from_days`): (year, month 1–12, day 1–31).
 pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
@@ -30,17 +28,32 @@ pub fn rfc3339_millis(millis: i64) -> String {
     let secs = millis.div_euclid(1000);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    let mut out = String::with_capacity(24);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        millis.rem_euclid(1000)
-    );
-    out
+    // Every log event gets one: written digit by digit, not through `fmt`.
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            of_day / 3600,
+            of_day % 3600 / 60,
+            of_day % 60,
+            millis.rem_euclid(1000)
+        );
+    }
+    put(0, 4, year as u64);
+    put(5, 2, u64::from(month));
+    put(8, 2, u64::from(day));
+    put(11, 2, (of_day / 3600) as u64);
+    put(14, 2, (of_day % 3600 / 60) as u64);
+    put(17, 2, (of_day % 60) as u64);
+    put(20, 3, millis.rem_euclid(1000) as u64);
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
@@ -55,6 +68,8 @@ mod tests {
             (951_782_400_000, "2000-02-29T00:00:00.000Z"),
             (-1, "1969-12-31T23:59:59.999Z"),
             (1_432_826_855_000, "2015-05-28T15:27:35.000Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "10000-01-01T00:00:00.000Z"),
         ];
         for (millis, want) in cases {
             assert_eq!(rfc3339_millis(millis), want, "{millis}");

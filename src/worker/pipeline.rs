@@ -123,12 +123,16 @@ impl ShardPipeline {
             }
             Outcome::Documents(docs) => {
                 metrics.events_decoded.inc_by(docs.len() as u64);
-                // Encoded JSON is about as long as the inflated payload.
-                let mut encoded = Encoded::with_capacity(record.data.len() * 10);
-                match docs
-                    .iter()
-                    .try_for_each(|doc| encoded.push(|out| sink.encode(doc, out)))
-                {
+                let mut encoded = Encoded::default();
+                let result = docs.iter().enumerate().try_for_each(|(i, doc)| {
+                    encoded.push(|out| sink.encode(doc, out))?;
+                    if i == 0 {
+                        // The first document's size sizes the rest: one allocation.
+                        encoded.reserve(encoded.byte_len() * docs.len() * 5 / 4);
+                    }
+                    Ok::<(), EncodeError>(())
+                });
+                match result {
                     Ok(()) => return Ok(encoded),
                     Err(e) => DeadLetter::new(&self.shard, record, e.into()),
                 }

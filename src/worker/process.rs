@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::decode::cloudwatch::{DecodeError, Decoded, Limits, decode};
 use super::document::{Document, ID, TIMESTAMP, from_data};
 use super::sink::EncodeError;
-use super::transform::{Compiled, apply};
+use super::transform::{Compiled, apply_into};
 use crate::aws::kinesis::Record;
 use crate::time::rfc3339_millis;
 
@@ -66,22 +66,19 @@ impl DeadLetter {
     pub fn document(&self, now_millis: i64) -> Document {
         let mut doc = Document::new();
         doc.insert(
-            ID.into(),
+            ID,
             Value::String(format!("deadletter-{}-{}", self.shard, self.sequence)),
         );
-        doc.insert(TIMESTAMP.into(), Value::String(rfc3339_millis(now_millis)));
+        doc.insert(TIMESTAMP, Value::String(rfc3339_millis(now_millis)));
         doc.insert(
-            "error".into(),
+            "error",
             json!({"type": self.error.category(), "reason": self.error.to_string()}),
         );
-        doc.insert("shard_id".into(), Value::String(self.shard.clone()));
-        doc.insert(
-            "sequence_number".into(),
-            Value::String(self.sequence.clone()),
-        );
+        doc.insert("shard_id", Value::String(self.shard.clone()));
+        doc.insert("sequence_number", Value::String(self.sequence.clone()));
         if let Some(data) = &self.data {
             let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-            doc.insert("data_base64".into(), Value::String(encoded));
+            doc.insert("data_base64", Value::String(encoded));
         }
         doc
     }
@@ -91,11 +88,13 @@ impl DeadLetter {
 pub fn process(shard: &str, record: &Record, transforms: &[Compiled], limits: Limits) -> Outcome {
     match decode(&record.data, limits) {
         Ok(Decoded::Control) => Outcome::Control,
-        Ok(Decoded::Data(data)) => Outcome::Documents(
-            from_data(data)
-                .flat_map(|doc| apply(transforms, doc))
-                .collect(),
-        ),
+        Ok(Decoded::Data(data)) => {
+            let mut docs = Vec::with_capacity(data.log_events.len());
+            for doc in from_data(data) {
+                apply_into(transforms, doc, &mut docs);
+            }
+            Outcome::Documents(docs)
+        }
         Err(error) => Outcome::Rejected(DeadLetter::new(shard, record, error.into())),
     }
 }

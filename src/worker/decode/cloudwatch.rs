@@ -5,6 +5,9 @@
 
 use std::io::Read;
 
+use std::fmt;
+
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -107,19 +110,58 @@ impl DecodeError {
 /// Decodes one Kinesis record's data.
 pub fn decode(data: &[u8], limits: Limits) -> Result<Decoded, DecodeError> {
     let json = inflate(data, limits.max_inflated_bytes)?;
+    // One pass: `messageType` comes after `logEvents` (keys are sorted), so
+    // reading it first would scan the whole payload twice.
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Kind<'a> {
-        #[serde(borrow)]
-        message_type: std::borrow::Cow<'a, str>,
+    struct Envelope {
+        message_type: String,
+        owner: Option<String>,
+        log_group: Option<String>,
+        log_stream: Option<String>,
+        #[serde(default)]
+        subscription_filters: Vec<String>,
+        log_events: Option<Vec<LogEvent>>,
     }
-    let kind: Kind = serde_json::from_slice(&json).map_err(DecodeError::Envelope)?;
-    match kind.message_type.as_ref() {
-        "CONTROL_MESSAGE" => Ok(Decoded::Control),
-        "DATA_MESSAGE" => serde_json::from_slice(&json)
-            .map(Decoded::Data)
-            .map_err(DecodeError::Envelope),
-        other => Err(DecodeError::UnknownMessageType(other.to_owned())),
+    match serde_json::from_slice::<Envelope>(&json) {
+        Ok(e) => match (
+            e.message_type.as_str(),
+            e.owner,
+            e.log_group,
+            e.log_stream,
+            e.log_events,
+        ) {
+            ("DATA_MESSAGE", Some(owner), Some(log_group), Some(log_stream), Some(log_events)) => {
+                Ok(Decoded::Data(LogData {
+                    owner,
+                    log_group,
+                    log_stream,
+                    subscription_filters: e.subscription_filters,
+                    log_events,
+                }))
+            }
+            ("CONTROL_MESSAGE", ..) => Ok(Decoded::Control),
+            ("DATA_MESSAGE", ..) => Err(DecodeError::Envelope(serde::de::Error::custom(
+                "a DATA_MESSAGE needs owner, logGroup, logStream and logEvents",
+            ))),
+            (other, ..) => Err(DecodeError::UnknownMessageType(other.to_owned())),
+        },
+        Err(e) => {
+            // Say what kind of message failed, when that much can be read.
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Kind<'a> {
+                #[serde(borrow)]
+                message_type: std::borrow::Cow<'a, str>,
+            }
+            match serde_json::from_slice::<Kind>(&json) {
+                Ok(kind) if kind.message_type == "CONTROL_MESSAGE" => Ok(Decoded::Control),
+                Ok(kind) if kind.message_type != "DATA_MESSAGE" => Err(
+                    DecodeError::UnknownMessageType(kind.message_type.into_owned()),
+                ),
+                _ => Err(DecodeError::Envelope(e)),
+            }
+        }
     }
 }
 
@@ -128,7 +170,13 @@ fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     if !data.starts_with(&[0x1f, 0x8b]) {
         return Err(DecodeError::NotGzip);
     }
-    let mut out = Vec::with_capacity((data.len() * 8).min(limit));
+    // The gzip trailer holds the inflated size (of the last member, modulo
+    // 2^32): a hint that spares the buffer its regrowth, never trusted past the cap.
+    let trailer = data.len().checked_sub(4).map(|at| &data[at..]);
+    let hint = trailer
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(data.len() * 8, |t| u32::from_le_bytes(t) as usize);
+    let mut out = Vec::with_capacity(hint.min(limit) + 1);
     let mut reader = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
     reader.read_to_end(&mut out).map_err(DecodeError::Inflate)?;
     if out.len() > limit {
@@ -138,27 +186,60 @@ fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) => Ok(s),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "id must be a string or a number, not {other}"
-        ))),
+    struct Id;
+    impl Visitor<'_> for Id {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an event id, a string or a number")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
     }
+    d.deserialize_any(Id)
 }
 
 fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Number(n) => n.as_i64().ok_or_else(|| {
-            serde::de::Error::custom(format!("timestamp {n} is not whole milliseconds"))
-        }),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().map_err(serde::de::Error::custom)
+    struct Millis;
+    impl Visitor<'_> for Millis {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("Unix milliseconds, a whole number or a string of digits")
         }
-        other => Err(serde::de::Error::custom(format!(
-            "timestamp must be Unix milliseconds, not {other}"
-        ))),
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("timestamp {v} is out of range")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            Err(E::custom(format!(
+                "timestamp {v} is not whole milliseconds"
+            )))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                v.parse().map_err(E::custom)
+            } else {
+                Err(E::custom(format!(
+                    "timestamp must be Unix milliseconds, not {v:?}"
+                )))
+            }
+        }
     }
+    d.deserialize_any(Millis)
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ impl Encoded {
         }
     }
 
+    /// Makes room for `bytes` more bytes.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
     /// Appends one document written by `encode`; nothing is kept if it fails.
     pub fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         let start = self.bytes.len();

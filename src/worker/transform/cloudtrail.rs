@@ -31,8 +31,8 @@ pub fn apply(doc: Document) -> Vec<Document> {
                 .enumerate()
                 .map(|(i, record)| {
                     let mut one = doc.clone();
-                    one.insert(ID.into(), Value::String(format!("{id}-{i}")));
-                    one.insert(MESSAGE.into(), Value::String(record.to_string()));
+                    one.insert(ID, Value::String(format!("{id}-{i}")));
+                    one.insert(MESSAGE, Value::String(record.to_string()));
                     match record {
                         Value::Object(fields) => with_event(one, fields),
                         _ => one,
@@ -50,7 +50,7 @@ pub fn apply(doc: Document) -> Vec<Document> {
 
 fn with_event(mut doc: Document, event: Map<String, Value>) -> Document {
     if let Some(Value::String(time)) = event.get("eventTime") {
-        doc.insert(TIMESTAMP.into(), Value::String(time.clone()));
+        doc.insert(TIMESTAMP, Value::String(time.clone()));
     }
     merge(&mut doc, event);
     doc
@@ -66,10 +66,12 @@ mod tests {
     const START_LOGGING: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDAJDPLRKLG7UEXAMPLE","arn":"arn:aws:iam::123456789012:user/Mary_Major","accountId":"123456789012","accessKeyId":"AKIAIOSFODNN7EXAMPLE","userName":"Mary_Major"},"eventTime":"2019-06-19T00:18:31Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StartLogging","awsRegion":"us-east-2","sourceIPAddress":"203.0.113.64","userAgent":"signin.amazonaws.com","requestParameters":{"name":"arn:aws:cloudtrail:us-east-2:123456789012:trail/My-First-Trail"},"responseElements":null,"requestID":"ddf5140f-EXAMPLE","eventID":"7116c6c1-EXAMPLE","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}"#;
 
     fn doc(message: &str) -> Document {
-        json!({"@id": "3195", "@timestamp": "2019-06-19T00:18:40.000Z", "@message": message})
-            .as_object()
-            .unwrap()
-            .clone()
+        Document::from(
+            json!({"@id": "3195", "@timestamp": "2019-06-19T00:18:40.000Z", "@message": message})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
     }
 
     #[test]

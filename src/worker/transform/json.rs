@@ -20,7 +20,7 @@ pub fn apply(mut doc: Document) -> Document {
     if !(body.starts_with('{') && body.ends_with('}')) {
         return doc;
     }
-    if let Ok(Value::Object(fields)) = serde_json::from_str(body) {
+    if let Ok(fields) = serde_json::from_str::<Document>(body) {
         merge(&mut doc, fields);
     }
     doc
@@ -34,7 +34,7 @@ mod tests {
 
     fn run(message: &str) -> Value {
         let doc = json!({"@id": "1", "@message": message});
-        Value::Object(apply(doc.as_object().unwrap().clone()))
+        Value::from(apply(Document::from(doc.as_object().unwrap().clone())))
     }
 
     #[test]
@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn a_split_off_body_is_parsed_instead_of_the_message() {
         let doc = json!({"@message": "INFO\t{\"a\":1}", "message": "{\"a\":1}"});
-        let out = apply(doc.as_object().unwrap().clone());
+        let out = apply(Document::from(doc.as_object().unwrap().clone()));
         assert_eq!(out["a"], 1);
     }
 }

@@ -22,10 +22,10 @@ pub fn apply(mut doc: Document) -> Document {
         .or_else(|| runtime_line(message));
     if let Some((lambda, body)) = parsed {
         if let Some((level, body)) = body {
-            doc.entry("level").or_insert(Value::String(level));
-            doc.entry(BODY).or_insert(Value::String(body));
+            doc.insert_absent("level", Value::String(level));
+            doc.insert_absent(BODY, Value::String(body));
         }
-        doc.insert(LAMBDA.into(), Value::Object(lambda));
+        doc.insert(LAMBDA, Value::Object(lambda));
     }
     doc
 }
@@ -123,10 +123,10 @@ mod tests {
 
     fn run(message: &str) -> Value {
         let doc = json!({"@id": "1", "@message": message});
-        let mut out = apply(doc.as_object().unwrap().clone());
+        let mut out = apply(Document::from(doc.as_object().unwrap().clone()));
         out.remove("@message");
         out.remove("@id");
-        Value::Object(out)
+        Value::from(out)
     }
 
     /// Lines as the AWS Lambda documentation shows them.

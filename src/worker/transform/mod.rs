@@ -6,7 +6,7 @@ pub mod json;
 pub mod lambda;
 pub mod vpc_flow;
 
-use super::document::Document;
+use super::document::{Document, Key};
 use crate::api::Transform;
 
 /// A transform ready to run, with its settings resolved once.
@@ -38,26 +38,38 @@ impl Compiled {
 
 /// Runs `transforms` in order over one event's document.
 pub fn apply(transforms: &[Compiled], doc: Document) -> Vec<Document> {
-    let mut docs = vec![doc];
-    for transform in transforms {
-        docs = match transform {
-            Compiled::Json => docs.into_iter().map(json::apply).collect(),
-            Compiled::VpcFlowLog(format) => docs
-                .into_iter()
-                .map(|d| vpc_flow::apply(format, d))
-                .collect(),
-            Compiled::CloudTrail => docs.into_iter().flat_map(cloudtrail::apply).collect(),
-            Compiled::Lambda => docs.into_iter().map(lambda::apply).collect(),
-        };
+    let mut out = Vec::with_capacity(1);
+    apply_into(transforms, doc, &mut out);
+    out
+}
+
+/// Runs `transforms` in order over one event's document, appending the
+/// documents it becomes to `out` (no allocation for the usual one-to-one case).
+pub fn apply_into(transforms: &[Compiled], doc: Document, out: &mut Vec<Document>) {
+    let Some((first, rest)) = transforms.split_first() else {
+        out.push(doc);
+        return;
+    };
+    match first {
+        Compiled::Json => apply_into(rest, json::apply(doc), out),
+        Compiled::VpcFlowLog(format) => apply_into(rest, vpc_flow::apply(format, doc), out),
+        Compiled::Lambda => apply_into(rest, lambda::apply(doc), out),
+        Compiled::CloudTrail => {
+            for doc in cloudtrail::apply(doc) {
+                apply_into(rest, doc, out);
+            }
+        }
     }
-    docs
 }
 
 /// Adds `fields` to `doc` without replacing a field it has (the `@` fields and
 /// what an earlier transform set stay).
-pub(crate) fn merge(doc: &mut Document, fields: serde_json::Map<String, serde_json::Value>) {
+pub(crate) fn merge<K: Into<Key>>(
+    doc: &mut Document,
+    fields: impl IntoIterator<Item = (K, serde_json::Value)>,
+) {
     for (key, value) in fields {
-        doc.entry(key).or_insert(value);
+        doc.insert_absent(key, value);
     }
 }
 
@@ -98,7 +110,7 @@ mod tests {
         #[test]
         fn any_message_through_every_transform(message in message()) {
             let doc = json!({"@id": "49590", "@timestamp": "2026-11-25T19:44:28.711Z", "@message": message});
-            let out = apply(&all(), doc.as_object().unwrap().clone());
+            let out = apply(&all(), Document::from(doc.as_object().unwrap().clone()));
             prop_assert!(!out.is_empty());
             for d in &out {
                 let id = d["@id"].as_str().unwrap();
@@ -117,7 +129,10 @@ mod tests {
         .iter()
         .map(Compiled::new)
         .collect();
-        let out = apply(&transforms, doc.as_object().unwrap().clone());
+        let out = apply(
+            &transforms,
+            Document::from(doc.as_object().unwrap().clone()),
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0]["user"], "ann",

@@ -4,10 +4,22 @@
 //! timestamps, and `-` (no value) leaves the field out. A line that does not have
 //! the format's field count is left as it is.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 
+use crate::api::VPC_FLOW_LOG_FIELDS;
 use crate::time::rfc3339_millis;
-use crate::worker::document::{Document, MESSAGE};
+use crate::worker::document::{Document, Key, MESSAGE};
+
+/// The document key of every known field (`-` becomes `_`), made once per
+/// process and kept for its life, so that parsing a record allocates no keys.
+static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    VPC_FLOW_LOG_FIELDS
+        .iter()
+        .map(|f| &*Box::leak(f.replace('-', "_").into_boxed_str()))
+        .collect()
+});
 
 const NUMBERS: &[&str] = &[
     "version",
@@ -29,7 +41,7 @@ pub struct Format {
 
 #[derive(Clone, Debug, PartialEq)]
 struct Column {
-    key: String,
+    key: Key,
     kind: Kind,
 }
 
@@ -46,7 +58,10 @@ impl Format {
         let columns = fields
             .iter()
             .map(|name| Column {
-                key: name.replace('-', "_"),
+                key: match VPC_FLOW_LOG_FIELDS.iter().position(|f| f == name) {
+                    Some(i) => Key::Borrowed(KEYS[i]),
+                    None => Key::Owned(name.replace('-', "_")),
+                },
                 kind: if NUMBERS.contains(name) {
                     Kind::Number
                 } else if TIMES.contains(name) {
@@ -62,21 +77,19 @@ impl Format {
 
 /// Parses `@message` as a flow log record of `format`.
 pub fn apply(format: &Format, mut doc: Document) -> Document {
-    let Some(Value::String(message)) = doc.get(MESSAGE) else {
-        return doc;
+    // Taken out while the fields go in, and put back where it was.
+    let message = match doc.get_mut(MESSAGE) {
+        Some(Value::String(message)) => std::mem::take(message),
+        _ => return doc,
     };
-    let values: Vec<&str> = message.split_ascii_whitespace().collect();
-    if values.len() != format.columns.len() {
-        return doc;
+    if message.split_ascii_whitespace().count() == format.columns.len() {
+        for (column, v) in format.columns.iter().zip(message.split_ascii_whitespace()) {
+            if v != "-" {
+                doc.insert(column.key.clone(), typed(column.kind, v));
+            }
+        }
     }
-    let parsed: Vec<(String, Value)> = format
-        .columns
-        .iter()
-        .zip(values)
-        .filter(|(_, v)| *v != "-")
-        .map(|(column, v)| (column.key.clone(), typed(column.kind, v)))
-        .collect();
-    doc.extend(parsed);
+    doc.insert(MESSAGE, Value::String(message));
     doc
 }
 
@@ -105,9 +118,12 @@ mod tests {
 
     fn run(fields: &[&str], message: &str) -> Value {
         let doc = json!({"@id": "1", "@message": message});
-        let mut out = apply(&Format::new(fields), doc.as_object().unwrap().clone());
+        let mut out = apply(
+            &Format::new(fields),
+            Document::from(doc.as_object().unwrap().clone()),
+        );
         out.remove("@message");
-        Value::Object(out)
+        Value::from(out)
     }
 
     /// The records of the AWS VPC Flow Logs documentation ("Flow log record examples").

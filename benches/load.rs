@@ -1,0 +1,348 @@
+//! The load harness: the worker's CPU cost per compressed MiB through the whole
+//! shard path (reader bookkeeping, decode, transforms, encoding, batching,
+//! acknowledgement, checkpointing) with a sink that discards, many shards at
+//! once on the worker's runtime, fed from records already fetched (the local
+//! emulator cannot serve 2 MiB/s per shard, so its wire time must not be what is
+//! measured). Next to it, in the same run, the floor: inflate plus an envelope
+//! parse with a SIMD JSON parser, on one thread.
+//!
+//!     cargo bench --bench load [-- --shards 32 --records 300 --threads 2]
+//!
+//! Both are reported as shards per core at the Kinesis read limit (2 MiB/s per
+//! shard), and ours as a ratio of the floor.
+
+mod payloads;
+
+use std::borrow::Cow;
+use std::io::Read as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logsub::aws::AwsError;
+use logsub::aws::kinesis::Record;
+use logsub::telemetry::WorkerMetrics;
+use logsub::worker::checkpoint::watermark::SequenceNumber;
+use logsub::worker::decode::cloudwatch::Limits;
+use logsub::worker::document::Document;
+use logsub::worker::health::{ShardCounters, ShardHealth, SinkHealth};
+use logsub::worker::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
+use logsub::worker::sink::driver::{self, DriverLimits};
+use logsub::worker::sink::{Batch, Delivered, EncodeError, Sink, SinkError};
+use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
+use logsub::worker::source::kinesis::reader::Read;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+// The worker's allocator, so the harness measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The Kinesis read limit per shard.
+const SHARD_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
+/// Records in one GetRecords answer at that limit (five calls a second).
+const RECORDS_PER_READ: usize = 100;
+
+struct Options {
+    shards: usize,
+    records: usize,
+    threads: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        shards: 32,
+        records: 300,
+        threads: std::thread::available_parallelism().map_or(2, usize::from),
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let value = || pair[1].parse().expect("a number");
+        match pair[0].as_str() {
+            "--shards" => o.shards = value(),
+            "--records" => o.records = value(),
+            "--threads" => o.threads = value(),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// CPU time of every thread of this process so far, in nanoseconds (from the
+/// scheduler's per-thread accounting, which is exact to the nanosecond).
+fn process_cpu() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let path = task.expect("task").path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+fn thread_cpu() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("schedstat")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("cpu time")
+}
+
+/// The floor: inflate and parse the envelope (borrowing every string it can).
+fn floor(records: &[Vec<u8>], rounds: usize) -> (u64, u64) {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)] // parsed, never read: parsing is what is measured
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        message_type: Cow<'a, str>,
+        #[serde(borrow)]
+        owner: Cow<'a, str>,
+        #[serde(borrow)]
+        log_group: Cow<'a, str>,
+        #[serde(borrow)]
+        log_stream: Cow<'a, str>,
+        #[serde(borrow)]
+        subscription_filters: Vec<Cow<'a, str>>,
+        #[serde(borrow)]
+        log_events: Vec<Event<'a>>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        timestamp: i64,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    }
+    let start = thread_cpu();
+    let mut bytes = 0u64;
+    let mut events = 0usize;
+    let mut json = Vec::with_capacity(1 << 20);
+    for _ in 0..rounds {
+        for record in records {
+            json.clear();
+            flate2::read::MultiGzDecoder::new(record.as_slice())
+                .read_to_end(&mut json)
+                .expect("inflate");
+            let envelope: Envelope = simd_json::serde::from_slice(&mut json).expect("envelope");
+            events += std::hint::black_box(envelope.log_events.len());
+            bytes += record.len() as u64;
+        }
+    }
+    assert!(events > 0);
+    (bytes, thread_cpu() - start)
+}
+
+/// Encodes like the stdout sink, then drops every batch.
+struct Discard {
+    delivered: AtomicU64,
+}
+
+impl Sink for Discard {
+    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        simd_json::serde::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
+        self.delivered
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(Delivered::default())
+    }
+
+    fn concurrency(&self) -> usize {
+        4
+    }
+}
+
+/// A lease kept in memory: the checkpoints are counted, nothing is fenced.
+struct MemoryLease {
+    checkpoints: Arc<AtomicU64>,
+}
+
+impl HeldLease for MemoryLease {
+    async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self, _: &Checkpoint, _: &ShardHealth) -> Result<(), LeaseError> {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+}
+
+/// Feeds `records` to a shard `rounds` times over, as GetRecords answers with
+/// rising sequence numbers, then ends the shard.
+async fn feed(
+    records: Arc<Vec<Vec<u8>>>,
+    rounds: usize,
+    reads: mpsc::Sender<Result<Read, AwsError>>,
+) {
+    let total = records.len() * rounds;
+    let mut n = 0;
+    while n < total {
+        let batch: Vec<Record> = (n..(n + RECORDS_PER_READ).min(total))
+            .map(|i| Record {
+                sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
+                data: records[i % records.len()].clone(),
+            })
+            .collect();
+        n += batch.len();
+        let read = Read::Records {
+            records: batch,
+            millis_behind_latest: Some(0),
+        };
+        if reads.send(Ok(read)).await.is_err() {
+            return;
+        }
+    }
+    let _ = reads
+        .send(Ok(Read::End {
+            children: Vec::new(),
+        }))
+        .await;
+}
+
+struct Measured {
+    bytes: u64,
+    cpu_ns: u64,
+    wall: Duration,
+    documents: u64,
+    checkpoints: u64,
+}
+
+fn ours(kind: &str, records: Arc<Vec<Vec<u8>>>, o: &Options) -> Measured {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let transforms = payloads::transforms(kind);
+    runtime.block_on(async {
+        let sink = Arc::new(Discard {
+            delivered: AtomicU64::new(0),
+        });
+        let metrics = Arc::new(WorkerMetrics::default());
+        let sink_health = Arc::new(SinkHealth::default());
+        let batch = logsub::api::BatchSpec::default();
+        let limits = DriverLimits::new(
+            usize::try_from(batch.max_events).expect("max events"),
+            usize::try_from(batch.max_bytes.0).expect("max bytes"),
+            batch.max_wait.into(),
+            sink.concurrency(),
+        );
+        let (driver, delivering) =
+            driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+        let context = Arc::new(ShardContext {
+            sink: sink.clone(),
+            sink_health,
+            driver,
+            transforms,
+            metrics,
+            decode: Limits::default(),
+            renew_interval: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(1),
+        });
+        let checkpoints = Arc::new(AtomicU64::new(0));
+        let (_stop_tx, stop) = watch::channel(false);
+        let rounds = o.records.div_ceil(records.len());
+        let per_shard: u64 = records.iter().map(|r| r.len() as u64).sum::<u64>() * rounds as u64;
+        let cpu = process_cpu();
+        let wall = Instant::now();
+        let mut shards = Vec::new();
+        for s in 0..o.shards {
+            let (reads_tx, reads) = mpsc::channel(1);
+            tokio::spawn(feed(records.clone(), rounds, reads_tx));
+            let resume = Resume {
+                shard: format!("shardId-{s:012}"),
+                checkpoint: None,
+                counters: ShardCounters::default(),
+            };
+            let lease = MemoryLease {
+                checkpoints: checkpoints.clone(),
+            };
+            shards.push(tokio::spawn(shard::run(
+                context.clone(),
+                lease,
+                resume,
+                reads,
+                stop.clone(),
+            )));
+        }
+        for shard in shards {
+            assert_eq!(shard.await.expect("shard task"), ShardExit::Finished);
+        }
+        let measured = Measured {
+            bytes: per_shard * o.shards as u64,
+            cpu_ns: process_cpu() - cpu,
+            wall: wall.elapsed(),
+            documents: sink.delivered.load(Ordering::Relaxed),
+            checkpoints: checkpoints.load(Ordering::Relaxed),
+        };
+        drop(context);
+        delivering.await.expect("driver");
+        measured
+    })
+}
+
+fn shards_per_core(bytes: u64, cpu_ns: u64) -> f64 {
+    bytes as f64 / (cpu_ns as f64 / 1e9) / SHARD_BYTES_PER_SECOND
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it as a smoke test.
+    let o = options();
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let o = if quick {
+        Options {
+            shards: 4,
+            records: 20,
+            ..o
+        }
+    } else {
+        o
+    };
+    println!(
+        "load harness: {} shards, {} records of {} events per shard, {} runtime threads",
+        o.shards,
+        o.records,
+        payloads::EVENTS_PER_RECORD,
+        o.threads
+    );
+    for kind in ["vpc-flow", "json"] {
+        let records = Arc::new(payloads::records(kind, 50));
+        let floor_rounds = (o.records * o.shards / records.len() / 4).max(1);
+        let (floor_bytes, floor_cpu) = floor(&records, floor_rounds);
+        let measured = ours(kind, records.clone(), &o);
+        let expected = (o.records.div_ceil(records.len())
+            * records.len()
+            * o.shards
+            * payloads::EVENTS_PER_RECORD) as u64;
+        assert_eq!(measured.documents, expected, "every event delivered once");
+        let floor = shards_per_core(floor_bytes, floor_cpu);
+        let logsub = shards_per_core(measured.bytes, measured.cpu_ns);
+        println!(
+            "{kind:>8}: floor (inflate + SIMD envelope parse) {floor:6.1} shards/core | \
+             logsub {logsub:6.1} shards/core ({:.1} MiB/s per core, {} documents, {} checkpoints, \
+             {:.1} s wall) | ratio {:.2}x",
+            measured.bytes as f64 / 1048576.0 / (measured.cpu_ns as f64 / 1e9),
+            measured.documents,
+            measured.checkpoints,
+            measured.wall.as_secs_f64(),
+            logsub / floor
+        );
+    }
+}
