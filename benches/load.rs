@@ -324,7 +324,7 @@ fn main() {
     );
     for kind in ["vpc-flow", "json"] {
         let records = Arc::new(payloads::records(kind, 50));
-        let floor_rounds = (o.records * o.shards / records.len() / 4).max(1);
+        let floor_rounds = (o.records * o.shards / records.len()).max(1);
         let (floor_bytes, floor_cpu) = floor(&records, floor_rounds);
         let measured = ours(kind, records.clone(), &o);
         let expected = (o.records.div_ceil(records.len())
