@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    logsub::install_crypto_provider();
     let cli = Cli::parse();
     init_tracing(&cli);
     match cli.command {

@@ -51,6 +51,10 @@ pub struct WorkerMetrics {
     pub sink_requests: Counter,
     /// Documents the sink refused for now and that were sent again.
     pub sink_retried_events: Counter,
+    /// Documents the sink refused for good, written to the dead letter.
+    pub sink_dead_lettered_events: Counter,
+    /// Documents the sink refused for good that no dead letter took.
+    pub sink_dropped_events: Counter,
     /// Failed deliveries, by error type (each is retried).
     pub sink_errors: Family<ErrorLabels, Counter>,
     /// Unix time of each shard's last checkpoint write (checkpoint age = now - this).
@@ -93,6 +97,16 @@ impl WorkerMetrics {
             "sink_retried_events",
             "Documents the sink refused for now and that were sent again",
             self.sink_retried_events.clone(),
+        );
+        r.register(
+            "sink_dead_lettered_events",
+            "Documents the sink refused for good, written to the dead letter",
+            self.sink_dead_lettered_events.clone(),
+        );
+        r.register(
+            "sink_dropped_events",
+            "Documents the sink refused for good that no dead letter took",
+            self.sink_dropped_events.clone(),
         );
         r.register(
             "sink_errors",

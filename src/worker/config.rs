@@ -6,7 +6,7 @@ use std::path::Path;
 use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{BatchSpec, ByteSize, Transform};
+use crate::api::{BatchSpec, ByteSize, Template, Transform};
 
 /// `logsub worker --config FILE`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -63,11 +63,92 @@ pub enum StartAt {
 }
 
 /// Where documents are written.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum OutputSink {
     /// NDJSON on standard output, one document a line.
     Stdout {},
+    /// Elasticsearch or OpenSearch through `_bulk`.
+    Elasticsearch(ElasticsearchOutput),
+}
+
+/// Delivery to Elasticsearch or OpenSearch: the LogSubscription's sink, with its
+/// Secrets as the files the worker Pod mounts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ElasticsearchOutput {
+    /// Base URL, e.g. `https://search.example:9200`.
+    pub endpoint: String,
+    /// Index name template (`cwl-%Y.%m.%d`), filled from each document's
+    /// `@timestamp`; exclusive with `dataStream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Data stream name; exclusive with `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<String>,
+    /// Index (template) for documents the cluster refuses for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_index: Option<String>,
+    /// Credentials, if the cluster wants them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ElasticsearchCredentials>,
+    /// PEM file of the CA that signs the cluster's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// gzip request bodies (bulk NDJSON compresses about 10:1).
+    #[serde(default = "yes")]
+    pub compress: bool,
+    /// Bulk requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+/// How the worker authenticates to the search cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum ElasticsearchCredentials {
+    /// HTTP basic: the `username` and `password` files of a mounted
+    /// `kubernetes.io/basic-auth` Secret in this directory.
+    Basic {
+        /// The directory.
+        secret_dir: String,
+    },
+    /// An API key in its encoded form, in this file.
+    ApiKey {
+        /// The file.
+        file: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_concurrency() -> u32 {
+    4
+}
+
+impl ElasticsearchOutput {
+    /// The rules between its fields.
+    pub fn check(&self) -> Result<(), String> {
+        url::Url::parse(&self.endpoint)
+            .map_err(|e| format!("sink.elasticsearch.endpoint {:?}: {e}", self.endpoint))?;
+        match (&self.index, &self.data_stream) {
+            (Some(index), None) => {
+                Template::parse(index, &[])
+                    .map_err(|e| format!("sink.elasticsearch.index: {e}"))?;
+            }
+            (None, Some(_)) => {}
+            _ => return Err("sink.elasticsearch needs exactly one of index and dataStream".into()),
+        }
+        if let Some(index) = &self.dead_letter_index {
+            Template::parse(index, &[])
+                .map_err(|e| format!("sink.elasticsearch.deadLetterIndex: {e}"))?;
+        }
+        if self.concurrency == 0 {
+            return Err("sink.elasticsearch.concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Shard lease timing.
@@ -187,6 +268,9 @@ impl WorkerConfig {
         }
         if !self.stream_arn.starts_with("arn:") {
             return Err(format!("streamArn {:?} is not an ARN", self.stream_arn));
+        }
+        if let OutputSink::Elasticsearch(es) = &self.sink {
+            es.check()?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! No I/O: the shard task moves parts and acks, this decides what they mean.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -47,7 +48,7 @@ pub struct PartLimits {
 
 /// The pipeline state of one shard held by this worker.
 pub struct ShardPipeline {
-    shard: String,
+    shard: Arc<str>,
     labels: ShardLabels,
     watermark: Watermark,
     acks: UnboundedSender<Acked>,
@@ -66,7 +67,7 @@ impl ShardPipeline {
         counters: ShardCounters,
     ) -> ShardPipeline {
         ShardPipeline {
-            shard: shard.to_owned(),
+            shard: Arc::from(shard),
             labels: WorkerMetrics::shard(shard),
             watermark: Watermark::new(checkpoint),
             acks,
@@ -101,6 +102,7 @@ impl ShardPipeline {
             out.extend(parts.into_iter().map(|p| {
                 let ack = Ack {
                     to: self.acks.clone(),
+                    shard: self.shard.clone(),
                     sequence: record.sequence.clone(),
                 };
                 Part::new(p, Some(ack))

@@ -14,6 +14,7 @@ use super::health::{ShardCounters, ShardHealth, SinkHealth};
 use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
 use super::sink::Sink;
 use super::sink::driver::{self, DriverLimits};
+use super::sink::elasticsearch::{Elasticsearch, SetupError};
 use super::sink::stdout::Stdout;
 use super::source::kinesis::balance::plan;
 use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
@@ -35,6 +36,9 @@ pub enum WorkerError {
     /// No Kubernetes client could be configured.
     #[error("no Kubernetes configuration: {0}")]
     Kube(#[from] kube::Error),
+    /// The sink cannot be set up.
+    #[error("sink: {0}")]
+    Sink(#[from] SetupError),
     /// The admin endpoints cannot listen.
     #[error("admin endpoints: {0}")]
     Admin(std::io::Error),
@@ -94,8 +98,21 @@ pub async fn run(
         identity,
         ready,
     };
-    match parts.config.sink {
+    match &parts.config.sink {
         OutputSink::Stdout {} => work(parts, Arc::new(Stdout::new()), shutdown).await,
+        OutputSink::Elasticsearch(config) => {
+            let sink = Elasticsearch::new(config)?;
+            // Said early and plainly; deliveries retry until it is fixed.
+            match sink.check().await {
+                Ok(health) => {
+                    tracing::info!(endpoint = %config.endpoint, %health, "search cluster reachable")
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %config.endpoint, error = %e, category = e.category, "search cluster not usable yet; deliveries will retry")
+                }
+            }
+            work(parts, Arc::new(sink), shutdown).await
+        }
     }
 }
 

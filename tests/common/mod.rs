@@ -4,6 +4,8 @@
 //! the environment when run by `make test`). Every endpoint must be on loopback.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod pipeline;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,10 @@ pub struct Stack {
 
 pub fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(Stack::discover)
+    STACK.get_or_init(|| {
+        logsub::install_crypto_provider();
+        Stack::discover()
+    })
 }
 
 const NOT_UP: &str = "the local stack is not up: start it with `hack/stack.sh up` (or run `make test`, which starts and stops it)";

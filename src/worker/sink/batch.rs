@@ -4,6 +4,7 @@
 //! documents are delivered.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
@@ -127,6 +128,8 @@ pub struct Acked {
 pub struct Ack {
     /// The shard task's acknowledgement channel.
     pub to: UnboundedSender<Acked>,
+    /// The shard the record came from.
+    pub shard: Arc<str>,
     /// The record the part came from.
     pub sequence: SequenceNumber,
 }
@@ -209,6 +212,17 @@ impl Batch {
         self.parts
             .iter()
             .flat_map(|p| (0..p.encoded.len()).map(|i| p.encoded.doc(i)))
+    }
+
+    /// Where document `i` came from: its shard and record, for dead letters.
+    pub fn origin(&self, mut i: usize) -> Option<(&str, &SequenceNumber)> {
+        for part in &self.parts {
+            if i < part.encoded.len() {
+                return part.ack.as_ref().map(|a| (&*a.shard, &a.sequence));
+            }
+            i -= part.encoded.len();
+        }
+        None
     }
 
     pub(crate) fn push(&mut self, part: Part) {
@@ -342,6 +356,7 @@ mod tests {
             encoded(docs),
             Some(Ack {
                 to: to.clone(),
+                shard: Arc::from("shardId-0"),
                 sequence: seq(n),
             }),
         )

@@ -211,8 +211,13 @@ async fn deliver<S: Sink>(
         match result {
             Ok(delivered) => {
                 health.ok();
-                let stored = batch.len() - delivered.retry.len().min(batch.len());
+                let refused = delivered.retry.len() + delivered.dead_lettered + delivered.dropped;
+                let stored = batch.len().saturating_sub(refused);
                 metrics.sent_events.inc_by(stored as u64);
+                metrics
+                    .sink_dead_lettered_events
+                    .inc_by(delivered.dead_lettered as u64);
+                metrics.sink_dropped_events.inc_by(delivered.dropped as u64);
                 if !delivered.retry.is_empty() {
                     metrics
                         .sink_retried_events
@@ -301,7 +306,10 @@ mod tests {
                     self.stored.lock().unwrap().push(doc);
                 }
             }
-            Ok(Delivered { retry })
+            Ok(Delivered {
+                retry,
+                ..Delivered::default()
+            })
         }
     }
 
@@ -318,6 +326,7 @@ mod tests {
             e,
             Some(Ack {
                 to: to.clone(),
+                shard: Arc::from("shardId-0"),
                 sequence: SequenceNumber::parse(&n.to_string()).unwrap(),
             }),
         )

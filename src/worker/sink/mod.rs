@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod driver;
+pub mod elasticsearch;
 pub mod stdout;
 
 use std::future::Future;
@@ -38,6 +39,10 @@ pub struct Delivered {
     /// Documents (indexes into the batch) refused for now (e.g. throttled) and
     /// to be sent again.
     pub retry: Vec<usize>,
+    /// Documents refused for good and written to the dead letter instead.
+    pub dead_lettered: usize,
+    /// Documents refused for good that no dead letter took (counted and logged).
+    pub dropped: usize,
 }
 
 /// A document that cannot be put in the sink's wire form.

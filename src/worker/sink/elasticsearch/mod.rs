@@ -1,0 +1,434 @@
+//! Elasticsearch and OpenSearch, one code path: `_bulk` `create` with `_id` =
+//! the document's `@id`, so a replay is a 409 (delivered) rather than a second
+//! copy. Items refused for now are sent again alone; items refused for good go
+//! to the dead-letter index with the error and where they came from.
+
+pub mod bulk;
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::Duration;
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
+use elasticsearch::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use self::bulk::{Failure, Item};
+use super::{Batch, Delivered, EncodeError, Sink, SinkError};
+use crate::api::{Template, UtcHour};
+use crate::time::{now_millis, rfc3339_millis};
+use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput};
+use crate::worker::document::{Document, ID, TIMESTAMP};
+
+/// Why the sink cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A file the configuration names cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The HTTP client cannot be built.
+    #[error("search client: {0}")]
+    Client(String),
+}
+
+/// Where documents go.
+enum Target {
+    /// A name template filled from each document's time.
+    Index(Template),
+    /// A data stream.
+    DataStream(String),
+}
+
+/// The Elasticsearch/OpenSearch sink.
+pub struct Elasticsearch {
+    transport: Transport,
+    target: Target,
+    dead_letter: Option<Template>,
+    compress: bool,
+    concurrency: usize,
+}
+
+impl Elasticsearch {
+    /// A sink as configured; reads its credential and CA files.
+    pub fn new(config: &ElasticsearchOutput) -> Result<Elasticsearch, SetupError> {
+        config.check().map_err(SetupError::Invalid)?;
+        let url =
+            url::Url::parse(&config.endpoint).map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(Duration::from_secs(60));
+        if let Some(auth) = &config.auth {
+            builder = builder.auth(credentials(auth)?);
+        }
+        if let Some(ca) = &config.ca_file {
+            let pem = read(ca)?;
+            let cert = Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| SetupError::Invalid(format!("{ca}: {e}")))?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        let parse =
+            |t: &str| Template::parse(t, &[]).map_err(|e| SetupError::Invalid(e.to_string()));
+        let target = match (&config.index, &config.data_stream) {
+            (Some(index), _) => Target::Index(parse(index)?),
+            (None, Some(ds)) => Target::DataStream(ds.clone()),
+            (None, None) => unreachable!("checked above"),
+        };
+        Ok(Elasticsearch {
+            transport: builder
+                .build()
+                .map_err(|e| SetupError::Client(e.to_string()))?,
+            target,
+            dead_letter: config.dead_letter_index.as_deref().map(parse).transpose()?,
+            compress: config.compress,
+            concurrency: config.concurrency.max(1) as usize,
+        })
+    }
+
+    /// Asks the cluster for its health (`_cluster/health`, which every
+    /// distribution serves), to fail early and clearly on a wrong endpoint or
+    /// credentials.
+    pub async fn check(&self) -> Result<String, SinkError> {
+        let response = self
+            .transport
+            .send(
+                Method::Get,
+                "/_cluster/health",
+                HeaderMap::new(),
+                None::<&()>,
+                None::<&[u8]>,
+                Some(Duration::from_secs(10)),
+            )
+            .await
+            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+        let status = response.status_code();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+        if status != StatusCode::OK {
+            let category = match status.as_u16() {
+                401 | 403 => "denied",
+                _ => "unavailable",
+            };
+            return Err(SinkError::new(
+                category,
+                format!(
+                    "_cluster/health answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            ));
+        }
+        let health: Value = serde_json::from_slice(&body).unwrap_or_default();
+        Ok(format!(
+            "cluster {} is {}",
+            health["cluster_name"].as_str().unwrap_or("?"),
+            health["status"].as_str().unwrap_or("?")
+        ))
+    }
+
+    fn index_of(&self, doc: &Document) -> Cow<'_, str> {
+        match &self.target {
+            Target::DataStream(ds) => Cow::Borrowed(ds),
+            Target::Index(template) => Cow::Owned(render(template, doc)),
+        }
+    }
+
+    /// Sends one bulk body of `documents` documents.
+    async fn bulk(&self, chunks: &[&[u8]], documents: usize) -> Result<Vec<Item>, Failure> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let body = if self.compress {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let size = chunks.iter().map(|c| c.len()).sum::<usize>();
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(size / 8),
+                flate2::Compression::fast(),
+            );
+            for chunk in chunks {
+                // Writing to a Vec cannot fail.
+                let _ = gz.write_all(chunk);
+            }
+            gz.finish().unwrap_or_default()
+        } else {
+            chunks.concat()
+        };
+        let response = self
+            .transport
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                None::<&()>,
+                Some(body),
+                None,
+            )
+            .await
+            .map_err(|e| Failure::Retry {
+                status: 0,
+                reason: e.to_string(),
+            })?;
+        let status = response.status_code().as_u16();
+        let body = response.bytes().await.map_err(|e| Failure::Retry {
+            status,
+            reason: e.to_string(),
+        })?;
+        bulk::classify(status, &body, documents)
+    }
+
+    /// Writes the documents refused for good to the dead-letter index. Items
+    /// the dead-letter index itself refuses for good are counted and logged;
+    /// failures worth retrying fail the whole delivery, which is retried.
+    async fn dead_letter(
+        &self,
+        template: &Template,
+        batch: &Batch,
+        rejected: &[(usize, &Item)],
+    ) -> Result<usize, SinkError> {
+        let now = now_millis();
+        let index = template.render(UtcHour::from_unix_millis(now), |_| String::new());
+        let mut body = Vec::new();
+        let docs: Vec<&[u8]> = batch.docs().collect();
+        for (i, item) in rejected {
+            let Item::Rejected {
+                status,
+                error_type,
+                reason,
+            } = item
+            else {
+                continue;
+            };
+            let (action, source) = split_action(docs[*i]);
+            let origin = batch.origin(*i);
+            let letter = json!({
+                "@timestamp": rfc3339_millis(now),
+                "@id": action.id,
+                "error": {"type": error_type, "reason": reason, "status": status},
+                "index": action.index,
+                "shard_id": origin.map(|(shard, _)| shard),
+                "sequence_number": origin.map(|(_, seq)| seq.as_str()),
+                // As text: the document broke one mapping, it must not break this one.
+                "document": String::from_utf8_lossy(source),
+            });
+            bulk::action(&index, &action.id, &mut body);
+            // Plain data: serialization cannot fail.
+            let _ = serde_json::to_writer(&mut body, &letter);
+            body.push(b'\n');
+        }
+        let items = self
+            .bulk(&[&body], rejected.len())
+            .await
+            .map_err(|f| failure(&f))?;
+        let mut lost = 0;
+        for item in items {
+            match item {
+                Item::Created | Item::Duplicate => {}
+                Item::Retry { status, error_type } => {
+                    return Err(SinkError::new(
+                        "dead_letter",
+                        format!("dead-letter index {index} answered {status} {error_type}"),
+                    ));
+                }
+                Item::Rejected {
+                    error_type, reason, ..
+                } => {
+                    lost += 1;
+                    tracing::error!(%index, %error_type, %reason, "the dead-letter index refused a document; it is dropped");
+                }
+            }
+        }
+        Ok(lost)
+    }
+}
+
+/// The `_index` and `_id` of an encoded document, and its source.
+struct Action {
+    index: String,
+    id: String,
+}
+
+fn split_action(doc: &[u8]) -> (Action, &[u8]) {
+    let end = doc.iter().position(|&b| b == b'\n').unwrap_or(doc.len());
+    let line: Value = serde_json::from_slice(&doc[..end]).unwrap_or_default();
+    let action = Action {
+        index: line["create"]["_index"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        id: line["create"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let source = doc.get(end + 1..).unwrap_or_default();
+    (action, source.strip_suffix(b"\n").unwrap_or(source))
+}
+
+/// The index of a document: the template at its `@timestamp` (UTC), or at now
+/// when it has none readable.
+fn render(template: &Template, doc: &Document) -> String {
+    let hour = doc
+        .get(TIMESTAMP)
+        .and_then(Value::as_str)
+        .and_then(UtcHour::from_rfc3339)
+        .unwrap_or_else(|| UtcHour::from_unix_millis(now_millis()));
+    template.render(hour, |_| String::new())
+}
+
+fn failure(f: &Failure) -> SinkError {
+    match f {
+        Failure::Retry {
+            status: 429,
+            reason,
+        } => SinkError::new("throttled", reason.clone()),
+        Failure::Retry { status, reason } => {
+            SinkError::new("unavailable", format!("{status}: {reason}"))
+        }
+        Failure::Denied { status, reason } => {
+            SinkError::new("denied", format!("{status}: {reason}"))
+        }
+        Failure::Rejected { status, reason } => {
+            SinkError::new("rejected", format!("{status}: {reason}"))
+        }
+    }
+}
+
+fn read(path: &str) -> Result<String, SetupError> {
+    std::fs::read_to_string(path).map_err(|source| SetupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn credentials(auth: &ElasticsearchCredentials) -> Result<Credentials, SetupError> {
+    Ok(match auth {
+        ElasticsearchCredentials::Basic { secret_dir } => {
+            let dir = std::path::Path::new(secret_dir);
+            let file = |name: &str| read(&dir.join(name).display().to_string());
+            Credentials::Basic(
+                file("username")?.trim().to_owned(),
+                file("password")?.trim_end_matches(['\n', '\r']).to_owned(),
+            )
+        }
+        ElasticsearchCredentials::ApiKey { file } => {
+            Credentials::EncodedApiKey(read(file)?.trim().to_owned())
+        }
+    })
+}
+
+impl Sink for Elasticsearch {
+    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let id = doc
+            .get(ID)
+            .and_then(Value::as_str)
+            .ok_or_else(|| EncodeError("the document has no @id".into()))?;
+        bulk::action(&self.index_of(doc), id, out);
+        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
+        let chunks: Vec<&[u8]> = batch.chunks().collect();
+        let items = match self.bulk(&chunks, batch.len()).await {
+            Ok(items) => items,
+            Err(f @ Failure::Rejected { .. }) => {
+                // A request refused whole is a bug (ours or the cluster's): say it
+                // loudly, and dead-letter its documents rather than loop forever.
+                let SinkError { message, .. } = failure(&f);
+                tracing::error!(documents = batch.len(), reason = %message, "bulk request refused as a whole; dead-lettering its documents");
+                let (status, reason) = match f {
+                    Failure::Rejected { status, reason } => (status, reason),
+                    _ => unreachable!(),
+                };
+                vec![
+                    Item::Rejected {
+                        status,
+                        error_type: "request_rejected".into(),
+                        reason,
+                    };
+                    batch.len()
+                ]
+            }
+            Err(f) => return Err(failure(&f)),
+        };
+        let mut delivered = Delivered::default();
+        let mut rejected = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Item::Created | Item::Duplicate => {}
+                Item::Retry { .. } => delivered.retry.push(i),
+                Item::Rejected { .. } => rejected.push((i, item)),
+            }
+        }
+        if rejected.is_empty() {
+            return Ok(delivered);
+        }
+        match &self.dead_letter {
+            Some(template) => {
+                let lost = self.dead_letter(template, batch, &rejected).await?;
+                delivered.dead_lettered = rejected.len() - lost;
+                delivered.dropped = lost;
+            }
+            None => {
+                for (_, item) in &rejected {
+                    if let Item::Rejected {
+                        status,
+                        error_type,
+                        reason,
+                    } = item
+                    {
+                        tracing::warn!(status, %error_type, %reason, "document refused and no dead-letter index is set; it is dropped");
+                    }
+                }
+                delivered.dropped = rejected.len();
+            }
+        }
+        Ok(delivered)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_the_document_time() {
+        let template = Template::parse("cwl-%Y.%m.%d", &[]).unwrap();
+        let mut doc = Document::new();
+        doc.insert(TIMESTAMP, json!("2019-06-19T00:18:31Z"));
+        assert_eq!(render(&template, &doc), "cwl-2019.06.19");
+        doc.insert(TIMESTAMP, json!("not a time"));
+        let today = template.render(UtcHour::from_unix_millis(now_millis()), |_| String::new());
+        assert_eq!(render(&template, &doc), today, "no readable time: now");
+    }
+
+    #[test]
+    fn encoded_documents_split_back_into_action_and_source() {
+        let mut out = Vec::new();
+        bulk::action("cwl-2019.06.19", "3195", &mut out);
+        out.extend_from_slice(b"{\"@id\":\"3195\"}\n");
+        let (action, source) = split_action(&out);
+        assert_eq!(
+            (action.index.as_str(), action.id.as_str()),
+            ("cwl-2019.06.19", "3195")
+        );
+        assert_eq!(source, b"{\"@id\":\"3195\"}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The Elasticsearch/OpenSearch sink end to end, against both of the stack's
+//! search nodes: CloudWatch Logs → Kinesis → `logsub worker` → `_bulk`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pipeline::{metric, put, setup, stop, worker_with_admin};
+use common::{eventually, stack, unique};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const VPC: [&str; 3] = [
+    "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK",
+    "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK",
+    "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA",
+];
+
+async fn search(http: &reqwest::Client, base: &str, index: &str) -> Vec<Value> {
+    let refreshed = http
+        .post(format!(
+            "{base}/{index}/_refresh?ignore_unavailable=true&allow_no_indices=true"
+        ))
+        .send()
+        .await
+        .expect("refresh");
+    assert!(refreshed.status().is_success(), "refresh {index}");
+    let found: Value = http
+        .post(format!(
+            "{base}/{index}/_search?ignore_unavailable=true&allow_no_indices=true"
+        ))
+        .json(&json!({"size": 100, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("search json");
+    found["hits"]["hits"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Events of every kind land once, with their ids, in the index of their day;
+/// a document the mapping refuses goes to the dead-letter index and the stream
+/// goes on; a replay of the whole stream adds nothing.
+async fn delivers_once_with_dead_letters(base: &str) {
+    let http = reqwest::Client::new();
+    let setup = setup(1, &["vpc", "app"]).await;
+    let prefix = unique("cwl").to_lowercase();
+    let dead = format!("dead-{prefix}");
+    // Indices of the subscription: no replicas (one node), and `n` a number.
+    let template = http
+        .put(format!("{base}/_index_template/{prefix}"))
+        .json(&json!({
+            "index_patterns": [format!("{prefix}-*"), dead],
+            "template": {
+                "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+                "mappings": {"properties": {"n": {"type": "long"}}},
+            },
+        }))
+        .send()
+        .await
+        .expect("index template");
+    assert!(
+        template.status().is_success(),
+        "{}",
+        template.text().await.unwrap_or_default()
+    );
+    setup.configure(
+        &format!(
+            "{{elasticsearch: {{endpoint: '{base}', index: '{prefix}-%Y.%m.%d', deadLetterIndex: '{dead}'}}}}"
+        ),
+        "[{vpcFlowLog: {}}, {json: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    let vpc: Vec<String> = VPC.iter().map(|s| (*s).to_owned()).collect();
+    put(&setup, "vpc", &vpc).await;
+    let app = [
+        r#"{"n": 1, "user": "ann"}"#,
+        r#"{"n": "many", "user": "bob"}"#,
+        r#"{"n": 3, "user": "cid"}"#,
+    ]
+    .map(str::to_owned);
+    put(&setup, "app", &app).await;
+
+    let pattern = format!("{prefix}-*");
+    let docs = eventually("5 documents indexed", Duration::from_secs(60), || {
+        let (http, pattern) = (http.clone(), pattern.clone());
+        async move {
+            let docs = search(&http, base, &pattern).await;
+            (docs.len() >= 5).then_some(docs)
+        }
+    })
+    .await;
+    assert_eq!(docs.len(), 5, "{docs:#?}");
+    for hit in &docs {
+        let source = &hit["_source"];
+        assert_eq!(hit["_id"], source["@id"], "_id is the event id");
+        let day = source["@timestamp"].as_str().expect("@timestamp")[..10].replace('-', ".");
+        assert_eq!(
+            hit["_index"],
+            format!("{prefix}-{day}"),
+            "the index of its day"
+        );
+        assert_eq!(source["@log_group"], setup.group.as_str());
+    }
+    let by_stream = |s: &str| {
+        docs.iter()
+            .map(|h| &h["_source"])
+            .filter(|d| d["@log_stream"] == s)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let flows = by_stream("vpc");
+    assert_eq!(flows.len(), 3);
+    assert!(
+        flows
+            .iter()
+            .any(|d| d["dstport"] == 3389 && d["action"] == "REJECT")
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|d| d["log_status"] == "NODATA" && d.get("srcaddr").is_none())
+    );
+    let app = by_stream("app");
+    let mut users: Vec<&str> = app.iter().filter_map(|d| d["user"].as_str()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["ann", "cid"], "bob's document broke the mapping");
+
+    let letters = eventually("the dead letter", Duration::from_secs(30), || {
+        let (http, dead) = (http.clone(), dead.clone());
+        async move {
+            let letters = search(&http, base, &dead).await;
+            (!letters.is_empty()).then_some(letters)
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0]["_source"];
+    assert!(
+        matches!(
+            letter["error"]["type"].as_str(),
+            Some("mapper_parsing_exception" | "document_parsing_exception")
+        ),
+        "{letter}"
+    );
+    assert_eq!(letter["error"]["status"], 400);
+    assert_eq!(letter["shard_id"], "shardId-000000000000");
+    assert!(letter["sequence_number"].as_str().is_some());
+    assert!(
+        letter["index"]
+            .as_str()
+            .is_some_and(|i| i.starts_with(&prefix))
+    );
+    let original: Value =
+        serde_json::from_str(letter["document"].as_str().expect("document")).expect("JSON");
+    assert_eq!(original["user"], "bob");
+    assert_eq!(letters[0]["_id"], original["@id"]);
+    eventually("counted", Duration::from_secs(10), || async {
+        let sent = metric(admin, "component_sent_events_total").await?;
+        let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
+        (sent == 5.0 && dead == 1.0).then_some(())
+    })
+    .await;
+    stop(child).await;
+
+    // Forget the checkpoints: the next worker reads the whole stream again.
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, &setup.ns.name);
+    leases
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete leases");
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (again, admin) = worker_with_admin(&setup.config, "worker-2", tx);
+    eventually("the replay delivered", Duration::from_secs(60), || async {
+        let sent = metric(admin, "component_sent_events_total").await?;
+        let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
+        (sent == 5.0 && dead == 1.0).then_some(())
+    })
+    .await;
+    stop(again).await;
+    assert_eq!(
+        search(&http, base, &pattern).await.len(),
+        5,
+        "the replay added nothing"
+    );
+    assert_eq!(
+        search(&http, base, &dead).await.len(),
+        1,
+        "nor dead letters"
+    );
+    setup.ns.delete().await;
+}
+
+#[tokio::test]
+async fn opensearch() {
+    delivers_once_with_dead_letters(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn elasticsearch() {
+    delivers_once_with_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
+}
