@@ -8,6 +8,7 @@
 #   hack/stack.sh status    which servers run
 #   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
 #   hack/stack.sh install   only install and build
+#   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
@@ -22,5 +23,11 @@ case "${1:-}" in
   status) stack_status ;;
   env) stack_env ;;
   install) install_all ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  fault-node)
+    case "${2:-}" in
+      start) start_fault_search_node ;;
+      stop) stop_service opensearch-faults ;;
+      *) die "usage: hack/stack.sh fault-node start|stop" ;;
+    esac ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,12 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::pipeline::{
-    Setup, collect, collect_delivered, free_port, holders, put, setup, stop, worker,
-    worker_with_admin,
+    Setup, collect, collect_delivered, free_port, holders, lease_checkpoints, published_health,
+    put, setup, stop, worker, worker_with_admin,
 };
 use common::{eventually, stack};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::ListParams;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -411,40 +409,6 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
     .await;
     assert_eq!(got, sent);
     setup.ns.delete().await;
-}
-
-/// The checkpoint of each lease ("" for none yet).
-async fn lease_checkpoints(ns: &str) -> Vec<String> {
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
-    let list = leases
-        .list(&ListParams::default().labels("logsub.io/subscription=w"))
-        .await
-        .expect("leases");
-    list.items
-        .iter()
-        .map(|l| {
-            l.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("logsub.io/checkpoint"))
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// The health the holder of each lease publishes.
-async fn published_health(ns: &str) -> Vec<Value> {
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
-    let list = leases
-        .list(&ListParams::default().labels("logsub.io/subscription=w"))
-        .await
-        .expect("leases");
-    list.items
-        .iter()
-        .filter_map(|l| l.metadata.annotations.as_ref()?.get("logsub.io/health"))
-        .map(|h| serde_json::from_str(h).expect("health is JSON"))
-        .collect()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

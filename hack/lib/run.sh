@@ -251,6 +251,16 @@ start_search_nodes() {
     ES_JAVA_HOME ES_JAVA_OPTS -Expack.security.enabled=false
 }
 
+# OpenSearch with one write thread, a one-slot write queue and 4 KiB of indexing
+# memory: it answers both whole-request 429s and 429 items inside a 200, the
+# answers on which sinks lose data. Tests stop it to make an outage.
+start_fault_search_node() {
+  start_search_node opensearch-faults "$OPENSEARCH_HOME" "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" opensearch \
+    OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS -Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1 \
+    -Eindexing_pressure.memory.limit=4kb
+  wait_search_node opensearch-faults "$FAULT_SEARCH_PORT"
+}
+
 # --- S3 and AWS ---
 
 start_seaweedfs() {
@@ -318,6 +328,7 @@ stop_service() {
 
 stack_down() {
   local i
+  stop_service opensearch-faults
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
     stop_service "${SERVICES[$i]}"
   done
@@ -337,7 +348,7 @@ stack_down() {
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
-    "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
+    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
 }
 
 verify_down() {
@@ -366,6 +377,7 @@ export LOGSUB_STACK_NODE=$NODE_NAME
 export LOGSUB_STACK_IMAGES=$IMAGES_FILE
 export OPENSEARCH_URL=http://127.0.0.1:$OPENSEARCH_PORT
 export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
+export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
 export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$MOTO_PORT

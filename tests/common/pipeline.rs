@@ -36,13 +36,18 @@ impl Setup {
     /// Rewrites the worker configuration with this sink and these transforms
     /// (YAML flow values), e.g. `{stdout: {}}` and `[{json: {}}]`.
     pub fn configure(&self, sink: &str, transforms: &str) {
+        self.configure_batches(sink, transforms, "{maxWait: 200ms}");
+    }
+
+    /// As [`Setup::configure`], with these batch limits.
+    pub fn configure_batches(&self, sink: &str, transforms: &str, batch: &str) {
         std::fs::write(
             &self.config,
             format!(
                 "subscription: {{namespace: {}, name: w}}\nstreamArn: {}\nsink: {sink}\n\
                  transforms: {transforms}\n\
                  leases: {{duration: 4s, renewInterval: 1s, checkpointInterval: 1s}}\n\
-                 batch: {{maxWait: 200ms}}\n",
+                 batch: {batch}\n",
                 self.ns.name, self.arn
             ),
         )
@@ -251,4 +256,38 @@ pub async fn metric(admin: u16, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The checkpoint of each lease ("" for none yet).
+pub async fn lease_checkpoints(ns: &str) -> Vec<String> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    let list = leases
+        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+        .await
+        .expect("leases");
+    list.items
+        .iter()
+        .map(|l| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("logsub.io/checkpoint"))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The health the holder of each lease publishes.
+pub async fn published_health(ns: &str) -> Vec<Value> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    let list = leases
+        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+        .await
+        .expect("leases");
+    list.items
+        .iter()
+        .filter_map(|l| l.metadata.annotations.as_ref()?.get("logsub.io/health"))
+        .map(|h| serde_json::from_str(h).expect("health is JSON"))
+        .collect()
 }

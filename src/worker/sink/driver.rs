@@ -203,7 +203,8 @@ async fn deliver<S: Sink>(
     metrics: Arc<WorkerMetrics>,
     health: Arc<SinkHealth>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    // Capped at 10 s: once the sink is back, the backlog drains within seconds.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut pending = Some(batch);
     while let Some(batch) = pending.take() {
         let result = sink.deliver(&batch).await;
