@@ -207,3 +207,72 @@ async fn opensearch() {
 async fn elasticsearch() {
     delivers_once_with_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
 }
+
+/// A data stream, with the index template the worker installs for it.
+async fn delivers_to_a_data_stream(base: &str) {
+    let http = reqwest::Client::new();
+    let setup = setup(1, &["app"]).await;
+    let name = unique("logs").to_lowercase();
+    let stream = format!("{name}-default");
+    setup.configure(
+        &format!(
+            "{{elasticsearch: {{endpoint: '{base}', dataStream: '{stream}', \
+             indexTemplate: {{name: '{name}', shards: 1, replicas: 0}}}}}}"
+        ),
+        "[{json: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, _admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    let messages =
+        [r#"{"level": "info"}"#, r#"{"level": "warn"}"#, "plain text"].map(str::to_owned);
+    put(&setup, "app", &messages).await;
+    let docs = eventually(
+        "3 documents in the data stream",
+        Duration::from_secs(60),
+        || {
+            let (http, stream) = (http.clone(), stream.clone());
+            async move {
+                let docs = search(&http, base, &stream).await;
+                (docs.len() >= 3).then_some(docs)
+            }
+        },
+    )
+    .await;
+    assert_eq!(docs.len(), 3);
+    for hit in &docs {
+        assert!(
+            hit["_index"]
+                .as_str()
+                .is_some_and(|i| i.starts_with(".ds-")),
+            "a backing index: {hit}"
+        );
+        assert_eq!(hit["_id"], hit["_source"]["@id"]);
+    }
+    let template: Value = http
+        .get(format!("{base}/_index_template/{name}"))
+        .send()
+        .await
+        .expect("template")
+        .json()
+        .await
+        .expect("template json");
+    let installed = &template["index_templates"][0]["index_template"];
+    assert_eq!(installed["index_patterns"], json!([stream]));
+    assert!(installed["data_stream"].is_object(), "{template}");
+    assert_eq!(
+        installed["template"]["mappings"]["properties"]["@log_group"]["type"],
+        "keyword"
+    );
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
+#[tokio::test]
+async fn opensearch_data_stream() {
+    delivers_to_a_data_stream(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn elasticsearch_data_stream() {
+    delivers_to_a_data_stream(stack().var("ELASTICSEARCH_URL")).await;
+}

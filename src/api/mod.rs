@@ -17,8 +17,8 @@ mod workers;
 pub use crd::{crd, crd_yaml};
 pub use sink::{
     ApiKeyAuth, AwsSigV4Auth, BasicAuth, Compression, DeadLetter, ElasticsearchAuth,
-    ElasticsearchSink, ElasticsearchTarget, S3Sink, SecretKeyRef, SecretRef, SigV4Service, Sink,
-    StorageClass, TlsSpec,
+    ElasticsearchSink, ElasticsearchTarget, IndexTemplateSpec, S3Sink, SecretKeyRef, SecretRef,
+    SigV4Service, Sink, StorageClass, TlsSpec,
 };
 pub use source::{Distribution, LogGroupSelector, SourceSpec};
 pub use status::{

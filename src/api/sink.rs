@@ -69,6 +69,34 @@ pub struct ElasticsearchSink {
     /// such documents are counted and logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetter>,
+
+    /// An index template the workers install at start for the index pattern
+    /// or data stream: `@timestamp` a date, `@message` text, the other `@`
+    /// fields keywords. An existing template of the same name is left alone
+    /// unless `overwrite` is set. Omit to manage templates yourself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_template: Option<IndexTemplateSpec>,
+}
+
+/// The index template logsub installs.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexTemplateSpec {
+    /// Primary shards of each new index.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub shards: i32,
+    /// Replicas of each shard.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 16))]
+    pub replicas: i32,
+    /// Replace a template of the same name that is already there.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+fn one() -> i32 {
+    1
 }
 
 /// The index or data stream an Elasticsearch sink writes to.

@@ -101,6 +101,24 @@ pub struct ElasticsearchOutput {
     /// Bulk requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// The index template to install at start, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_template: Option<IndexTemplateOutput>,
+}
+
+/// An index template to install, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexTemplateOutput {
+    /// The template's name, e.g. `logsub-observability-vpc-flow`.
+    pub name: String,
+    /// Primary shards of each new index.
+    pub shards: i32,
+    /// Replicas of each shard.
+    pub replicas: i32,
+    /// Replace a template of the same name.
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// How the worker authenticates to the search cluster.

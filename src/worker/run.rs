@@ -111,6 +111,11 @@ pub async fn run(
                     tracing::error!(endpoint = %config.endpoint, error = %e, category = e.category, "search cluster not usable yet; deliveries will retry")
                 }
             }
+            match sink.bootstrap().await {
+                Ok(Some(done)) => tracing::info!("{done}"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot install the index template"),
+            }
             work(parts, Arc::new(sink), shutdown).await
         }
     }

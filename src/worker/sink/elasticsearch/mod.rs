@@ -20,7 +20,7 @@ use self::bulk::{Failure, Item};
 use super::{Batch, Delivered, EncodeError, Sink, SinkError};
 use crate::api::{Template, UtcHour};
 use crate::time::{now_millis, rfc3339_millis};
-use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput};
+use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput};
 use crate::worker::document::{Document, ID, TIMESTAMP};
 
 /// Why the sink cannot be set up.
@@ -54,6 +54,10 @@ enum Target {
 pub struct Elasticsearch {
     transport: Transport,
     target: Target,
+    /// The pattern the index template applies to: the index template with
+    /// its placeholders as `*`, or the data stream's name.
+    pattern: String,
+    index_template: Option<IndexTemplateOutput>,
     dead_letter: Option<Template>,
     compress: bool,
     concurrency: usize,
@@ -78,12 +82,14 @@ impl Elasticsearch {
         }
         let parse =
             |t: &str| Template::parse(t, &[]).map_err(|e| SetupError::Invalid(e.to_string()));
-        let target = match (&config.index, &config.data_stream) {
-            (Some(index), _) => Target::Index(parse(index)?),
-            (None, Some(ds)) => Target::DataStream(ds.clone()),
+        let (target, pattern) = match (&config.index, &config.data_stream) {
+            (Some(index), _) => (Target::Index(parse(index)?), pattern_of(index)),
+            (None, Some(ds)) => (Target::DataStream(ds.clone()), ds.clone()),
             (None, None) => unreachable!("checked above"),
         };
         Ok(Elasticsearch {
+            pattern,
+            index_template: config.index_template.clone(),
             transport: builder
                 .build()
                 .map_err(|e| SetupError::Client(e.to_string()))?,
@@ -134,6 +140,74 @@ impl Elasticsearch {
             health["cluster_name"].as_str().unwrap_or("?"),
             health["status"].as_str().unwrap_or("?")
         ))
+    }
+
+    /// Installs the configured index template, unless one of that name is
+    /// there and may not be replaced. Returns what it did.
+    pub async fn bootstrap(&self) -> Result<Option<String>, SinkError> {
+        let Some(spec) = &self.index_template else {
+            return Ok(None);
+        };
+        let path = format!("/_index_template/{}", spec.name);
+        if !spec.overwrite {
+            let existing = self.request(Method::Get, &path, None).await?;
+            if existing.0 == 200 {
+                return Ok(Some(format!(
+                    "index template {} exists; left alone",
+                    spec.name
+                )));
+            }
+        }
+        let body = index_template(
+            &self.pattern,
+            matches!(self.target, Target::DataStream(_)),
+            spec,
+        );
+        let (status, answer) = self
+            .request(Method::Put, &path, Some(body.to_string().into_bytes()))
+            .await?;
+        if status != 200 {
+            return Err(SinkError::new(
+                "index_template",
+                format!(
+                    "PUT {path} answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                ),
+            ));
+        }
+        Ok(Some(format!(
+            "index template {} installed for {}",
+            spec.name, self.pattern
+        )))
+    }
+
+    /// A JSON request; its status and body.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), SinkError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let response = self
+            .transport
+            .send(
+                method,
+                path,
+                headers,
+                None::<&()>,
+                body,
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+        let status = response.status_code().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+        Ok((status, body.to_vec()))
     }
 
     fn index_of(&self, doc: &Document) -> Cow<'_, str> {
@@ -274,6 +348,62 @@ fn split_action(doc: &[u8]) -> (Action, &[u8]) {
     };
     let source = doc.get(end + 1..).unwrap_or_default();
     (action, source.strip_suffix(b"\n").unwrap_or(source))
+}
+
+/// The index pattern of an index name template: each placeholder run a `*`.
+fn pattern_of(index: &str) -> String {
+    let mut out = String::new();
+    let mut chars = index.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '%' && chars.peek().is_some_and(|n| *n != '%') {
+            chars.next();
+            if !out.ends_with('*') {
+                out.push('*');
+            }
+        } else if c == '%' {
+            chars.next();
+            out.push('%');
+        } else {
+            out.push(c);
+        }
+    }
+    // Dots between placeholders (`%Y.%m.%d`) fold into one wildcard.
+    while out.contains("*.*") {
+        out = out.replace("*.*", "*");
+    }
+    while out.contains("*-*") {
+        out = out.replace("*-*", "*");
+    }
+    out
+}
+
+/// The body of the index template: the `@` fields mapped for search, a high
+/// priority so it wins over broad built-in patterns (`logs-*-*`).
+fn index_template(pattern: &str, data_stream: bool, spec: &IndexTemplateOutput) -> Value {
+    let keyword = json!({"type": "keyword"});
+    let mut body = json!({
+        "index_patterns": [pattern],
+        "priority": 200,
+        "template": {
+            "settings": {
+                "number_of_shards": spec.shards,
+                "number_of_replicas": spec.replicas,
+            },
+            "mappings": {"properties": {
+                "@timestamp": {"type": "date"},
+                "@message": {"type": "text"},
+                "@id": keyword,
+                "@owner": keyword,
+                "@log_group": keyword,
+                "@log_stream": keyword,
+            }},
+        },
+        "_meta": {"managed_by": "logsub"},
+    });
+    if data_stream {
+        body["data_stream"] = json!({});
+    }
+    body
 }
 
 /// The index of a document: the template at its `@timestamp` (UTC), or at now
@@ -417,6 +547,32 @@ mod tests {
         doc.insert(TIMESTAMP, json!("not a time"));
         let today = template.render(UtcHour::from_unix_millis(now_millis()), |_| String::new());
         assert_eq!(render(&template, &doc), today, "no readable time: now");
+    }
+
+    #[test]
+    fn index_templates_cover_every_index_of_the_pattern() {
+        assert_eq!(pattern_of("cwl-%Y.%m.%d"), "cwl-*");
+        assert_eq!(pattern_of("logs-%Y-%m"), "logs-*");
+        assert_eq!(pattern_of("flow"), "flow");
+        assert_eq!(pattern_of("a%%b-%H"), "a%b-*");
+        let spec = IndexTemplateOutput {
+            name: "logsub-ns-flow".into(),
+            shards: 2,
+            replicas: 0,
+            overwrite: false,
+        };
+        let body = index_template("cwl-*", false, &spec);
+        assert_eq!(body["index_patterns"], json!(["cwl-*"]));
+        assert_eq!(body["template"]["settings"]["number_of_shards"], 2);
+        assert_eq!(
+            body["template"]["mappings"]["properties"]["@timestamp"]["type"],
+            "date"
+        );
+        assert!(body.get("data_stream").is_none());
+        assert_eq!(
+            index_template("logs-a-b", true, &spec)["data_stream"],
+            json!({})
+        );
     }
 
     #[test]
