@@ -482,7 +482,7 @@ async fn corrupt_records_and_gzip_bombs_are_dead_lettered_and_the_shard_goes_on(
     for kind in ["not_gzip", "too_large"] {
         assert!(
             text.contains(&format!(
-                "component_errors_total{{error_type=\"{kind}\"}} 1"
+                "component_errors_total{{error_type=\"{kind}\",stage=\"processing\"}} 1"
             )),
             "{text}"
         );

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of per-shard series.
@@ -28,10 +29,36 @@ pub struct ShardLabels {
 pub struct ErrorLabels {
     /// The error category.
     pub error_type: String,
+    /// Where it happened: `processing` (decoding a record) or `sending` (a delivery).
+    pub stage: String,
+}
+
+impl ErrorLabels {
+    /// An error of `error_type` while decoding a record.
+    pub fn processing(error_type: &str) -> ErrorLabels {
+        ErrorLabels {
+            error_type: error_type.to_owned(),
+            stage: "processing".to_owned(),
+        }
+    }
+
+    /// An error of `error_type` while delivering.
+    pub fn sending(error_type: &str) -> ErrorLabels {
+        ErrorLabels {
+            error_type: error_type.to_owned(),
+            stage: "sending".to_owned(),
+        }
+    }
+}
+
+/// Labels of failed deliveries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkErrorLabels {
+    /// The failure's category (`throttled`, `unavailable`, `denied`, …).
+    pub error_type: String,
 }
 
 /// The worker's metrics.
-#[derive(Default)]
 pub struct WorkerMetrics {
     /// Kinesis records read, per shard.
     pub records_read: Family<ShardLabels, Counter>,
@@ -43,10 +70,15 @@ pub struct WorkerMetrics {
     pub events_decoded: Counter,
     /// CloudWatch Logs control messages skipped.
     pub control_messages: Counter,
-    /// Records that could not be decoded and went to the dead letter.
-    pub records_dead_lettered: Family<ErrorLabels, Counter>,
+    /// Errors by type and stage: records that could not be decoded (and went
+    /// to the dead letter), deliveries that failed (and are retried).
+    pub errors: Family<ErrorLabels, Counter>,
     /// Documents delivered.
     pub sent_events: Counter,
+    /// Encoded bytes delivered.
+    pub sent_bytes: Counter,
+    /// How long sink requests take, in seconds.
+    pub sink_request_seconds: Histogram,
     /// Delivery requests made to the sink.
     pub sink_requests: Counter,
     /// Documents the sink refused for now and that were sent again.
@@ -56,11 +88,35 @@ pub struct WorkerMetrics {
     /// Documents the sink refused for good that no dead letter took.
     pub sink_dropped_events: Counter,
     /// Failed deliveries, by error type (each is retried).
-    pub sink_errors: Family<ErrorLabels, Counter>,
+    pub sink_errors: Family<SinkErrorLabels, Counter>,
     /// Unix time of each shard's last checkpoint write (checkpoint age = now - this).
     pub checkpoint_time: Family<ShardLabels, Gauge>,
     /// Shard leases this worker holds.
     pub leases_held: Gauge,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            records_read: Family::default(),
+            bytes_read: Family::default(),
+            millis_behind_latest: Family::default(),
+            events_decoded: Counter::default(),
+            control_messages: Counter::default(),
+            errors: Family::default(),
+            sent_events: Counter::default(),
+            sent_bytes: Counter::default(),
+            // 1 ms to about 33 s.
+            sink_request_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            sink_requests: Counter::default(),
+            sink_retried_events: Counter::default(),
+            sink_dead_lettered_events: Counter::default(),
+            sink_dropped_events: Counter::default(),
+            sink_errors: Family::default(),
+            checkpoint_time: Family::default(),
+            leases_held: Gauge::default(),
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -88,6 +144,11 @@ impl WorkerMetrics {
             self.checkpoint_time.clone(),
         );
         r.register("leases_held", "Shard leases held", self.leases_held.clone());
+        r.register(
+            "sink_request_seconds",
+            "How long sink requests take",
+            self.sink_request_seconds.clone(),
+        );
         r.register(
             "sink_requests",
             "Delivery requests made to the sink",
@@ -125,13 +186,18 @@ impl WorkerMetrics {
         );
         registry.register(
             "component_errors",
-            "Records dead-lettered, by error type",
-            self.records_dead_lettered.clone(),
+            "Errors: records dead-lettered while processing, deliveries failed while sending",
+            self.errors.clone(),
         );
         registry.register(
             "component_sent_events",
             "Documents delivered",
             self.sent_events.clone(),
+        );
+        registry.register(
+            "component_sent_bytes",
+            "Encoded bytes delivered",
+            self.sent_bytes.clone(),
         );
     }
 

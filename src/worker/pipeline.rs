@@ -142,10 +142,8 @@ impl ShardPipeline {
             Outcome::Rejected(dead) => dead,
         };
         metrics
-            .records_dead_lettered
-            .get_or_create(&ErrorLabels {
-                error_type: dead.error.category().to_owned(),
-            })
+            .errors
+            .get_or_create(&ErrorLabels::processing(dead.error.category()))
             .inc();
         self.counters.health.dead_lettered += 1;
         tracing::warn!(shard = %self.shard, sequence = %record.sequence, error = %dead.error, "record dead-lettered");

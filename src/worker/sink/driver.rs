@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::batch::{Batch, Batcher, Part};
 use super::{Sink, SinkError};
 use crate::retry::Backoff;
-use crate::telemetry::{ErrorLabels, WorkerMetrics};
+use crate::telemetry::{ErrorLabels, SinkErrorLabels, WorkerMetrics};
 use crate::worker::health::SinkHealth;
 
 /// Batch limits and the buffer's size.
@@ -207,7 +207,11 @@ async fn deliver<S: Sink>(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut pending = Some(batch);
     while let Some(batch) = pending.take() {
+        let started = std::time::Instant::now();
         let result = sink.deliver(&batch).await;
+        metrics
+            .sink_request_seconds
+            .observe(started.elapsed().as_secs_f64());
         metrics.sink_requests.inc();
         match result {
             Ok(delivered) => {
@@ -215,6 +219,21 @@ async fn deliver<S: Sink>(
                 let refused = delivered.retry.len() + delivered.dead_lettered + delivered.dropped;
                 let stored = batch.len().saturating_sub(refused);
                 metrics.sent_events.inc_by(stored as u64);
+                let resent: usize = if delivered.retry.is_empty() {
+                    0
+                } else {
+                    let mut retry = delivered.retry.clone();
+                    retry.sort_unstable();
+                    batch
+                        .docs()
+                        .enumerate()
+                        .filter(|(i, _)| retry.binary_search(i).is_ok())
+                        .map(|(_, d)| d.len())
+                        .sum()
+                };
+                metrics
+                    .sent_bytes
+                    .inc_by(batch.byte_len().saturating_sub(resent) as u64);
                 metrics
                     .sink_dead_lettered_events
                     .inc_by(delivered.dead_lettered as u64);
@@ -257,9 +276,13 @@ fn failed(metrics: &WorkerMetrics, health: &SinkHealth, e: &SinkError) {
     health.failed(e);
     metrics
         .sink_errors
-        .get_or_create(&ErrorLabels {
+        .get_or_create(&SinkErrorLabels {
             error_type: e.category.to_owned(),
         })
+        .inc();
+    metrics
+        .errors
+        .get_or_create(&ErrorLabels::sending(e.category))
         .inc();
 }
 
@@ -367,7 +390,7 @@ mod tests {
         assert_eq!(
             metrics
                 .sink_errors
-                .get_or_create(&ErrorLabels {
+                .get_or_create(&SinkErrorLabels {
                     error_type: "unavailable".into()
                 })
                 .get(),
