@@ -1,6 +1,7 @@
 //! Realistic CloudWatch Logs subscription payloads for the benchmarks: VPC Flow
 //! Logs, CloudTrail, Lambda and JSON application logs, generated from a fixed
 //! seed so runs compare like with like.
+#![allow(dead_code)] // each benchmark uses a different part
 
 use std::io::Write;
 
@@ -74,8 +75,14 @@ fn message(kind: &str, rng: &mut Rng, i: usize) -> String {
 /// `count` gzip-compressed CloudWatch Logs payloads of `kind` (`vpc-flow`,
 /// `cloudtrail`, `lambda`, `json`), each of 100 events.
 pub fn records(kind: &str, count: usize) -> Vec<Vec<u8>> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..count)
+    records_from(kind, count, 0)
+}
+
+/// As [`records`], numbering the events from record `first` on, so that
+/// different shards hold different events.
+pub fn records_from(kind: &str, count: usize, first: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ first as u64);
+    (first..first + count)
         .map(|r| {
             let events: Vec<_> = (0..EVENTS_PER_RECORD)
                 .map(|i| {

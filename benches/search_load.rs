@@ -1,0 +1,290 @@
+//! Delivery into the local OpenSearch: documents per second the worker's shard
+//! path sustains (decode, transforms, encoding, batching, bulk requests,
+//! acknowledgements, checkpoints) next to the ceiling a plain bulk loader
+//! reaches against the same node in the same run, with the same documents,
+//! batch size, concurrency and compression. Needs the stack
+//! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
+//!
+//!     cargo bench --bench search_load [-- --shards 16 --records 50]
+
+mod payloads;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logsub::aws::AwsError;
+use logsub::aws::kinesis::Record;
+use logsub::telemetry::WorkerMetrics;
+use logsub::worker::checkpoint::watermark::SequenceNumber;
+use logsub::worker::config::ElasticsearchOutput;
+use logsub::worker::decode::cloudwatch::Limits;
+use logsub::worker::health::{ShardCounters, ShardHealth, SinkHealth};
+use logsub::worker::process::{Outcome, process};
+use logsub::worker::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
+use logsub::worker::sink::Sink;
+use logsub::worker::sink::driver::{self, DriverLimits};
+use logsub::worker::sink::elasticsearch::Elasticsearch;
+use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
+use logsub::worker::source::kinesis::reader::Read;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CONCURRENCY: u32 = 4;
+
+struct MemoryLease;
+
+impl HeldLease for MemoryLease {
+    async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
+        Ok(())
+    }
+    async fn checkpoint(&mut self, _: &Checkpoint, _: &ShardHealth) -> Result<(), LeaseError> {
+        Ok(())
+    }
+    async fn release(&mut self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map_or(default, |w| w[1].parse().expect("a number"))
+}
+
+fn output(base: &str, index: &str) -> ElasticsearchOutput {
+    serde_json::from_value(json!({
+        "endpoint": base, "index": index, "concurrency": CONCURRENCY, "compress": true,
+    }))
+    .expect("sink config")
+}
+
+async fn create_index(http: &reqwest::Client, base: &str, index: &str) {
+    let created = http
+        .put(format!("{base}/{index}"))
+        .json(&json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}}))
+        .send()
+        .await
+        .expect("create index");
+    assert!(created.status().is_success(), "create {index}");
+}
+
+async fn count(http: &reqwest::Client, base: &str, index: &str) -> u64 {
+    http.post(format!("{base}/{index}/_refresh"))
+        .send()
+        .await
+        .expect("refresh");
+    let counted: Value = http
+        .get(format!("{base}/{index}/_count"))
+        .send()
+        .await
+        .expect("count")
+        .json()
+        .await
+        .expect("count json");
+    counted["count"].as_u64().expect("count")
+}
+
+/// The worker's shard path, `shards` shards each fed `records`.
+async fn worker(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Duration {
+    let sink = Arc::new(Elasticsearch::new(&output(base, index)).expect("sink"));
+    let batch = logsub::api::BatchSpec::default();
+    let limits = DriverLimits::new(
+        usize::try_from(batch.max_events).expect("events"),
+        usize::try_from(batch.max_bytes.0).expect("bytes"),
+        batch.max_wait.into(),
+        sink.concurrency(),
+    );
+    let metrics = Arc::new(WorkerMetrics::default());
+    let sink_health = Arc::new(SinkHealth::default());
+    let (driver, delivering) =
+        driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+    let context = Arc::new(ShardContext {
+        sink,
+        sink_health,
+        driver,
+        transforms: payloads::transforms("vpc-flow"),
+        metrics: metrics.clone(),
+        decode: Limits::default(),
+        renew_interval: Duration::from_secs(5),
+        checkpoint_interval: Duration::from_secs(1),
+    });
+    let (_stop_tx, stop) = watch::channel(false);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, records) in shards.iter().enumerate() {
+        let (reads_tx, reads) = mpsc::channel::<Result<Read, AwsError>>(1);
+        let records = records.clone();
+        tokio::spawn(async move {
+            let batch: Vec<Record> = records
+                .iter()
+                .enumerate()
+                .map(|(i, data)| Record {
+                    sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
+                    data: data.clone(),
+                })
+                .collect();
+            let _ = reads_tx
+                .send(Ok(Read::Records {
+                    records: batch,
+                    millis_behind_latest: Some(0),
+                }))
+                .await;
+            let _ = reads_tx
+                .send(Ok(Read::End {
+                    children: Vec::new(),
+                }))
+                .await;
+        });
+        let resume = Resume {
+            shard: format!("shardId-{s:012}"),
+            checkpoint: None,
+            counters: ShardCounters::default(),
+        };
+        tasks.push(tokio::spawn(shard::run(
+            context.clone(),
+            MemoryLease,
+            resume,
+            reads,
+            stop.clone(),
+        )));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("shard"), ShardExit::Finished);
+    }
+    let took = started.elapsed();
+    drop(context);
+    delivering.await.expect("driver");
+    took
+}
+
+/// Bulk bodies of the same documents, cut and compressed as the worker does.
+fn bodies(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Vec<Vec<u8>> {
+    let sink = Elasticsearch::new(&output(base, index)).expect("sink");
+    let transforms = payloads::transforms("vpc-flow");
+    let max = usize::try_from(logsub::api::BatchSpec::default().max_events).expect("events");
+    let mut bodies = Vec::new();
+    let (mut body, mut in_body) = (Vec::new(), 0);
+    for (s, records) in shards.iter().enumerate() {
+        for (i, data) in records.iter().enumerate() {
+            let record = Record {
+                sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
+                data: data.clone(),
+            };
+            let Outcome::Documents(docs) = process(
+                &format!("shardId-{s:012}"),
+                &record,
+                &transforms,
+                Limits::default(),
+            ) else {
+                panic!("documents");
+            };
+            for doc in docs {
+                sink.encode(&doc, &mut body).expect("encode");
+                in_body += 1;
+                if in_body == max {
+                    bodies.push(std::mem::take(&mut body));
+                    in_body = 0;
+                }
+            }
+        }
+    }
+    if in_body > 0 {
+        bodies.push(body);
+    }
+    bodies
+        .into_iter()
+        .map(|b| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&b).expect("gzip");
+            gz.finish().expect("gzip")
+        })
+        .collect()
+}
+
+/// A plain loader: the bodies, `CONCURRENCY` at a time.
+async fn loader(http: &reqwest::Client, base: &str, bodies: Arc<Vec<Vec<u8>>>) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (http, base, bodies, next) =
+            (http.clone(), base.to_owned(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(body) = bodies.get(i) else { return };
+                let answer: Value = http
+                    .post(format!("{base}/_bulk"))
+                    .header("content-type", "application/x-ndjson")
+                    .header("content-encoding", "gzip")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("bulk")
+                    .json()
+                    .await
+                    .expect("bulk json");
+                assert_eq!(answer["errors"], false, "the loader's bulk failed");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("loader");
+    }
+    started.elapsed()
+}
+
+fn main() {
+    logsub::install_crypto_provider();
+    let base = std::env::var("OPENSEARCH_URL")
+        .expect("OPENSEARCH_URL: start the stack and eval \"$(hack/stack.sh env)\"");
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let shards = arg("--shards", if quick { 2 } else { 16 });
+    let per_shard = arg("--records", if quick { 5 } else { 50 });
+    let records: Vec<Arc<Vec<Vec<u8>>>> = (0..shards)
+        .map(|s| Arc::new(payloads::records_from("vpc-flow", per_shard, s * per_shard)))
+        .collect();
+    let documents = (shards * per_shard * payloads::EVENTS_PER_RECORD) as u64;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let run = std::process::id();
+        // Warm the node's JIT first: its first run is far slower than the rest.
+        let warm = format!("bench-loader-{run}-warm");
+        create_index(&http, &base, &warm).await;
+        loader(&http, &base, Arc::new(bodies(&base, &warm, &records))).await;
+        let mut loaders = Vec::new();
+        let mut workers = Vec::new();
+        for round in 0..3 {
+            let index = format!("bench-loader-{run}-{round}");
+            create_index(&http, &base, &index).await;
+            let bodies = Arc::new(bodies(&base, &index, &records));
+            let took = loader(&http, &base, bodies).await;
+            assert_eq!(count(&http, &base, &index).await, documents);
+            loaders.push(documents as f64 / took.as_secs_f64());
+
+            let index = format!("bench-worker-{run}-{round}");
+            create_index(&http, &base, &index).await;
+            let took = worker(&base, &index, &records).await;
+            assert_eq!(count(&http, &base, &index).await, documents);
+            workers.push(documents as f64 / took.as_secs_f64());
+        }
+        let loader = loaders.iter().sum::<f64>() / loaders.len() as f64;
+        let logsub = workers.iter().sum::<f64>() / workers.len() as f64;
+        println!(
+            "into OpenSearch, {documents} VPC flow documents a run, {CONCURRENCY} requests at once: \
+             plain bulk loader {loader:.0} docs/s ({loaders:.0?}) | logsub worker {logsub:.0} docs/s \
+             ({workers:.0?}) | ratio {:.2}x",
+            logsub / loader
+        );
+        for index in ["bench-loader", "bench-worker"] {
+            let _ = http.delete(format!("{base}/{index}-{run}-*")).send().await;
+        }
+    });
+}
