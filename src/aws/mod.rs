@@ -68,6 +68,7 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         "InternalFailureException"
         | "InternalFailure"
         | "InternalServerError"
+        | "InternalError"
         | "ServiceUnavailable"
         | "ServiceUnavailableException"
         | "OperationAbortedException"

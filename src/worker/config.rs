@@ -6,7 +6,7 @@ use std::path::Path;
 use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{BatchSpec, ByteSize, Template, Transform};
+use crate::api::{BatchSpec, ByteSize, Compression, Template, Transform};
 
 /// `logsub worker --config FILE`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -70,6 +70,41 @@ pub enum OutputSink {
     Stdout {},
     /// Elasticsearch or OpenSearch through `_bulk`.
     Elasticsearch(ElasticsearchOutput),
+    /// NDJSON objects in S3.
+    S3(S3Output),
+}
+
+/// Delivery to S3 or an S3-compatible store, as the LogSubscription's sink says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Output {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix template (see the LogSubscription API).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Object compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Region of the bucket; the worker's region when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible stores need it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_path_style: bool,
+    /// KMS key for SSE-KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// Storage class as S3 names it, e.g. `STANDARD_IA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "{logGroup}/%Y/%m/%d/%H/".to_owned()
 }
 
 /// Delivery to Elasticsearch or OpenSearch: the LogSubscription's sink, with its
@@ -287,8 +322,13 @@ impl WorkerConfig {
         if !self.stream_arn.starts_with("arn:") {
             return Err(format!("streamArn {:?} is not an ARN", self.stream_arn));
         }
-        if let OutputSink::Elasticsearch(es) = &self.sink {
-            es.check()?;
+        match &self.sink {
+            OutputSink::Elasticsearch(es) => es.check()?,
+            OutputSink::S3(s3) => {
+                Template::parse(&s3.prefix, crate::api::S3Sink::PREFIX_VARS)
+                    .map_err(|e| format!("sink.s3.prefix: {e}"))?;
+            }
+            OutputSink::Stdout {} => {}
         }
         Ok(())
     }

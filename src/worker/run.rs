@@ -15,6 +15,7 @@ use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
 use super::sink::Sink;
 use super::sink::driver::{self, DriverLimits};
 use super::sink::elasticsearch::{Elasticsearch, SetupError};
+use super::sink::s3::S3;
 use super::sink::stdout::Stdout;
 use super::source::kinesis::balance::plan;
 use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
@@ -116,6 +117,31 @@ pub async fn run(
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "cannot install the index template"),
             }
+            work(parts, Arc::new(sink), shutdown).await
+        }
+        OutputSink::S3(config) => {
+            let mut s3 =
+                aws_sdk_s3::config::Builder::from(&aws).force_path_style(config.force_path_style);
+            if let Some(region) = &config.region {
+                s3 = s3.region(aws_config::Region::new(region.clone()));
+            }
+            if let Some(endpoint) = &config.endpoint {
+                s3 = s3.endpoint_url(endpoint);
+            }
+            let region = config
+                .region
+                .clone()
+                .or_else(|| aws.region().map(ToString::to_string))
+                .unwrap_or_default();
+            let subscription = &parts.config.subscription;
+            let sink = S3::new(
+                aws_sdk_s3::Client::from_conf(s3.build()),
+                config,
+                &region,
+                &subscription.namespace,
+                &subscription.name,
+            )
+            .map_err(|e| WorkerError::Sink(SetupError::Invalid(e)))?;
             work(parts, Arc::new(sink), shutdown).await
         }
     }

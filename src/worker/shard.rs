@@ -93,6 +93,12 @@ pub struct Resume {
     pub counters: ShardCounters,
 }
 
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
 /// come from the shard's reader, in order.
 pub async fn run<S: Sink, L: HeldLease>(
@@ -108,13 +114,17 @@ pub async fn run<S: Sink, L: HeldLease>(
         decode: context.decode,
     };
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
-    let pipeline = ShardPipeline::new(
+    let mut pipeline = ShardPipeline::new(
         &resume.shard,
         resume.checkpoint.clone(),
         ack_tx,
         limits,
         resume.counters,
     );
+    let objects = context.sink.objects();
+    if objects {
+        pipeline = pipeline.cut_objects(context.driver.limits().max_wait);
+    }
     let mut task = ShardTask {
         context,
         lease,
@@ -133,10 +143,17 @@ pub async fn run<S: Sink, L: HeldLease>(
             tracing::info!(shard = %task.shard, ?children, "shard read to its end and delivered");
             return task.finish().await;
         }
-        let next_part = task.pending.front().map(|p| p.encoded().byte_len());
+        // An object sink's shard has one object in flight at a time, so that
+        // objects land in order and a replay finds where they ended.
+        let next_part = task
+            .pending
+            .front()
+            .filter(|_| !objects || task.sent == 0)
+            .map(|p| p.encoded().byte_len());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
         let can_read = task.pending.is_empty() && end.is_none();
+        let object_due = task.pipeline.object_due();
         let result = tokio::select! {
             biased;
             _ = stop.changed() => return task.stop(acks).await,
@@ -145,11 +162,16 @@ pub async fn run<S: Sink, L: HeldLease>(
                 task.hand_over(room)
             }
             () = tokio::time::sleep_until(wake) => task.maintain(false).await,
+            () = sleep_until(object_due), if object_due.is_some() => {
+                task.pending.extend(task.pipeline.cut_now());
+                Ok(())
+            }
             read = reads.recv(), if can_read => match read {
                 Some(Ok(Read::Records { records, millis_behind_latest })) => {
-                    task.records(&records, millis_behind_latest)
+                    task.records(records, millis_behind_latest).await
                 }
                 Some(Ok(Read::End { children })) => {
+                    task.pending.extend(task.pipeline.cut_now());
                     end = Some(children);
                     task.context.driver.flush();
                     Ok(())
@@ -180,12 +202,12 @@ struct ShardTask<S, L> {
 }
 
 impl<S: Sink, L: HeldLease> ShardTask<S, L> {
-    fn records(
+    async fn records(
         &mut self,
-        records: &[Record],
+        records: Vec<Record>,
         millis_behind_latest: Option<i64>,
     ) -> Result<(), ShardExit> {
-        let context = &self.context;
+        let context = self.context.clone();
         if let Some(behind) = millis_behind_latest {
             context
                 .metrics
@@ -194,15 +216,33 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                 .set(behind);
             self.pipeline.counters.health.millis_behind_latest = Some(behind);
         }
-        self.pipeline
-            .records(
-                records,
-                &context.transforms,
-                &*context.sink,
-                &context.metrics,
-                &mut self.pending,
-            )
-            .map_err(|e| ShardExit::Failed(e.to_string()))
+        let mut records = VecDeque::from(records);
+        loop {
+            let probe = self
+                .pipeline
+                .records(
+                    &mut records,
+                    &context.transforms,
+                    &*context.sink,
+                    &context.metrics,
+                    &mut self.pending,
+                )
+                .map_err(|e| ShardExit::Failed(e.to_string()))?;
+            let Some(probe) = probe else {
+                return Ok(());
+            };
+            // A failed look-up fails the shard: its lease is taken again later,
+            // and nothing was handed over for the records not yet read.
+            let end = context
+                .sink
+                .resume_cut(&self.shard, &probe.first, &probe.meta)
+                .await
+                .map_err(|e| ShardExit::Failed(format!("looking for earlier objects: {e}")))?;
+            if let Some(end) = &end {
+                tracing::info!(shard = %self.shard, first = %probe.first, last = %end, "an earlier holder wrote this object; cutting the replay at its end");
+            }
+            self.pipeline.probed(&probe, end);
+        }
     }
 
     fn hand_over(&mut self, room: Result<Room, Closed>) -> Result<(), ShardExit> {

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use crate::api::UtcHour;
 use crate::worker::checkpoint::watermark::SequenceNumber;
 
 /// Documents in a sink's wire form, back to back.
@@ -102,6 +103,13 @@ impl Encoded {
         runs
     }
 
+    /// Appends every document of `other`.
+    pub fn append(&mut self, other: &Encoded) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
+    }
+
     /// Only the documents at `indexes` (ascending), in order.
     fn select(&self, indexes: &[usize]) -> Encoded {
         let mut out = Encoded::default();
@@ -134,10 +142,47 @@ pub struct Ack {
     pub sequence: SequenceNumber,
 }
 
-/// Documents of one record (all, or a run of them) travelling as a unit.
+/// What an object's key is made of, from its first document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The document's hour (UTC).
+    pub hour: UtcHour,
+    /// Its log group.
+    pub log_group: String,
+    /// Its AWS account.
+    pub owner: String,
+}
+
+impl Default for ObjectMeta {
+    fn default() -> Self {
+        ObjectMeta {
+            hour: UtcHour::from_unix_millis(crate::time::now_millis()),
+            log_group: String::new(),
+            owner: String::new(),
+        }
+    }
+}
+
+/// The records an object holds: a run of one shard's records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The shard.
+    pub shard: Arc<str>,
+    /// Its first record.
+    pub first: SequenceNumber,
+    /// Its last record.
+    pub last: SequenceNumber,
+    /// From its first document.
+    pub meta: ObjectMeta,
+}
+
+/// Documents of one record (all, or a run of them), or of a run of records for
+/// an object sink, travelling as a unit.
 #[derive(Debug)]
 pub struct Part {
     encoded: Encoded,
+    /// The records of an object part.
+    span: Option<Span>,
     /// Documents the part held when made (a retried part holds fewer).
     documents: usize,
     ack: Option<Ack>,
@@ -151,14 +196,28 @@ impl Part {
         Part {
             documents: encoded.len(),
             encoded,
+            span: None,
             ack,
             permit: None,
+        }
+    }
+
+    /// A part holding a run of records, for an object sink.
+    pub fn object(encoded: Encoded, span: Span, ack: Option<Ack>) -> Part {
+        Part {
+            span: Some(span),
+            ..Part::new(encoded, ack)
         }
     }
 
     /// The documents.
     pub fn encoded(&self) -> &Encoded {
         &self.encoded
+    }
+
+    /// The records of an object part.
+    pub fn span(&self) -> Option<&Span> {
+        self.span.as_ref()
     }
 
     pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
@@ -214,6 +273,18 @@ impl Batch {
             .flat_map(|p| (0..p.encoded.len()).map(|i| p.encoded.doc(i)))
     }
 
+    /// A batch of one part.
+    pub fn of(part: Part) -> Batch {
+        let mut batch = Batch::default();
+        batch.push(part);
+        batch
+    }
+
+    /// The records of an object batch (a batch of one object part).
+    pub fn span(&self) -> Option<&Span> {
+        self.parts.first().and_then(|p| p.span.as_ref())
+    }
+
     /// Where document `i` came from: its shard and record, for dead letters.
     pub fn origin(&self, mut i: usize) -> Option<(&str, &SequenceNumber)> {
         for part in &self.parts {
@@ -258,6 +329,7 @@ impl Batch {
             };
             again.push(Part {
                 encoded,
+                span: part.span,
                 documents: part.documents,
                 ack: part.ack,
                 permit: part.permit,

@@ -141,6 +141,8 @@ impl<S: Sink> Driver<S> {
             let due = batcher.due();
             tokio::select! {
                 part = parts.recv() => match part {
+                    // An object sink's parts are cut by their shards: each is a batch.
+                    Some(part) if self.sink.objects() => self.launch(Batch::of(part)).await,
                     Some(part) => {
                         for batch in batcher.push(part, Instant::now()) {
                             self.launch(batch).await;

@@ -7,12 +7,14 @@
 pub mod batch;
 pub mod driver;
 pub mod elasticsearch;
+pub mod s3;
 pub mod stdout;
 
 use std::future::Future;
 
-pub use batch::{Batch, Encoded, Part};
+pub use batch::{Batch, Encoded, ObjectMeta, Part, Span};
 
+use super::checkpoint::watermark::SequenceNumber;
 use super::document::Document;
 
 /// A destination for documents.
@@ -30,6 +32,27 @@ pub trait Sink: Send + Sync + 'static {
     /// (a stream such as stdout) says 1.
     fn concurrency(&self) -> usize {
         1
+    }
+
+    /// Whether the sink writes one object per shard batch (S3). The shard task
+    /// then cuts its own batches, whole records each, with one in flight at a
+    /// time, and each part the driver gets is a batch of its own.
+    fn objects(&self) -> bool {
+        false
+    }
+
+    /// For an object sink: where the object that starts at record `first` of
+    /// `shard` ended, if an earlier holder wrote one, so that a replay cuts its
+    /// batch at the same record and overwrites that object rather than adding
+    /// another.
+    fn resume_cut(
+        &self,
+        shard: &str,
+        first: &SequenceNumber,
+        meta: &ObjectMeta,
+    ) -> impl Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send {
+        let _ = (shard, first, meta);
+        std::future::ready(Ok(None))
     }
 }
 

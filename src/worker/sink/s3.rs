@@ -1,0 +1,401 @@
+//! Amazon S3 and S3-compatible stores: one NDJSON object per shard batch, under
+//! a key that names its records, `<prefix><shardId>/<first>-<last>.json.gz`.
+//! A replay cuts its batches where the objects already there end (see
+//! [`Sink::resume_cut`]), so it overwrites them rather than adding others.
+
+use std::io::Write;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+
+use super::{Batch, Delivered, EncodeError, ObjectMeta, Sink, SinkError, Span};
+use crate::api::{Compression, Template};
+use crate::aws::{AwsError, ErrorClass, classify};
+use crate::worker::checkpoint::watermark::SequenceNumber;
+use crate::worker::config::S3Output;
+use crate::worker::document::Document;
+
+/// Objects larger than this go up in parts.
+const MULTIPART_FROM: usize = 16 << 20;
+/// The size of each part but the last (S3 wants at least 5 MiB).
+const PART_SIZE: usize = 8 << 20;
+
+/// The S3 sink.
+pub struct S3 {
+    client: Client,
+    bucket: String,
+    prefix: Template,
+    compression: Compression,
+    region: String,
+    namespace: String,
+    name: String,
+    kms_key_id: Option<String>,
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
+}
+
+impl S3 {
+    /// A sink writing to `config.bucket` through `client`, for the subscription
+    /// `namespace`/`name`.
+    pub fn new(
+        client: Client,
+        config: &S3Output,
+        region: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<S3, String> {
+        let prefix = Template::parse(&config.prefix, crate::api::S3Sink::PREFIX_VARS)
+            .map_err(|e| format!("sink.s3.prefix: {e}"))?;
+        Ok(S3 {
+            client,
+            bucket: config.bucket.clone(),
+            prefix,
+            compression: config.compression,
+            region: region.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            kms_key_id: config.kms_key_id.clone(),
+            storage_class: config
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
+        })
+    }
+
+    /// The directory of a shard's objects for a first document.
+    fn directory(&self, shard: &str, meta: &ObjectMeta) -> String {
+        let prefix = render_prefix(
+            &self.prefix,
+            meta,
+            &self.region,
+            &self.namespace,
+            &self.name,
+        );
+        format!("{prefix}{shard}/")
+    }
+
+    /// The key of an object.
+    pub fn key(&self, span: &Span) -> String {
+        format!(
+            "{}{}-{}{}",
+            self.directory(&span.shard, &span.meta),
+            span.first,
+            span.last,
+            extension(self.compression)
+        )
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        if body.len() >= MULTIPART_FROM {
+            return self.put_in_parts(key, body).await;
+        }
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/x-ndjson")
+            .body(ByteStream::from(body));
+        if let Some(encoding) = content_encoding(self.compression) {
+            put = put.content_encoding(encoding);
+        }
+        if let Some(kms) = &self.kms_key_id {
+            put = put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        if let Some(class) = &self.storage_class {
+            put = put.storage_class(class.clone());
+        }
+        put.send().await.map_err(|e| failure(classify(e)))?;
+        Ok(())
+    }
+
+    async fn put_in_parts(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/x-ndjson");
+        if let Some(encoding) = content_encoding(self.compression) {
+            create = create.content_encoding(encoding);
+        }
+        if let Some(kms) = &self.kms_key_id {
+            create = create
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        if let Some(class) = &self.storage_class {
+            create = create.storage_class(class.clone());
+        }
+        let upload = create.send().await.map_err(|e| failure(classify(e)))?;
+        let id = upload.upload_id().unwrap_or_default().to_owned();
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+            let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(number)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await;
+            match sent {
+                Ok(part) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .build(),
+                ),
+                Err(e) => {
+                    // Leave no orphaned parts behind; the whole object is retried.
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(&id)
+                        .send()
+                        .await;
+                    return Err(failure(classify(e)));
+                }
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failure(classify(e)))?;
+        Ok(())
+    }
+}
+
+/// The key prefix for an object whose first document is `meta`.
+fn render_prefix(
+    template: &Template,
+    meta: &ObjectMeta,
+    region: &str,
+    namespace: &str,
+    name: &str,
+) -> String {
+    template.render(meta.hour, |var| match var {
+        "logGroup" => meta.log_group.trim_start_matches('/').to_owned(),
+        "account" => meta.owner.clone(),
+        "region" => region.to_owned(),
+        "namespace" => namespace.to_owned(),
+        "name" => name.to_owned(),
+        _ => String::new(),
+    })
+}
+
+fn extension(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Gzip => ".json.gz",
+        Compression::Zstd => ".json.zst",
+        Compression::None => ".json",
+    }
+}
+
+fn content_encoding(compression: Compression) -> Option<&'static str> {
+    match compression {
+        Compression::Gzip => Some("gzip"),
+        Compression::Zstd => Some("zstd"),
+        Compression::None => None,
+    }
+}
+
+/// The object body: the documents, compressed.
+fn body(batch: &Batch, compression: Compression) -> Result<Vec<u8>, std::io::Error> {
+    match compression {
+        Compression::None => Ok(batch.chunks().collect::<Vec<_>>().concat()),
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(batch.byte_len() / 8),
+                flate2::Compression::default(),
+            );
+            for chunk in batch.chunks() {
+                gz.write_all(chunk)?;
+            }
+            gz.finish()
+        }
+        Compression::Zstd => {
+            let mut zst = zstd::Encoder::new(Vec::with_capacity(batch.byte_len() / 8), 3)?;
+            for chunk in batch.chunks() {
+                zst.write_all(chunk)?;
+            }
+            zst.finish()
+        }
+    }
+}
+
+/// The last record of an object key `<dir><first>-<last>.json…` that starts at `first`.
+fn last_of(key: &str, directory: &str, first: &SequenceNumber) -> Option<SequenceNumber> {
+    let name = key.strip_prefix(directory)?;
+    let rest = name.strip_prefix(first.as_str())?.strip_prefix('-')?;
+    let last = rest.split('.').next()?;
+    SequenceNumber::parse(last).ok()
+}
+
+fn failure(e: AwsError) -> SinkError {
+    let category = match e.class {
+        ErrorClass::Throttled => "throttled",
+        ErrorClass::Transient => "unavailable",
+        ErrorClass::NotFound => "not_found",
+        _ if e.code.contains("AccessDenied") || e.code == "Forbidden" => "denied",
+        _ => "rejected",
+    };
+    SinkError::new(category, e.to_string())
+}
+
+impl Sink for S3 {
+    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
+        let span = batch
+            .span()
+            .ok_or_else(|| SinkError::new("bug", "an S3 batch without its records"))?;
+        let key = self.key(span);
+        let body =
+            body(batch, self.compression).map_err(|e| SinkError::new("encode", e.to_string()))?;
+        self.put(&key, body).await?;
+        tracing::debug!(%key, documents = batch.len(), "object written");
+        Ok(Delivered::default())
+    }
+
+    fn concurrency(&self) -> usize {
+        // Objects of different shards at once; each shard has one in flight.
+        8
+    }
+
+    fn objects(&self) -> bool {
+        true
+    }
+
+    async fn resume_cut(
+        &self,
+        shard: &str,
+        first: &SequenceNumber,
+        meta: &ObjectMeta,
+    ) -> Result<Option<SequenceNumber>, SinkError> {
+        let directory = self.directory(shard, meta);
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{directory}{first}-"))
+            .send()
+            .await
+            .map_err(|e| failure(classify(e)))?;
+        Ok(listed
+            .contents()
+            .iter()
+            .filter_map(|o| last_of(o.key()?, &directory, first))
+            .max())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::UtcHour;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            hour: UtcHour::from_rfc3339("2026-11-25T19:44:28.711Z").unwrap(),
+            log_group: "/aws/cloudtrail/org".into(),
+            owner: "123456789012".into(),
+        }
+    }
+
+    #[test]
+    fn keys_name_their_partition_shard_and_records() {
+        let template = Template::parse(
+            "{logGroup}/year=%Y/month=%m/day=%d/hour=%H/",
+            crate::api::S3Sink::PREFIX_VARS,
+        )
+        .unwrap();
+        assert_eq!(
+            render_prefix(&template, &meta(), "us-east-1", "ns", "trail"),
+            "aws/cloudtrail/org/year=2026/month=11/day=25/hour=19/"
+        );
+        let template = Template::parse(
+            "{account}/{region}/{namespace}-{name}/",
+            crate::api::S3Sink::PREFIX_VARS,
+        )
+        .unwrap();
+        assert_eq!(
+            render_prefix(&template, &meta(), "eu-west-1", "ns", "trail"),
+            "123456789012/eu-west-1/ns-trail/"
+        );
+    }
+
+    #[test]
+    fn the_last_record_is_read_back_from_a_key() {
+        let first = SequenceNumber::parse("49590").unwrap();
+        let dir = "logs/shardId-000000000001/";
+        assert_eq!(
+            last_of("logs/shardId-000000000001/49590-49612.json.gz", dir, &first),
+            Some(SequenceNumber::parse("49612").unwrap())
+        );
+        assert_eq!(
+            last_of("logs/shardId-000000000001/49590-x.json", dir, &first),
+            None
+        );
+        assert_eq!(
+            last_of("logs/shardId-000000000001/495901-2.json", dir, &first),
+            None
+        );
+        assert_eq!(last_of("other/49590-49612.json", dir, &first), None);
+    }
+
+    #[test]
+    fn bodies_decompress_to_the_documents() {
+        use std::io::Read;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut encoded = super::super::Encoded::default();
+        for line in ["{\"a\":1}\n", "{\"b\":2}\n"] {
+            encoded
+                .push(|out| {
+                    out.extend_from_slice(line.as_bytes());
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+        }
+        let span = Span {
+            shard: "s".into(),
+            first: SequenceNumber::parse("1").unwrap(),
+            last: SequenceNumber::parse("2").unwrap(),
+            meta: meta(),
+        };
+        let ack = super::super::batch::Ack {
+            to: tx,
+            shard: "s".into(),
+            sequence: SequenceNumber::parse("1").unwrap(),
+        };
+        let batch = Batch::of(super::super::Part::object(encoded, span, Some(ack)));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body(&batch, Compression::Gzip).unwrap()[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n");
+        let zst = body(&batch, Compression::Zstd).unwrap();
+        assert_eq!(zstd::decode_all(&zst[..]).unwrap(), text.as_bytes());
+        assert_eq!(body(&batch, Compression::None).unwrap(), text.as_bytes());
+    }
+}
