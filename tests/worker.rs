@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::pipeline::{
-    Setup, collect, collect_delivered, free_port, holders, lease_checkpoints, published_health,
-    put, setup, stop, worker, worker_with_admin,
+    Setup, collect, collect_delivered, free_port, holders, lease_checkpoints, metrics_text,
+    published_health, put, setup, stop, worker, worker_with_admin,
 };
 use common::{eventually, stack};
 use serde_json::Value;
@@ -63,12 +63,7 @@ async fn events_arrive_on_stdout_once_each_in_stream_order() {
         "60 events counted as sent",
         Duration::from_secs(10),
         || async {
-            let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = metrics_text(admin).await?;
             text.contains("component_sent_events_total 60")
                 .then_some(text)
         },
@@ -469,12 +464,7 @@ async fn corrupt_records_and_gzip_bombs_are_dead_lettered_and_the_shard_goes_on(
 
     // Both are counted, and the lease tells the controller.
     let text = eventually("dead letters counted", Duration::from_secs(10), || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = metrics_text(admin).await?;
         text.contains("component_sent_events_total 4")
             .then_some(text)
     })

@@ -228,14 +228,20 @@ pub fn unsafe_kill(pid: i32) -> i32 {
         .map_or(1, |s| s.code().unwrap_or(1))
 }
 
-pub async fn holders(ns: &str) -> BTreeMap<String, usize> {
+/// The leases of the subscription under test in `ns`.
+pub async fn leases(ns: &str) -> Vec<Lease> {
     let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
-    let list = leases
+    leases
         .list(&ListParams::default().labels("logsub.io/subscription=w"))
         .await
-        .expect("leases");
+        .expect("leases")
+        .items
+}
+
+/// How many leases each worker holds ("" for none).
+pub async fn holders(ns: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for lease in list.items {
+    for lease in leases(ns).await {
         let holder = lease
             .spec
             .and_then(|s| s.holder_identity)
@@ -245,14 +251,19 @@ pub async fn holders(ns: &str) -> BTreeMap<String, usize> {
     out
 }
 
-/// The value of an unlabelled series on a worker's `/metrics`, once it exists.
-pub async fn metric(admin: u16, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+/// A worker's `/metrics` page, once it answers.
+pub async fn metrics_text(admin: u16) -> Option<String> {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The value of a series on a worker's `/metrics` (name with its labels), once it exists.
+pub async fn metric(admin: u16, name: &str) -> Option<f64> {
+    let text = metrics_text(admin).await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
@@ -260,12 +271,8 @@ pub async fn metric(admin: u16, name: &str) -> Option<f64> {
 
 /// The checkpoint of each lease ("" for none yet).
 pub async fn lease_checkpoints(ns: &str) -> Vec<String> {
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
-    let list = leases
-        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+    leases(ns)
         .await
-        .expect("leases");
-    list.items
         .iter()
         .map(|l| {
             l.metadata
@@ -280,12 +287,8 @@ pub async fn lease_checkpoints(ns: &str) -> Vec<String> {
 
 /// The health the holder of each lease publishes.
 pub async fn published_health(ns: &str) -> Vec<Value> {
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
-    let list = leases
-        .list(&ListParams::default().labels("logsub.io/subscription=w"))
+    leases(ns)
         .await
-        .expect("leases");
-    list.items
         .iter()
         .filter_map(|l| l.metadata.annotations.as_ref()?.get("logsub.io/health"))
         .map(|h| serde_json::from_str(h).expect("health is JSON"))

@@ -401,7 +401,7 @@ impl Batcher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use tokio::sync::mpsc;
 
@@ -423,7 +423,8 @@ mod tests {
         SequenceNumber::parse(&n.to_string()).unwrap()
     }
 
-    fn part(docs: &[&str], n: u64, to: &UnboundedSender<Acked>) -> Part {
+    /// A part of record `n` holding `docs`, acknowledged to `to`.
+    pub(crate) fn part(docs: &[&str], n: u64, to: &UnboundedSender<Acked>) -> Part {
         Part::new(
             encoded(docs),
             Some(Ack {

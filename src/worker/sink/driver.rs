@@ -294,9 +294,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::worker::checkpoint::watermark::SequenceNumber;
     use crate::worker::document::Document;
-    use crate::worker::sink::batch::{Ack, Acked, Encoded};
+    use crate::worker::sink::batch::tests::part;
     use crate::worker::sink::{Delivered, EncodeError};
 
     /// Keeps what it is given; fails the first `fail` deliveries, then asks to
@@ -337,25 +336,6 @@ mod tests {
                 ..Delivered::default()
             })
         }
-    }
-
-    fn part(docs: &[&str], n: u64, to: &mpsc::UnboundedSender<Acked>) -> Part {
-        let mut e = Encoded::default();
-        for d in docs {
-            e.push(|out| {
-                out.extend_from_slice(d.as_bytes());
-                Ok::<(), ()>(())
-            })
-            .unwrap();
-        }
-        Part::new(
-            e,
-            Some(Ack {
-                to: to.clone(),
-                shard: Arc::from("shardId-0"),
-                sequence: SequenceNumber::parse(&n.to_string()).unwrap(),
-            }),
-        )
     }
 
     #[tokio::test(start_paused = true)]
