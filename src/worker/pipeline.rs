@@ -230,10 +230,10 @@ impl ShardPipeline {
         Ok(None)
     }
 
-    /// Decodes, transforms and encodes the records at the front of `records`,
-    /// registers each in the watermark with the number of parts it became, and
-    /// appends the parts to `out`. Stops early, leaving the record in `records`,
-    /// when an object sink must first answer a [`Probe`].
+    /// Decodes, transforms and encodes records from the front of `records`
+    /// until one yields parts, registers each in the watermark with the number
+    /// of parts it became, and appends the parts to `out`. Stops early, leaving
+    /// the record in `records`, when an object sink must first answer a [`Probe`].
     pub fn records<S: Sink>(
         &mut self,
         records: &mut VecDeque<Record>,
@@ -272,6 +272,11 @@ impl ShardPipeline {
                 .get_or_create(&self.labels)
                 .inc_by(record.data.len() as u64);
             records.pop_front();
+            // Decode no further ahead than the sink takes: the rest wait as
+            // they came, compressed.
+            if !out.is_empty() {
+                break;
+            }
         }
         Ok(None)
     }
@@ -413,7 +418,15 @@ mod tests {
         let probe = p
             .records(&mut records, &[], &sink, &metrics, &mut parts)
             .unwrap();
-        assert_eq!((probe, records.len()), (None, 0), "all taken, no probe");
+        assert_eq!(
+            (probe, records.len()),
+            (None, 2),
+            "decoding stops at the first record with parts"
+        );
+        while !records.is_empty() {
+            p.records(&mut records, &[], &sink, &metrics, &mut parts)
+                .unwrap();
+        }
         let sizes: Vec<usize> = parts.iter().map(|p| p.encoded().len()).collect();
         assert_eq!(
             sizes,
@@ -467,19 +480,22 @@ mod tests {
         assert_eq!(records.len(), 6, "the record waits for the answer");
         // It did, ending at record 2: that object is cut there again.
         p.probed(&probe, Some(SequenceNumber::parse("2").unwrap()));
-        let probe = p
-            .records(&mut records, &[], &sink, &metrics, &mut parts)
-            .unwrap()
-            .expect("a probe for the next object");
+        let probe = loop {
+            let probe = p
+                .records(&mut records, &[], &sink, &metrics, &mut parts)
+                .unwrap();
+            if let Some(probe) = probe {
+                break probe;
+            }
+        };
         assert_eq!(probe.first.as_str(), "3");
         assert_eq!(parts.len(), 1);
         // None from record 3: from there on, the limits cut (5 documents: 3 records).
         p.probed(&probe, None);
-        assert_eq!(
-            p.records(&mut records, &[], &sink, &metrics, &mut parts)
-                .unwrap(),
-            None
-        );
+        while !records.is_empty() {
+            let probe = p.records(&mut records, &[], &sink, &metrics, &mut parts);
+            assert_eq!(probe.unwrap(), None);
+        }
         let spans: Vec<(&str, &str, usize)> = parts
             .iter()
             .map(|part| {

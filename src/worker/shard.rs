@@ -130,6 +130,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         lease,
         shard: resume.shard,
         pipeline,
+        raw: VecDeque::new(),
         pending: VecDeque::new(),
         sent: 0,
         written: resume.checkpoint,
@@ -143,6 +144,12 @@ pub async fn run<S: Sink, L: HeldLease>(
             tracing::info!(shard = %task.shard, ?children, "shard read to its end and delivered");
             return task.finish().await;
         }
+        if task.pending.is_empty()
+            && !task.raw.is_empty()
+            && let Err(exit) = task.decode().await
+        {
+            return exit;
+        }
         // An object sink's shard has one object in flight at a time, so that
         // objects land in order and a replay finds where they ended.
         let next_part = task
@@ -152,7 +159,7 @@ pub async fn run<S: Sink, L: HeldLease>(
             .map(|p| p.encoded().byte_len());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
-        let can_read = task.pending.is_empty() && end.is_none();
+        let can_read = task.pending.is_empty() && task.raw.is_empty() && end.is_none();
         let object_due = task.pipeline.object_due();
         let result = tokio::select! {
             biased;
@@ -168,7 +175,8 @@ pub async fn run<S: Sink, L: HeldLease>(
             }
             read = reads.recv(), if can_read => match read {
                 Some(Ok(Read::Records { records, millis_behind_latest })) => {
-                    task.records(records, millis_behind_latest).await
+                    task.read(records, millis_behind_latest);
+                    Ok(())
                 }
                 Some(Ok(Read::End { children })) => {
                     task.pending.extend(task.pipeline.cut_now());
@@ -193,6 +201,8 @@ struct ShardTask<S, L> {
     lease: L,
     shard: String,
     pipeline: ShardPipeline,
+    /// Records read and not yet decoded.
+    raw: VecDeque<Record>,
     pending: VecDeque<Part>,
     /// Parts handed to the driver and not yet acknowledged.
     sent: usize,
@@ -202,26 +212,27 @@ struct ShardTask<S, L> {
 }
 
 impl<S: Sink, L: HeldLease> ShardTask<S, L> {
-    async fn records(
-        &mut self,
-        records: Vec<Record>,
-        millis_behind_latest: Option<i64>,
-    ) -> Result<(), ShardExit> {
-        let context = self.context.clone();
+    fn read(&mut self, records: Vec<Record>, millis_behind_latest: Option<i64>) {
         if let Some(behind) = millis_behind_latest {
-            context
+            self.context
                 .metrics
                 .millis_behind_latest
                 .get_or_create(self.pipeline.labels())
                 .set(behind);
             self.pipeline.counters.health.millis_behind_latest = Some(behind);
         }
-        let mut records = VecDeque::from(records);
+        self.raw.extend(records);
+    }
+
+    /// Decodes records until some parts are ready, answering an object sink's
+    /// probes on the way.
+    async fn decode(&mut self) -> Result<(), ShardExit> {
+        let context = self.context.clone();
         loop {
             let probe = self
                 .pipeline
                 .records(
-                    &mut records,
+                    &mut self.raw,
                     &context.transforms,
                     &*context.sink,
                     &context.metrics,
@@ -232,7 +243,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                 return Ok(());
             };
             // A failed look-up fails the shard: its lease is taken again later,
-            // and nothing was handed over for the records not yet read.
+            // and nothing was handed over for the records not yet decoded.
             let end = context
                 .sink
                 .resume_cut(&self.shard, &probe.first, &probe.meta)
@@ -317,6 +328,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     /// delivered, they are read again by the next holder); parts out are waited
     /// for, within a renewal interval; then the checkpoint and the release.
     async fn stop(mut self, mut acks: mpsc::UnboundedReceiver<Acked>) -> ShardExit {
+        self.raw.clear();
         self.pending.clear();
         self.context.driver.flush();
         let deadline = Instant::now() + self.context.renew_interval;
