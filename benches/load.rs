@@ -10,6 +10,11 @@
 //!
 //! Both are reported as shards per core at the Kinesis read limit (2 MiB/s per
 //! shard), and ours as a ratio of the floor.
+//!
+//!     cargo bench --bench load -- --stalled 600 [--shards 25]
+//!
+//! instead feeds the shards without end into a sink that never answers, and
+//! reports the process's resident memory every 10 s: it must stay flat.
 
 mod payloads;
 
@@ -164,6 +169,104 @@ impl Sink for Discard {
     }
 }
 
+/// A sink whose deliveries never finish.
+struct Stalled;
+
+impl Sink for Stalled {
+    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    async fn deliver(&self, _: &Batch) -> Result<Delivered, SinkError> {
+        std::future::pending().await
+    }
+
+    fn concurrency(&self) -> usize {
+        4
+    }
+}
+
+fn resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// 25 shards' worth of input without end into a stalled sink: resident memory
+/// every 10 s for `seconds`.
+fn stalled(seconds: u64, shards: usize, threads: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sink = Arc::new(Stalled);
+        let metrics = Arc::new(WorkerMetrics::default());
+        let sink_health = Arc::new(SinkHealth::default());
+        let batch = logsub::api::BatchSpec::default();
+        let limits = DriverLimits::new(
+            usize::try_from(batch.max_events).expect("max events"),
+            usize::try_from(batch.max_bytes.0).expect("max bytes"),
+            batch.max_wait.into(),
+            sink.concurrency(),
+        );
+        let (driver, _delivering) =
+            driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+        let context = Arc::new(ShardContext {
+            sink,
+            sink_health,
+            driver,
+            transforms: payloads::transforms("vpc-flow"),
+            metrics: metrics.clone(),
+            decode: Limits::default(),
+            renew_interval: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(1),
+        });
+        let records = Arc::new(payloads::records("vpc-flow", 50));
+        let (_stop_tx, stop) = watch::channel(false);
+        for s in 0..shards {
+            let (reads_tx, reads) = mpsc::channel(1);
+            tokio::spawn(feed(records.clone(), usize::MAX / records.len(), reads_tx));
+            let resume = Resume {
+                shard: format!("shardId-{s:012}"),
+                checkpoint: None,
+                counters: ShardCounters::default(),
+            };
+            let lease = MemoryLease {
+                checkpoints: Arc::new(AtomicU64::new(0)),
+            };
+            tokio::spawn(shard::run(context.clone(), lease, resume, reads, stop.clone()));
+        }
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let rss = resident_mib();
+            samples.push(rss);
+            println!(
+                "{:>4} s: resident {rss:.1} MiB, {} records read",
+                started.elapsed().as_secs(),
+                metrics
+                    .records_read
+                    .get_or_create(&WorkerMetrics::shard("shardId-000000000000"))
+                    .get()
+            );
+        }
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        let last = samples.last().copied().unwrap_or_default();
+        println!(
+            "stalled sink, {shards} shards, {seconds} s: resident memory at most {max:.1} MiB, {last:.1} MiB at the end"
+        );
+    });
+}
+
 /// A lease kept in memory: the checkpoints are counted, nothing is fenced.
 struct MemoryLease {
     checkpoints: Arc<AtomicU64>,
@@ -306,6 +409,20 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it as a smoke test.
     let o = options();
     let quick = !std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(seconds) = args
+        .windows(2)
+        .find(|w| w[0] == "--stalled")
+        .map(|w| w[1].parse().expect("seconds"))
+    {
+        let shards = if args.iter().any(|a| a == "--shards") {
+            o.shards
+        } else {
+            25
+        };
+        stalled(seconds, shards, o.threads);
+        return;
+    }
     let o = if quick {
         Options {
             shards: 4,
