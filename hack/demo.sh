@@ -22,11 +22,104 @@ kubectl apply --server-side -f examples/
 echo
 kubectl get logsubscriptions --all-namespaces -o wide
 echo
+
+# Until the controller renders it from a LogSubscription, the worker runs from a
+# hand-written Deployment, as it will: its config in a ConfigMap, its own
+# ServiceAccount allowed its Leases only, a Pod on the local node.
+say "a live flow: CloudWatch Logs → Kinesis → a logsub worker Pod → OpenSearch"
+arn="$("$VENV/bin/python" "$HACK_DIR/demo/flow.py" setup logsub-demo)"
+index="logsub-demo-$(date -u +%Y.%m.%d)"
+kubectl apply --server-side -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: logsub-demo}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: logsub-worker, namespace: logsub-demo}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: logsub-worker, namespace: logsub-demo}
+rules:
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [get, list, watch, create, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: logsub-worker, namespace: logsub-demo}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: logsub-worker}
+subjects: [{kind: ServiceAccount, name: logsub-worker, namespace: logsub-demo}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: logsub-worker, namespace: logsub-demo}
+data:
+  worker.yaml: |
+    subscription: {namespace: logsub-demo, name: app}
+    streamArn: $arn
+    transforms: [{json: {}}]
+    sink:
+      elasticsearch:
+        endpoint: $OPENSEARCH_URL
+        index: logsub-demo-%Y.%m.%d
+        indexTemplate: {name: logsub-demo, shards: 1, replicas: 0}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: logsub-worker, namespace: logsub-demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: logsub-worker}}
+  template:
+    metadata: {labels: {app: logsub-worker}}
+    spec:
+      serviceAccountName: logsub-worker
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: worker
+          image: logsub:demo
+          args: [worker, --config, /etc/logsub/worker.yaml, --admin-addr, "127.0.0.1:18080"]
+          env:
+            - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: AWS_ENDPOINT_URL_KINESIS, value: "$AWS_ENDPOINT_URL_KINESIS"}
+            - {name: AWS_ACCESS_KEY_ID, value: "$AWS_ACCESS_KEY_ID"}
+            - {name: AWS_SECRET_ACCESS_KEY, value: "$AWS_SECRET_ACCESS_KEY"}
+            - {name: AWS_REGION, value: "$AWS_REGION"}
+            - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
+            - {name: LOGSUB_LOG_FORMAT, value: json}
+          readinessProbe: {httpGet: {path: /readyz, port: 18080}, periodSeconds: 2}
+          volumeMounts: [{name: config, mountPath: /etc/logsub, readOnly: true}]
+      volumes: [{name: config, configMap: {name: logsub-worker}}]
+EOF
+kubectl -n logsub-demo rollout status deployment/logsub-worker --timeout=120s
+count() { curl -sf "$OPENSEARCH_URL/_cat/count/$index?h=count" 2>/dev/null | tr -d '[:space:]' || true; }
+before="$(count)"; before="${before:-0}"
+total=600
+progress="$(mktemp)"
+"$VENV/bin/python" "$HACK_DIR/demo/flow.py" produce logsub-demo "$total" 40 >"$progress" &
+producer=$!
+deadline=$((SECONDS + 120)); stored=0
+while [ "$SECONDS" -lt "$deadline" ]; do
+  sent="$(tail -n 1 "$progress" 2>/dev/null)"; now="$(count)"
+  stored=$(( ${now:-0} - before ))
+  printf '\r  events put into CloudWatch Logs: %4s of %s   documents in OpenSearch: %4s' "${sent:-0}" "$total" "$stored"
+  [ "$stored" -ge "$total" ] && break
+  sleep 1
+done
+echo
+wait "$producer" || true
+rm -f "$progress"
+[ "$stored" -eq "$total" ] || die "$stored documents for $total events in OpenSearch; see $LOG_DIR/pods/"
+say "every event arrived once: the index grew by exactly what was sent"
 say "the stack keeps running; next:"
 hint() { printf '  %-52s %s\n' "$1" "$2"; }
 hint 'eval "$(hack/stack.sh env)"' "kubectl, helm, the AWS SDKs and curl reach the stack"
 hint "kubectl explain logsubscription.spec --recursive" "the API, with its docs"
 hint "kubectl get nodes -o wide" "the local node that runs Pods as processes"
-hint "curl -s 127.0.0.1:$OPENSEARCH_PORT/_cat/indices" "OpenSearch $OPENSEARCH_VERSION (Elasticsearch $ELASTICSEARCH_VERSION: port $ELASTICSEARCH_PORT)"
+hint "curl -s '127.0.0.1:$OPENSEARCH_PORT/logsub-demo-*/_search?q=status:500&size=1&pretty'" "the demo's documents in OpenSearch $OPENSEARCH_VERSION"
+hint "kubectl -n logsub-demo logs deploy/logsub-worker" "the worker's JSON logs"
+hint "kubectl -n logsub-demo get leases -o yaml" "its shard leases: checkpoints and delivery health"
 hint "ls $LOG_DIR" "every server's and container's log"
 hint "hack/stack.sh down" "stop it all"
