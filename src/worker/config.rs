@@ -171,6 +171,15 @@ pub enum ElasticsearchCredentials {
         /// The file.
         file: String,
     },
+    /// AWS SigV4 with the worker's AWS credentials (Amazon OpenSearch Service).
+    AwsSigV4 {
+        /// Region of the domain or collection; the worker's region when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// `es` (managed domains) or `aoss` (serverless).
+        #[serde(default)]
+        service: crate::api::SigV4Service,
+    },
 }
 
 fn yes() -> bool {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::{OutputSink, StartAt, WorkerConfig};
+use super::config::{ElasticsearchCredentials, OutputSink, StartAt, WorkerConfig};
 use super::decode::cloudwatch::Limits;
 use super::health::{ShardCounters, ShardHealth, SinkHealth};
 use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
 use super::sink::Sink;
 use super::sink::driver::{self, DriverLimits};
+use super::sink::elasticsearch::sigv4::Signer;
 use super::sink::elasticsearch::{Elasticsearch, SetupError};
 use super::sink::s3::S3;
 use super::sink::stdout::Stdout;
@@ -21,6 +22,7 @@ use super::source::kinesis::balance::plan;
 use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
 use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 use super::transform::Compiled;
+use crate::api::SigV4Service;
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StartPosition, Stream};
 use crate::telemetry::{Readiness, WorkerMetrics};
@@ -102,7 +104,21 @@ pub async fn run(
     match &parts.config.sink {
         OutputSink::Stdout {} => work(parts, Arc::new(Stdout::new()), shutdown).await,
         OutputSink::Elasticsearch(config) => {
-            let sink = Elasticsearch::new(config)?;
+            let mut sink = Elasticsearch::new(config)?;
+            if let Some(ElasticsearchCredentials::AwsSigV4 { region, service }) = &config.auth {
+                let region = region
+                    .clone()
+                    .or_else(|| aws.region().map(ToString::to_string))
+                    .unwrap_or_default();
+                let credentials = aws.credentials_provider().ok_or_else(|| {
+                    SetupError::Invalid("SigV4 needs AWS credentials and none were found".into())
+                })?;
+                let service = match service {
+                    SigV4Service::Es => "es",
+                    SigV4Service::Aoss => "aoss",
+                };
+                sink = sink.signed(Signer::new(credentials, &region, service));
+            }
             // Said early and plainly; deliveries retry until it is fixed.
             match sink.check().await {
                 Ok(health) => {

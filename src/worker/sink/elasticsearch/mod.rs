@@ -4,6 +4,7 @@
 //! to the dead-letter index with the error and where they came from.
 
 pub mod bulk;
+pub mod sigv4;
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -17,6 +18,7 @@ use elasticsearch::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use self::bulk::{Failure, Item};
+use self::sigv4::Signer;
 use super::{Batch, Delivered, EncodeError, Sink, SinkError};
 use crate::api::{Template, UtcHour};
 use crate::time::{now_millis, rfc3339_millis};
@@ -53,6 +55,9 @@ enum Target {
 /// The Elasticsearch/OpenSearch sink.
 pub struct Elasticsearch {
     transport: Transport,
+    /// The base URL, without a trailing `/`, for signing.
+    endpoint: String,
+    signer: Option<Signer>,
     target: Target,
     /// The pattern the index template applies to: the index template with
     /// its placeholders as `*`, or the data stream's name.
@@ -71,8 +76,10 @@ impl Elasticsearch {
             url::Url::parse(&config.endpoint).map_err(|e| SetupError::Invalid(e.to_string()))?;
         let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(Duration::from_secs(60));
-        if let Some(auth) = &config.auth {
-            builder = builder.auth(credentials(auth)?);
+        if let Some(auth) = &config.auth
+            && let Some(credentials) = credentials(auth)?
+        {
+            builder = builder.auth(credentials);
         }
         if let Some(ca) = &config.ca_file {
             let pem = read(ca)?;
@@ -88,6 +95,8 @@ impl Elasticsearch {
             (None, None) => unreachable!("checked above"),
         };
         Ok(Elasticsearch {
+            endpoint: config.endpoint.trim_end_matches('/').to_owned(),
+            signer: None,
             pattern,
             index_template: config.index_template.clone(),
             transport: builder
@@ -100,27 +109,27 @@ impl Elasticsearch {
         })
     }
 
+    /// Signs every request with AWS SigV4 (Amazon OpenSearch Service).
+    pub fn signed(mut self, signer: Signer) -> Elasticsearch {
+        self.signer = Some(signer);
+        self
+    }
+
     /// Asks the cluster for its health (`_cluster/health`, which every
     /// distribution serves), to fail early and clearly on a wrong endpoint or
     /// credentials.
     pub async fn check(&self) -> Result<String, SinkError> {
-        let response = self
-            .transport
-            .send(
+        let (status, body) = self
+            .exchange(
                 Method::Get,
                 "/_cluster/health",
-                HeaderMap::new(),
-                None::<&()>,
-                None::<&[u8]>,
-                Some(Duration::from_secs(10)),
+                None,
+                Vec::new(),
+                Duration::from_secs(10),
             )
             .await
-            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
-        let status = response.status_code();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+            .map_err(|e| SinkError::new("unavailable", e))?;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         if status != StatusCode::OK {
             let category = match status.as_u16() {
                 401 | 403 => "denied",
@@ -188,25 +197,58 @@ impl Elasticsearch {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>), SinkError> {
+        self.exchange(
+            method,
+            path,
+            Some("application/json"),
+            body.unwrap_or_default(),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| SinkError::new("unavailable", e))
+    }
+
+    /// Sends a request (signed when SigV4 is configured, gzipped when `body`
+    /// already is); its status and body, or why there is none.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let gzipped = body.starts_with(&[0x1f, 0x8b]);
+        let mut signed: Vec<(&str, &str)> = Vec::new();
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            signed.push(("content-type", content_type));
+        }
+        if gzipped {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            signed.push(("content-encoding", "gzip"));
+        }
+        if let Some(signer) = &self.signer {
+            let url = format!("{}{path}", self.endpoint);
+            for (name, value) in signer
+                .headers(method_name(method), &url, &signed, &body)
+                .await?
+            {
+                let name = elasticsearch::http::headers::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+                headers.insert(name, value);
+            }
+        }
+        let body = (!body.is_empty() || method != Method::Get).then_some(body);
         let response = self
             .transport
-            .send(
-                method,
-                path,
-                headers,
-                None::<&()>,
-                body,
-                Some(Duration::from_secs(30)),
-            )
+            .send(method, path, headers, None::<&()>, body, Some(timeout))
             .await
-            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let status = response.status_code().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SinkError::new("unavailable", e.to_string()))?;
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok((status, body.to_vec()))
     }
 
@@ -219,13 +261,7 @@ impl Elasticsearch {
 
     /// Sends one bulk body of `documents` documents.
     async fn bulk(&self, chunks: &[&[u8]], documents: usize) -> Result<Vec<Item>, Failure> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
         let body = if self.compress {
-            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             let size = chunks.iter().map(|c| c.len()).sum::<usize>();
             let mut gz = flate2::write::GzEncoder::new(
                 Vec::with_capacity(size / 8),
@@ -239,26 +275,18 @@ impl Elasticsearch {
         } else {
             chunks.concat()
         };
-        let response = self
-            .transport
-            .send(
+        // No client timeout: a large bulk on a busy cluster may take long, and a
+        // timed-out request would be sent again on top of itself.
+        let (status, body) = self
+            .exchange(
                 Method::Post,
                 "/_bulk",
-                headers,
-                None::<&()>,
-                Some(body),
-                None,
+                Some("application/x-ndjson"),
+                body,
+                Duration::from_secs(300),
             )
             .await
-            .map_err(|e| Failure::Retry {
-                status: 0,
-                reason: e.to_string(),
-            })?;
-        let status = response.status_code().as_u16();
-        let body = response.bytes().await.map_err(|e| Failure::Retry {
-            status,
-            reason: e.to_string(),
-        })?;
+            .map_err(|reason| Failure::Retry { status: 0, reason })?;
         bulk::classify(status, &body, documents)
     }
 
@@ -324,6 +352,16 @@ impl Elasticsearch {
             }
         }
         Ok(lost)
+    }
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Put => "PUT",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
     }
 }
 
@@ -442,8 +480,8 @@ fn read(path: &str) -> Result<String, SetupError> {
     })
 }
 
-fn credentials(auth: &ElasticsearchCredentials) -> Result<Credentials, SetupError> {
-    Ok(match auth {
+fn credentials(auth: &ElasticsearchCredentials) -> Result<Option<Credentials>, SetupError> {
+    Ok(Some(match auth {
         ElasticsearchCredentials::Basic { secret_dir } => {
             let dir = std::path::Path::new(secret_dir);
             let file = |name: &str| read(&dir.join(name).display().to_string());
@@ -455,7 +493,9 @@ fn credentials(auth: &ElasticsearchCredentials) -> Result<Credentials, SetupErro
         ElasticsearchCredentials::ApiKey { file } => {
             Credentials::EncodedApiKey(read(file)?.trim().to_owned())
         }
-    })
+        // Signed per request; see `Elasticsearch::signed`.
+        ElasticsearchCredentials::AwsSigV4 { .. } => return Ok(None),
+    }))
 }
 
 impl Sink for Elasticsearch {
