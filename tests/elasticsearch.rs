@@ -18,6 +18,16 @@ const VPC: [&str; 3] = [
     "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA",
 ];
 
+/// The StartLogging event of the CloudTrail documentation, as CloudTrail writes
+/// it to CloudWatch Logs (one event a log event).
+const TRAIL: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDAJDPLRKLG7UEXAMPLE","arn":"arn:aws:iam::123456789012:user/Mary_Major","accountId":"123456789012","userName":"Mary_Major"},"eventTime":"2026-11-20T10:00:00Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StartLogging","awsRegion":"us-east-2","sourceIPAddress":"203.0.113.64","userAgent":"signin.amazonaws.com","requestParameters":{"name":"arn:aws:cloudtrail:us-east-2:123456789012:trail/My-First-Trail"},"responseElements":null,"requestID":"ddf5140f-EXAMPLE","eventID":"7116c6c1-EXAMPLE","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012"}"#;
+
+/// A Node.js runtime line with a JSON body, and a cold start's REPORT line.
+const LAMBDA: [&str; 2] = [
+    "2026-11-25T19:44:28.711Z\tc5f4a0e1-6bc2-4365-b021-0ce6b2e64ab0\tINFO\t{\"order\": 42}",
+    "REPORT RequestId: c5f4a0e1-6bc2-4365-b021-0ce6b2e64ab0\tDuration: 2.49 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tMax Memory Used: 39 MB\tInit Duration: 139.25 ms",
+];
+
 async fn search(http: &reqwest::Client, base: &str, index: &str) -> Vec<Value> {
     let refreshed = http
         .post(format!(
@@ -49,7 +59,7 @@ async fn search(http: &reqwest::Client, base: &str, index: &str) -> Vec<Value> {
 /// goes on; a replay of the whole stream adds nothing.
 async fn delivers_once_with_dead_letters(base: &str) {
     let http = reqwest::Client::new();
-    let setup = setup(1, &["vpc", "app"]).await;
+    let setup = setup(1, &["vpc", "app", "trail", "lambda"]).await;
     let prefix = unique("cwl").to_lowercase();
     let dead = format!("dead-{prefix}");
     // Indices of the subscription: no replicas (one node), and `n` a number.
@@ -74,10 +84,12 @@ async fn delivers_once_with_dead_letters(base: &str) {
         &format!(
             "{{elasticsearch: {{endpoint: '{base}', index: '{prefix}-%Y.%m.%d', deadLetterIndex: '{dead}'}}}}"
         ),
-        "[{vpcFlowLog: {}}, {json: {}}]",
+        "[{vpcFlowLog: {}}, {lambda: {}}, {cloudTrail: {}}, {json: {}}]",
     );
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    put(&setup, "trail", &[TRAIL.to_owned()]).await;
+    put(&setup, "lambda", &LAMBDA.map(str::to_owned)).await;
     let vpc: Vec<String> = VPC.iter().map(|s| (*s).to_owned()).collect();
     put(&setup, "vpc", &vpc).await;
     let app = [
@@ -89,15 +101,15 @@ async fn delivers_once_with_dead_letters(base: &str) {
     put(&setup, "app", &app).await;
 
     let pattern = format!("{prefix}-*");
-    let docs = eventually("5 documents indexed", Duration::from_secs(60), || {
+    let docs = eventually("8 documents indexed", Duration::from_secs(60), || {
         let (http, pattern) = (http.clone(), pattern.clone());
         async move {
             let docs = search(&http, base, &pattern).await;
-            (docs.len() >= 5).then_some(docs)
+            (docs.len() >= 8).then_some(docs)
         }
     })
     .await;
-    assert_eq!(docs.len(), 5, "{docs:#?}");
+    assert_eq!(docs.len(), 8, "{docs:#?}");
     for hit in &docs {
         let source = &hit["_source"];
         assert_eq!(hit["_id"], source["@id"], "_id is the event id");
@@ -127,6 +139,22 @@ async fn delivers_once_with_dead_letters(base: &str) {
         flows
             .iter()
             .any(|d| d["log_status"] == "NODATA" && d.get("srcaddr").is_none())
+    );
+    // A CloudTrail event lands in the index of its eventTime.
+    let trail = by_stream("trail");
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0]["eventName"], "StartLogging");
+    assert_eq!(trail[0]["@timestamp"], "2026-11-20T10:00:00Z");
+    assert_eq!(trail[0]["userIdentity"]["userName"], "Mary_Major");
+    let lambda = by_stream("lambda");
+    assert_eq!(lambda.len(), 2);
+    assert!(lambda.iter().any(|d| d["lambda"]["type"] == "REPORT"
+        && d["lambda"]["billed_duration_ms"] == 3
+        && d["lambda"]["cold_start"] == true));
+    assert!(
+        lambda
+            .iter()
+            .any(|d| d["level"] == "INFO" && d["order"] == 42)
     );
     let app = by_stream("app");
     let mut users: Vec<&str> = app.iter().filter_map(|d| d["user"].as_str()).collect();
@@ -165,7 +193,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("counted", Duration::from_secs(10), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 5.0 && dead == 1.0).then_some(())
+        (sent == 8.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(child).await;
@@ -181,13 +209,13 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("the replay delivered", Duration::from_secs(60), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 5.0 && dead == 1.0).then_some(())
+        (sent == 8.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(again).await;
     assert_eq!(
         search(&http, base, &pattern).await.len(),
-        5,
+        8,
         "the replay added nothing"
     );
     assert_eq!(
