@@ -304,3 +304,39 @@ async fn opensearch_data_stream() {
 async fn elasticsearch_data_stream() {
     delivers_to_a_data_stream(stack().var("ELASTICSEARCH_URL")).await;
 }
+
+/// TLS with a custom CA: the sink trusts exactly the CA it is given. The stack's
+/// one TLS server, the API server, stands in for a secured cluster here: what
+/// is checked is the handshake, so any HTTP answer at all means it succeeded.
+#[tokio::test]
+async fn tls_trusts_the_given_ca_and_nothing_else() {
+    use logsub::worker::config::ElasticsearchOutput;
+    use logsub::worker::sink::elasticsearch::Elasticsearch;
+
+    let kubeconfig = std::fs::read_to_string(stack().kubeconfig()).expect("kubeconfig");
+    let ca = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+        .expect("the stack's CA file")
+        .to_owned();
+    let endpoint = stack().api_server();
+    let sink = |ca: Option<&str>| {
+        let config: ElasticsearchOutput = serde_json::from_value(json!({
+            "endpoint": endpoint, "index": "tls", "caFile": ca,
+        }))
+        .expect("config");
+        Elasticsearch::new(&config).expect("sink")
+    };
+    let trusted = sink(Some(&ca)).check().await;
+    let answered = match &trusted {
+        Ok(_) => true,
+        Err(e) => e.message.contains("_cluster/health answered"),
+    };
+    assert!(answered, "the handshake succeeds with the CA: {trusted:?}");
+    let untrusted = sink(None).check().await.expect_err("no CA, no trust");
+    assert_eq!(untrusted.category, "unavailable");
+    assert!(
+        !untrusted.message.contains("answered"),
+        "refused before any HTTP: {untrusted:?}"
+    );
+}
