@@ -16,6 +16,7 @@
 //! instead feeds the shards without end into a sink that never answers, and
 //! reports the process's resident memory every 10 s: it must stay flat.
 
+mod harness;
 mod payloads;
 
 use std::borrow::Cow;
@@ -24,17 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::MemoryLease;
 use logsub::aws::AwsError;
 use logsub::aws::kinesis::Record;
 use logsub::telemetry::WorkerMetrics;
 use logsub::worker::checkpoint::watermark::SequenceNumber;
-use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::document::Document;
-use logsub::worker::health::{ShardCounters, ShardHealth, SinkHealth};
-use logsub::worker::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
-use logsub::worker::sink::driver::{self, DriverLimits};
+use logsub::worker::health::ShardCounters;
+use logsub::worker::shard::{self, Resume, ShardExit};
 use logsub::worker::sink::{Batch, Delivered, EncodeError, Sink, SinkError};
-use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
 use logsub::worker::source::kinesis::reader::Read;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -207,28 +206,9 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let sink = Arc::new(Stalled);
-        let metrics = Arc::new(WorkerMetrics::default());
-        let sink_health = Arc::new(SinkHealth::default());
-        let batch = logsub::api::BatchSpec::default();
-        let limits = DriverLimits::new(
-            usize::try_from(batch.max_events).expect("max events"),
-            usize::try_from(batch.max_bytes.0).expect("max bytes"),
-            batch.max_wait.into(),
-            sink.concurrency(),
-        );
-        let (driver, _delivering) =
-            driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
-        let context = Arc::new(ShardContext {
-            sink,
-            sink_health,
-            driver,
-            transforms: payloads::transforms("vpc-flow"),
-            metrics: metrics.clone(),
-            decode: Limits::default(),
-            renew_interval: Duration::from_secs(5),
-            checkpoint_interval: Duration::from_secs(1),
-        });
+        let (context, _delivering) =
+            harness::context(Arc::new(Stalled), payloads::transforms("vpc-flow"));
+        let metrics = context.metrics.clone();
         let records = Arc::new(payloads::records("vpc-flow", 50));
         let (_stop_tx, stop) = watch::channel(false);
         for s in 0..shards {
@@ -239,10 +219,13 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
                 checkpoint: None,
                 counters: ShardCounters::default(),
             };
-            let lease = MemoryLease {
-                checkpoints: Arc::new(AtomicU64::new(0)),
-            };
-            tokio::spawn(shard::run(context.clone(), lease, resume, reads, stop.clone()));
+            tokio::spawn(shard::run(
+                context.clone(),
+                MemoryLease::default(),
+                resume,
+                reads,
+                stop.clone(),
+            ));
         }
         let started = Instant::now();
         let mut samples = Vec::new();
@@ -265,26 +248,6 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
             "stalled sink, {shards} shards, {seconds} s: resident memory at most {max:.1} MiB, {last:.1} MiB at the end"
         );
     });
-}
-
-/// A lease kept in memory: the checkpoints are counted, nothing is fenced.
-struct MemoryLease {
-    checkpoints: Arc<AtomicU64>,
-}
-
-impl HeldLease for MemoryLease {
-    async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
-        Ok(())
-    }
-
-    async fn checkpoint(&mut self, _: &Checkpoint, _: &ShardHealth) -> Result<(), LeaseError> {
-        self.checkpoints.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn release(&mut self) -> Result<(), LeaseError> {
-        Ok(())
-    }
 }
 
 /// Feeds `records` to a shard `rounds` times over, as GetRecords answers with
@@ -338,27 +301,7 @@ fn ours(kind: &str, records: Arc<Vec<Vec<u8>>>, o: &Options) -> Measured {
         let sink = Arc::new(Discard {
             delivered: AtomicU64::new(0),
         });
-        let metrics = Arc::new(WorkerMetrics::default());
-        let sink_health = Arc::new(SinkHealth::default());
-        let batch = logsub::api::BatchSpec::default();
-        let limits = DriverLimits::new(
-            usize::try_from(batch.max_events).expect("max events"),
-            usize::try_from(batch.max_bytes.0).expect("max bytes"),
-            batch.max_wait.into(),
-            sink.concurrency(),
-        );
-        let (driver, delivering) =
-            driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
-        let context = Arc::new(ShardContext {
-            sink: sink.clone(),
-            sink_health,
-            driver,
-            transforms,
-            metrics,
-            decode: Limits::default(),
-            renew_interval: Duration::from_secs(5),
-            checkpoint_interval: Duration::from_secs(1),
-        });
+        let (context, delivering) = harness::context(sink.clone(), transforms);
         let checkpoints = Arc::new(AtomicU64::new(0));
         let (_stop_tx, stop) = watch::channel(false);
         let rounds = o.records.div_ceil(records.len());

@@ -7,6 +7,7 @@
 //!
 //!     cargo bench --bench search_load [-- --shards 16 --records 50]
 
+mod harness;
 mod payloads;
 
 use std::io::Write;
@@ -14,19 +15,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::MemoryLease;
 use logsub::aws::AwsError;
 use logsub::aws::kinesis::Record;
-use logsub::telemetry::WorkerMetrics;
 use logsub::worker::checkpoint::watermark::SequenceNumber;
 use logsub::worker::config::ElasticsearchOutput;
 use logsub::worker::decode::cloudwatch::Limits;
-use logsub::worker::health::{ShardCounters, ShardHealth, SinkHealth};
+use logsub::worker::health::ShardCounters;
 use logsub::worker::process::{Outcome, process};
-use logsub::worker::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
+use logsub::worker::shard::{self, Resume, ShardExit};
 use logsub::worker::sink::Sink;
-use logsub::worker::sink::driver::{self, DriverLimits};
 use logsub::worker::sink::elasticsearch::Elasticsearch;
-use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
 use logsub::worker::source::kinesis::reader::Read;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -35,20 +34,6 @@ use tokio::sync::{mpsc, watch};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONCURRENCY: u32 = 4;
-
-struct MemoryLease;
-
-impl HeldLease for MemoryLease {
-    async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
-        Ok(())
-    }
-    async fn checkpoint(&mut self, _: &Checkpoint, _: &ShardHealth) -> Result<(), LeaseError> {
-        Ok(())
-    }
-    async fn release(&mut self) -> Result<(), LeaseError> {
-        Ok(())
-    }
-}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -93,27 +78,7 @@ async fn count(http: &reqwest::Client, base: &str, index: &str) -> u64 {
 /// The worker's shard path, `shards` shards each fed `records`.
 async fn worker(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Duration {
     let sink = Arc::new(Elasticsearch::new(&output(base, index)).expect("sink"));
-    let batch = logsub::api::BatchSpec::default();
-    let limits = DriverLimits::new(
-        usize::try_from(batch.max_events).expect("events"),
-        usize::try_from(batch.max_bytes.0).expect("bytes"),
-        batch.max_wait.into(),
-        sink.concurrency(),
-    );
-    let metrics = Arc::new(WorkerMetrics::default());
-    let sink_health = Arc::new(SinkHealth::default());
-    let (driver, delivering) =
-        driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
-    let context = Arc::new(ShardContext {
-        sink,
-        sink_health,
-        driver,
-        transforms: payloads::transforms("vpc-flow"),
-        metrics: metrics.clone(),
-        decode: Limits::default(),
-        renew_interval: Duration::from_secs(5),
-        checkpoint_interval: Duration::from_secs(1),
-    });
+    let (context, delivering) = harness::context(sink, payloads::transforms("vpc-flow"));
     let (_stop_tx, stop) = watch::channel(false);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -148,7 +113,7 @@ async fn worker(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Durati
         };
         tasks.push(tokio::spawn(shard::run(
             context.clone(),
-            MemoryLease,
+            MemoryLease::default(),
             resume,
             reads,
             stop.clone(),

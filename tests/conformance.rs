@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{repo, stack, unique};
+use common::{fault_node, stack, unique};
 use logsub::api::UtcHour;
 use logsub::telemetry::WorkerMetrics;
 use logsub::worker::checkpoint::watermark::SequenceNumber;
@@ -117,14 +117,6 @@ impl<S: Sink> Harness<S> {
         self.delivering.abort();
         self.acks
     }
-}
-
-fn fault_node(action: &str) {
-    let status = std::process::Command::new(repo().join("hack/stack.sh"))
-        .args(["fault-node", action])
-        .status()
-        .expect("hack/stack.sh");
-    assert!(status.success(), "fault-node {action}");
 }
 
 fn search_sink(base: &str, index: &str, dead: &str) -> Elasticsearch {

@@ -9,17 +9,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::pipeline::{Setup, metric, published_health, put, setup, stop, worker_with_admin};
-use common::{eventually, repo, stack, unique};
+use common::{eventually, fault_node, stack, unique};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-fn fault_node(action: &str) {
-    let status = std::process::Command::new(repo().join("hack/stack.sh"))
-        .args(["fault-node", action])
-        .status()
-        .expect("hack/stack.sh");
-    assert!(status.success(), "fault-node {action}");
-}
 
 /// The ids in `index`, once it holds `want` documents.
 async fn ids_once(http: &reqwest::Client, base: &str, index: &str, want: usize) -> Vec<String> {

@@ -170,6 +170,15 @@ fn parse_exports(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Starts or stops the stack's fault search node (`hack/stack.sh fault-node`).
+pub fn fault_node(action: &str) {
+    let status = Command::new(repo().join("hack/stack.sh"))
+        .args(["fault-node", action])
+        .status()
+        .expect("hack/stack.sh");
+    assert!(status.success(), "fault-node {action}");
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,0 +1,69 @@
+//! What the benchmarks share to run the worker's shard path without Kinesis or
+//! Kubernetes: a lease kept in memory, and the shard context around a sink.
+#![allow(dead_code)] // each benchmark uses a different part
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use logsub::telemetry::WorkerMetrics;
+use logsub::worker::decode::cloudwatch::Limits;
+use logsub::worker::health::{ShardHealth, SinkHealth};
+use logsub::worker::shard::{HeldLease, ShardContext};
+use logsub::worker::sink::Sink;
+use logsub::worker::sink::driver::{self, DriverLimits};
+use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
+use logsub::worker::transform::Compiled;
+use tokio::task::JoinHandle;
+
+/// A lease kept in memory: checkpoints are counted, nothing is fenced.
+#[derive(Clone, Default)]
+pub struct MemoryLease {
+    /// Checkpoints written, over every lease sharing the counter.
+    pub checkpoints: Arc<AtomicU64>,
+}
+
+impl HeldLease for MemoryLease {
+    async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self, _: &Checkpoint, _: &ShardHealth) -> Result<(), LeaseError> {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+}
+
+/// The shard context of a worker delivering to `sink` with the default batch
+/// limits, and its driver's task. Call inside the runtime.
+pub fn context<S: Sink>(
+    sink: Arc<S>,
+    transforms: Vec<Compiled>,
+) -> (Arc<ShardContext<S>>, JoinHandle<()>) {
+    let metrics = Arc::new(WorkerMetrics::default());
+    let sink_health = Arc::new(SinkHealth::default());
+    let batch = logsub::api::BatchSpec::default();
+    let limits = DriverLimits::new(
+        usize::try_from(batch.max_events).expect("max events"),
+        usize::try_from(batch.max_bytes.0).expect("max bytes"),
+        batch.max_wait.into(),
+        sink.concurrency(),
+    );
+    let (driver, delivering) =
+        driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+    let context = Arc::new(ShardContext {
+        sink,
+        sink_health,
+        driver,
+        transforms,
+        metrics,
+        decode: Limits::default(),
+        renew_interval: Duration::from_secs(5),
+        checkpoint_interval: Duration::from_secs(1),
+    });
+    (context, delivering)
+}
