@@ -292,6 +292,11 @@ pub enum ConfigError {
 }
 
 impl WorkerConfig {
+    /// The largest inflated payload accepted unless configured otherwise.
+    pub fn default_max_inflated() -> ByteSize {
+        default_max_inflated()
+    }
+
     /// Reads and checks a configuration file (YAML or JSON).
     pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
         let shown = path.display().to_string();
