@@ -3,3 +3,4 @@
 //! their configuration, and the Deployment that runs them.
 
 pub mod config;
+pub mod workload;

@@ -1,0 +1,473 @@
+//! The workers' objects: ServiceAccount, Role and RoleBinding (their shard
+//! Leases, nothing more), ConfigMap (their configuration) and Deployment.
+//! Each carries the LogSubscription as its controller owner, so Kubernetes
+//! deletes them with it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use super::config::{secret_dir, secrets};
+use crate::api::LogSubscription;
+use crate::worker::config::WorkerConfig;
+
+/// Where the worker's configuration file is mounted.
+pub const CONFIG_DIR: &str = "/etc/logsub";
+/// The configuration file's name in the ConfigMap.
+pub const CONFIG_FILE: &str = "worker.yaml";
+/// The pod template annotation holding the configuration's hash: a change of
+/// the configuration rolls the workers.
+pub const CONFIG_HASH: &str = "logsub.io/config-hash";
+/// The worker's admin port (`/metrics`, `/healthz`, `/readyz`).
+pub const ADMIN_PORT: i32 = 8080;
+
+/// The objects of one LogSubscription's workers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Their identity (annotated for IRSA as the spec says).
+    pub service_account: ServiceAccount,
+    /// What they may do: their Leases.
+    pub role: Role,
+    /// The Role, granted to the ServiceAccount.
+    pub role_binding: RoleBinding,
+    /// Their configuration.
+    pub config_map: ConfigMap,
+    /// The workers.
+    pub deployment: Deployment,
+}
+
+/// Why the objects cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// The LogSubscription has no uid or namespace yet (it was not read from the API server).
+    #[error("the LogSubscription has no {0} yet")]
+    Missing(&'static str),
+}
+
+/// The name of the workers' objects: `<subscription>-worker`.
+pub fn workload_name(lsub: &LogSubscription) -> String {
+    format!(
+        "{}-worker",
+        lsub.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The labels of the workers' objects; the first three select the pods.
+pub fn labels(lsub: &LogSubscription) -> BTreeMap<String, String> {
+    let name = lsub.metadata.name.clone().unwrap_or_default();
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "logsub".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), name.clone()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "worker".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "logsub".to_owned(),
+        ),
+        (
+            crate::worker::source::kinesis::lease::SUBSCRIPTION_LABEL.to_owned(),
+            name,
+        ),
+    ])
+}
+
+fn selector(lsub: &LogSubscription) -> BTreeMap<String, String> {
+    labels(lsub).into_iter().take(3).collect()
+}
+
+/// The hash of a rendered configuration (hex SHA-256).
+pub fn config_hash(yaml: &str) -> String {
+    Sha256::digest(yaml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Builds the workers' objects for `lsub`, running `image`, configured with `config`.
+pub fn workload(
+    lsub: &LogSubscription,
+    image: &str,
+    config: &WorkerConfig,
+) -> Result<Workload, BuildError> {
+    let owner = lsub
+        .controller_owner_ref(&())
+        .ok_or(BuildError::Missing("uid"))?;
+    let namespace = lsub
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(BuildError::Missing("namespace"))?;
+    let name = workload_name(lsub);
+    let meta = |annotations: Option<BTreeMap<String, String>>| ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels(lsub)),
+        annotations,
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    };
+    let yaml = config.to_yaml();
+    let hash = config_hash(&yaml);
+    let sa_annotations = lsub
+        .spec
+        .workers
+        .service_account
+        .as_ref()
+        .map(|sa| sa.annotations.clone())
+        .filter(|a| !a.is_empty());
+    Ok(Workload {
+        service_account: ServiceAccount {
+            metadata: meta(sa_annotations),
+            // The token is mounted by the pod spec, where it is needed.
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        role: Role {
+            metadata: meta(None),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: ["get", "list", "watch", "create", "update", "delete"]
+                    .map(String::from)
+                    .to_vec(),
+                ..PolicyRule::default()
+            }]),
+        },
+        role_binding: RoleBinding {
+            metadata: meta(None),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.clone(),
+                namespace: Some(namespace.clone()),
+                ..Subject::default()
+            }]),
+        },
+        config_map: ConfigMap {
+            metadata: meta(None),
+            data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
+            ..ConfigMap::default()
+        },
+        deployment: deployment(lsub, meta(None), &name, image, &hash),
+    })
+}
+
+fn deployment(
+    lsub: &LogSubscription,
+    metadata: ObjectMeta,
+    name: &str,
+    image: &str,
+    hash: &str,
+) -> Deployment {
+    let secrets = secrets(lsub);
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.to_owned(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    for (i, secret) in secrets.iter().enumerate() {
+        let volume = format!("secret-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: secret_dir(secret),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "worker".into(),
+        image: Some(image.to_owned()),
+        args: Some(
+            [
+                "worker",
+                "--config",
+                &format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+                "--admin-addr",
+                &format!("0.0.0.0:{ADMIN_PORT}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "LOGSUB_LOG_FORMAT".into(),
+                value: Some("json".into()),
+                ..EnvVar::default()
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("admin".into()),
+            container_port: ADMIN_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: lsub.spec.workers.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Deployment {
+        metadata,
+        spec: DeploymentSpec {
+            replicas: Some(lsub.spec.workers.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(lsub)),
+                ..LabelSelector::default()
+            },
+            // New workers take shards as old ones release them on SIGTERM.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..DeploymentStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(lsub)),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_owned(), hash.to_owned())])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.to_owned()),
+                    automount_service_account_token: Some(true),
+                    // A worker releases its leases after delivering what it holds.
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::resources::config::worker_config;
+
+    fn lsub() -> LogSubscription {
+        let mut lsub: LogSubscription = serde_saphyr::from_str(
+            r#"
+apiVersion: logsub.io/v1alpha1
+kind: LogSubscription
+metadata: {name: vpc-flow, namespace: observability, uid: 6f1c2a9e-0000-4000-8000-000000000001}
+spec:
+  source: {logGroups: {names: [/aws/vpc/flow]}, roleArn: "arn:aws:iam::123456789012:role/r"}
+  stream: {existing: {name: flow}}
+  sink:
+    elasticsearch:
+      endpoint: https://search:9200
+      index: cwl-%Y.%m.%d
+      auth: {apiKey: {secretRef: {name: es-key}}}
+  workers:
+    replicas: 3
+    serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/worker"}}
+"#,
+        )
+        .unwrap();
+        lsub.metadata.namespace = Some("observability".into());
+        lsub
+    }
+
+    fn built(lsub: &LogSubscription) -> Workload {
+        let config = worker_config(lsub, "arn:aws:kinesis:us-east-1:1:stream/flow");
+        workload(lsub, "logsub:1.0", &config).unwrap()
+    }
+
+    #[test]
+    fn every_object_is_owned_named_and_labelled() {
+        let w = built(&lsub());
+        for meta in [
+            &w.service_account.metadata,
+            &w.role.metadata,
+            &w.role_binding.metadata,
+            &w.config_map.metadata,
+            &w.deployment.metadata,
+        ] {
+            assert_eq!(meta.name.as_deref(), Some("vpc-flow-worker"));
+            assert_eq!(meta.namespace.as_deref(), Some("observability"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("LogSubscription", Some(true))
+            );
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["logsub.io/subscription"],
+                "vpc-flow"
+            );
+        }
+        assert_eq!(
+            w.service_account.metadata.annotations.as_ref().unwrap()["eks.amazonaws.com/role-arn"],
+            "arn:aws:iam::123456789012:role/worker"
+        );
+        let rules = w.role.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 1, "Leases only");
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["leases".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn the_deployment_runs_locked_down_workers_with_their_config_and_secrets() {
+        let w = built(&lsub());
+        let spec = &w.deployment.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("logsub:1.0"));
+        assert_eq!(
+            c.args.as_ref().unwrap()[..3],
+            ["worker", "--config", "/etc/logsub/worker.yaml"]
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                sc.run_as_non_root,
+                sc.read_only_root_filesystem,
+                sc.allow_privilege_escalation
+            ),
+            (Some(true), Some(true), Some(false))
+        );
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let mounts: Vec<(&str, &str)> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("config", "/etc/logsub"),
+                ("secret-0", "/etc/logsub/secrets/es-key")
+            ]
+        );
+        // The Secret is mounted, never copied into the ConfigMap.
+        let yaml = &w.config_map.data.as_ref().unwrap()["worker.yaml"];
+        assert!(yaml.contains("/etc/logsub/secrets/es-key/apiKey"), "{yaml}");
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn a_config_change_rolls_the_workers() {
+        let lsub = lsub();
+        let hash = |w: &Workload| {
+            w.deployment
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH]
+                .clone()
+        };
+        let before = built(&lsub);
+        assert_eq!(hash(&before), hash(&built(&lsub)), "stable");
+        let mut changed = lsub.clone();
+        changed.spec.workers.batch.max_events = 42;
+        assert_ne!(hash(&before), hash(&built(&changed)));
+        assert_eq!(hash(&before).len(), 64);
+    }
+
+    #[test]
+    fn a_subscription_not_read_from_the_api_server_is_refused() {
+        let mut lsub = lsub();
+        lsub.metadata.uid = None;
+        let config = worker_config(&lsub, "arn:x");
+        assert_eq!(
+            workload(&lsub, "logsub:1.0", &config),
+            Err(BuildError::Missing("uid"))
+        );
+    }
+}
