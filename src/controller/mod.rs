@@ -1,3 +1,4 @@
 //! The controller: makes AWS and the cluster match each LogSubscription.
 
+pub mod plan;
 pub mod resources;

@@ -1,0 +1,124 @@
+//! What to do about subscription filters (pure): from the log groups as
+//! observed, the selection and the filter the spec wants, the writes that make
+//! them match. Only our filter (named `logsub-<namespace>-<name>`) is ever
+//! written or deleted; filters of other names are left as they are.
+
+use crate::api::Distribution;
+
+/// CloudWatch Logs allows this many subscription filters on a log group.
+pub const FILTERS_PER_GROUP: usize = 2;
+
+/// A subscription filter as CloudWatch Logs describes it, or as we want it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Its name.
+    pub name: String,
+    /// The filter pattern.
+    pub pattern: String,
+    /// Where it sends events (the stream's ARN).
+    pub destination_arn: String,
+    /// The role CloudWatch Logs assumes to send them.
+    pub role_arn: Option<String>,
+    /// How events spread over the shards.
+    pub distribution: Option<Distribution>,
+}
+
+/// A log group and the subscription filters on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The log group's name.
+    pub name: String,
+    /// Its filters, ours among them or not.
+    pub filters: Vec<Filter>,
+}
+
+/// One thing to do (or not) about one log group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Our filter is there as wanted.
+    Keep(String),
+    /// Put our filter: missing, changed behind our back, or the spec changed.
+    Put(String),
+    /// The group left the selection: remove our filter.
+    Delete(String),
+    /// Selected, but two filters of other names hold the group's slots.
+    Blocked(String),
+}
+
+/// The writes that make `groups` carry `want` exactly where `selected` says.
+pub fn filters(groups: &[Group], selected: impl Fn(&str) -> bool, want: &Filter) -> Vec<Action> {
+    groups
+        .iter()
+        .filter_map(|group| {
+            let ours = group.filters.iter().find(|f| f.name == want.name);
+            let name = group.name.clone();
+            match (selected(&group.name), ours) {
+                (true, Some(filter)) if filter == want => Some(Action::Keep(name)),
+                (true, Some(_)) => Some(Action::Put(name)),
+                (true, None) if group.filters.len() >= FILTERS_PER_GROUP => {
+                    Some(Action::Blocked(name))
+                }
+                (true, None) => Some(Action::Put(name)),
+                (false, Some(_)) => Some(Action::Delete(name)),
+                (false, None) => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(name: &str, pattern: &str) -> Filter {
+        Filter {
+            name: name.into(),
+            pattern: pattern.into(),
+            destination_arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(),
+            role_arn: Some("arn:aws:iam::1:role/r".into()),
+            distribution: Some(Distribution::ByLogStream),
+        }
+    }
+
+    fn group(name: &str, filters: &[Filter]) -> Group {
+        Group {
+            name: name.into(),
+            filters: filters.to_vec(),
+        }
+    }
+
+    /// Observed × desired → action, one row each.
+    #[test]
+    fn each_group_gets_what_it_needs() {
+        let want = filter("logsub-ns-app", "ERROR");
+        let ours_stale = filter("logsub-ns-app", "WARN");
+        let mut elsewhere = filter("logsub-ns-app", "ERROR");
+        elsewhere.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/other".into();
+        let foreign = |n: &str| filter(n, "");
+        let groups = [
+            group("/app/fresh", &[]),
+            group("/app/current", std::slice::from_ref(&want)),
+            group("/app/stale", &[ours_stale]),
+            group("/app/redirected", &[elsewhere]),
+            group("/app/one-foreign", &[foreign("audit")]),
+            group("/app/full", &[foreign("audit"), foreign("siem")]),
+            group("/app/full-with-ours", &[foreign("audit"), want.clone()]),
+            group("/other/left", &[want.clone(), foreign("audit")]),
+            group("/other/never", &[foreign("audit")]),
+        ];
+        let actions = filters(&groups, |g| g.starts_with("/app/"), &want);
+        assert_eq!(
+            actions,
+            [
+                Action::Put("/app/fresh".into()),
+                Action::Keep("/app/current".into()),
+                Action::Put("/app/stale".into()),
+                Action::Put("/app/redirected".into()),
+                Action::Put("/app/one-foreign".into()),
+                Action::Blocked("/app/full".into()),
+                Action::Keep("/app/full-with-ours".into()),
+                Action::Delete("/other/left".into()),
+            ]
+        );
+    }
+}
