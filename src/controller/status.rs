@@ -1,0 +1,268 @@
+//! The status the controller writes (pure): conditions from what it observed,
+//! and delivery health folded from what the workers publish on their leases.
+//!
+//! Conditions follow the conventions Argo CD and Flux read: `Ready` summarises,
+//! carrying the reason of the first check that is not true; `Reconciling` is
+//! present (True) while something is still on its way; `Stalled` is present
+//! (True) while something needs a change to go on. `lastTransitionTime` moves
+//! only when a condition's status does.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::DeliveryStatus;
+use crate::worker::health::ShardHealth;
+
+/// How one part of a subscription stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// As wanted.
+    Ready {
+        /// A CamelCase reason.
+        reason: String,
+        /// For people.
+        message: String,
+    },
+    /// On its way (being created, retried after a transient error).
+    Pending {
+        /// A CamelCase reason.
+        reason: String,
+        /// For people.
+        message: String,
+    },
+    /// Stuck until something changes (a missing stream, denied permissions).
+    Failed {
+        /// A CamelCase reason.
+        reason: String,
+        /// For people.
+        message: String,
+    },
+}
+
+impl Check {
+    fn parts(&self) -> (&'static str, &str, &str) {
+        match self {
+            Check::Ready { reason, message } => ("True", reason, message),
+            Check::Pending { reason, message } => ("Unknown", reason, message),
+            Check::Failed { reason, message } => ("False", reason, message),
+        }
+    }
+}
+
+/// What was observed of a subscription, one check per condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `StreamReady`.
+    pub stream: Check,
+    /// `SubscriptionFilterReady`.
+    pub filters: Check,
+    /// `WorkersAvailable`.
+    pub workers: Check,
+    /// `Delivering`.
+    pub delivering: Check,
+}
+
+/// The conditions for `observed` at `generation`, keeping each condition's
+/// `lastTransitionTime` from `previous` while its status is unchanged.
+pub fn conditions(
+    observed: &Observed,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let checks = [
+        ("StreamReady", &observed.stream),
+        ("SubscriptionFilterReady", &observed.filters),
+        ("WorkersAvailable", &observed.workers),
+        ("Delivering", &observed.delivering),
+    ];
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: generation,
+            last_transition_time: since,
+        }
+    };
+    let first_not_ready = checks
+        .iter()
+        .find(|(_, check)| !matches!(check, Check::Ready { .. }));
+    let mut out = vec![match first_not_ready {
+        None => condition("Ready", "True", "Ready", "delivering to the sink"),
+        Some((type_, check)) => {
+            let (_, reason, message) = check.parts();
+            condition("Ready", "False", reason, &format!("{type_}: {message}"))
+        }
+    }];
+    out.extend(checks.iter().map(|(type_, check)| {
+        let (status, reason, message) = check.parts();
+        condition(type_, status, reason, message)
+    }));
+    if let Some((type_, check)) = checks
+        .iter()
+        .find(|(_, c)| matches!(c, Check::Pending { .. }))
+    {
+        let (_, reason, message) = check.parts();
+        out.push(condition(
+            "Reconciling",
+            "True",
+            reason,
+            &format!("{type_}: {message}"),
+        ));
+    }
+    if let Some((type_, check)) = checks
+        .iter()
+        .find(|(_, c)| matches!(c, Check::Failed { .. }))
+    {
+        let (_, reason, message) = check.parts();
+        out.push(condition(
+            "Stalled",
+            "True",
+            reason,
+            &format!("{type_}: {message}"),
+        ));
+    }
+    out
+}
+
+/// The delivery health of all shards: counts summed, the latest delivery, the
+/// slowest reader.
+pub fn delivery(shards: &[ShardHealth]) -> DeliveryStatus {
+    DeliveryStatus {
+        events_delivered: shards
+            .iter()
+            .map(|s| i64::try_from(s.delivered).unwrap_or(i64::MAX))
+            .sum(),
+        dead_lettered: shards
+            .iter()
+            .map(|s| i64::try_from(s.dead_lettered).unwrap_or(i64::MAX))
+            .sum(),
+        last_delivered_time: shards
+            .iter()
+            .filter_map(|s| s.last_delivery.as_deref()?.parse::<Timestamp>().ok())
+            .max()
+            .map(Time),
+        millis_behind_latest: shards.iter().filter_map(|s| s.millis_behind_latest).max(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(reason: &str) -> Check {
+        Check::Ready {
+            reason: reason.into(),
+            message: "ok".into(),
+        }
+    }
+
+    fn all_ready() -> Observed {
+        Observed {
+            stream: ready("StreamActive"),
+            filters: ready("FiltersActive"),
+            workers: ready("MinimumReplicasAvailable"),
+            delivering: ready("Delivering"),
+        }
+    }
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+        conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn ready_when_every_check_is() {
+        let now: Timestamp = "2026-11-25T20:00:00Z".parse().unwrap();
+        let c = conditions(&all_ready(), &[], Some(3), now);
+        let ready = find(&c, "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.observed_generation),
+            ("True", Some(3))
+        );
+        assert!(find(&c, "Reconciling").is_none() && find(&c, "Stalled").is_none());
+        assert_eq!(c.len(), 5);
+    }
+
+    #[test]
+    fn ready_carries_the_first_failing_reason_and_stalled_or_reconciling_say_which_kind() {
+        let now: Timestamp = "2026-11-25T20:00:00Z".parse().unwrap();
+        let mut observed = all_ready();
+        observed.filters = Check::Failed {
+            reason: "TooManyFilters".into(),
+            message: "/app/full holds two filters of other names".into(),
+        };
+        observed.workers = Check::Pending {
+            reason: "ReplicasStarting".into(),
+            message: "0 of 2 available".into(),
+        };
+        let c = conditions(&observed, &[], Some(1), now);
+        let ready = find(&c, "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "TooManyFilters")
+        );
+        assert!(ready.message.starts_with("SubscriptionFilterReady: "));
+        assert_eq!(find(&c, "WorkersAvailable").unwrap().status, "Unknown");
+        assert_eq!(find(&c, "Stalled").unwrap().reason, "TooManyFilters");
+        assert_eq!(find(&c, "Reconciling").unwrap().reason, "ReplicasStarting");
+    }
+
+    #[test]
+    fn transition_times_move_only_with_the_status() {
+        let then: Timestamp = "2026-11-25T20:00:00Z".parse().unwrap();
+        let later: Timestamp = "2026-11-25T21:00:00Z".parse().unwrap();
+        let first = conditions(&all_ready(), &[], Some(1), then);
+        let same = conditions(&all_ready(), &first, Some(2), later);
+        assert_eq!(
+            find(&same, "Ready").unwrap().last_transition_time,
+            Time(then)
+        );
+        assert_eq!(find(&same, "Ready").unwrap().observed_generation, Some(2));
+        let mut observed = all_ready();
+        observed.stream = Check::Failed {
+            reason: "StreamNotFound".into(),
+            message: "no stream flow".into(),
+        };
+        let changed = conditions(&observed, &same, Some(2), later);
+        assert_eq!(
+            find(&changed, "Ready").unwrap().last_transition_time,
+            Time(later)
+        );
+        assert_eq!(
+            find(&changed, "SubscriptionFilterReady")
+                .unwrap()
+                .last_transition_time,
+            Time(then)
+        );
+    }
+
+    #[test]
+    fn delivery_health_folds_over_the_shards() {
+        let shard = |delivered, dead, last: Option<&str>, behind| ShardHealth {
+            worker: "w".into(),
+            delivered,
+            dead_lettered: dead,
+            millis_behind_latest: behind,
+            last_delivery: last.map(str::to_owned),
+            sink_error: None,
+        };
+        let folded = delivery(&[
+            shard(10, 1, Some("2026-11-25T19:44:28.711Z"), Some(200)),
+            shard(5, 0, Some("2026-11-25T19:45:00.000Z"), None),
+            shard(0, 2, None, Some(9000)),
+        ]);
+        assert_eq!((folded.events_delivered, folded.dead_lettered), (15, 3));
+        assert_eq!(folded.millis_behind_latest, Some(9000));
+        assert_eq!(
+            folded.last_delivered_time,
+            Some(Time("2026-11-25T19:45:00Z".parse().unwrap()))
+        );
+        assert_eq!(delivery(&[]).last_delivered_time, None);
+    }
+}
