@@ -1,0 +1,114 @@
+//! What a failed subscription filter call means (pure): the state the log
+//! group is shown in, and whether retrying can help. CloudWatch Logs reports
+//! several distinct problems under one error code, told apart by the message.
+
+use crate::api::FilterState;
+use crate::aws::{AwsError, ErrorClass};
+
+/// How a failed PutSubscriptionFilter / DeleteSubscriptionFilter leaves a log group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterFailure {
+    /// The state to show for the group.
+    pub state: FilterState,
+    /// Whether retrying with backoff can help (throttling, a conflicting
+    /// operation, a transient failure); otherwise the group waits for a change.
+    pub retry: bool,
+}
+
+/// Classifies an AWS failure of a subscription filter call.
+pub fn filter_failure(e: &AwsError) -> FilterFailure {
+    let message = e.message.to_ascii_lowercase();
+    let (state, retry) = match (e.class, e.code.as_str()) {
+        // For filters CloudWatch Logs throttles with ThrottlingException; its
+        // LimitExceededException ("Resource limit exceeded.") is the two-filter limit.
+        (_, "LimitExceededException") => (FilterState::LimitExceeded, false),
+        (ErrorClass::Throttled | ErrorClass::Transient, _) => (FilterState::Pending, true),
+        (_, "OperationAbortedException") => (FilterState::Pending, true),
+        (_, code) if code.contains("AccessDenied") => (FilterState::AccessDenied, false),
+        (_, "InvalidParameterException") if message.contains("test message") => {
+            (FilterState::DestinationUnreachable, false)
+        }
+        (_, "InvalidParameterException") if message.contains("pattern") => {
+            (FilterState::InvalidFilterPattern, false)
+        }
+        (_, "ResourceNotFoundException") => (FilterState::Pending, true),
+        _ => (FilterState::Failed, false),
+    };
+    FilterFailure { state, retry }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::class_of_code;
+
+    fn error(code: &str, message: &str) -> AwsError {
+        AwsError {
+            class: class_of_code(code),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The messages CloudWatch Logs answers with, each to its state.
+    #[test]
+    fn each_failure_becomes_a_state() {
+        let cases = [
+            (
+                "LimitExceededException",
+                "Resource limit exceeded.",
+                FilterState::LimitExceeded,
+                false,
+            ),
+            (
+                "ThrottlingException",
+                "Rate exceeded",
+                FilterState::Pending,
+                true,
+            ),
+            (
+                "OperationAbortedException",
+                "Multiple requests to modify the same resource were in conflict.",
+                FilterState::Pending,
+                true,
+            ),
+            (
+                "AccessDeniedException",
+                "User is not authorized to perform: logs:PutSubscriptionFilter",
+                FilterState::AccessDenied,
+                false,
+            ),
+            (
+                "InvalidParameterException",
+                "Could not deliver test message to specified destination. Check if the destination is valid.",
+                FilterState::DestinationUnreachable,
+                false,
+            ),
+            (
+                "InvalidParameterException",
+                "Invalid filter pattern",
+                FilterState::InvalidFilterPattern,
+                false,
+            ),
+            (
+                "ResourceNotFoundException",
+                "The specified log group does not exist.",
+                FilterState::Pending,
+                true,
+            ),
+            (
+                "ValidationException",
+                "1 validation error",
+                FilterState::Failed,
+                false,
+            ),
+        ];
+        for (code, message, state, retry) in cases {
+            assert_eq!(
+                filter_failure(&error(code, message)),
+                FilterFailure { state, retry },
+                "{code}: {message}"
+            );
+        }
+    }
+}
