@@ -261,3 +261,86 @@ async fn the_search_sinks_sigv4_signatures_verify() {
     );
     assert_eq!(send("not-the-secret".to_owned()).await, 403);
 }
+
+/// The controller's view of CloudWatch Logs against the stack's moto: every
+/// page of log groups, our filter put and read back as the plan compares it,
+/// other filters left alone, the two-filter limit, and deleting twice.
+#[tokio::test]
+async fn the_controllers_log_groups_and_filters_round_trip() {
+    use logsub::api::{Distribution, FilterState};
+    use logsub::aws::logs::Logs;
+    use logsub::controller::error::filter_failure;
+    use logsub::controller::plan::{Action, Filter, filters};
+
+    let config = stack().aws().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let client = aws_sdk_cloudwatchlogs::Client::new(&config);
+    let logs = Logs::new(client.clone());
+    let (_, arn) = active_stream(&kinesis, "filters", 1).await;
+    let prefix = format!("/{}/", unique("groups"));
+    // More than a page (DescribeLogGroups answers 50 at most).
+    for i in 0..55 {
+        client
+            .create_log_group()
+            .log_group_name(format!("{prefix}{i:02}"))
+            .send()
+            .await
+            .expect("group");
+    }
+    let groups = logs.log_groups(Some(&prefix)).await.expect("log groups");
+    assert_eq!(groups.len(), 55, "every page");
+
+    let want = Filter {
+        name: "logsub-ns-app".into(),
+        pattern: "ERROR".into(),
+        destination_arn: arn.clone(),
+        role_arn: Some("arn:aws:iam::123456789012:role/CWLtoKinesis".into()),
+        distribution: Some(Distribution::ByLogStream),
+    };
+    let first = format!("{prefix}00");
+    let foreign = |name: &str| Filter {
+        name: name.into(),
+        pattern: String::new(),
+        ..want.clone()
+    };
+    logs.put_filter(&first, &foreign("audit"))
+        .await
+        .expect("a foreign filter");
+    logs.put_filter(&first, &want).await.expect("ours");
+    logs.put_filter(&first, &want)
+        .await
+        .expect("again: idempotent");
+    let group = logs.group(&first).await.expect("group");
+    assert_eq!(group.filters.len(), 2, "{group:?}");
+    assert_eq!(
+        filters(&[group], |_| true, &want),
+        [Action::Keep(first.clone())],
+        "read back exactly as put"
+    );
+
+    let err = logs
+        .put_filter(&first, &foreign("third"))
+        .await
+        .expect_err("two filters at most");
+    assert_eq!(
+        filter_failure(&err).state,
+        FilterState::LimitExceeded,
+        "{err}"
+    );
+
+    logs.delete_filter(&first, &want.name)
+        .await
+        .expect("delete");
+    logs.delete_filter(&first, &want.name)
+        .await
+        .expect("deleting what is gone is fine");
+    let left = logs.group(&first).await.expect("group");
+    assert_eq!(
+        left.filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["audit"],
+        "the foreign filter stays"
+    );
+}

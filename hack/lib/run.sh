@@ -263,6 +263,9 @@ start_fault_search_node() {
 
 # --- S3 and AWS ---
 
+# Every bucket is a collection with volumes of its own, and by default the volume
+# count follows the free disk (1 GiB each): a long-lived stack that many test runs
+# fill with buckets runs out of writable volumes. Small volumes, many allowed.
 start_seaweedfs() {
   is_running seaweedfs && return
   ensure_port_free seaweedfs "$S3_PORT"
@@ -274,7 +277,8 @@ start_seaweedfs() {
 EOF
   spawn seaweedfs "$SEAWEED_VENV/bin/weed" mini -dir="$DATA_DIR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -s3.port="$S3_PORT" -s3.config="$LOGSUB_STATE/s3-identities.json" -admin.ui=false -webdav=false \
-    -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false \
+    -volume.max=1000 -master.volumeSizeLimitMB=64
   wait_for seaweedfs 60 curl -sf --aws-sigv4 "aws:amz:$AWS_TEST_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
     "http://127.0.0.1:$S3_PORT/"
 }

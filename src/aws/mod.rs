@@ -2,6 +2,7 @@
 //! one place: throttled, transient, or permanent, plus the few that callers act on.
 
 pub mod kinesis;
+pub mod logs;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
