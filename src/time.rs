@@ -16,6 +16,14 @@ pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
     (year, month, day)
 }
 
+/// Waits until `at`; without one, forever (a disabled timer in a `select!`).
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The wall clock in Unix milliseconds.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()

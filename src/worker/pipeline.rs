@@ -242,12 +242,13 @@ impl ShardPipeline {
         metrics: &WorkerMetrics,
         out: &mut VecDeque<Part>,
     ) -> Result<Option<Probe>, PipelineError> {
-        while let Some(record) = records.front() {
+        while let Some(record) = records.pop_front() {
             let want_meta = self.objects.as_ref().is_some_and(|o| o.open.is_none());
-            let (encoded, meta) = self.encode(record, transforms, sink, metrics, want_meta)?;
+            let (encoded, meta) = self.encode(&record, transforms, sink, metrics, want_meta)?;
             if self.objects.is_some() {
-                let record = record.clone();
                 if let Some(probe) = self.object_record(&record, encoded, meta, out)? {
+                    // Decoded again once the probe is answered.
+                    records.push_front(record);
                     return Ok(Some(probe));
                 }
             } else {
@@ -271,7 +272,6 @@ impl ShardPipeline {
                 .bytes_read
                 .get_or_create(&self.labels)
                 .inc_by(record.data.len() as u64);
-            records.pop_front();
             // Decode no further ahead than the sink takes: the rest wait as
             // they came, compressed.
             if !out.is_empty() {

@@ -27,7 +27,7 @@ use super::transform::Compiled;
 use crate::aws::AwsError;
 use crate::aws::kinesis::Record;
 use crate::telemetry::WorkerMetrics;
-use crate::time::now_millis;
+use crate::time::{now_millis, sleep_until};
 
 /// What a shard task needs of the lease it holds. Each write also renews it and
 /// publishes the shard's health; each fails with [`LeaseError::Lost`] once the
@@ -91,12 +91,6 @@ pub struct Resume {
     pub checkpoint: Option<SequenceNumber>,
     /// Delivery counters, continued from the previous holder.
     pub counters: ShardCounters,
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
 }
 
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`

@@ -17,6 +17,7 @@ use super::batch::{Batch, Batcher, Part};
 use super::{Sink, SinkError};
 use crate::retry::Backoff;
 use crate::telemetry::{ErrorLabels, SinkErrorLabels, WorkerMetrics};
+use crate::time::sleep_until;
 use crate::worker::health::SinkHealth;
 
 /// Batch limits and the buffer's size.
@@ -181,12 +182,6 @@ impl<S: Sink> Driver<S> {
         let (sink, metrics, health) =
             (self.sink.clone(), self.metrics.clone(), self.health.clone());
         self.in_flight.spawn(deliver(sink, batch, metrics, health));
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    if let Some(due) = due {
-        tokio::time::sleep_until(due).await;
     }
 }
 

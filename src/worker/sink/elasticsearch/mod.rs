@@ -124,7 +124,7 @@ impl Elasticsearch {
                 Method::Get,
                 "/_cluster/health",
                 None,
-                Vec::new(),
+                (Vec::new(), false),
                 Duration::from_secs(10),
             )
             .await
@@ -201,24 +201,23 @@ impl Elasticsearch {
             method,
             path,
             Some("application/json"),
-            body.unwrap_or_default(),
+            (body.unwrap_or_default(), false),
             Duration::from_secs(30),
         )
         .await
         .map_err(|e| SinkError::new("unavailable", e))
     }
 
-    /// Sends a request (signed when SigV4 is configured, gzipped when `body`
-    /// already is); its status and body, or why there is none.
+    /// Sends a request (signed when SigV4 is configured; `gzipped` says the
+    /// body is); its status and body, or why there is none.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         content_type: Option<&'static str>,
-        body: Vec<u8>,
+        (body, gzipped): (Vec<u8>, bool),
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), String> {
-        let gzipped = body.starts_with(&[0x1f, 0x8b]);
         let mut signed: Vec<(&str, &str)> = Vec::new();
         let mut headers = HeaderMap::new();
         if let Some(content_type) = content_type {
@@ -282,7 +281,7 @@ impl Elasticsearch {
                 Method::Post,
                 "/_bulk",
                 Some("application/x-ndjson"),
-                body,
+                (body, self.compress),
                 Duration::from_secs(300),
             )
             .await
@@ -514,15 +513,10 @@ impl Sink for Elasticsearch {
         let chunks: Vec<&[u8]> = batch.chunks().collect();
         let items = match self.bulk(&chunks, batch.len()).await {
             Ok(items) => items,
-            Err(f @ Failure::Rejected { .. }) => {
+            Err(Failure::Rejected { status, reason }) => {
                 // A request refused whole is a bug (ours or the cluster's): say it
                 // loudly, and dead-letter its documents rather than loop forever.
-                let SinkError { message, .. } = failure(&f);
-                tracing::error!(documents = batch.len(), reason = %message, "bulk request refused as a whole; dead-lettering its documents");
-                let (status, reason) = match f {
-                    Failure::Rejected { status, reason } => (status, reason),
-                    _ => unreachable!(),
-                };
+                tracing::error!(documents = batch.len(), status, %reason, "bulk request refused as a whole; dead-lettering its documents");
                 vec![
                     Item::Rejected {
                         status,
