@@ -9,6 +9,8 @@
 
 mod harness;
 mod payloads;
+#[path = "../tests/common/search.rs"]
+mod search;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use logsub::worker::shard::{self, Resume, ShardExit};
 use logsub::worker::sink::Sink;
 use logsub::worker::sink::elasticsearch::Elasticsearch;
 use logsub::worker::source::kinesis::reader::Read;
+use search::{count, create_index};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
@@ -47,32 +50,6 @@ fn output(base: &str, index: &str) -> ElasticsearchOutput {
         "endpoint": base, "index": index, "concurrency": CONCURRENCY, "compress": true,
     }))
     .expect("sink config")
-}
-
-async fn create_index(http: &reqwest::Client, base: &str, index: &str) {
-    let created = http
-        .put(format!("{base}/{index}"))
-        .json(&json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}}))
-        .send()
-        .await
-        .expect("create index");
-    assert!(created.status().is_success(), "create {index}");
-}
-
-async fn count(http: &reqwest::Client, base: &str, index: &str) -> u64 {
-    http.post(format!("{base}/{index}/_refresh"))
-        .send()
-        .await
-        .expect("refresh");
-    let counted: Value = http
-        .get(format!("{base}/{index}/_count"))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("count json");
-    counted["count"].as_u64().expect("count")
 }
 
 /// The worker's shard path, `shards` shards each fed `records`.
@@ -222,22 +199,22 @@ fn main() {
         let run = std::process::id();
         // Warm the node's JIT first: its first run is far slower than the rest.
         let warm = format!("bench-loader-{run}-warm");
-        create_index(&http, &base, &warm).await;
+        create_index(&base, &warm, 1, json!({})).await;
         loader(&http, &base, Arc::new(bodies(&base, &warm, &records))).await;
         let mut loaders = Vec::new();
         let mut workers = Vec::new();
         for round in 0..3 {
             let index = format!("bench-loader-{run}-{round}");
-            create_index(&http, &base, &index).await;
+            create_index(&base, &index, 1, json!({})).await;
             let bodies = Arc::new(bodies(&base, &index, &records));
             let took = loader(&http, &base, bodies).await;
-            assert_eq!(count(&http, &base, &index).await, documents);
+            assert_eq!(count(&base, &index).await, documents);
             loaders.push(documents as f64 / took.as_secs_f64());
 
             let index = format!("bench-worker-{run}-{round}");
-            create_index(&http, &base, &index).await;
+            create_index(&base, &index, 1, json!({})).await;
             let took = worker(&base, &index, &records).await;
-            assert_eq!(count(&http, &base, &index).await, documents);
+            assert_eq!(count(&base, &index).await, documents);
             workers.push(documents as f64 / took.as_secs_f64());
         }
         let loader = loaders.iter().sum::<f64>() / loaders.len() as f64;

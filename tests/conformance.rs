@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::search::{count, create_index};
 use common::{fault_node, stack, unique};
 use logsub::api::UtcHour;
 use logsub::telemetry::WorkerMetrics;
@@ -127,32 +128,17 @@ fn search_sink(base: &str, index: &str, dead: &str) -> Elasticsearch {
     Elasticsearch::new(&config).expect("sink")
 }
 
-async fn count(base: &str, index: &str) -> u64 {
-    let http = reqwest::Client::new();
-    let _ = http.post(format!("{base}/{index}/_refresh")).send().await;
-    let counted: Value = http
-        .get(format!("{base}/{index}/_count?ignore_unavailable=true"))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("count json");
-    counted["count"].as_u64().unwrap_or(0)
-}
-
 /// Delivered → acked; refused for good → dead-lettered and acked.
 async fn search_delivers_and_dead_letters(base: &str) {
     let index = unique("conf").to_lowercase();
     let dead = format!("{index}-dead");
-    let created = reqwest::Client::new()
-        .put(format!("{base}/{index}"))
-        .json(&json!({"settings": {"number_of_replicas": 0},
-            "mappings": {"properties": {"n": {"type": "long"}}}}))
-        .send()
-        .await
-        .expect("index");
-    assert!(created.status().is_success());
+    create_index(
+        base,
+        &index,
+        1,
+        json!({"properties": {"n": {"type": "long"}}}),
+    )
+    .await;
     let mut h = start(search_sink(base, &index, &dead));
     let good: Vec<Document> = (0..10)
         .map(|i| doc(&format!("good-{i}"), json!({"n": i})))

@@ -5,10 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::pipeline::{metric, put, setup, stop, worker_with_admin};
+use common::pipeline::{forget_checkpoints, metric, put, setup, stop, worker_with_admin};
 use common::{eventually, stack, unique};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -199,11 +197,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     stop(child).await;
 
     // Forget the checkpoints: the next worker reads the whole stream again.
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, &setup.ns.name);
-    leases
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete leases");
+    forget_checkpoints(&setup.ns.name).await;
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (again, admin) = worker_with_admin(&setup.config, "worker-2", tx);
     eventually("the replay delivered", Duration::from_secs(60), || async {

@@ -9,14 +9,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::pipeline::{Setup, metric, published_health, put, setup, stop, worker_with_admin};
+use common::search::create_index;
 use common::{eventually, fault_node, stack, unique};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// The ids in `index`, once it holds `want` documents.
-async fn ids_once(http: &reqwest::Client, base: &str, index: &str, want: usize) -> Vec<String> {
+/// Waits until `index` holds `want` documents, and checks they are `want`
+/// different events: none missing, none twice.
+async fn each_once(http: &reqwest::Client, base: &str, index: &str, want: usize) {
     let deadline = Duration::from_secs(180);
-    eventually(
+    let ids: Vec<String> = eventually(
         &format!("{want} documents in {index}"),
         deadline,
         || async {
@@ -41,21 +43,17 @@ async fn ids_once(http: &reqwest::Client, base: &str, index: &str, want: usize) 
             })
         },
     )
-    .await
+    .await;
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (want, want), "each event once");
 }
 
-async fn prepare(http: &reqwest::Client, base: &str) -> (Setup, String) {
+async fn prepare(base: &str) -> (Setup, String) {
     let setup = setup(2, &["a", "b", "c"]).await;
     let index = unique("faults").to_lowercase();
     // Three shards: a bulk request fans out into three shard writes that
     // compete for the one write thread, so items fail alone inside a 200.
-    let created = http
-        .put(format!("{base}/{index}"))
-        .json(&json!({"settings": {"number_of_shards": 3, "number_of_replicas": 0}}))
-        .send()
-        .await
-        .expect("create index");
-    assert!(created.status().is_success());
+    create_index(base, &index, 3, json!({})).await;
     // Small batches, four at once: each fits the node's 4 KiB, together they do not.
     setup.configure_batches(
         &format!("{{elasticsearch: {{endpoint: '{base}', index: '{index}', concurrency: 4}}}}"),
@@ -70,7 +68,7 @@ fn events(prefix: &str, n: usize) -> Vec<String> {
 }
 
 async fn overload(http: &reqwest::Client, base: &str) {
-    let (setup, index) = prepare(http, base).await;
+    let (setup, index) = prepare(base).await;
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
     let mut sent = 0;
@@ -79,13 +77,7 @@ async fn overload(http: &reqwest::Client, base: &str) {
         put(&setup, stream, &batch).await;
         sent += batch.len();
     }
-    let ids = ids_once(http, base, &index, sent).await;
-    let unique_ids: HashSet<&String> = ids.iter().collect();
-    assert_eq!(
-        (ids.len(), unique_ids.len()),
-        (sent, sent),
-        "each event once"
-    );
+    each_once(http, base, &index, sent).await;
     let throttled = eventually("429s counted", Duration::from_secs(10), || async {
         let whole = metric(
             admin,
@@ -109,24 +101,21 @@ async fn overload(http: &reqwest::Client, base: &str) {
         Some(0.0)
     );
     eprintln!(
-        "overload: sent {sent}, delivered {} ({} unique, 0 duplicates), dead-lettered 0, \
+        "overload: sent {sent}, delivered {sent} ({sent} unique, 0 duplicates), dead-lettered 0, \
          whole-request 429s {}, items retried after a 429 {}",
-        ids.len(),
-        unique_ids.len(),
-        throttled.0,
-        throttled.1
+        throttled.0, throttled.1
     );
     stop(child).await;
     setup.ns.delete().await;
 }
 
 async fn outage(http: &reqwest::Client, base: &str) {
-    let (setup, index) = prepare(http, base).await;
+    let (setup, index) = prepare(base).await;
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
     let before = events("a before", 50);
     put(&setup, "a", &before).await;
-    ids_once(http, base, &index, before.len()).await;
+    each_once(http, base, &index, before.len()).await;
 
     // Down for a minute while events keep coming.
     fault_node("stop");
@@ -157,13 +146,7 @@ async fn outage(http: &reqwest::Client, base: &str) {
     put(&setup, "c", &after).await;
 
     let sent = before.len() + during + after.len();
-    let ids = ids_once(http, base, &index, sent).await;
-    let unique_ids: HashSet<&String> = ids.iter().collect();
-    assert_eq!(
-        (ids.len(), unique_ids.len()),
-        (sent, sent),
-        "each event once"
-    );
+    each_once(http, base, &index, sent).await;
     eventually("the backlog drained", Duration::from_secs(30), || async {
         let delivered = metric(admin, "component_sent_events_total").await?;
         (delivered == sent as f64).then_some(())
@@ -176,10 +159,8 @@ async fn outage(http: &reqwest::Client, base: &str) {
     .await
     .unwrap_or(0.0);
     eprintln!(
-        "outage of {outage:?}: sent {sent}, delivered {} ({} unique, 0 duplicates), dead-lettered 0, \
-         failed deliveries retried {errors}",
-        ids.len(),
-        unique_ids.len()
+        "outage of {outage:?}: sent {sent}, delivered {sent} ({sent} unique, 0 duplicates), \
+         dead-lettered 0, failed deliveries retried {errors}"
     );
     stop(child).await;
     setup.ns.delete().await;

@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
 
-use common::pipeline::{metric, put, setup, stop, worker_with_admin};
+use common::pipeline::{forget_checkpoints, metric, put, setup, stop, worker_with_admin};
 use common::{eventually, stack, unique};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -127,11 +125,7 @@ async fn objects_hold_every_event_once_and_a_replay_rewrites_the_same_keys() {
     // Forget the checkpoints and replay the stream with other batch limits:
     // each shard's batches are cut where its objects ended, so the replay
     // writes the same keys over again and adds none.
-    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, &setup.ns.name);
-    leases
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete leases");
+    forget_checkpoints(&setup.ns.name).await;
     setup.configure_batches(&sink, "[{json: {}}]", "{maxEvents: 3, maxWait: 50ms}");
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (again, admin) = worker_with_admin(&setup.config, "worker-2", tx);

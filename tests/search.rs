@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::search::{count, create_index};
 use common::{stack, unique};
 use serde_json::{Value, json};
 
@@ -22,17 +23,7 @@ async fn bulk_create_is_idempotent(base: &str) {
     );
 
     let index = unique("cwl").to_lowercase();
-    let created = http
-        .put(format!("{base}/{index}"))
-        .json(&json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}}))
-        .send()
-        .await
-        .expect("create index");
-    assert!(
-        created.status().is_success(),
-        "{}",
-        created.text().await.unwrap_or_default()
-    );
+    create_index(base, &index, 1, json!({})).await;
 
     let ids = [
         "37981012345678901234567890123456789012345678901234567890",
@@ -81,15 +72,7 @@ async fn bulk_create_is_idempotent(base: &str) {
         );
     }
 
-    let count: Value = http
-        .get(format!("{base}/{index}/_count"))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("count json");
-    assert_eq!(count["count"], 2, "the replay added nothing");
+    assert_eq!(count(base, &index).await, 2, "the replay added nothing");
 }
 
 #[tokio::test]

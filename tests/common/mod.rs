@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod pipeline;
+pub mod search;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};

@@ -228,6 +228,15 @@ pub fn unsafe_kill(pid: i32) -> i32 {
         .map_or(1, |s| s.code().unwrap_or(1))
 }
 
+/// Deletes every lease in `ns`: the next worker reads the whole stream again.
+pub async fn forget_checkpoints(ns: &str) {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
+    leases
+        .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete leases");
+}
+
 /// The leases of the subscription under test in `ns`.
 pub async fn leases(ns: &str) -> Vec<Lease> {
     let leases: kube::Api<Lease> = kube::Api::namespaced(stack().kube().await, ns);
