@@ -34,9 +34,76 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the LogSubscription CustomResourceDefinition as YAML.
     Crd,
+    /// Print the controller's ClusterRole (what it may do in Kubernetes) as YAML.
+    Rbac,
+    /// Reconcile LogSubscriptions: subscription filters, streams, workers, status.
+    Controller(ControllerArgs),
     /// Read a subscription's Kinesis stream and deliver its log events (what the
     /// worker pods run).
     Worker(WorkerArgs),
+}
+
+/// `logsub controller`.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// The image the worker pods run: the controller's own.
+    #[arg(long, env = "LOGSUB_WORKER_IMAGE")]
+    pub worker_image: String,
+
+    /// Where the workers serve `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "LOGSUB_WORKER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub worker_admin_addr: std::net::SocketAddr,
+
+    /// AWS region of LogSubscriptions that name none; the default chain's when unset.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Endpoint of a Kinesis and CloudWatch Logs compatible API (also given to
+    /// the workers as `AWS_ENDPOINT_URL_KINESIS`).
+    #[arg(long, env = "LOGSUB_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// How often an unchanged LogSubscription's AWS resources are checked again
+    /// (one describe per resource), e.g. `5m`.
+    #[arg(long, env = "LOGSUB_RESYNC_PERIOD", default_value = "5m", value_parser = duration)]
+    pub resync_period: std::time::Duration,
+
+    /// How often the status is refreshed from the workers' delivery health.
+    #[arg(long, env = "LOGSUB_STATUS_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub status_interval: std::time::Duration,
+
+    /// Address of the admin endpoints: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "LOGSUB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// Watch only this namespace (bind the ClusterRole there with a
+    /// RoleBinding); every namespace when unset.
+    #[arg(long, env = "LOGSUB_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Elect a leader through a Lease, so several replicas are safe (one reconciles).
+    #[arg(long, env = "LOGSUB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease: the controller's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "logsub-system")]
+    pub leader_election_namespace: String,
+
+    /// How long the leader Lease lasts unrenewed.
+    #[arg(long, env = "LOGSUB_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: std::time::Duration,
+
+    /// This replica's name on the leader Lease and on Events: the pod name in a
+    /// cluster, else `<hostname>-<pid>`.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// A Go-style duration (`90s`, `5m`, `1h30m`), as the CRD's durations.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<kube::core::Duration>()
+        .map(Into::into)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// `logsub worker`.

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use logsub::cli::{Cli, Command, LogFormat, WorkerArgs};
+use logsub::cli::{Cli, Command, ControllerArgs, LogFormat, WorkerArgs};
 use logsub::worker::config::WorkerConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -16,19 +16,70 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
     match cli.command {
-        Command::Crd => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out
-                .write_all(logsub::api::crd_yaml().as_bytes())
-                .and_then(|()| out.flush())
-            {
-                tracing::error!(error = %e, "cannot write the CRD");
-                return ExitCode::FAILURE;
-            }
-        }
-        Command::Worker(args) => return worker(args),
+        Command::Crd => print(&logsub::api::crd_yaml()),
+        Command::Rbac => print(&logsub::controller::resources::rbac::cluster_role_yaml()),
+        Command::Controller(args) => controller(args),
+        Command::Worker(args) => worker(args),
     }
-    ExitCode::SUCCESS
+}
+
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write to standard output");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn controller(args: ControllerArgs) -> ExitCode {
+    use logsub::controller::{Settings, run};
+    let options = run::Options {
+        settings: Settings {
+            image: args.worker_image,
+            worker_admin_addr: args.worker_admin_addr,
+            region: args.region,
+            aws_endpoint: args.aws_endpoint_url,
+            resync: args.resync_period,
+            status_interval: args.status_interval,
+            namespace: args.namespace,
+        },
+        admin_addr: args.admin_addr,
+        leader_lease: args.leader_election.then(|| {
+            (
+                args.leader_election_namespace,
+                "logsub-controller".to_owned(),
+            )
+        }),
+        lease_duration: args.lease_duration,
+        identity: identity(args.identity),
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(run::run(options, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "controller stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The pod name, else `<hostname>-<pid>`.
+fn identity(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start the async runtime"))
+        .ok()
 }
 
 fn worker(args: WorkerArgs) -> ExitCode {
@@ -39,16 +90,9 @@ fn worker(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let identity = args.identity.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+    let identity = identity(args.identity);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(logsub::worker::run::run(
         config,

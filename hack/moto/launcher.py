@@ -19,6 +19,7 @@ Corrections (each has its own test in test_corrections.py, which fails on stock 
      only a third new filter gets LimitExceededException.
   7. Space-delimited patterns with named fields add `extractedFields` to each
      delivered event.
+  8. CreateStream applies its Tags (stock moto drops them).
 """
 
 import argparse
@@ -434,6 +435,20 @@ def patch():
 
     Stream.split_shard = split_shard
     Stream.merge_shards = merge_shards
+
+    # --- 8. CreateStream applies its Tags. ---
+    _require(KinesisResponse, "create_stream")
+    _require(KinesisBackend, "add_tags_to_stream")
+    original_create_stream = KinesisResponse.create_stream
+
+    def response_create_stream(self):
+        result = original_create_stream(self)
+        tags = self._get_param("Tags")
+        if tags:
+            self.kinesis_backend.add_tags_to_stream(None, self._get_param("StreamName"), tags)
+        return result
+
+    KinesisResponse.create_stream = response_create_stream
 
 
 def main():

@@ -371,3 +371,14 @@ def test_space_delimited_pattern_adds_extracted_fields(aws):
     [event] = payload["logEvents"]
     assert event["message"] == "10.0.0.1 frank GET 503 1234"
     assert event["extractedFields"] == {"ip": "10.0.0.1", "user": "frank", "verb": "GET", "status": "503", "size": "1234"}
+
+
+# --- 8. CreateStream tags ------------------------------------------------------------------------
+
+
+def test_create_stream_applies_its_tags(aws):
+    _, kinesis = aws
+    name = _name("s")
+    kinesis.create_stream(StreamName=name, ShardCount=1, Tags={"logsub.io/uid": "u-1"})
+    tags = kinesis.list_tags_for_stream(StreamName=name)["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"logsub.io/uid": "u-1"}

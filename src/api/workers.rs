@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use kube::core::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -27,6 +27,13 @@ pub struct WorkersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<ServiceAccountSpec>,
 
+    /// Extra environment variables of the worker container, e.g. AWS
+    /// credentials from a Secret (`valueFrom.secretKeyRef`) where IRSA or EKS Pod
+    /// Identity is not available, or `HTTPS_PROXY`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+
     /// How events are grouped into sink requests.
     #[serde(default)]
     pub batch: BatchSpec,
@@ -42,6 +49,7 @@ impl Default for WorkersSpec {
             replicas: default_replicas(),
             resources: None,
             service_account: None,
+            env: Vec::new(),
             batch: BatchSpec::default(),
         }
     }

@@ -168,3 +168,226 @@ impl Stream {
         })
     }
 }
+
+/// A stream as the controller sees it (DescribeStreamSummary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// Its ARN.
+    pub arn: String,
+    /// CREATING, ACTIVE, UPDATING or DELETING.
+    pub status: StreamStatus,
+    /// Open shards.
+    pub open_shards: i32,
+    /// On-demand capacity (else provisioned).
+    pub on_demand: bool,
+    /// How long records stay readable.
+    pub retention_hours: i32,
+}
+
+/// The lifecycle state of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Being created: not readable or writable yet.
+    Creating,
+    /// Usable.
+    Active,
+    /// Usable while its shards, mode or retention change.
+    Updating,
+    /// Going away.
+    Deleting,
+}
+
+impl StreamStatus {
+    /// Whether records can be put and read.
+    pub fn usable(self) -> bool {
+        matches!(self, StreamStatus::Active | StreamStatus::Updating)
+    }
+}
+
+/// How a managed stream's capacity is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// Provisioned with this many shards.
+    Shards(i32),
+    /// On demand.
+    OnDemand,
+}
+
+/// The streams of one account and region, for the controller: look up, create,
+/// resize and delete.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    client: Client,
+}
+
+impl Streams {
+    /// Through `client`.
+    pub fn new(client: Client) -> Streams {
+        Streams { client }
+    }
+
+    /// The stream named `name`, or with ARN `arn`; `None` when there is none.
+    pub async fn describe(
+        &self,
+        name: Option<&str>,
+        arn: Option<&str>,
+    ) -> Result<Option<StreamInfo>, AwsError> {
+        let answer = self
+            .client
+            .describe_stream_summary()
+            .set_stream_name(name.map(str::to_owned))
+            .set_stream_arn(arn.map(str::to_owned))
+            .send()
+            .await
+            .map_err(classify);
+        let summary = match answer {
+            Ok(answer) => answer,
+            Err(e) if e.class == super::ErrorClass::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(s) = summary.stream_description_summary() else {
+            return Err(AwsError::permanent(
+                "DescribeStreamSummary returned no summary",
+            ));
+        };
+        use aws_sdk_kinesis::types::{StreamMode, StreamStatus as Aws};
+        let status = match s.stream_status() {
+            Aws::Creating => StreamStatus::Creating,
+            Aws::Active => StreamStatus::Active,
+            Aws::Updating => StreamStatus::Updating,
+            _ => StreamStatus::Deleting,
+        };
+        Ok(Some(StreamInfo {
+            name: s.stream_name().to_owned(),
+            arn: s.stream_arn().to_owned(),
+            status,
+            open_shards: s.open_shard_count(),
+            on_demand: s
+                .stream_mode_details()
+                .is_some_and(|m| *m.stream_mode() == StreamMode::OnDemand),
+            retention_hours: s.retention_period_hours(),
+        }))
+    }
+
+    /// Creates the stream `name` with `capacity`, tagged with `tags`.
+    pub async fn create(
+        &self,
+        name: &str,
+        capacity: Capacity,
+        tags: &[(&str, &str)],
+    ) -> Result<(), AwsError> {
+        use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
+        let (shards, mode) = match capacity {
+            Capacity::Shards(n) => (Some(n), StreamMode::Provisioned),
+            Capacity::OnDemand => (None, StreamMode::OnDemand),
+        };
+        let mode = StreamModeDetails::builder()
+            .stream_mode(mode)
+            .build()
+            .map_err(|e| AwsError::permanent(e.to_string()))?;
+        let mut request = self
+            .client
+            .create_stream()
+            .stream_name(name)
+            .set_shard_count(shards)
+            .stream_mode_details(mode);
+        for (k, v) in tags {
+            request = request.tags(*k, *v);
+        }
+        request.send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// The stream's tags.
+    pub async fn tags(&self, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        let answer = self
+            .client
+            .list_tags_for_stream()
+            .stream_arn(arn)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(answer
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
+            .collect())
+    }
+
+    /// Switches the stream to `capacity`: the mode first, then the shard count.
+    pub async fn resize(&self, info: &StreamInfo, capacity: Capacity) -> Result<(), AwsError> {
+        use aws_sdk_kinesis::types::{ScalingType, StreamMode, StreamModeDetails};
+        let want_on_demand = capacity == Capacity::OnDemand;
+        if info.on_demand != want_on_demand {
+            let mode = if want_on_demand {
+                StreamMode::OnDemand
+            } else {
+                StreamMode::Provisioned
+            };
+            let details = StreamModeDetails::builder()
+                .stream_mode(mode)
+                .build()
+                .map_err(|e| AwsError::permanent(e.to_string()))?;
+            self.client
+                .update_stream_mode()
+                .stream_arn(&info.arn)
+                .stream_mode_details(details)
+                .send()
+                .await
+                .map_err(classify)?;
+            return Ok(());
+        }
+        if let Capacity::Shards(n) = capacity {
+            self.client
+                .update_shard_count()
+                .stream_arn(&info.arn)
+                .target_shard_count(n)
+                .scaling_type(ScalingType::UniformScaling)
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Sets how long records stay readable.
+    pub async fn set_retention(&self, info: &StreamInfo, hours: i32) -> Result<(), AwsError> {
+        if hours > info.retention_hours {
+            self.client
+                .increase_stream_retention_period()
+                .stream_arn(&info.arn)
+                .retention_period_hours(hours)
+                .send()
+                .await
+                .map_err(classify)?;
+        } else if hours < info.retention_hours {
+            self.client
+                .decrease_stream_retention_period()
+                .stream_arn(&info.arn)
+                .retention_period_hours(hours)
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the stream; one already gone is fine.
+    pub async fn delete(&self, arn: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .delete_stream()
+            .stream_arn(arn)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == super::ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -4,7 +4,14 @@
 pub mod kinesis;
 pub mod logs;
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kinesis::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::telemetry::AwsCallLabels;
 
 /// How a failed call should be handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,5 +129,51 @@ mod tests {
         for (code, class) in cases {
             assert_eq!(class_of_code(code), class, "{code}");
         }
+    }
+}
+
+/// Counts every request attempt the SDK makes, by service, operation and
+/// outcome: what the account is billed and throttled on, retries included.
+#[derive(Clone, Debug)]
+pub struct CallCounter(pub Family<AwsCallLabels, Counter>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "logsub-call-counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        let outcome = match context.response() {
+            None => "transport_error",
+            Some(r) if r.status().is_success() => "success",
+            Some(r) => {
+                // awsJson services name the error in this header ("Code:namespace").
+                let code = r
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .and_then(|t| t.split(':').next());
+                match code.map(class_of_code) {
+                    Some(ErrorClass::Throttled) => "throttled",
+                    _ if r.status().as_u16() == 429 => "throttled",
+                    _ => "error",
+                }
+            }
+        };
+        self.0
+            .get_or_create(&AwsCallLabels {
+                service: service.to_owned(),
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        Ok(())
     }
 }

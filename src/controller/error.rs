@@ -4,6 +4,58 @@
 
 use crate::api::FilterState;
 use crate::aws::{AwsError, ErrorClass};
+use crate::controller::resources::workload::BuildError;
+
+/// Why a reconcile failed; it is retried with per-object backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An AWS call failed where no condition can carry it (cleanup).
+    #[error("AWS: {0}")]
+    Aws(#[from] AwsError),
+    /// The workers' objects could not be built.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// Adding or removing the finalizer failed, or the step it guards did.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A stable label for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
+            Error::Kube(_) => "kubernetes",
+            Error::Aws(e) => match e.class {
+                ErrorClass::Throttled => "aws_throttled",
+                ErrorClass::Permanent if e.code.contains("AccessDenied") => "aws_access_denied",
+                ErrorClass::Permanent => "aws_permanent",
+                _ => "aws_transient",
+            },
+            Error::Build(_) => "invalid_object",
+            Error::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
+                F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",
+                F::UnnamedObject | F::InvalidFinalizer => "invalid_object",
+            },
+        }
+    }
+}
+
+/// The reason an AWS failure is shown with, in a condition or an Event.
+pub fn aws_reason(e: &AwsError) -> &'static str {
+    match e.class {
+        ErrorClass::Throttled => "AwsThrottled",
+        ErrorClass::Transient => "AwsUnavailable",
+        _ if e.code.contains("AccessDenied") => "AccessDenied",
+        _ => "AwsError",
+    }
+}
 
 /// How a failed PutSubscriptionFilter / DeleteSubscriptionFilter leaves a log group.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,254 @@
 //! The controller: makes AWS and the cluster match each LogSubscription.
+//!
+//! A reconcile validates the spec, observes the stream, the log groups and the
+//! workers, plans the writes (pure), applies them and writes the status
+//! (server-side apply). AWS is observed at most once per resync period for an
+//! unchanged LogSubscription; the reconciles between only refresh the workers'
+//! state and the delivery health they publish.
 
+pub mod apply;
+pub mod cleanup;
 pub mod error;
+pub mod leader;
+pub mod observe;
 pub mod plan;
+pub mod reconcile;
 pub mod resources;
+pub mod run;
 pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use k8s_openapi::api::core::v1::EnvVar;
+use kube::runtime::events::Recorder;
+
+use crate::api::LogGroupStatus;
+use crate::aws::CallCounter;
+use crate::aws::kinesis::{StreamInfo, Streams};
+use crate::aws::logs::Logs;
+use crate::retry::Backoff;
+use crate::telemetry::ControllerMetrics;
+use resources::workload::Runtime;
+use status::Check;
+
+/// The controller's settings, from its command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The image the worker pods run (the controller's own).
+    pub image: String,
+    /// Where the workers serve their admin endpoints.
+    pub worker_admin_addr: std::net::SocketAddr,
+    /// The region of LogSubscriptions that name none; the default chain's when absent.
+    pub region: Option<String>,
+    /// An endpoint for Kinesis and CloudWatch Logs (compatible APIs); also given
+    /// to the workers.
+    pub aws_endpoint: Option<String>,
+    /// How often an unchanged LogSubscription's AWS resources are checked again.
+    pub resync: Duration,
+    /// How often the status is refreshed from the workers' leases.
+    pub status_interval: Duration,
+    /// The one namespace watched, or all.
+    pub namespace: Option<String>,
+}
+
+impl Settings {
+    /// How every worker runs: the controller's image, its AWS endpoint (before
+    /// the spec's own environment), its admin address.
+    pub fn worker_runtime(&self) -> Runtime {
+        let env = self
+            .aws_endpoint
+            .iter()
+            .map(|e| EnvVar {
+                name: "AWS_ENDPOINT_URL_KINESIS".to_owned(),
+                value: Some(e.clone()),
+                ..EnvVar::default()
+            })
+            .collect();
+        Runtime {
+            image: self.image.clone(),
+            env,
+            admin_addr: self.worker_admin_addr,
+        }
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// The Kubernetes client, with the controller's identity.
+    pub client: kube::Client,
+    /// The command line's settings.
+    pub settings: Settings,
+    /// AWS clients per region.
+    pub aws: Aws,
+    /// Metrics.
+    pub metrics: Arc<ControllerMetrics>,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// What the controller remembers of each LogSubscription between reconciles.
+    pub memory: Memory,
+}
+
+/// CloudWatch Logs and Kinesis clients per region, sharing one configuration,
+/// one call counter and a short-lived cache of existing streams' descriptions
+/// (many LogSubscriptions may share one stream).
+pub struct Aws {
+    base: SdkConfig,
+    endpoint: Option<String>,
+    counter: CallCounter,
+    clients: Mutex<HashMap<String, (Logs, Streams)>>,
+    described: Mutex<HashMap<(String, String), (Instant, StreamInfo)>>,
+}
+
+impl Aws {
+    /// Clients from `base`, with `endpoint` when set, counting calls with `counter`.
+    pub fn new(base: SdkConfig, endpoint: Option<String>, counter: CallCounter) -> Aws {
+        Aws {
+            base,
+            endpoint,
+            counter,
+            clients: Mutex::new(HashMap::new()),
+            described: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn region(&self, region: Option<&str>) -> String {
+        region
+            .map(str::to_owned)
+            .or_else(|| self.base.region().map(ToString::to_string))
+            .unwrap_or_else(|| "us-east-1".to_owned())
+    }
+
+    /// The clients of `region` (the default region when `None`).
+    pub fn clients(&self, region: Option<&str>) -> (Logs, Streams) {
+        let region = self.region(region);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let mut logs = aws_sdk_cloudwatchlogs::config::Builder::from(&self.base)
+                    .region(aws_config::Region::new(region.clone()))
+                    .interceptor(self.counter.clone());
+                let mut kinesis = aws_sdk_kinesis::config::Builder::from(&self.base)
+                    .region(aws_config::Region::new(region))
+                    .interceptor(self.counter.clone());
+                if let Some(endpoint) = &self.endpoint {
+                    logs = logs.endpoint_url(endpoint);
+                    kinesis = kinesis.endpoint_url(endpoint);
+                }
+                (
+                    Logs::new(aws_sdk_cloudwatchlogs::Client::from_conf(logs.build())),
+                    Streams::new(aws_sdk_kinesis::Client::from_conf(kinesis.build())),
+                )
+            })
+            .clone()
+    }
+
+    /// A cached description of the existing stream `key` in `region`, younger than `ttl`.
+    pub fn cached_stream(
+        &self,
+        region: Option<&str>,
+        key: &str,
+        ttl: Duration,
+    ) -> Option<StreamInfo> {
+        let described = self.described.lock().unwrap_or_else(|e| e.into_inner());
+        described
+            .get(&(self.region(region), key.to_owned()))
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, info)| info.clone())
+    }
+
+    /// Remembers the description of the existing stream `key` in `region`.
+    pub fn cache_stream(&self, region: Option<&str>, key: &str, info: &StreamInfo) {
+        let mut described = self.described.lock().unwrap_or_else(|e| e.into_inner());
+        described.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(3600));
+        described.insert(
+            (self.region(region), key.to_owned()),
+            (Instant::now(), info.clone()),
+        );
+    }
+}
+
+/// What was last seen of a LogSubscription's AWS resources.
+#[derive(Clone, Debug)]
+pub struct AwsView {
+    /// `StreamReady`.
+    pub stream: Check,
+    /// The stream's ARN once known.
+    pub stream_arn: Option<String>,
+    /// Whether records can be put and read.
+    pub stream_usable: bool,
+    /// `SubscriptionFilterReady`.
+    pub filters: Check,
+    /// The filter state of each selected log group.
+    pub groups: Vec<LogGroupStatus>,
+    /// How many log groups are selected.
+    pub selected: usize,
+}
+
+/// What the controller remembers of one LogSubscription.
+#[derive(Clone, Debug)]
+pub struct Memo {
+    /// The generation AWS was last synced for.
+    pub generation: Option<i64>,
+    /// When AWS was last synced.
+    pub synced: Option<Instant>,
+    /// When the log group selection was last resolved, and what it selected.
+    pub scanned: Option<(Instant, Vec<String>)>,
+    /// The last AWS view.
+    pub aws: Option<AwsView>,
+    /// Backoff of transient failures, reset on success.
+    pub backoff: Backoff,
+    /// When to look at AWS again early (a transient failure, a stream in transition).
+    pub retry_at: Option<Instant>,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            generation: None,
+            synced: None,
+            scanned: None,
+            aws: None,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            retry_at: None,
+        }
+    }
+}
+
+/// Per-LogSubscription memory, by UID. Lost on restart, which costs one full
+/// sync of each LogSubscription.
+#[derive(Default)]
+pub struct Memory(Mutex<HashMap<String, Memo>>);
+
+impl Memory {
+    /// The memo of `uid` (a fresh one when unknown).
+    pub fn get(&self, uid: &str) -> Memo {
+        let memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memory.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Stores the memo of `uid`.
+    pub fn put(&self, uid: &str, memo: Memo) {
+        let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memory.insert(uid.to_owned(), memo);
+    }
+
+    /// Forgets `uid` (deleted).
+    pub fn forget(&self, uid: &str) {
+        let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memory.remove(uid);
+    }
+
+    /// The next wait of `uid`'s backoff.
+    pub fn backoff(&self, uid: &str) -> Duration {
+        let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memory
+            .entry(uid.to_owned())
+            .or_default()
+            .backoff
+            .next_wait()
+    }
+}

@@ -3,7 +3,8 @@
 //! them match. Only our filter (named `logsub-<namespace>-<name>`) is ever
 //! written or deleted; filters of other names are left as they are.
 
-use crate::api::Distribution;
+use crate::api::{Distribution, ManagedStream};
+use crate::aws::kinesis::{Capacity, StreamInfo, StreamStatus};
 
 /// CloudWatch Logs allows this many subscription filters on a log group.
 pub const FILTERS_PER_GROUP: usize = 2;
@@ -66,9 +67,127 @@ pub fn filters(groups: &[Group], selected: impl Fn(&str) -> bool, want: &Filter)
         .collect()
 }
 
+/// What to do about a managed stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamAction {
+    /// It does not exist: create it.
+    Create(Capacity),
+    /// It is being created, updated or deleted: look again shortly.
+    Wait(StreamStatus),
+    /// Its capacity differs from the spec's: change it (one step at a time).
+    Resize(Capacity),
+    /// Its retention differs from the spec's.
+    Retain(i32),
+    /// As wanted.
+    Ready,
+}
+
+/// The capacity a managed stream spec asks for.
+pub fn capacity(spec: &ManagedStream) -> Capacity {
+    match spec.shard_count {
+        Some(n) if spec.on_demand.is_none() => Capacity::Shards(n),
+        _ => Capacity::OnDemand,
+    }
+}
+
+/// The next step that makes `observed` match `spec`. Kinesis takes one change
+/// at a time on an ACTIVE stream, so capacity comes before retention.
+pub fn stream(spec: &ManagedStream, observed: Option<&StreamInfo>) -> StreamAction {
+    let Some(info) = observed else {
+        return StreamAction::Create(capacity(spec));
+    };
+    if info.status != StreamStatus::Active {
+        return StreamAction::Wait(info.status);
+    }
+    let want = capacity(spec);
+    let matches = match want {
+        Capacity::OnDemand => info.on_demand,
+        Capacity::Shards(n) => !info.on_demand && info.open_shards == n,
+    };
+    if !matches {
+        StreamAction::Resize(want)
+    } else if info.retention_hours != spec.retention_hours {
+        StreamAction::Retain(spec.retention_hours)
+    } else {
+        StreamAction::Ready
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::OnDemand;
+
+    /// Observed × desired → action for a managed stream.
+    #[test]
+    fn each_stream_state_gets_its_step() {
+        let info = |status, shards, on_demand, hours| StreamInfo {
+            name: "logsub-ns-app".into(),
+            arn: "arn:aws:kinesis:us-east-1:1:stream/logsub-ns-app".into(),
+            status,
+            open_shards: shards,
+            on_demand,
+            retention_hours: hours,
+        };
+        let two = ManagedStream {
+            shard_count: Some(2),
+            on_demand: None,
+            retention_hours: 24,
+        };
+        let on_demand = ManagedStream {
+            shard_count: None,
+            on_demand: Some(OnDemand {}),
+            retention_hours: 48,
+        };
+        use StreamStatus::*;
+        let cases = [
+            (&two, None, StreamAction::Create(Capacity::Shards(2))),
+            (&on_demand, None, StreamAction::Create(Capacity::OnDemand)),
+            (
+                &two,
+                Some(info(Creating, 0, false, 24)),
+                StreamAction::Wait(Creating),
+            ),
+            (
+                &two,
+                Some(info(Updating, 1, false, 24)),
+                StreamAction::Wait(Updating),
+            ),
+            (&two, Some(info(Active, 2, false, 24)), StreamAction::Ready),
+            (
+                &two,
+                Some(info(Active, 1, false, 24)),
+                StreamAction::Resize(Capacity::Shards(2)),
+            ),
+            (
+                &two,
+                Some(info(Active, 4, true, 24)),
+                StreamAction::Resize(Capacity::Shards(2)),
+            ),
+            (
+                &on_demand,
+                Some(info(Active, 4, false, 48)),
+                StreamAction::Resize(Capacity::OnDemand),
+            ),
+            (
+                &on_demand,
+                Some(info(Active, 4, true, 24)),
+                StreamAction::Retain(48),
+            ),
+            (
+                &on_demand,
+                Some(info(Active, 9, true, 48)),
+                StreamAction::Ready,
+            ),
+        ];
+        for (spec, observed, want) in cases {
+            assert_eq!(
+                stream(spec, observed.as_ref()),
+                want,
+                "{spec:?} {observed:?}"
+            );
+        }
+    }
 
     fn filter(name: &str, pattern: &str) -> Filter {
         Filter {

@@ -7,10 +7,11 @@
 //! (True) while something needs a change to go on. `lastTransitionTime` moves
 //! only when a condition's status does.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::DeliveryStatus;
+use crate::api::{DeliveryStatus, FilterState, LogGroupStatus, Sink, WorkersStatus};
 use crate::worker::health::ShardHealth;
 
 /// How one part of a subscription stands.
@@ -40,6 +41,40 @@ pub enum Check {
 }
 
 impl Check {
+    /// A check that is true.
+    pub fn ready(reason: &str, message: impl Into<String>) -> Check {
+        Check::Ready {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// A check on its way.
+    pub fn pending(reason: &str, message: impl Into<String>) -> Check {
+        Check::Pending {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// A check stuck until something changes.
+    pub fn failed(reason: &str, message: impl Into<String>) -> Check {
+        Check::Failed {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether the check is true.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Check::Ready { .. })
+    }
+
+    /// Its reason.
+    pub fn reason(&self) -> &str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (&'static str, &str, &str) {
         match self {
             Check::Ready { reason, message } => ("True", reason, message),
@@ -129,6 +164,125 @@ pub fn conditions(
         ));
     }
     out
+}
+
+/// The reason a log group's filter state is shown with.
+pub fn filter_reason(state: FilterState) -> &'static str {
+    match state {
+        FilterState::Active => "FiltersActive",
+        FilterState::Pending => "FiltersPending",
+        FilterState::LimitExceeded => "TooManyFilters",
+        FilterState::AccessDenied => "AccessDenied",
+        FilterState::InvalidFilterPattern => "InvalidFilterPattern",
+        FilterState::DestinationUnreachable => "DestinationUnreachable",
+        FilterState::Failed => "FilterFailed",
+    }
+}
+
+/// `SubscriptionFilterReady` from the state of each group (`selected` of them
+/// are selected): the first group stuck, else the first on its way, else ready.
+pub fn filters(groups: &[LogGroupStatus], selected: usize) -> Check {
+    let describe = |g: &LogGroupStatus, of: usize| {
+        let message = g.message.as_deref().unwrap_or("");
+        match of {
+            1 => format!("{}: {message}", g.name),
+            n => format!("{}: {message} (and {} more)", g.name, n - 1),
+        }
+    };
+    let stuck: Vec<_> = groups
+        .iter()
+        .filter(|g| !matches!(g.filter, FilterState::Active | FilterState::Pending))
+        .collect();
+    if let Some(first) = stuck.first() {
+        return Check::failed(filter_reason(first.filter), describe(first, stuck.len()));
+    }
+    let pending: Vec<_> = groups
+        .iter()
+        .filter(|g| g.filter == FilterState::Pending)
+        .collect();
+    if let Some(first) = pending.first() {
+        return Check::pending("FiltersPending", describe(first, pending.len()));
+    }
+    if selected == 0 {
+        return Check::pending(
+            "NoLogGroups",
+            "no log group matches the selection yet; it is resolved again every rescanInterval",
+        );
+    }
+    Check::ready(
+        "FiltersActive",
+        format!("{selected} log group(s) subscribed"),
+    )
+}
+
+/// `WorkersAvailable` and the counts, from the workers' Deployment.
+pub fn workers(deployment: &Deployment, desired: i32) -> (Check, WorkersStatus) {
+    let status = deployment.status.clone().unwrap_or_default();
+    let available = status.available_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let counts = WorkersStatus { desired, available };
+    let stuck = status.conditions.iter().flatten().find(|c| {
+        c.type_.as_deref() == Some("Progressing")
+            && c.status.as_deref() == Some("False")
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let check = if let Some(c) = stuck {
+        Check::failed(
+            "ProgressDeadlineExceeded",
+            c.message.clone().unwrap_or_default(),
+        )
+    } else if desired == 0 {
+        Check::ready("ScaledToZero", "no workers asked for")
+    } else if current && available >= desired && updated >= desired {
+        Check::ready(
+            "MinimumReplicasAvailable",
+            format!("{available} of {desired} workers available"),
+        )
+    } else {
+        Check::pending(
+            "WorkersStarting",
+            format!("{available} of {desired} workers available, {updated} up to date"),
+        )
+    };
+    (check, counts)
+}
+
+/// `Delivering`, from the health the workers publish (`desired` workers asked for).
+pub fn delivering(shards: &[ShardHealth], desired: i32) -> Check {
+    if desired == 0 {
+        return Check::pending("ScaledToZero", "no workers read the stream");
+    }
+    if shards.is_empty() {
+        return Check::pending("WaitingForShards", "no worker holds a shard yet");
+    }
+    if let Some(error) = shards.iter().find_map(|s| s.sink_error.as_deref()) {
+        return Check::pending("SinkFailing", format!("retrying: {error}"));
+    }
+    let folded = delivery(shards);
+    Check::ready(
+        "Delivering",
+        format!(
+            "{} events delivered, {} dead-lettered, from {} shard(s)",
+            folded.events_delivered,
+            folded.dead_lettered,
+            shards.len()
+        ),
+    )
+}
+
+/// The sink in short, for `kubectl get`.
+pub fn sink_summary(sink: &Sink) -> String {
+    match sink {
+        Sink::Elasticsearch(es) => format!(
+            "elasticsearch:{}",
+            es.index
+                .as_deref()
+                .or(es.data_stream.as_deref())
+                .unwrap_or_default()
+        ),
+        Sink::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+    }
 }
 
 /// The delivery health of all shards: counts summed, the latest delivery, the

@@ -274,3 +274,94 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
+
+/// Labels of reconcile outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `apply` or `cleanup`.
+    pub phase: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Labels of controller errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    /// The error's stable category.
+    pub error_type: String,
+}
+
+/// Labels of AWS calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    /// The service, e.g. `Kinesis`.
+    pub service: String,
+    /// The operation, e.g. `DescribeStreamSummary`.
+    pub operation: String,
+    /// `success`, `throttled`, `error` or `transport_error`.
+    pub outcome: String,
+}
+
+/// The controller's metrics.
+pub struct ControllerMetrics {
+    /// Reconciles, by phase and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles and failed steps within them, by category.
+    pub errors: Family<CategoryLabels, Counter>,
+    /// How long reconciles take, in seconds.
+    pub reconcile_seconds: Histogram,
+    /// Every AWS request attempt, by service, operation and outcome.
+    pub aws_calls: Family<AwsCallLabels, Counter>,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        ControllerMetrics {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            // 1 ms to about 65 s.
+            reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            aws_calls: Family::default(),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Registers every series in `registry`.
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("logsub_controller");
+        r.register(
+            "reconciles",
+            "Reconciles, by phase and result",
+            self.reconciles.clone(),
+        );
+        r.register(
+            "errors",
+            "Failed reconciles and failed steps, by category",
+            self.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "How long reconciles take",
+            self.reconcile_seconds.clone(),
+        );
+        r.register(
+            "aws_calls",
+            "AWS request attempts, by service, operation and outcome",
+            self.aws_calls.clone(),
+        );
+        r.register("leader", "1 while this replica leads", self.leader.clone());
+    }
+
+    /// Counts an error of `category`.
+    pub fn error(&self, category: &str) {
+        self.errors
+            .get_or_create(&CategoryLabels {
+                error_type: category.to_owned(),
+            })
+            .inc();
+    }
+}

@@ -4,6 +4,7 @@
 //! the environment when run by `make test`). Every endpoint must be on loopback.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod controller;
 pub mod pipeline;
 pub mod search;
 

@@ -3,4 +3,5 @@
 //! their configuration, and the Deployment that runs them.
 
 pub mod config;
+pub mod rbac;
 pub mod workload;

@@ -28,8 +28,17 @@ pub const CONFIG_FILE: &str = "worker.yaml";
 /// The pod template annotation holding the configuration's hash: a change of
 /// the configuration rolls the workers.
 pub const CONFIG_HASH: &str = "logsub.io/config-hash";
-/// The worker's admin port (`/metrics`, `/healthz`, `/readyz`).
-pub const ADMIN_PORT: i32 = 8080;
+/// How the controller runs its workers, the same for every LogSubscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Runtime {
+    /// The image: the controller's own.
+    pub image: String,
+    /// Environment given before the spec's own (which may override it).
+    pub env: Vec<EnvVar>,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz`:
+    /// `0.0.0.0:8080` in a pod network.
+    pub admin_addr: std::net::SocketAddr,
+}
 
 /// The objects of one LogSubscription's workers.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,10 +104,11 @@ pub fn config_hash(yaml: &str) -> String {
         .collect()
 }
 
-/// Builds the workers' objects for `lsub`, running `image`, configured with `config`.
+/// Builds the workers' objects for `lsub`, run as `runtime` says, configured
+/// with `config`.
 pub fn workload(
     lsub: &LogSubscription,
-    image: &str,
+    runtime: &Runtime,
     config: &WorkerConfig,
 ) -> Result<Workload, BuildError> {
     let owner = lsub
@@ -164,7 +174,7 @@ pub fn workload(
             data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
             ..ConfigMap::default()
         },
-        deployment: deployment(lsub, meta(None), &name, image, &hash),
+        deployment: deployment(lsub, meta(None), &name, runtime, &hash),
     })
 }
 
@@ -172,7 +182,7 @@ fn deployment(
     lsub: &LogSubscription,
     metadata: ObjectMeta,
     name: &str,
-    image: &str,
+    runtime: &Runtime,
     hash: &str,
 ) -> Deployment {
     let secrets = secrets(lsub);
@@ -218,39 +228,45 @@ fn deployment(
     };
     let container = Container {
         name: "worker".into(),
-        image: Some(image.to_owned()),
+        image: Some(runtime.image.clone()),
         args: Some(
             [
                 "worker",
                 "--config",
                 &format!("{CONFIG_DIR}/{CONFIG_FILE}"),
                 "--admin-addr",
-                &format!("0.0.0.0:{ADMIN_PORT}"),
+                &runtime.admin_addr.to_string(),
             ]
             .map(String::from)
             .to_vec(),
         ),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "POD_NAME".into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                            ..ObjectFieldSelector::default()
+                        }),
+                        ..EnvVarSource::default()
                     }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "LOGSUB_LOG_FORMAT".into(),
-                value: Some("json".into()),
-                ..EnvVar::default()
-            },
-        ]),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "LOGSUB_LOG_FORMAT".into(),
+                    value: Some("json".into()),
+                    ..EnvVar::default()
+                },
+            ]
+            .into_iter()
+            .chain(runtime.env.iter().cloned())
+            .chain(lsub.spec.workers.env.iter().cloned())
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some("admin".into()),
-            container_port: ADMIN_PORT,
+            container_port: i32::from(runtime.admin_addr.port()),
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(probe("/readyz")),
@@ -336,6 +352,7 @@ spec:
   workers:
     replicas: 3
     serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/worker"}}
+    env: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
 "#,
         )
         .unwrap();
@@ -345,7 +362,19 @@ spec:
 
     fn built(lsub: &LogSubscription) -> Workload {
         let config = worker_config(lsub, "arn:aws:kinesis:us-east-1:1:stream/flow");
-        workload(lsub, "logsub:1.0", &config).unwrap()
+        workload(lsub, &runtime(), &config).unwrap()
+    }
+
+    fn runtime() -> Runtime {
+        Runtime {
+            image: "logsub:1.0".into(),
+            env: vec![EnvVar {
+                name: "AWS_ENDPOINT_URL_KINESIS".into(),
+                value: Some("http://kinesis.local".into()),
+                ..EnvVar::default()
+            }],
+            admin_addr: "0.0.0.0:8080".parse().unwrap(),
+        }
     }
 
     #[test]
@@ -393,6 +422,17 @@ spec:
         assert_eq!(
             c.args.as_ref().unwrap()[..3],
             ["worker", "--config", "/etc/logsub/worker.yaml"]
+        );
+        // The controller's settings first, so the spec's own can override them.
+        let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            env,
+            [
+                "POD_NAME",
+                "LOGSUB_LOG_FORMAT",
+                "AWS_ENDPOINT_URL_KINESIS",
+                "HTTPS_PROXY"
+            ]
         );
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(
@@ -466,7 +506,7 @@ spec:
         lsub.metadata.uid = None;
         let config = worker_config(&lsub, "arn:x");
         assert_eq!(
-            workload(&lsub, "logsub:1.0", &config),
+            workload(&lsub, &runtime(), &config),
             Err(BuildError::Missing("uid"))
         );
     }

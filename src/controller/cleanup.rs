@@ -1,0 +1,91 @@
+//! What a deleted LogSubscription leaves behind in AWS: under `Delete`, none of
+//! its filters and not its managed stream; under `Retain`, everything. The
+//! workers' objects are Kubernetes' to collect (owner references).
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::error::Error;
+use super::{Context, observe};
+use crate::api::{DeletionPolicy, LogSubscription, StreamRef};
+use crate::aws::AwsError;
+
+/// Removes what `lsub` owns in AWS, as its deletion policy says. Anything
+/// already gone counts as removed.
+pub async fn cleanup(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let note = match lsub.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            "deletionPolicy Retain: the subscription filters and the stream are kept".to_owned()
+        }
+        DeletionPolicy::Delete => delete(lsub, ctx).await?,
+    };
+    ctx.memory.forget(&uid);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "CleanedUp".into(),
+        note: Some(note),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &lsub.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish an Event");
+    }
+    Ok(Action::await_change())
+}
+
+async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> {
+    let region = lsub
+        .spec
+        .region
+        .as_deref()
+        .or(ctx.settings.region.as_deref());
+    let (logs, streams) = ctx.aws.clients(region);
+    let name = lsub.aws_name();
+    // The groups the status lists, and what the selection holds now (a spec
+    // changed just before deletion may not have reached the status).
+    let mut groups: Vec<String> = lsub
+        .status
+        .iter()
+        .flat_map(|s| s.log_groups.iter().map(|g| g.name.clone()))
+        .collect();
+    if lsub.spec.validate().is_ok() {
+        groups.extend(observe::selection(&logs, &lsub.spec.source.log_groups).await?);
+    }
+    groups.sort();
+    groups.dedup();
+    for group in &groups {
+        // Only ours, by name; a group already gone takes our filter with it.
+        logs.delete_filter(group, &name).await?;
+    }
+    let mut note = format!("removed filter {name} from {} log group(s)", groups.len());
+    if let Some(StreamRef::Managed(_)) = lsub.spec.stream.reference() {
+        let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref());
+        if let Some(info) = streams.describe(Some(&name), None).await? {
+            if recorded == Some(info.arn.as_str())
+                || owned(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await?
+            {
+                streams.delete(&info.arn).await?;
+                note.push_str(&format!(" and deleted stream {name}"));
+            } else {
+                note.push_str(&format!(
+                    "; stream {name} was not created for this LogSubscription and is kept"
+                ));
+            }
+        }
+    }
+    Ok(note)
+}
+
+async fn owned(
+    streams: &crate::aws::kinesis::Streams,
+    arn: &str,
+    uid: &str,
+) -> Result<bool, AwsError> {
+    Ok(streams
+        .tags(arn)
+        .await?
+        .iter()
+        .any(|(k, v)| k == super::reconcile::UID_TAG && v == uid))
+}

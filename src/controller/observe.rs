@@ -1,0 +1,131 @@
+//! Reads, never writes: the stream, the selected log groups with their
+//! filters, the workers' Deployment and the health they publish on their leases.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
+
+use super::Aws;
+use super::plan::Group;
+use crate::api::{LogGroupSelector, StreamRef};
+use crate::aws::kinesis::StreamInfo;
+use crate::aws::logs::Logs;
+use crate::aws::{AwsError, ErrorClass};
+use crate::worker::health::ShardHealth;
+use crate::worker::source::kinesis::lease::{HEALTH_ANNOTATION, SUBSCRIPTION_LABEL};
+
+/// How many log groups are described at once.
+const DESCRIBE_CONCURRENCY: usize = 8;
+
+/// The stream `reference` names (`managed` is the managed stream's name). An
+/// existing stream's description is shared between LogSubscriptions for `ttl`.
+pub async fn stream(
+    aws: &Aws,
+    region: Option<&str>,
+    reference: StreamRef<'_>,
+    managed: &str,
+    ttl: Duration,
+) -> Result<Option<StreamInfo>, AwsError> {
+    let (_, streams) = aws.clients(region);
+    let (name, arn, cacheable) = match reference {
+        StreamRef::Name(name) => (Some(name), None, true),
+        StreamRef::Arn(arn) => (None, Some(arn), true),
+        StreamRef::Managed(_) => (Some(managed), None, false),
+    };
+    let key = name.or(arn).unwrap_or_default();
+    if cacheable && let Some(info) = aws.cached_stream(region, key, ttl) {
+        return Ok(Some(info));
+    }
+    let info = streams.describe(name, arn).await?;
+    if cacheable && let Some(info) = info.as_ref().filter(|i| i.status.usable()) {
+        aws.cache_stream(region, key, info);
+    }
+    Ok(info)
+}
+
+/// The names of the log groups `selector` selects, sorted. Named groups are
+/// included whether or not they exist (describing them tells); a prefix lists
+/// only its groups; a pattern lists them all.
+pub async fn selection(logs: &Logs, selector: &LogGroupSelector) -> Result<Vec<String>, AwsError> {
+    let pattern = selector
+        .pattern
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| AwsError::permanent(format!("invalid log group pattern: {e}")))?;
+    let listed = match (&pattern, &selector.prefix) {
+        (Some(_), _) => logs.log_groups(None).await?,
+        (None, Some(prefix)) => logs.log_groups(Some(prefix)).await?,
+        (None, None) => Vec::new(),
+    };
+    let mut names: Vec<String> = selector
+        .names
+        .iter()
+        .cloned()
+        .chain(listed)
+        .filter(|name| selector.selects(name, pattern.as_ref()))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Each named log group with its filters: `None` when it does not exist.
+pub async fn groups(
+    logs: &Logs,
+    names: &[String],
+) -> Vec<(String, Result<Option<Group>, AwsError>)> {
+    let mut described: Vec<_> = futures::stream::iter(names.iter().cloned())
+        .map(|name| async move {
+            let group = match logs.group(&name).await {
+                Ok(group) => Ok(Some(group)),
+                Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+            (name, group)
+        })
+        .buffer_unordered(DESCRIBE_CONCURRENCY)
+        .collect()
+        .await;
+    described.sort_by(|a, b| a.0.cmp(&b.0));
+    described
+}
+
+/// The workers' Deployment, if it exists.
+pub async fn deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Deployment>, kube::Error> {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+}
+
+/// The health the workers publish on the subscription's shard leases.
+pub async fn health(
+    client: &kube::Client,
+    namespace: &str,
+    subscription: &str,
+) -> Result<Vec<ShardHealth>, kube::Error> {
+    let leases = Api::<Lease>::namespaced(client.clone(), namespace)
+        .list_metadata(
+            &ListParams::default().labels(&format!("{SUBSCRIPTION_LABEL}={subscription}")),
+        )
+        .await?;
+    Ok(leases
+        .items
+        .iter()
+        .filter_map(|lease| {
+            let json = lease
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(HEALTH_ANNOTATION)?;
+            serde_json::from_str(json).ok()
+        })
+        .collect())
+}

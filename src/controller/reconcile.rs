@@ -1,0 +1,758 @@
+//! One reconcile of a LogSubscription: validate → observe → plan → apply →
+//! status, inside a finalizer that exists for the AWS resources only (the
+//! workers' objects are owned by the LogSubscription and collected by Kubernetes).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::{Resource, ResourceExt};
+
+use super::error::{Error, aws_reason, filter_failure};
+use super::plan::{self, Filter, StreamAction};
+use super::resources::{config::worker_config, workload};
+use super::status::{self as conditions, Check, Observed};
+use super::{AwsView, Context, Memo, apply, cleanup, observe};
+use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
+use crate::aws::{AwsError, ErrorClass};
+use crate::telemetry::ReconcileLabels;
+
+/// The finalizer that guards the AWS resources.
+pub const FINALIZER: &str = "logsub.io/aws-cleanup";
+/// The tag on a managed stream naming the LogSubscription's UID.
+pub const UID_TAG: &str = "logsub.io/uid";
+/// The tag on a managed stream naming the LogSubscription.
+pub const OWNER_TAG: &str = "logsub.io/owner";
+
+/// How many subscription filters are written at once for one LogSubscription.
+const PUT_CONCURRENCY: usize = 4;
+
+/// Reconciles `lsub`: applies it, or cleans up after it once deleted.
+pub async fn reconcile(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let phase = if lsub.metadata.deletion_timestamp.is_some() {
+        "cleanup"
+    } else {
+        "apply"
+    };
+    let api: Api<LogSubscription> =
+        Api::namespaced(ctx.client.clone(), &lsub.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, lsub, |event| async {
+        match event {
+            Finalized::Apply(lsub) => apply(&lsub, &ctx).await,
+            Finalized::Cleanup(lsub) => cleanup::cleanup(&lsub, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            phase: phase.to_owned(),
+            result: if result.is_ok() { "ok" } else { "error" }.to_owned(),
+        })
+        .inc();
+    result
+}
+
+/// A failed reconcile is retried with the LogSubscription's own backoff.
+pub fn error_policy(lsub: Arc<LogSubscription>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.category());
+    let wait = ctx.memory.backoff(&lsub.uid().unwrap_or_default());
+    tracing::warn!(
+        namespace = lsub.namespace().unwrap_or_default(),
+        name = lsub.name_any(),
+        category = error.category(),
+        error = %error,
+        retry_in = ?wait,
+        "reconcile failed"
+    );
+    Action::requeue(wait)
+}
+
+/// Events of one reconcile, published after its status is written.
+#[derive(Default)]
+struct Events(Vec<Event>);
+
+impl Events {
+    fn normal(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Normal, reason, action, note);
+    }
+
+    fn warning(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Warning, reason, action, note);
+    }
+
+    fn push(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.0.push(Event {
+            type_,
+            reason: reason.to_owned(),
+            // The Events API caps a note at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        });
+    }
+}
+
+async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let previous = lsub.status.clone().unwrap_or_default();
+    let mut events = Events::default();
+    if let Err(errors) = lsub.spec.validate() {
+        let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
+        let observed = Observed {
+            stream: Check::failed("InvalidSpec", errors.to_string()),
+            filters: waiting(),
+            workers: waiting(),
+            delivering: waiting(),
+        };
+        let status = LogSubscriptionStatus {
+            observed_generation: lsub.metadata.generation,
+            conditions: conditions::conditions(
+                &observed,
+                &previous.conditions,
+                lsub.metadata.generation,
+                Timestamp::now(),
+            ),
+            ..previous.clone()
+        };
+        if ready_reason(&previous) != Some("InvalidSpec") {
+            events.warning("InvalidSpec", "Validate", errors.to_string());
+        }
+        finish(lsub, ctx, &previous, &status, events).await?;
+        return Ok(Action::await_change());
+    }
+
+    let now = Instant::now();
+    let resync = ctx.settings.resync;
+    let mut memo = ctx.memory.get(&uid);
+    let due = memo.aws.is_none()
+        || memo.generation != lsub.metadata.generation
+        || memo.synced.is_none_or(|at| now >= at + resync)
+        || memo.retry_at.is_some_and(|at| now >= at);
+    let view = match (&memo.aws, due) {
+        (Some(view), false) => view.clone(),
+        _ => {
+            let view = sync_aws(lsub, ctx, &mut memo, &previous, &mut events).await;
+            memo.aws = Some(view.clone());
+            memo.synced = Some(now);
+            memo.generation = lsub.metadata.generation;
+            view
+        }
+    };
+    let retry_at = memo.retry_at;
+    let synced = memo.synced.unwrap_or(now);
+    ctx.memory.put(&uid, memo);
+
+    let desired = lsub.spec.workers.replicas;
+    let (workers_check, workers, delivering, delivery) =
+        match (&view.stream_arn, view.stream_usable) {
+            (Some(arn), true) => {
+                let (workers, counts) = sync_workers(lsub, ctx, arn, due).await?;
+                let namespace = lsub.namespace().unwrap_or_default();
+                let health = observe::health(&ctx.client, &namespace, &lsub.name_any()).await?;
+                (
+                    workers,
+                    Some(counts),
+                    conditions::delivering(&health, desired),
+                    (!health.is_empty()).then(|| conditions::delivery(&health)),
+                )
+            }
+            _ => {
+                let waiting = || Check::pending("WaitingForStream", "the stream is not usable yet");
+                (
+                    waiting(),
+                    previous.workers.clone(),
+                    waiting(),
+                    previous.delivery.clone(),
+                )
+            }
+        };
+    let observed = Observed {
+        stream: view.stream.clone(),
+        filters: view.filters.clone(),
+        workers: workers_check,
+        delivering,
+    };
+    let status = LogSubscriptionStatus {
+        observed_generation: lsub.metadata.generation,
+        conditions: conditions::conditions(
+            &observed,
+            &previous.conditions,
+            lsub.metadata.generation,
+            Timestamp::now(),
+        ),
+        stream_arn: view.stream_arn.clone(),
+        sink: Some(conditions::sink_summary(&lsub.spec.sink)),
+        log_group_count: Some(i32::try_from(view.selected).unwrap_or(i32::MAX)),
+        log_groups: view.groups.clone(),
+        workers,
+        delivery,
+    };
+    let became_ready =
+        ready_reason(&status) == Some("Ready") && ready_reason(&previous) != Some("Ready");
+    if became_ready {
+        events.normal("Ready", "Reconcile", "delivering to the sink".to_owned());
+    }
+    finish(lsub, ctx, &previous, &status, events).await?;
+
+    let mut next = ctx
+        .settings
+        .status_interval
+        .min((synced + resync).saturating_duration_since(now));
+    if let Some(at) = retry_at {
+        next = next.min(at.saturating_duration_since(now));
+    }
+    Ok(Action::requeue(next.max(Duration::from_millis(500))))
+}
+
+fn ready_reason(status: &LogSubscriptionStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str())
+}
+
+/// Writes the status when it changed, then publishes the events.
+async fn finish(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    previous: &LogSubscriptionStatus,
+    status: &LogSubscriptionStatus,
+    events: Events,
+) -> Result<(), Error> {
+    if status != previous {
+        apply::status(&ctx.client, lsub, status).await?;
+    }
+    let reference = lsub.object_ref(&());
+    for event in events.0 {
+        // An Event is informational: failing to publish one fails nothing.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            ctx.metrics.error("event");
+            tracing::debug!(error = %e, reason = event.reason, "cannot publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// The check an AWS failure leaves, and whether retrying soon can help.
+fn aws_check(e: &AwsError, doing: &str) -> (Check, bool) {
+    let message = format!("{doing}: {}: {}", e.code, e.message);
+    match e.class {
+        ErrorClass::Permanent => (Check::failed(aws_reason(e), message), false),
+        _ => (Check::pending(aws_reason(e), message), true),
+    }
+}
+
+async fn sync_aws(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    memo: &mut Memo,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> AwsView {
+    let region = lsub
+        .spec
+        .region
+        .as_deref()
+        .or(ctx.settings.region.as_deref());
+    let stream = sync_stream(lsub, ctx, region, previous, events).await;
+    let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
+        (Some(arn), true) => sync_filters(lsub, ctx, region, arn, memo, previous, events).await,
+        _ => (
+            Check::pending("WaitingForStream", "the stream is not usable yet"),
+            previous.log_groups.clone(),
+            usize::try_from(previous.log_group_count.unwrap_or(0)).unwrap_or(0),
+            false,
+        ),
+    };
+    if stream.retry || filters_retry {
+        memo.retry_at = Some(Instant::now() + memo.backoff.next_wait());
+    } else {
+        memo.backoff.reset();
+        memo.retry_at = None;
+    }
+    AwsView {
+        stream: stream.check,
+        stream_arn: stream.arn,
+        stream_usable: stream.usable,
+        filters,
+        groups,
+        selected,
+    }
+}
+
+struct StreamSync {
+    check: Check,
+    arn: Option<String>,
+    usable: bool,
+    retry: bool,
+}
+
+async fn sync_stream(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    region: Option<&str>,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> StreamSync {
+    let failed = |(check, retry): (Check, bool), arn: Option<String>| StreamSync {
+        check,
+        arn,
+        usable: false,
+        retry,
+    };
+    let Some(reference) = lsub.spec.stream.reference() else {
+        // validate() refuses such a spec before this point.
+        return failed(
+            (
+                Check::failed("InvalidSpec", "exactly one stream must be named"),
+                false,
+            ),
+            None,
+        );
+    };
+    let name = lsub.aws_name();
+    let info = match observe::stream(&ctx.aws, region, reference, &name, ctx.settings.resync).await
+    {
+        Ok(info) => info,
+        Err(e) => {
+            return failed(
+                aws_check(&e, "describing the stream"),
+                previous.stream_arn.clone(),
+            );
+        }
+    };
+    let spec = match reference {
+        StreamRef::Name(_) | StreamRef::Arn(_) => {
+            return match info {
+                None => failed(
+                    (
+                        Check::failed(
+                            "StreamNotFound",
+                            format!(
+                                "no stream {} in {}",
+                                match reference {
+                                    StreamRef::Arn(a) | StreamRef::Name(a) => a,
+                                    StreamRef::Managed(_) => &name,
+                                },
+                                region.unwrap_or("the default region")
+                            ),
+                        ),
+                        true,
+                    ),
+                    None,
+                ),
+                Some(i) if !i.status.usable() => failed(
+                    (
+                        Check::failed(
+                            "StreamNotActive",
+                            format!("stream {} is {:?}", i.name, i.status),
+                        ),
+                        true,
+                    ),
+                    Some(i.arn),
+                ),
+                Some(i) => StreamSync {
+                    check: Check::ready("StreamActive", format!("{} open shard(s)", i.open_shards)),
+                    arn: Some(i.arn),
+                    usable: true,
+                    retry: false,
+                },
+            };
+        }
+        StreamRef::Managed(spec) => spec,
+    };
+    let (_, streams) = ctx.aws.clients(region);
+    let uid = lsub.uid().unwrap_or_default();
+    // A stream of our name that this LogSubscription has not recorded is
+    // someone else's, unless it carries our UID.
+    if let Some(i) = &info
+        && previous.stream_arn.as_deref() != Some(i.arn.as_str())
+    {
+        match streams.tags(&i.arn).await {
+            Ok(tags) if tags.iter().any(|(k, v)| k == UID_TAG && *v == uid) => {}
+            Ok(_) => {
+                return failed(
+                    (
+                        Check::failed(
+                            "StreamNameTaken",
+                            format!(
+                                "a stream named {name} exists and was not created for this LogSubscription (no {UID_TAG}={uid} tag)"
+                            ),
+                        ),
+                        false,
+                    ),
+                    None,
+                );
+            }
+            Err(e) => return failed(aws_check(&e, "reading the stream's tags"), None),
+        }
+    }
+    let arn = info.as_ref().map(|i| i.arn.clone());
+    let usable = info.as_ref().is_some_and(|i| i.status.usable());
+    let step = match (plan::stream(spec, info.as_ref()), &info) {
+        (StreamAction::Create(capacity), _) => {
+            let owner = format!(
+                "{}/{}",
+                lsub.namespace().unwrap_or_default(),
+                lsub.name_any()
+            );
+            streams
+                .create(&name, capacity, &[(UID_TAG, &uid), (OWNER_TAG, &owner)])
+                .await
+                .map(|()| {
+                    events.normal(
+                        "StreamCreated",
+                        "CreateStream",
+                        format!("created stream {name} ({capacity:?})"),
+                    );
+                    Check::pending("StreamCreating", format!("creating stream {name}"))
+                })
+        }
+        (StreamAction::Wait(status), _) => Ok(Check::pending(
+            &format!("Stream{status:?}"),
+            format!("stream {name} is {status:?}"),
+        )),
+        (StreamAction::Resize(capacity), Some(i)) => streams.resize(i, capacity).await.map(|()| {
+            events.normal(
+                "StreamResized",
+                "UpdateShardCount",
+                format!(
+                    "stream {name}: {} open shard(s) → {capacity:?}",
+                    i.open_shards
+                ),
+            );
+            Check::pending(
+                "StreamUpdating",
+                format!("resizing stream {name} to {capacity:?}"),
+            )
+        }),
+        (StreamAction::Retain(hours), Some(i)) => streams.set_retention(i, hours).await.map(|()| {
+            events.normal(
+                "StreamRetentionChanged",
+                "UpdateRetention",
+                format!(
+                    "stream {name}: retention {} h → {hours} h",
+                    i.retention_hours
+                ),
+            );
+            Check::pending(
+                "StreamUpdating",
+                format!("changing the retention of stream {name}"),
+            )
+        }),
+        (StreamAction::Ready, Some(i)) => Ok(Check::ready(
+            "StreamActive",
+            format!("{} open shard(s)", i.open_shards),
+        )),
+        (_, None) => Ok(Check::pending(
+            "StreamCreating",
+            format!("creating stream {name}"),
+        )),
+    };
+    match step {
+        Ok(check) => StreamSync {
+            retry: !check.is_ready(),
+            check,
+            arn,
+            usable,
+        },
+        Err(e) => {
+            let (check, retry) = aws_check(&e, "changing the stream");
+            if !retry {
+                events.warning(
+                    check.reason(),
+                    "SyncStream",
+                    format!("{}: {}", e.code, e.message),
+                );
+            }
+            StreamSync {
+                check,
+                arn,
+                usable,
+                retry,
+            }
+        }
+    }
+}
+
+/// Puts the filter on every selected log group and removes it from groups
+/// that left the selection. Returns the check, the groups' states, how many
+/// are selected, and whether to retry soon.
+async fn sync_filters(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    region: Option<&str>,
+    arn: &str,
+    memo: &mut Memo,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> (Check, Vec<LogGroupStatus>, usize, bool) {
+    let (logs, _) = ctx.aws.clients(region);
+    let source = &lsub.spec.source;
+    let rescan: Duration = source.rescan_interval.into();
+    let now = Instant::now();
+    let selected = match &memo.scanned {
+        Some((at, names)) if now < *at + rescan && memo.generation == lsub.metadata.generation => {
+            names.clone()
+        }
+        _ => match observe::selection(&logs, &source.log_groups).await {
+            Ok(names) => {
+                memo.scanned = Some((now, names.clone()));
+                names
+            }
+            Err(e) => {
+                let (check, retry) = aws_check(&e, "listing the log groups");
+                let count = usize::try_from(previous.log_group_count.unwrap_or(0)).unwrap_or(0);
+                return (check, previous.log_groups.clone(), count, retry);
+            }
+        },
+    };
+    // Our filter may still be on groups the last status listed.
+    let mut candidates = selected.clone();
+    candidates.extend(previous.log_groups.iter().map(|g| g.name.clone()));
+    candidates.sort();
+    candidates.dedup();
+    let is_selected = |name: &str| selected.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
+    let want = Filter {
+        name: lsub.aws_name(),
+        pattern: source.filter_pattern.clone(),
+        destination_arn: arn.to_owned(),
+        role_arn: Some(source.role_arn.clone()),
+        distribution: Some(source.distribution),
+    };
+    let was = |name: &str| {
+        previous
+            .log_groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| g.filter)
+    };
+
+    let mut states = Vec::new();
+    let mut retry = false;
+    let mut found = Vec::new();
+    for (name, described) in observe::groups(&logs, &candidates).await {
+        match described {
+            Ok(Some(group)) => found.push(group),
+            Ok(None) if is_selected(&name) => states.push(LogGroupStatus {
+                name,
+                filter: FilterState::Pending,
+                message: Some("the log group does not exist".to_owned()),
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                let failure = filter_failure(&e);
+                retry |= failure.retry;
+                states.push(LogGroupStatus {
+                    name,
+                    filter: failure.state,
+                    message: Some(format!("{}: {}", e.code, e.message)),
+                });
+            }
+        }
+    }
+
+    let actions = plan::filters(&found, is_selected, &want);
+    let written: Vec<(plan::Action, Result<(), AwsError>)> = futures::stream::iter(actions)
+        .map(|action| {
+            let logs = &logs;
+            let want = &want;
+            async move {
+                let result = match &action {
+                    plan::Action::Put(group) => logs.put_filter(group, want).await,
+                    plan::Action::Delete(group) => logs.delete_filter(group, &want.name).await,
+                    plan::Action::Keep(_) | plan::Action::Blocked(_) => Ok(()),
+                };
+                (action, result)
+            }
+        })
+        .buffer_unordered(PUT_CONCURRENCY)
+        .collect()
+        .await;
+    for (action, result) in written {
+        let (group, state, message) = match (action, result) {
+            (plan::Action::Keep(group), _) => (group, FilterState::Active, None),
+            (plan::Action::Put(group), Ok(())) => {
+                events.normal(
+                    "SubscriptionFilterPut",
+                    "PutSubscriptionFilter",
+                    format!("put filter {} on {group}", want.name),
+                );
+                (group, FilterState::Active, None)
+            }
+            (plan::Action::Delete(group), Ok(())) => {
+                events.normal(
+                    "SubscriptionFilterDeleted",
+                    "DeleteSubscriptionFilter",
+                    format!(
+                        "removed filter {} from {group}, which left the selection",
+                        want.name
+                    ),
+                );
+                continue;
+            }
+            (plan::Action::Blocked(group), _) => {
+                let others: Vec<&str> = found
+                    .iter()
+                    .find(|g| g.name == group)
+                    .map(|g| g.filters.iter().map(|f| f.name.as_str()).collect())
+                    .unwrap_or_default();
+                let message = format!(
+                    "the log group already holds {} subscription filters of other names ({}); CloudWatch Logs allows {}",
+                    others.len(),
+                    others.join(", "),
+                    plan::FILTERS_PER_GROUP
+                );
+                (group, FilterState::LimitExceeded, Some(message))
+            }
+            (plan::Action::Put(group) | plan::Action::Delete(group), Err(e)) => {
+                let failure = filter_failure(&e);
+                retry |= failure.retry;
+                (
+                    group,
+                    failure.state,
+                    Some(format!("{}: {}", e.code, e.message)),
+                )
+            }
+        };
+        if state != FilterState::Active
+            && was(&group) != Some(state)
+            && state != FilterState::Pending
+        {
+            events.warning(
+                conditions::filter_reason(state),
+                "PutSubscriptionFilter",
+                format!("{group}: {}", message.as_deref().unwrap_or_default()),
+            );
+        }
+        states.push(LogGroupStatus {
+            name: group,
+            filter: state,
+            message,
+        });
+    }
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    let check = conditions::filters(&states, selected.len());
+    (check, states, selected.len(), retry)
+}
+
+/// Applies the workers' objects when they are missing or differ from the spec
+/// (or `force`, once per resync), and reads how they stand.
+async fn sync_workers(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    arn: &str,
+    force: bool,
+) -> Result<(Check, crate::api::WorkersStatus), Error> {
+    let mut config = worker_config(lsub, arn);
+    if config.region.is_none() {
+        config.region.clone_from(&ctx.settings.region);
+    }
+    let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;
+    let namespace = lsub.namespace().unwrap_or_default();
+    let name = workload::workload_name(lsub);
+    let current = observe::deployment(&ctx.client, &namespace, &name).await?;
+    let stale = current.as_ref().is_none_or(|d| {
+        let template_hash = |d: &k8s_openapi::api::apps::v1::Deployment| {
+            d.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(workload::CONFIG_HASH).cloned())
+        };
+        template_hash(d) != template_hash(&built.deployment)
+            || d.spec.replicas != built.deployment.spec.replicas
+    });
+    let deployment = match current {
+        Some(current) if !stale && !force => current,
+        _ => apply::workload(&ctx.client, &built).await?,
+    };
+    Ok(conditions::workers(&deployment, lsub.spec.workers.replicas))
+}
+
+/// Runs `reconcile` for every LogSubscription until `shutdown` resolves.
+pub async fn control(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+
+    let client = ctx.client.clone();
+    let (lsubs, deployments): (Api<LogSubscription>, Api<Deployment>) =
+        match &ctx.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+    let (reader, writer) = reflector::store();
+    // Status writes (ours) and lease health do not trigger reconciles: a new
+    // generation, the finalizer and deletion do; the status is refreshed on a timer.
+    let changes = watcher(lsubs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            |l: &LogSubscription| {
+                Some(hash_of(&(
+                    l.meta().generation,
+                    l.finalizers(),
+                    l.meta().deletion_timestamp.is_some(),
+                )))
+            },
+            Default::default(),
+        );
+    let deployments = watcher(
+        deployments,
+        watcher::Config::default()
+            .labels("app.kubernetes.io/managed-by=logsub")
+            .any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(
+        |d: &Deployment| {
+            let s = d.status.as_ref()?;
+            Some(hash_of(&(
+                s.observed_generation,
+                s.replicas,
+                s.updated_replicas,
+                s.available_replicas,
+                s.ready_replicas,
+            )))
+        },
+        Default::default(),
+    );
+    Controller::for_stream(changes, reader)
+        .owns_stream(deployments)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+fn hash_of<T: std::hash::Hash>(value: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}

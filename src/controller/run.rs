@@ -1,0 +1,139 @@
+//! `logsub controller`: the admin server, leader election, then the reconcile
+//! loop until SIGTERM or lost leadership.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+
+use super::leader::{Election, ElectionError};
+use super::{Aws, Context, Memory, Settings, reconcile};
+use crate::api::LogSubscription;
+use crate::aws::CallCounter;
+use crate::telemetry::{self, ControllerMetrics, Readiness};
+
+/// How the controller process runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What reconciles need.
+    pub settings: Settings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    /// The leader Lease `namespace/name`, or `None` to run without election
+    /// (a single replica).
+    pub leader_lease: Option<(String, String)>,
+    /// How long the leader Lease lasts unrenewed.
+    pub lease_duration: Duration,
+    /// This replica's name on the Lease and on Events.
+    pub identity: String,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No Kubernetes configuration, or the API server cannot be reached.
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Kube(#[from] kube::Error),
+    /// The LogSubscription CRD is not installed (or not readable).
+    #[error(
+        "cannot list LogSubscriptions (is the CRD installed, and may this identity list them?): {0}"
+    )]
+    Crd(#[source] kube::Error),
+    /// The admin server's address could not be bound.
+    #[error("cannot serve the admin endpoints: {0}")]
+    Admin(#[from] std::io::Error),
+    /// Another replica took over.
+    #[error(transparent)]
+    Election(#[from] ElectionError),
+}
+
+/// Runs the controller until `shutdown` resolves (or leadership is lost).
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let shutdown = shutdown.boxed().shared();
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(ControllerMetrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = Readiness::default();
+    let bound = telemetry::serve(options.admin_addr, registry, ready.clone()).await?;
+    tracing::info!(admin = %bound, "admin endpoints up");
+
+    let lsubs: Api<LogSubscription> = match &options.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    lsubs
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::Crd)?;
+    // A standby is ready too: it is healthy and takes over when the leader goes.
+    ready.set(true);
+
+    let mut election = options.leader_lease.as_ref().map(|(namespace, name)| {
+        Election::new(
+            client.clone(),
+            namespace,
+            name,
+            &options.identity,
+            options.lease_duration,
+        )
+    });
+    let lease = match election.as_mut() {
+        Some(election) => {
+            tokio::select! {
+                lease = election.acquire() => Some(lease),
+                () = shutdown.clone() => return Ok(()),
+            }
+        }
+        None => None,
+    };
+    metrics.leader.set(1);
+
+    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &options.settings.region {
+        sdk = sdk.region(aws_config::Region::new(region.clone()));
+    }
+    let sdk = sdk.load().await;
+    let ctx = Arc::new(Context {
+        aws: Aws::new(
+            sdk,
+            options.settings.aws_endpoint.clone(),
+            CallCounter(metrics.aws_calls.clone()),
+        ),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "logsub-controller".into(),
+                instance: Some(options.identity.clone()),
+            },
+        ),
+        client,
+        settings: options.settings,
+        metrics,
+        memory: Memory::default(),
+    });
+    let outcome = match (&election, lease) {
+        (Some(election), Some(lease)) => {
+            tokio::select! {
+                () = reconcile::control(ctx, shutdown.clone()) => Ok(()),
+                lost = election.hold(lease) => Err(RunError::Election(lost)),
+            }
+        }
+        _ => {
+            reconcile::control(ctx, shutdown).await;
+            Ok(())
+        }
+    };
+    if let (Some(election), Ok(())) = (&election, &outcome) {
+        election.release().await;
+    }
+    outcome
+}

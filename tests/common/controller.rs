@@ -1,0 +1,194 @@
+//! Running `logsub controller` as its own process, with its own least-privilege
+//! identity: a ServiceAccount token bound to the ClusterRole `logsub rbac`
+//! prints, in one namespace. Missing RBAC fails the test that needs it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use logsub::api::LogSubscription;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use super::pipeline::{free_port, metrics_text};
+use super::{TestNamespace, eventually, stack};
+
+/// A running controller, stopped (SIGKILL) when dropped.
+pub struct Controller {
+    pub child: Child,
+    /// The port of its `/metrics`.
+    pub admin: u16,
+}
+
+/// Gives `ns` a ServiceAccount bound to the controller's ClusterRole there,
+/// and returns a kubeconfig that speaks as it.
+pub async fn identity(ns: &TestNamespace) -> PathBuf {
+    let client = stack().kube().await;
+    let role = logsub::controller::resources::rbac::cluster_role();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            logsub::controller::resources::rbac::CLUSTER_ROLE,
+            &PatchParams::apply("logsub-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("apply the controller's ClusterRole");
+    let accounts: Api<ServiceAccount> = ns.api();
+    let account = serde_json::from_value(json!({"metadata": {"name": "logsub-controller"}}))
+        .expect("service account");
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the controller's ServiceAccount");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "logsub-controller"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "logsub-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind the ClusterRole in the namespace");
+    let token = accounts
+        .create_token_request(
+            "logsub-controller",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .expect("a token for the controller")
+        .status
+        .expect("token status")
+        .token;
+    // The admin kubeconfig's cluster, with the ServiceAccount as its user.
+    let mut kubeconfig =
+        kube::config::Kubeconfig::read_from(stack().kubeconfig()).expect("read kubeconfig");
+    let user = json!({"name": "logsub-controller", "user": {"token": token}});
+    kubeconfig.auth_infos = vec![serde_json::from_value(user).expect("auth info")];
+    for context in &mut kubeconfig.contexts {
+        if let Some(c) = context.context.as_mut() {
+            c.user = Some("logsub-controller".into());
+        }
+    }
+    let path = std::env::temp_dir().join(format!("logsub-controller-{}.kubeconfig", ns.name));
+    std::fs::write(&path, serde_saphyr::to_string(&kubeconfig).expect("yaml"))
+        .expect("write kubeconfig");
+    path
+}
+
+/// Starts a controller for `ns` only, as the identity of [`identity`]. AWS is
+/// checked again every `resync`; worker pods serve their admin endpoints on a
+/// port of their own (pods of the local node share the host's network).
+pub fn start(ns: &TestNamespace, kubeconfig: &std::path::Path, resync: &str) -> Controller {
+    let admin = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_logsub"))
+        .arg("controller")
+        .args(["--worker-image", "logsub"])
+        .args(["--namespace", &ns.name])
+        .args(["--leader-election-namespace", &ns.name])
+        .args(["--lease-duration", "6s"])
+        .args(["--resync-period", resync])
+        .args(["--status-interval", "2s"])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--worker-admin-addr", &format!("127.0.0.1:{}", free_port())])
+        .envs(stack().child_env())
+        .env("KUBECONFIG", kubeconfig)
+        .env(
+            "LOGSUB_AWS_ENDPOINT_URL",
+            stack().var("AWS_ENDPOINT_URL_KINESIS"),
+        )
+        .env("LOGSUB_LOG", "info,logsub=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the controller");
+    Controller { child, admin }
+}
+
+impl Controller {
+    /// A counter or gauge from its `/metrics`, summed over the series whose
+    /// labels contain every one of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = eventually("the controller's /metrics", Duration::from_secs(30), || {
+            metrics_text(self.admin)
+        })
+        .await;
+        text.lines()
+            .filter(|l| {
+                l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// A Secret `aws` in `ns` with the stack's AWS credentials, and the worker
+/// environment that reads them (where IRSA would be used in EKS).
+pub async fn aws_secret(ns: &TestNamespace) -> Value {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": stack().var("AWS_ACCESS_KEY_ID"),
+            "AWS_SECRET_ACCESS_KEY": stack().var("AWS_SECRET_ACCESS_KEY"),
+        },
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the AWS Secret");
+    let from_secret = |key: &str| json!({"name": key, "valueFrom": {"secretKeyRef": {"name": "aws", "key": key}}});
+    json!([
+        from_secret("AWS_ACCESS_KEY_ID"),
+        from_secret("AWS_SECRET_ACCESS_KEY"),
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+    ])
+}
+
+/// Creates a LogSubscription from JSON.
+pub async fn create(ns: &TestNamespace, lsub: Value) -> LogSubscription {
+    let lsub: LogSubscription = serde_json::from_value(lsub).expect("a LogSubscription");
+    ns.api::<LogSubscription>()
+        .create(&PostParams::default(), &lsub)
+        .await
+        .expect("create the LogSubscription")
+}
+
+/// The LogSubscription's condition `type_`: (status, reason).
+pub fn condition(lsub: &LogSubscription, type_: &str) -> Option<(String, String)> {
+    lsub.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until `check` holds for the LogSubscription `name`.
+pub async fn wait_for<T>(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&LogSubscription) -> Option<T>,
+) -> T {
+    let api = ns.api::<LogSubscription>();
+    eventually(what, timeout, || {
+        let api = api.clone();
+        let check = &check;
+        async move { check(&api.get(name).await.ok()?) }
+    })
+    .await
+}
