@@ -189,6 +189,15 @@ async fn a_subscription_is_reconciled_end_to_end() {
         filters(&logs, &other).await.is_empty(),
         "an excluded group is not subscribed"
     );
+    let waited = stack().kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "lsub/app",
+        "-n",
+        &ns.name,
+        "--timeout=10s",
+    ]);
+    assert!(waited.status.success(), "kubectl wait: {waited:?}");
     // The workers' objects, owned by the LogSubscription.
     let name = "app-worker";
     assert!(
@@ -238,6 +247,28 @@ async fn a_subscription_is_reconciled_end_to_end() {
         },
     )
     .await;
+
+    let listed = stack().kubectl(&["get", "lsub", "-n", &ns.name]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let row: Vec<&str> = listed
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    // NAME READY SINK LOG-GROUPS REASON DELIVERED AGE
+    assert_eq!(
+        row[..6],
+        [
+            "app",
+            "True",
+            &format!("elasticsearch:{index}"),
+            "2",
+            "Ready",
+            "40"
+        ],
+        "{listed}"
+    );
 
     // A spec change: the filter is updated, and the workers roll to the new config.
     let before = config_hash(&deployment);
@@ -332,5 +363,397 @@ async fn a_subscription_is_reconciled_end_to_end() {
             > 0.0
     );
     drop(controller);
+    ns.delete().await;
+}
+
+async fn stream_of(kinesis: &Kinesis, name: &str) -> Option<(String, i32)> {
+    let s = kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .ok()?
+        .stream_description_summary?;
+    Some((s.stream_status.as_str().to_owned(), s.open_shard_count))
+}
+
+fn managed(name: &str, group: &str, policy: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"logGroups": {"names": [group]}, "roleArn": ROLE},
+            "stream": {"managed": {"shardCount": 1}},
+            "deletionPolicy": policy,
+            "sink": {"s3": {"bucket": "unused"}},
+            "workers": {"replicas": 0},
+        }
+    })
+}
+
+/// A managed stream is created (tagged), resized with the spec, and deleted
+/// with its LogSubscription under `Delete`; under `Retain` it stays, with the filter.
+#[tokio::test]
+async fn a_managed_stream_follows_its_subscription() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (logs, kinesis) = clients().await;
+    let group = format!("/{}", unique("managed"));
+    log_group(&logs, &group).await;
+    let kubeconfig = identity(&ns).await;
+    let _controller = start(&ns, &kubeconfig, "10s");
+    create(&ns, managed("deleted", &group, "Delete")).await;
+    create(&ns, managed("kept", &group, "Retain")).await;
+    let (deleted, kept) = (
+        format!("logsub-{}-deleted", ns.name),
+        format!("logsub-{}-kept", ns.name),
+    );
+    for name in ["deleted", "kept"] {
+        wait_for(&ns, name, "StreamReady and filters", SETTLE, |l| {
+            (condition(l, "StreamReady")?.0 == "True"
+                && condition(l, "SubscriptionFilterReady")?.0 == "True")
+                .then_some(())
+        })
+        .await;
+    }
+    let tags = kinesis
+        .list_tags_for_stream()
+        .stream_name(&deleted)
+        .send()
+        .await
+        .unwrap();
+    let uid = ns
+        .api::<LogSubscription>()
+        .get("deleted")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == "logsub.io/uid" && t.value() == Some(uid.as_str())),
+        "{tags:?}"
+    );
+    let on_group = filters(&logs, &group).await;
+    assert!(on_group.contains_key(&deleted) && on_group.contains_key(&kept));
+
+    // A shard count change is applied with UpdateShardCount.
+    ns.api::<LogSubscription>()
+        .patch(
+            "deleted",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"stream": {"managed": {"shardCount": 2}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("two open shards", SETTLE, || async {
+        (stream_of(&kinesis, &deleted).await?.1 == 2).then_some(())
+    })
+    .await;
+
+    for name in ["deleted", "kept"] {
+        ns.api::<LogSubscription>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("both LogSubscriptions gone", SETTLE, || async {
+        let api = ns.api::<LogSubscription>();
+        (api.get_opt("deleted").await.ok()?.is_none() && api.get_opt("kept").await.ok()?.is_none())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        stream_of(&kinesis, &deleted).await,
+        None,
+        "Delete removes the managed stream"
+    );
+    assert!(
+        stream_of(&kinesis, &kept).await.is_some(),
+        "Retain keeps it"
+    );
+    let on_group = filters(&logs, &group).await;
+    assert!(!on_group.contains_key(&deleted) && on_group.contains_key(&kept));
+    ns.delete().await;
+}
+
+/// What cannot work is said in the conditions, and the rest goes on: a spec
+/// the schema lets through but that cannot work, a missing stream, a group
+/// whose two filter slots are taken.
+#[tokio::test]
+async fn problems_become_conditions() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (logs, kinesis) = clients().await;
+    let (stream, arn) = active_stream(&kinesis, "problems", 1).await;
+    let full = format!("/{}/full", unique("problems"));
+    let fine = full.replace("/full", "/fine");
+    for g in [&full, &fine] {
+        log_group(&logs, g).await;
+    }
+    for f in ["audit", "siem"] {
+        foreign_filter(&logs, &full, f, &arn).await;
+    }
+    let kubeconfig = identity(&ns).await;
+    let _controller = start(&ns, &kubeconfig, "10s");
+    let lsub = |name: &str, groups: serde_json::Value, stream: serde_json::Value| {
+        json!({
+            "apiVersion": "logsub.io/v1alpha1",
+            "kind": "LogSubscription",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"logGroups": groups, "roleArn": ROLE},
+                "stream": stream,
+                "sink": {"s3": {"bucket": "unused"}},
+                "workers": {"replicas": 0},
+            }
+        })
+    };
+    create(
+        &ns,
+        lsub(
+            "invalid",
+            json!({"pattern": "^/app/(unclosed"}),
+            json!({"existing": {"name": stream}}),
+        ),
+    )
+    .await;
+    create(
+        &ns,
+        lsub(
+            "no-stream",
+            json!({"names": [fine]}),
+            json!({"existing": {"name": unique("missing")}}),
+        ),
+    )
+    .await;
+    create(
+        &ns,
+        lsub(
+            "full",
+            json!({"names": [full, fine]}),
+            json!({"existing": {"name": stream}}),
+        ),
+    )
+    .await;
+
+    let reason = |want: &'static str| {
+        move |l: &LogSubscription| {
+            let ready = condition(l, "Ready")?;
+            let stalled = condition(l, "Stalled")?;
+            (ready == ("False".to_owned(), want.to_owned()) && stalled.0 == "True").then_some(())
+        }
+    };
+    wait_for(&ns, "invalid", "InvalidSpec", SETTLE, reason("InvalidSpec")).await;
+    wait_for(
+        &ns,
+        "no-stream",
+        "StreamNotFound",
+        SETTLE,
+        reason("StreamNotFound"),
+    )
+    .await;
+    let full_lsub = wait_for(&ns, "full", "TooManyFilters", SETTLE, |l| {
+        reason("TooManyFilters")(l).map(|()| l.clone())
+    })
+    .await;
+    // The blocked group is named; the other is subscribed all the same.
+    let states = group_states(&full_lsub);
+    assert_eq!(states[&full], FilterState::LimitExceeded);
+    assert_eq!(states[&fine], FilterState::Active);
+    let ours = format!("logsub-{}-full", ns.name);
+    let on_full = filters(&logs, &full).await;
+    assert_eq!(on_full.keys().collect::<Vec<_>>(), ["audit", "siem"]);
+    assert!(filters(&logs, &fine).await.contains_key(&ours));
+
+    // A stream that appears later is picked up by the retries.
+    let missing = ns.api::<LogSubscription>().get("no-stream").await.unwrap();
+    let name = missing.spec.stream.existing.unwrap().name.unwrap();
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    wait_for(
+        &ns,
+        "no-stream",
+        "StreamReady once it exists",
+        SETTLE,
+        |l| (condition(l, "StreamReady")?.0 == "True").then_some(()),
+    )
+    .await;
+    for name in ["invalid", "no-stream", "full"] {
+        ns.api::<LogSubscription>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("every LogSubscription gone", SETTLE, || async {
+        let left = ns
+            .api::<LogSubscription>()
+            .list(&Default::default())
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        filters(&logs, &full).await.len(),
+        2,
+        "the foreign filters stay"
+    );
+    ns.delete().await;
+}
+
+/// Two replicas: one leads and reconciles; when it dies the other takes over.
+#[tokio::test]
+async fn a_standby_takes_over_from_a_dead_leader() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (logs, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "leader", 1).await;
+    let group = format!("/{}", unique("leader"));
+    log_group(&logs, &group).await;
+    let kubeconfig = identity(&ns).await;
+    let first = start(&ns, &kubeconfig, "10s");
+    let second = start(&ns, &kubeconfig, "10s");
+    let leaders = || async {
+        (
+            first_leader(&first).await,
+            second.metric("logsub_controller_leader", &[]).await,
+        )
+    };
+    async fn first_leader(c: &common::controller::Controller) -> f64 {
+        c.metric("logsub_controller_leader", &[]).await
+    }
+    let (a, b) = eventually("a leader", Duration::from_secs(30), || async {
+        let (a, b) = leaders().await;
+        (a + b == 1.0).then_some((a, b))
+    })
+    .await;
+    let (leader, standby) = if a == 1.0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(a + b, 1.0, "exactly one leads");
+    let spec = |name: &str| {
+        json!({
+            "apiVersion": "logsub.io/v1alpha1",
+            "kind": "LogSubscription",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"logGroups": {"names": [group]}, "roleArn": ROLE},
+                "stream": {"existing": {"name": stream}},
+                "sink": {"s3": {"bucket": "unused"}},
+                "workers": {"replicas": 0},
+            }
+        })
+    };
+    create(&ns, spec("one")).await;
+    let filter_ready =
+        |l: &LogSubscription| (condition(l, "SubscriptionFilterReady")?.0 == "True").then_some(());
+    wait_for(&ns, "one", "reconciled by the leader", SETTLE, filter_ready).await;
+    assert_eq!(
+        standby
+            .metric("logsub_controller_reconciles_total", &[])
+            .await,
+        0.0,
+        "the standby does not reconcile"
+    );
+    // kill -9: the lease is not released, so it must expire.
+    drop(leader);
+    eventually("the standby leads", Duration::from_secs(30), || async {
+        (standby.metric("logsub_controller_leader", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    create(&ns, spec("two")).await;
+    wait_for(
+        &ns,
+        "two",
+        "reconciled by the new leader",
+        SETTLE,
+        filter_ready,
+    )
+    .await;
+    for name in ["one", "two"] {
+        ns.api::<LogSubscription>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("both gone", SETTLE, || async {
+        let left = ns
+            .api::<LogSubscription>()
+            .list(&Default::default())
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
+/// AWS out of reach: the condition says so, and retries back off instead of
+/// spinning (the calls are counted).
+#[tokio::test]
+async fn unreachable_aws_is_retried_with_backoff() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let kubeconfig = identity(&ns).await;
+    let closed = format!("http://127.0.0.1:{}", common::pipeline::free_port());
+    let controller =
+        common::controller::start_with(&ns, &kubeconfig, "10s", &["--aws-endpoint-url", &closed]);
+    create(
+        &ns,
+        json!({
+            "apiVersion": "logsub.io/v1alpha1",
+            "kind": "LogSubscription",
+            "metadata": {"name": "unreachable"},
+            "spec": {
+                "source": {"logGroups": {"names": ["/a"]}, "roleArn": ROLE},
+                "stream": {"existing": {"name": "s"}},
+                "sink": {"s3": {"bucket": "unused"}},
+                "workers": {"replicas": 0},
+            }
+        }),
+    )
+    .await;
+    wait_for(&ns, "unreachable", "AwsUnavailable", SETTLE, |l| {
+        (condition(l, "StreamReady")? == ("Unknown".into(), "AwsUnavailable".into())).then_some(())
+    })
+    .await;
+    let started = controller
+        .metric("logsub_controller_aws_calls_total", &[])
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let calls = controller
+        .metric(
+            "logsub_controller_aws_calls_total",
+            &["outcome=\"transport_error\""],
+        )
+        .await;
+    // Backoff doubles from 1 s: about six tries in 30 s, each up to three SDK attempts.
+    assert!(
+        calls - started <= 30.0,
+        "{} attempts in 30 s",
+        calls - started
+    );
+    assert!(calls >= 3.0, "it keeps trying: {calls}");
+    drop(controller);
+    // Nothing was created in AWS, so nothing holds the deletion.
+    let api = ns.api::<LogSubscription>();
+    api.patch(
+        "unreachable",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     ns.delete().await;
 }

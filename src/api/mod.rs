@@ -51,7 +51,9 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Sink","type":"string","jsonPath":".status.sink"}"#,
     printcolumn = r#"{"name":"Log groups","type":"integer","jsonPath":".status.logGroupCount"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Delivered","type":"integer","jsonPath":".status.delivery.eventsDelivered"}"#,
+    printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.delivery.deadLettered"}"#,
     printcolumn = r#"{"name":"Stream","type":"string","priority":1,"jsonPath":".status.streamArn"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

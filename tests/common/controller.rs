@@ -28,6 +28,7 @@ pub struct Controller {
 /// and returns a kubeconfig that speaks as it.
 pub async fn identity(ns: &TestNamespace) -> PathBuf {
     let client = stack().kube().await;
+    super::install_crd(&client).await;
     let role = logsub::controller::resources::rbac::cluster_role();
     Api::<ClusterRole>::all(client.clone())
         .patch(
@@ -91,6 +92,16 @@ pub async fn identity(ns: &TestNamespace) -> PathBuf {
 /// checked again every `resync`; worker pods serve their admin endpoints on a
 /// port of their own (pods of the local node share the host's network).
 pub fn start(ns: &TestNamespace, kubeconfig: &std::path::Path, resync: &str) -> Controller {
+    start_with(ns, kubeconfig, resync, &[])
+}
+
+/// [`start`], with more arguments (later ones override earlier ones).
+pub fn start_with(
+    ns: &TestNamespace,
+    kubeconfig: &std::path::Path,
+    resync: &str,
+    args: &[&str],
+) -> Controller {
     let admin = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_logsub"))
         .arg("controller")
@@ -109,6 +120,7 @@ pub fn start(ns: &TestNamespace, kubeconfig: &std::path::Path, resync: &str) -> 
             stack().var("AWS_ENDPOINT_URL_KINESIS"),
         )
         .env("LOGSUB_LOG", "info,logsub=debug")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -298,3 +298,26 @@ impl TestNamespace {
             .await;
     }
 }
+
+/// Applies the LogSubscription CRD as `logsub crd` prints it and waits until it is served.
+pub async fn install_crd(client: &kube::Client) {
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = kube::Api::all(client.clone());
+    let crd = logsub::api::crd();
+    let name = crd.metadata.name.clone().expect("crd name");
+    crds.patch(
+        &name,
+        &kube::api::PatchParams::apply("logsub-tests").force(),
+        &kube::api::Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the CRD");
+    let established = kube::runtime::wait::await_condition(
+        crds,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .expect("CRD Established within 30 s")
+        .expect("watch the CRD");
+}
