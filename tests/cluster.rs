@@ -87,10 +87,11 @@ async fn every_example_is_accepted_by_server_side_apply() {
         ensure_namespace(&client, &namespace).await;
         let api: Api<LogSubscription> = Api::namespaced(client.clone(), &namespace);
         let document: Value = serde_saphyr::from_str(&text).expect("example as JSON");
+        // A dry run: admission and defaulting without leaving objects behind.
         let stored = api
             .patch(
                 &name,
-                &PatchParams::apply(MANAGER).force(),
+                &PatchParams::apply(MANAGER).force().dry_run(),
                 &Patch::Apply(&document),
             )
             .await

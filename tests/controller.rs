@@ -357,6 +357,10 @@ async fn a_subscription_is_reconciled_end_to_end() {
     }
     assert!(filters(&logs, &b).await.contains_key("audit"));
     assert!(
+        common::pipeline::leases(&ns.name).await.is_empty(),
+        "the shard checkpoints go with the subscription"
+    );
+    assert!(
         controller
             .metric("logsub_controller_reconciles_total", &["result=\"ok\""])
             .await

@@ -1,7 +1,7 @@
-"""The demo's event source: a Kinesis stream, a log group subscribed to it, and
-log events put into CloudWatch Logs, against the stack's moto.
+"""The demo's event source: a log group and JSON log events put into CloudWatch
+Logs, against the stack's moto. The controller subscribes the group.
 
-  flow.py setup NAME          create (or reuse) the stream, group and filter; print the stream ARN
+  flow.py setup NAME          create (or reuse) the group /demo/NAME and its log streams
   flow.py produce NAME N RATE put N JSON log events, RATE a second
 """
 
@@ -22,16 +22,7 @@ def client(service):
 
 
 def setup(name):
-    kinesis, logs = client("kinesis"), client("logs")
-    try:
-        kinesis.create_stream(StreamName=name, ShardCount=2)
-    except kinesis.exceptions.ResourceInUseException:
-        pass
-    while True:
-        summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-        if summary["StreamStatus"] == "ACTIVE":
-            break
-        time.sleep(0.2)
+    logs = client("logs")
     group = f"/demo/{name}"
     for call in (
         lambda: logs.create_log_group(logGroupName=group),
@@ -42,15 +33,7 @@ def setup(name):
             call()
         except logs.exceptions.ResourceAlreadyExistsException:
             pass
-    logs.put_subscription_filter(
-        logGroupName=group,
-        filterName="logsub-demo",
-        filterPattern="",
-        destinationArn=summary["StreamARN"],
-        roleArn="arn:aws:iam::123456789012:role/CWLtoKinesis",
-        distribution="ByLogStream",
-    )
-    print(summary["StreamARN"])
+    print(group)
 
 
 def produce(name, total, rate):

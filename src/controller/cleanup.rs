@@ -60,6 +60,7 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         logs.delete_filter(group, &name).await?;
     }
     let mut note = format!("removed filter {name} from {} log group(s)", groups.len());
+    forget_checkpoints(lsub, ctx).await?;
     if let Some(StreamRef::Managed(_)) = lsub.spec.stream.reference() {
         let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref());
         if let Some(info) = streams.describe(Some(&name), None).await? {
@@ -76,6 +77,48 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         }
     }
     Ok(note)
+}
+
+/// Stops the workers and deletes their shard leases, whose checkpoints belong
+/// to a stream that goes too: a LogSubscription created again with this name
+/// must not resume from them. (Under `Retain` they stay, so that one reading
+/// the kept stream again resumes where this one stopped.)
+async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(), kube::Error> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, DeleteParams, ListParams};
+
+    let namespace = lsub.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let workers = super::resources::workload::workload_name(lsub);
+    match deployments
+        .delete(&workers, &DeleteParams::foreground())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!(
+        "{}={}",
+        crate::worker::source::kinesis::lease::SUBSCRIPTION_LABEL,
+        lsub.name_any()
+    );
+    for lease in leases
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+    {
+        match leases
+            .delete(&lease.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn owned(

@@ -33,11 +33,12 @@ pub fn cluster_role() -> ClusterRole {
                 &["get", "list", "watch", "patch"],
             ),
             rule("logsub.io", &["logsubscriptions/status"], &["get", "patch"]),
-            // The workers' objects, by server-side apply (create when missing).
+            // The workers' objects, by server-side apply (create when missing);
+            // the workers are stopped before their checkpoints are deleted.
             rule(
                 "apps",
                 &["deployments"],
-                &["get", "list", "watch", "create", "patch"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
             rule(
                 "",
