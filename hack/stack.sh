@@ -9,6 +9,7 @@
 #   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
 #   hack/stack.sh install   only install and build
 #   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
+#   hack/stack.sh restart-apiserver       stop and start kube-apiserver (fault trials)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
@@ -29,5 +30,8 @@ case "${1:-}" in
       stop) stop_service opensearch-faults ;;
       *) die "usage: hack/stack.sh fault-node start|stop" ;;
     esac ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  restart-apiserver)
+    stop_service kube-apiserver
+    start_apiserver ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -270,6 +270,31 @@ async fn a_subscription_is_reconciled_end_to_end() {
         "{listed}"
     );
 
+    // What the controller did is told in Events with stable reasons.
+    let reasons = eventually(
+        "the controller's Events",
+        Duration::from_secs(30),
+        || async {
+            let events = ns
+                .api::<k8s_openapi::api::events::v1::Event>()
+                .list(&Default::default())
+                .await
+                .ok()?;
+            let reasons: Vec<String> = events
+                .items
+                .iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("logsub-controller"))
+                .filter_map(|e| e.reason.clone())
+                .collect();
+            (reasons.iter().any(|r| r == "Ready")).then_some(reasons)
+        },
+    )
+    .await;
+    assert!(
+        reasons.iter().any(|r| r == "SubscriptionFilterPut"),
+        "{reasons:?}"
+    );
+
     // A spec change: the filter is updated, and the workers roll to the new config.
     let before = config_hash(&deployment);
     ns.api::<LogSubscription>()

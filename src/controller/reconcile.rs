@@ -49,7 +49,13 @@ pub async fn reconcile(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .or_else(|e| match e {
+        // A reconcile queued before the object went: cleanup already finished.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    });
     ctx.metrics
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());

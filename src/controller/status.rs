@@ -396,6 +396,111 @@ mod tests {
         );
     }
 
+    fn group(name: &str, filter: FilterState, message: Option<&str>) -> LogGroupStatus {
+        LogGroupStatus {
+            name: name.into(),
+            filter,
+            message: message.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn filters_are_stuck_before_they_are_pending_before_they_are_ready() {
+        let active = group("/a", FilterState::Active, None);
+        let pending = group(
+            "/b",
+            FilterState::Pending,
+            Some("the log group does not exist"),
+        );
+        let full = group("/c", FilterState::LimitExceeded, Some("two filters"));
+        let denied = group("/d", FilterState::AccessDenied, Some("denied"));
+        assert_eq!(
+            filters(std::slice::from_ref(&active), 1),
+            Check::ready("FiltersActive", "1 log group(s) subscribed")
+        );
+        assert_eq!(filters(&[], 0).reason(), "NoLogGroups");
+        assert_eq!(
+            filters(&[active.clone(), pending.clone()], 2),
+            Check::pending("FiltersPending", "/b: the log group does not exist")
+        );
+        assert_eq!(
+            filters(&[active, pending, full, denied], 4),
+            Check::failed("TooManyFilters", "/c: two filters (and 1 more)")
+        );
+    }
+
+    #[test]
+    fn workers_from_the_deployment() {
+        let deployment = |generation: i64, observed: i64, available: i32, updated: i32| {
+            serde_json::from_value::<Deployment>(serde_json::json!({
+                "metadata": {"name": "w", "generation": generation},
+                "spec": {"selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "availableReplicas": available, "updatedReplicas": updated},
+            }))
+            .unwrap()
+        };
+        let (check, counts) = workers(&deployment(2, 2, 2, 2), 2);
+        assert_eq!(check.reason(), "MinimumReplicasAvailable");
+        assert_eq!(
+            counts,
+            WorkersStatus {
+                desired: 2,
+                available: 2
+            }
+        );
+        // A rollout in progress: the controller has not seen the new generation.
+        assert_eq!(
+            workers(&deployment(3, 2, 2, 2), 2).0.reason(),
+            "WorkersStarting"
+        );
+        assert_eq!(
+            workers(&deployment(2, 2, 1, 2), 2).0.reason(),
+            "WorkersStarting"
+        );
+        assert_eq!(
+            workers(&deployment(1, 1, 0, 0), 0).0.reason(),
+            "ScaledToZero"
+        );
+        let mut stuck = deployment(2, 2, 0, 1);
+        stuck.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet has timed out progressing",
+            }))
+            .unwrap(),
+        ]);
+        assert_eq!(
+            workers(&stuck, 2).0,
+            Check::failed(
+                "ProgressDeadlineExceeded",
+                "ReplicaSet has timed out progressing"
+            )
+        );
+    }
+
+    #[test]
+    fn delivering_from_the_published_health() {
+        let shard = |delivered, error: Option<&str>| ShardHealth {
+            worker: "w".into(),
+            delivered,
+            sink_error: error.map(str::to_owned),
+            ..ShardHealth::default()
+        };
+        assert_eq!(delivering(&[], 1).reason(), "WaitingForShards");
+        assert_eq!(delivering(&[shard(3, None)], 0).reason(), "ScaledToZero");
+        assert_eq!(
+            delivering(&[shard(3, None), shard(4, Some("unavailable: 503"))], 1),
+            Check::pending("SinkFailing", "retrying: unavailable: 503")
+        );
+        assert_eq!(
+            delivering(&[shard(3, None), shard(4, None)], 1),
+            Check::ready(
+                "Delivering",
+                "7 events delivered, 0 dead-lettered, from 2 shard(s)"
+            )
+        );
+    }
+
     #[test]
     fn delivery_health_folds_over_the_shards() {
         let shard = |delivered, dead, last: Option<&str>, behind| ShardHealth {

@@ -95,7 +95,7 @@ pub fn start(ns: &TestNamespace, kubeconfig: &std::path::Path, resync: &str) -> 
     start_with(ns, kubeconfig, resync, &[])
 }
 
-/// [`start`], with more arguments (later ones override earlier ones).
+/// [`start`], with flags (`--flag value` pairs) added or replacing the defaults.
 pub fn start_with(
     ns: &TestNamespace,
     kubeconfig: &std::path::Path,
@@ -103,24 +103,38 @@ pub fn start_with(
     args: &[&str],
 ) -> Controller {
     let admin = free_port();
+    let mut flags: Vec<(String, String)> = [
+        ("--worker-image", "logsub".to_owned()),
+        ("--namespace", ns.name.clone()),
+        ("--leader-election-namespace", ns.name.clone()),
+        ("--lease-duration", "6s".to_owned()),
+        ("--resync-period", resync.to_owned()),
+        ("--status-interval", "2s".to_owned()),
+        ("--admin-addr", format!("127.0.0.1:{admin}")),
+        ("--worker-admin-addr", format!("127.0.0.1:{}", free_port())),
+        (
+            "--aws-endpoint-url",
+            stack().var("AWS_ENDPOINT_URL_KINESIS").to_owned(),
+        ),
+        ("--log", "info,logsub=debug".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for pair in args.chunks(2) {
+        let [flag, value] = pair else {
+            panic!("flags come in pairs: {args:?}");
+        };
+        match flags.iter_mut().find(|(k, _)| k == flag) {
+            Some(existing) => existing.1 = (*value).to_owned(),
+            None => flags.push(((*flag).to_owned(), (*value).to_owned())),
+        }
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_logsub"))
         .arg("controller")
-        .args(["--worker-image", "logsub"])
-        .args(["--namespace", &ns.name])
-        .args(["--leader-election-namespace", &ns.name])
-        .args(["--lease-duration", "6s"])
-        .args(["--resync-period", resync])
-        .args(["--status-interval", "2s"])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .args(["--worker-admin-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(flags.iter().flat_map(|(k, v)| [k, v]))
         .envs(stack().child_env())
         .env("KUBECONFIG", kubeconfig)
-        .env(
-            "LOGSUB_AWS_ENDPOINT_URL",
-            stack().var("AWS_ENDPOINT_URL_KINESIS"),
-        )
-        .env("LOGSUB_LOG", "info,logsub=debug")
-        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

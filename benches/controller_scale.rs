@@ -1,0 +1,200 @@
+//! The controller at scale, on the stack: N LogSubscriptions (one log group
+//! each, one shared existing stream, workers scaled to zero so that the local
+//! node is not asked to run N pods). Reports the time until every one is
+//! reconciled, the AWS calls per LogSubscription per resync period at rest,
+//! and the controller's CPU time and memory. Needs the stack
+//! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
+//!
+//!     cargo bench --bench controller_scale [-- --subscriptions 1000 --resync 60]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::controller::{create, identity, start_with};
+use common::{TestNamespace, active_stream, stack};
+use futures::StreamExt;
+use kube::api::ListParams;
+use logsub::api::LogSubscription;
+use serde_json::json;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map_or(default, |w| w[1].parse().expect("a number"))
+}
+
+/// Reconciled: every check but delivery (no workers run) is true.
+fn reconciled(l: &LogSubscription) -> bool {
+    let Some(status) = &l.status else {
+        return false;
+    };
+    ["StreamReady", "SubscriptionFilterReady", "WorkersAvailable"]
+        .iter()
+        .all(|t| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == *t && c.status == "True")
+        })
+}
+
+/// CPU seconds (user + system) and peak resident memory of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+#[tokio::main]
+async fn main() {
+    let n = arg("--subscriptions", 1000);
+    let resync = arg("--resync", 60);
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let aws = stack().aws().await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (stream, _) = active_stream(&kinesis, "scale", 1).await;
+    let prefix = format!("/{}", common::unique("scale"));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let logs = &logs;
+            let prefix = &prefix;
+            async move {
+                logs.create_log_group()
+                    .log_group_name(format!("{prefix}/{i}"))
+                    .send()
+                    .await
+                    .expect("create log group");
+            }
+        })
+        .await;
+    let kubeconfig = identity(&ns).await;
+    let controller = start_with(
+        &ns,
+        &kubeconfig,
+        &format!("{resync}s"),
+        &["--status-interval", "30s", "--log", "warn"],
+    );
+    let pid = controller.child.id().expect("controller pid");
+
+    let started = Instant::now();
+    let (cpu_before, _) = usage(pid);
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let ns = &ns;
+            let stream = &stream;
+            let prefix = &prefix;
+            async move {
+                create(
+                    ns,
+                    json!({
+                        "apiVersion": "logsub.io/v1alpha1",
+                        "kind": "LogSubscription",
+                        "metadata": {"name": format!("s{i}")},
+                        "spec": {
+                            "source": {
+                                "logGroups": {"names": [format!("{prefix}/{i}")]},
+                                "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis",
+                            },
+                            "stream": {"existing": {"name": stream}},
+                            "sink": {"s3": {"bucket": "unused"}},
+                            "workers": {"replicas": 0},
+                        }
+                    }),
+                )
+                .await;
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    let api = ns.api::<LogSubscription>();
+    let all_ready = loop {
+        let list = api.list(&ListParams::default()).await.expect("list");
+        let ready = list.items.iter().filter(|l| reconciled(l)).count();
+        if ready as u64 == n {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {ready} of {n} reconciled after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (cpu_ramp, rss_ramp) = usage(pid);
+
+    // At rest: AWS calls over two resync periods.
+    let calls = "logsub_controller_aws_calls_total";
+    let before = controller.metric(calls, &[]).await;
+    let (cpu_rest_start, _) = usage(pid);
+    tokio::time::sleep(Duration::from_secs(2 * resync)).await;
+    let after = controller.metric(calls, &[]).await;
+    let (cpu_rest_end, rss) = usage(pid);
+    let per = (after - before) / n as f64 / 2.0;
+
+    println!("controller_scale: {n} LogSubscriptions, resync {resync} s");
+    println!("  created in            {:>8.1} s", created.as_secs_f64());
+    println!(
+        "  all reconciled after  {:>8.1} s   (target ≤ 60 s)",
+        all_ready.as_secs_f64()
+    );
+    println!("  AWS calls at rest     {per:>8.2} per LogSubscription per resync   (target ≤ 1)");
+    println!(
+        "  controller CPU        {:>8.1} s to reconcile all, {:.1} s over {} s at rest",
+        cpu_ramp - cpu_before,
+        cpu_rest_end - cpu_rest_start,
+        2 * resync
+    );
+    println!(
+        "  controller peak RSS   {:>8.1} MiB (after the ramp {:.1} MiB)",
+        rss as f64 / 1024.0,
+        rss_ramp as f64 / 1024.0
+    );
+
+    // Deleting them all: each removes its filter (deletionPolicy Delete).
+    let deleting = Instant::now();
+    api.delete_collection(&Default::default(), &ListParams::default())
+        .await
+        .expect("delete all");
+    loop {
+        let left = api
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            deleting.elapsed() < Duration::from_secs(1800),
+            "{left} left"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "  all deleted after     {:>8.1} s",
+        deleting.elapsed().as_secs_f64()
+    );
+    drop(controller);
+    ns.delete().await;
+}
