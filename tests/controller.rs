@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client as Logs;
 use aws_sdk_kinesis::Client as Kinesis;
-use common::controller::{aws_secret, condition, create, identity, start, wait_for};
+use common::controller::{
+    aws_secret, condition, create, delete_all, identity, start, wait_for, without_workers,
+};
 use common::search::count;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -407,18 +409,13 @@ async fn stream_of(kinesis: &Kinesis, name: &str) -> Option<(String, i32)> {
 }
 
 fn managed(name: &str, group: &str, policy: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "logsub.io/v1alpha1",
-        "kind": "LogSubscription",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"logGroups": {"names": [group]}, "roleArn": ROLE},
-            "stream": {"managed": {"shardCount": 1}},
-            "deletionPolicy": policy,
-            "sink": {"s3": {"bucket": "unused"}},
-            "workers": {"replicas": 0},
-        }
-    })
+    let mut lsub = without_workers(
+        name,
+        json!({"names": [group]}),
+        json!({"managed": {"shardCount": 1}}),
+    );
+    lsub["spec"]["deletionPolicy"] = json!(policy);
+    lsub
 }
 
 /// A managed stream is created (tagged), resized with the spec, and deleted
@@ -483,18 +480,7 @@ async fn a_managed_stream_follows_its_subscription() {
     })
     .await;
 
-    for name in ["deleted", "kept"] {
-        ns.api::<LogSubscription>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    eventually("both LogSubscriptions gone", SETTLE, || async {
-        let api = ns.api::<LogSubscription>();
-        (api.get_opt("deleted").await.ok()?.is_none() && api.get_opt("kept").await.ok()?.is_none())
-            .then_some(())
-    })
-    .await;
+    delete_all(&ns).await;
     assert_eq!(
         stream_of(&kinesis, &deleted).await,
         None,
@@ -528,19 +514,7 @@ async fn problems_become_conditions() {
     }
     let kubeconfig = identity(&ns).await;
     let _controller = start(&ns, &kubeconfig, "10s");
-    let lsub = |name: &str, groups: serde_json::Value, stream: serde_json::Value| {
-        json!({
-            "apiVersion": "logsub.io/v1alpha1",
-            "kind": "LogSubscription",
-            "metadata": {"name": name},
-            "spec": {
-                "source": {"logGroups": groups, "roleArn": ROLE},
-                "stream": stream,
-                "sink": {"s3": {"bucket": "unused"}},
-                "workers": {"replicas": 0},
-            }
-        })
-    };
+    let lsub = without_workers;
     create(
         &ns,
         lsub(
@@ -616,21 +590,7 @@ async fn problems_become_conditions() {
         |l| (condition(l, "StreamReady")?.0 == "True").then_some(()),
     )
     .await;
-    for name in ["invalid", "no-stream", "full"] {
-        ns.api::<LogSubscription>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    eventually("every LogSubscription gone", SETTLE, || async {
-        let left = ns
-            .api::<LogSubscription>()
-            .list(&Default::default())
-            .await
-            .ok()?;
-        left.items.is_empty().then_some(())
-    })
-    .await;
+    delete_all(&ns).await;
     assert_eq!(
         filters(&logs, &full).await.len(),
         2,
@@ -672,17 +632,11 @@ async fn a_standby_takes_over_from_a_dead_leader() {
     };
     assert_eq!(a + b, 1.0, "exactly one leads");
     let spec = |name: &str| {
-        json!({
-            "apiVersion": "logsub.io/v1alpha1",
-            "kind": "LogSubscription",
-            "metadata": {"name": name},
-            "spec": {
-                "source": {"logGroups": {"names": [group]}, "roleArn": ROLE},
-                "stream": {"existing": {"name": stream}},
-                "sink": {"s3": {"bucket": "unused"}},
-                "workers": {"replicas": 0},
-            }
-        })
+        without_workers(
+            name,
+            json!({"names": [group]}),
+            json!({"existing": {"name": stream}}),
+        )
     };
     create(&ns, spec("one")).await;
     let filter_ready =
@@ -710,21 +664,7 @@ async fn a_standby_takes_over_from_a_dead_leader() {
         filter_ready,
     )
     .await;
-    for name in ["one", "two"] {
-        ns.api::<LogSubscription>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    eventually("both gone", SETTLE, || async {
-        let left = ns
-            .api::<LogSubscription>()
-            .list(&Default::default())
-            .await
-            .ok()?;
-        left.items.is_empty().then_some(())
-    })
-    .await;
+    delete_all(&ns).await;
     ns.delete().await;
 }
 
@@ -740,17 +680,11 @@ async fn unreachable_aws_is_retried_with_backoff() {
         common::controller::start_with(&ns, &kubeconfig, "10s", &["--aws-endpoint-url", &closed]);
     create(
         &ns,
-        json!({
-            "apiVersion": "logsub.io/v1alpha1",
-            "kind": "LogSubscription",
-            "metadata": {"name": "unreachable"},
-            "spec": {
-                "source": {"logGroups": {"names": ["/a"]}, "roleArn": ROLE},
-                "stream": {"existing": {"name": "s"}},
-                "sink": {"s3": {"bucket": "unused"}},
-                "workers": {"replicas": 0},
-            }
-        }),
+        without_workers(
+            "unreachable",
+            json!({"names": ["/a"]}),
+            json!({"existing": {"name": "s"}}),
+        ),
     )
     .await;
     wait_for(&ns, "unreachable", "AwsUnavailable", SETTLE, |l| {

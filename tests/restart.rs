@@ -6,9 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{condition, create, identity, start_with, wait_for};
-use common::{TestNamespace, active_stream, eventually, repo, stack, unique};
-use kube::api::DeleteParams;
+use common::controller::{
+    condition, create, delete_all, identity, start_with, wait_for, without_workers,
+};
+use common::{TestNamespace, active_stream, repo, stack, unique};
 use logsub::api::LogSubscription;
 use serde_json::json;
 
@@ -31,17 +32,11 @@ async fn the_controller_survives_an_api_server_restart() {
     // A lease that outlasts the restart: leadership is kept, not lost and retaken.
     let mut controller = start_with(&ns, &kubeconfig, "10s", &["--lease-duration", "90s"]);
     let spec = |name: &str| {
-        json!({
-            "apiVersion": "logsub.io/v1alpha1",
-            "kind": "LogSubscription",
-            "metadata": {"name": name},
-            "spec": {
-                "source": {"logGroups": {"names": [group]}, "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis"},
-                "stream": {"existing": {"name": stream}},
-                "sink": {"s3": {"bucket": "unused"}},
-                "workers": {"replicas": 0},
-            }
-        })
+        without_workers(
+            name,
+            json!({"names": [group]}),
+            json!({"existing": {"name": stream}}),
+        )
     };
     let filters_ready =
         |l: &LogSubscription| (condition(l, "SubscriptionFilterReady")?.0 == "True").then_some(());
@@ -75,21 +70,7 @@ async fn the_controller_survives_an_api_server_restart() {
     // Two LogSubscriptions requeued every few seconds, and retries with backoff:
     // tens of reconciles, not thousands.
     assert!(during < 100.0, "{during} reconciles across the restart");
-    for name in ["before", "after"] {
-        ns.api::<LogSubscription>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    eventually("both gone", SETTLE, || async {
-        let left = ns
-            .api::<LogSubscription>()
-            .list(&Default::default())
-            .await
-            .ok()?;
-        left.items.is_empty().then_some(())
-    })
-    .await;
+    delete_all(&ns).await;
     drop(controller);
     ns.delete().await;
 }

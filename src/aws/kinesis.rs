@@ -376,18 +376,14 @@ impl Streams {
 
     /// Deletes the stream; one already gone is fine.
     pub async fn delete(&self, arn: &str) -> Result<(), AwsError> {
-        match self
-            .client
-            .delete_stream()
-            .stream_arn(arn)
-            .enforce_consumer_deletion(true)
-            .send()
-            .await
-            .map_err(classify)
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.class == super::ErrorClass::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::gone_is_ok(
+            self.client
+                .delete_stream()
+                .stream_arn(arn)
+                .enforce_consumer_deletion(true)
+                .send()
+                .await
+                .map_err(classify),
+        )
     }
 }

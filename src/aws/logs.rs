@@ -102,18 +102,14 @@ impl Logs {
 
     /// Deletes the filter named `name` from `group`; one already gone is fine.
     pub async fn delete_filter(&self, group: &str, name: &str) -> Result<(), AwsError> {
-        match self
-            .client
-            .delete_subscription_filter()
-            .log_group_name(group)
-            .filter_name(name)
-            .send()
-            .await
-            .map_err(classify)
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.class == super::ErrorClass::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::gone_is_ok(
+            self.client
+                .delete_subscription_filter()
+                .log_group_name(group)
+                .filter_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )
     }
 }

@@ -61,6 +61,15 @@ impl AwsError {
     }
 }
 
+/// A delete's outcome where the resource already being gone is success.
+pub(crate) fn gone_is_ok<T>(result: Result<T, AwsError>) -> Result<(), AwsError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The class of an AWS error code (pure; the table of what each code means).
 pub fn class_of_code(code: &str) -> ErrorClass {
     match code {

@@ -123,12 +123,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         };
         let status = LogSubscriptionStatus {
             observed_generation: lsub.metadata.generation,
-            conditions: conditions::conditions(
-                &observed,
-                &previous.conditions,
-                lsub.metadata.generation,
-                Timestamp::now(),
-            ),
+            conditions: conditions_of(lsub, &observed, &previous),
             ..previous.clone()
         };
         if ready_reason(&previous) != Some("InvalidSpec") {
@@ -191,12 +186,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     };
     let status = LogSubscriptionStatus {
         observed_generation: lsub.metadata.generation,
-        conditions: conditions::conditions(
-            &observed,
-            &previous.conditions,
-            lsub.metadata.generation,
-            Timestamp::now(),
-        ),
+        conditions: conditions_of(lsub, &observed, &previous),
         stream_arn: view.stream_arn.clone(),
         sink: Some(conditions::sink_summary(&lsub.spec.sink)),
         log_group_count: Some(i32::try_from(view.selected).unwrap_or(i32::MAX)),
@@ -219,6 +209,19 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         next = next.min(at.saturating_duration_since(now));
     }
     Ok(Action::requeue(next.max(Duration::from_millis(500))))
+}
+
+fn conditions_of(
+    lsub: &LogSubscription,
+    observed: &Observed,
+    previous: &LogSubscriptionStatus,
+) -> Vec<crate::api::Condition> {
+    conditions::conditions(
+        observed,
+        &previous.conditions,
+        lsub.metadata.generation,
+        Timestamp::now(),
+    )
 }
 
 fn ready_reason(status: &LogSubscriptionStatus) -> Option<&str> {

@@ -218,3 +218,37 @@ pub async fn wait_for<T>(
     })
     .await
 }
+
+/// A LogSubscription of the log groups `groups` selects, through `stream`, with
+/// no workers (the tests that use it check AWS and the status only).
+pub fn without_workers(name: &str, groups: Value, stream: Value) -> Value {
+    json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"logGroups": groups, "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis"},
+            "stream": stream,
+            "sink": {"s3": {"bucket": "unused"}},
+            "workers": {"replicas": 0},
+        }
+    })
+}
+
+/// Deletes every LogSubscription of `ns` and waits until the controller has
+/// cleaned up after each and they are gone.
+pub async fn delete_all(ns: &TestNamespace) {
+    let api = ns.api::<LogSubscription>();
+    api.delete_collection(&Default::default(), &Default::default())
+        .await
+        .expect("delete the LogSubscriptions");
+    eventually(
+        "every LogSubscription cleaned up and gone",
+        Duration::from_secs(120),
+        || async {
+            let left = api.list(&Default::default()).await.ok()?;
+            left.items.is_empty().then_some(())
+        },
+    )
+    .await;
+}
