@@ -353,6 +353,33 @@ async fn a_subscription_is_reconciled_end_to_end() {
     })
     .await;
 
+    // A group that leaves the selection loses our filter, and only ours.
+    ns.api::<LogSubscription>()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"source": {"logGroups": {
+                "exclude": [format!("{prefix}x-*"), b.clone()],
+            }}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "our filter gone from the excluded group",
+        SETTLE,
+        || async {
+            let on_b = filters(&logs, &b).await;
+            (!on_b.contains_key(&ours) && on_b.contains_key("audit")).then_some(())
+        },
+    )
+    .await;
+    wait_for(&ns, "app", "two groups in the status", SETTLE, |l| {
+        let status = l.status.as_ref()?;
+        (status.log_group_count == Some(2) && status.log_groups.iter().all(|g| g.name != b))
+            .then_some(())
+    })
+    .await;
+
     // At rest, AWS is asked little: count the calls over two resync periods.
     let calls = "logsub_controller_aws_calls_total";
     let at_rest = controller.metric(calls, &[]).await;
@@ -533,6 +560,14 @@ async fn problems_become_conditions() {
         ),
     )
     .await;
+    let mut bad_pattern = lsub(
+        "bad-pattern",
+        json!({"names": [fine]}),
+        json!({"existing": {"name": stream}}),
+    );
+    // Balanced, so it passes validation; CloudWatch Logs refuses it.
+    bad_pattern["spec"]["source"]["filterPattern"] = json!("{ $.latency > fast }");
+    create(&ns, bad_pattern).await;
     create(
         &ns,
         lsub(
@@ -551,6 +586,14 @@ async fn problems_become_conditions() {
         }
     };
     wait_for(&ns, "invalid", "InvalidSpec", SETTLE, reason("InvalidSpec")).await;
+    wait_for(
+        &ns,
+        "bad-pattern",
+        "InvalidFilterPattern",
+        SETTLE,
+        reason("InvalidFilterPattern"),
+    )
+    .await;
     wait_for(
         &ns,
         "no-stream",
@@ -665,6 +708,32 @@ async fn a_standby_takes_over_from_a_dead_leader() {
     )
     .await;
     delete_all(&ns).await;
+
+    // SIGTERM: the leader finishes, exits cleanly and gives the lease up, so
+    // a third replica leads at once instead of after the lease expires.
+    let third = start(&ns, &kubeconfig, "10s");
+    assert_eq!(third.metric("logsub_controller_leader", &[]).await, 0.0);
+    let mut standby = standby;
+    let pid = standby.child.id().expect("pid");
+    let stopped = std::time::Instant::now();
+    assert_eq!(common::pipeline::unsafe_kill(pid as i32), 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), standby.child.wait())
+        .await
+        .expect("it exits")
+        .expect("wait");
+    assert!(status.success(), "a clean exit on SIGTERM: {status}");
+    eventually(
+        "the third replica leads",
+        Duration::from_secs(30),
+        || async { (third.metric("logsub_controller_leader", &[]).await == 1.0).then_some(()) },
+    )
+    .await;
+    // Well inside the 6 s lease: it was released, not left to expire.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
     ns.delete().await;
 }
 
