@@ -18,9 +18,10 @@ stack-up:
 stack-down:
 	hack/stack.sh down
 
-# Regenerates the committed CRD from the Rust types.
+# Regenerates the committed CRD (and the chart's copy) from the Rust types.
 crd:
 	cargo run --quiet -- crd > crds/logsubscription.yaml
+	cp crds/logsubscription.yaml charts/logsub/crds/logsubscription.yaml
 
 fmt:
 	cargo fmt

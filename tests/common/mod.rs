@@ -143,6 +143,15 @@ impl Stack {
         .collect()
     }
 
+    /// A program from the stack's PATH (kubectl, helm), else from the process's.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.var("PATH")
+            .split(':')
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| PathBuf::from(name))
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         let bin_dir = self
             .var("PATH")
