@@ -414,6 +414,7 @@ async fn a_subscription_is_reconciled_end_to_end() {
         common::pipeline::leases(&ns.name).await.is_empty(),
         "the shard checkpoints go with the subscription"
     );
+    common::controller::assert_policy_allows_what_was_called(&controller).await;
     assert!(
         controller
             .metric("logsub_controller_reconciles_total", &["result=\"ok\""])
@@ -455,7 +456,7 @@ async fn a_managed_stream_follows_its_subscription() {
     let group = format!("/{}", unique("managed"));
     log_group(&logs, &group).await;
     let kubeconfig = identity(&ns).await;
-    let _controller = start(&ns, &kubeconfig, "10s");
+    let controller = start(&ns, &kubeconfig, "10s");
     create(&ns, managed("deleted", &group, "Delete")).await;
     create(&ns, managed("kept", &group, "Retain")).await;
     let (deleted, kept) = (
@@ -508,6 +509,8 @@ async fn a_managed_stream_follows_its_subscription() {
     .await;
 
     delete_all(&ns).await;
+    // Create, tag, resize, delete: every call is in the documented policy.
+    common::controller::assert_policy_allows_what_was_called(&controller).await;
     assert_eq!(
         stream_of(&kinesis, &deleted).await,
         None,

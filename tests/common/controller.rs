@@ -252,3 +252,52 @@ pub async fn delete_all(ns: &TestNamespace) {
     )
     .await;
 }
+
+/// The IAM actions (`service:Operation`) the controller has called, from its
+/// `logsub_controller_aws_calls_total` series.
+pub async fn aws_actions(controller: &Controller) -> std::collections::BTreeSet<String> {
+    let text = eventually("the controller's /metrics", Duration::from_secs(30), || {
+        metrics_text(controller.admin)
+    })
+    .await;
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_owned())
+    };
+    text.lines()
+        .filter(|l| l.starts_with("logsub_controller_aws_calls_total{"))
+        .filter_map(|l| {
+            let service = label(l, "service")?.to_ascii_lowercase().replace(' ', "");
+            let prefix = if service.contains("logs") { "logs" } else { "kinesis" };
+            Some(format!("{prefix}:{}", label(l, "operation")?))
+        })
+        .collect()
+}
+
+/// Fails unless `docs/iam/controller-policy.json` allows every action the
+/// controller called.
+pub async fn assert_policy_allows_what_was_called(controller: &Controller) {
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(super::repo().join("docs/iam/controller-policy.json"))
+            .expect("docs/iam/controller-policy.json"),
+    )
+    .expect("the policy is JSON");
+    let allowed: std::collections::BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let called = aws_actions(controller).await;
+    assert!(!called.is_empty(), "the controller called AWS");
+    let missing: Vec<&String> = called.difference(&allowed).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/iam/controller-policy.json lacks {missing:?} (called: {called:?})"
+    );
+}
