@@ -269,7 +269,11 @@ pub async fn aws_actions(controller: &Controller) -> std::collections::BTreeSet<
         .filter(|l| l.starts_with("logsub_controller_aws_calls_total{"))
         .filter_map(|l| {
             let service = label(l, "service")?.to_ascii_lowercase().replace(' ', "");
-            let prefix = if service.contains("logs") { "logs" } else { "kinesis" };
+            let prefix = if service.contains("logs") {
+                "logs"
+            } else {
+                "kinesis"
+            };
             Some(format!("{prefix}:{}", label(l, "operation")?))
         })
         .collect()
@@ -289,7 +293,10 @@ pub async fn assert_policy_allows_what_was_called(controller: &Controller) {
         .iter()
         .flat_map(|s| match &s["Action"] {
             Value::String(a) => vec![a.clone()],
-            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         })
         .collect();
