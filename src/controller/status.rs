@@ -139,29 +139,18 @@ pub fn conditions(
         let (status, reason, message) = check.parts();
         condition(type_, status, reason, message)
     }));
-    if let Some((type_, check)) = checks
-        .iter()
-        .find(|(_, c)| matches!(c, Check::Pending { .. }))
-    {
-        let (_, reason, message) = check.parts();
-        out.push(condition(
-            "Reconciling",
-            "True",
-            reason,
-            &format!("{type_}: {message}"),
-        ));
-    }
-    if let Some((type_, check)) = checks
-        .iter()
-        .find(|(_, c)| matches!(c, Check::Failed { .. }))
-    {
-        let (_, reason, message) = check.parts();
-        out.push(condition(
-            "Stalled",
-            "True",
-            reason,
-            &format!("{type_}: {message}"),
-        ));
+    // Reconciling names the first check on its way; Stalled the first stuck one.
+    let first = |status: &str| checks.iter().find(|(_, c)| c.parts().0 == status);
+    for (summary, status) in [("Reconciling", "Unknown"), ("Stalled", "False")] {
+        if let Some((type_, check)) = first(status) {
+            let (_, reason, message) = check.parts();
+            out.push(condition(
+                summary,
+                "True",
+                reason,
+                &format!("{type_}: {message}"),
+            ));
+        }
     }
     out
 }

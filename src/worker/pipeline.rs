@@ -170,13 +170,13 @@ impl ShardPipeline {
     /// when the record starts an object that an earlier holder may have written.
     fn object_record(
         &mut self,
+        objects: &mut Objects,
         record: &Record,
         encoded: Encoded,
         meta: Option<ObjectMeta>,
         out: &mut VecDeque<Part>,
     ) -> Result<Option<Probe>, PipelineError> {
         let seq = &record.sequence;
-        let objects = self.objects.as_mut().expect("object mode");
         match (&mut objects.open, meta) {
             // Nothing to deliver and no object open: done at once.
             (None, _) if encoded.is_empty() => {
@@ -213,7 +213,6 @@ impl ShardPipeline {
             }
         }
         let limits = self.limits;
-        let objects = self.objects.as_mut().expect("object mode");
         let full = objects
             .open
             .as_ref()
@@ -245,8 +244,11 @@ impl ShardPipeline {
         while let Some(record) = records.pop_front() {
             let want_meta = self.objects.as_ref().is_some_and(|o| o.open.is_none());
             let (encoded, meta) = self.encode(&record, transforms, sink, metrics, want_meta)?;
-            if self.objects.is_some() {
-                if let Some(probe) = self.object_record(&record, encoded, meta, out)? {
+            // Taken out for the call, which needs the rest of `self` too.
+            if let Some(mut objects) = self.objects.take() {
+                let probe = self.object_record(&mut objects, &record, encoded, meta, out);
+                self.objects = Some(objects);
+                if let Some(probe) = probe? {
                     // Decoded again once the probe is answered.
                     records.push_front(record);
                     return Ok(Some(probe));
