@@ -31,4 +31,4 @@ deploy:
 
 fmt:
 	cargo fmt
-	gofmt -w hack/localnode
+	gofmt -w hack/localnode hack/health

@@ -16,13 +16,16 @@ install_all
 step "static checks"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-test -z "$(gofmt -l hack/localnode)" || { gofmt -l hack/localnode; die "gofmt: hack/localnode needs formatting"; }
+test -z "$(gofmt -l hack/localnode hack/health)" || { gofmt -l hack/localnode hack/health; die "gofmt: Go sources need formatting"; }
 (cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
+(cd hack/health && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
 
 step "unit tests"
 cargo build --locked --bins
 cargo test --locked --lib --test api
 (cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
+# Argo CD's health Lua (run by gopher-lua) and Flux's kstatus on the status shapes.
+(cd hack/health && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
 
 step "fuzzing decode + transforms for ${LOGSUB_FUZZ_SECONDS:=60} s"

@@ -139,18 +139,21 @@ pub fn conditions(
         let (status, reason, message) = check.parts();
         condition(type_, status, reason, message)
     }));
-    // Reconciling names the first check on its way; Stalled the first stuck one.
+    // Stalled names the first stuck check; else Reconciling the first on its
+    // way. Never both: kstatus (Flux) reads Reconciling first, and a stuck
+    // subscription must not look as if it only needed time.
     let first = |status: &str| checks.iter().find(|(_, c)| c.parts().0 == status);
-    for (summary, status) in [("Reconciling", "Unknown"), ("Stalled", "False")] {
-        if let Some((type_, check)) = first(status) {
-            let (_, reason, message) = check.parts();
-            out.push(condition(
-                summary,
-                "True",
-                reason,
-                &format!("{type_}: {message}"),
-            ));
-        }
+    let summary = first("False")
+        .map(|found| ("Stalled", found))
+        .or_else(|| first("Unknown").map(|found| ("Reconciling", found)));
+    if let Some((summary, (type_, check))) = summary {
+        let (_, reason, message) = check.parts();
+        out.push(condition(
+            summary,
+            "True",
+            reason,
+            &format!("{type_}: {message}"),
+        ));
     }
     out
 }
@@ -353,7 +356,14 @@ mod tests {
         assert!(ready.message.starts_with("SubscriptionFilterReady: "));
         assert_eq!(find(&c, "WorkersAvailable").unwrap().status, "Unknown");
         assert_eq!(find(&c, "Stalled").unwrap().reason, "TooManyFilters");
+        assert!(
+            find(&c, "Reconciling").is_none(),
+            "stuck wins over on its way"
+        );
+        observed.filters = Check::ready("FiltersActive", "ok");
+        let c = conditions(&observed, &c, Some(1), now);
         assert_eq!(find(&c, "Reconciling").unwrap().reason, "ReplicasStarting");
+        assert!(find(&c, "Stalled").is_none());
     }
 
     #[test]
