@@ -7,9 +7,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::error::Error;
+use super::reconcile::created_for;
 use super::{Context, observe};
 use crate::api::{DeletionPolicy, LogSubscription, StreamRef};
-use crate::aws::AwsError;
 
 /// Removes what `lsub` owns in AWS, as its deletion policy says. Anything
 /// already gone counts as removed.
@@ -65,7 +65,7 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref());
         if let Some(info) = streams.describe(Some(&name), None).await? {
             if recorded == Some(info.arn.as_str())
-                || owned(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await?
+                || created_for(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await?
             {
                 streams.delete(&info.arn).await?;
                 note.push_str(&format!(" and deleted stream {name}"));
@@ -119,16 +119,4 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
         }
     }
     Ok(())
-}
-
-async fn owned(
-    streams: &crate::aws::kinesis::Streams,
-    arn: &str,
-    uid: &str,
-) -> Result<bool, AwsError> {
-    Ok(streams
-        .tags(arn)
-        .await?
-        .iter()
-        .any(|(k, v)| k == super::reconcile::UID_TAG && v == uid))
 }

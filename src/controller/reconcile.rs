@@ -19,6 +19,7 @@ use super::resources::{config::worker_config, workload};
 use super::status::{self as conditions, Check, Observed};
 use super::{AwsView, Context, Memo, apply, cleanup, observe};
 use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
+use crate::aws::kinesis::Streams;
 use crate::aws::{AwsError, ErrorClass};
 use crate::telemetry::ReconcileLabels;
 
@@ -301,6 +302,15 @@ async fn sync_aws(
     }
 }
 
+/// Whether the stream `arn` was created for the LogSubscription `uid` (tagged so).
+pub(super) async fn created_for(streams: &Streams, arn: &str, uid: &str) -> Result<bool, AwsError> {
+    Ok(streams
+        .tags(arn)
+        .await?
+        .iter()
+        .any(|(k, v)| k == UID_TAG && v == uid))
+}
+
 struct StreamSync {
     check: Check,
     arn: Option<String>,
@@ -343,18 +353,14 @@ async fn sync_stream(
         }
     };
     let spec = match reference {
-        StreamRef::Name(_) | StreamRef::Arn(_) => {
+        StreamRef::Name(named) | StreamRef::Arn(named) => {
             return match info {
                 None => failed(
                     (
                         Check::failed(
                             "StreamNotFound",
                             format!(
-                                "no stream {} in {}",
-                                match reference {
-                                    StreamRef::Arn(a) | StreamRef::Name(a) => a,
-                                    StreamRef::Managed(_) => &name,
-                                },
+                                "no stream {named} in {}",
                                 region.unwrap_or("the default region")
                             ),
                         ),
@@ -389,9 +395,9 @@ async fn sync_stream(
     if let Some(i) = &info
         && previous.stream_arn.as_deref() != Some(i.arn.as_str())
     {
-        match streams.tags(&i.arn).await {
-            Ok(tags) if tags.iter().any(|(k, v)| k == UID_TAG && *v == uid) => {}
-            Ok(_) => {
+        match created_for(&streams, &i.arn, &uid).await {
+            Ok(true) => {}
+            Ok(false) => {
                 return failed(
                     (
                         Check::failed(

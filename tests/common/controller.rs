@@ -144,14 +144,20 @@ pub fn start_with(
 }
 
 impl Controller {
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        eventually("the controller's /metrics", Duration::from_secs(30), || {
+            metrics_text(self.admin)
+        })
+        .await
+    }
+
     /// A counter or gauge from its `/metrics`, summed over the series whose
     /// labels contain every one of `labels`.
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let text = eventually("the controller's /metrics", Duration::from_secs(30), || {
-            metrics_text(self.admin)
-        })
-        .await;
-        text.lines()
+        self.metrics()
+            .await
+            .lines()
             .filter(|l| {
                 l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
             })
@@ -256,10 +262,7 @@ pub async fn delete_all(ns: &TestNamespace) {
 /// The IAM actions (`service:Operation`) the controller has called, from its
 /// `logsub_controller_aws_calls_total` series.
 pub async fn aws_actions(controller: &Controller) -> std::collections::BTreeSet<String> {
-    let text = eventually("the controller's /metrics", Duration::from_secs(30), || {
-        metrics_text(controller.admin)
-    })
-    .await;
+    let text = controller.metrics().await;
     let label = |line: &str, name: &str| -> Option<String> {
         let start = line.find(&format!("{name}=\""))? + name.len() + 2;
         let end = line[start..].find('"')? + start;
