@@ -16,9 +16,10 @@ install_all
 step "static checks"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-test -z "$(gofmt -l hack/localnode hack/health)" || { gofmt -l hack/localnode hack/health; die "gofmt: Go sources need formatting"; }
+test -z "$(gofmt -l hack/localnode hack/health hack/image)" || { gofmt -l hack/localnode hack/health hack/image; die "gofmt: Go sources need formatting"; }
 (cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
 (cd hack/health && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
+(cd hack/image && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go vet ./...)
 
 step "unit tests"
 cargo build --locked --bins
@@ -27,6 +28,9 @@ cargo test --locked --lib --test api
 # Argo CD's health Lua (run by gopher-lua) and Flux's kstatus on the status shapes.
 (cd hack/health && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
+
+step "container image (make image: static binary, OCI archive, run in a chroot)"
+cargo test --locked --test image
 
 step "fuzzing decode + transforms for ${LOGSUB_FUZZ_SECONDS:=60} s"
 LOGSUB_FUZZ_SECONDS="$LOGSUB_FUZZ_SECONDS" cargo test --locked --test fuzz -- --nocapture

@@ -100,6 +100,18 @@ install_python_tools() {
   fi
 }
 
+# The image's static binary is linked against musl; aws-lc's C needs a musl C
+# compiler, which zig provides (through cargo-zigbuild), both from PyPI.
+install_image_tools() {
+  if [ ! -x "$ZIG_VENV/bin/cargo-zigbuild" ] || [ ! -f "$ZIG_VENV/.complete" ]; then
+    say "installing zig $ZIGLANG_VERSION and cargo-zigbuild $CARGO_ZIGBUILD_VERSION into $ZIG_VENV"
+    run_logged zig bash -c "python3 -m venv '$ZIG_VENV' && '$ZIG_VENV/bin/pip' install -q \
+      'ziglang==$ZIGLANG_VERSION' 'cargo-zigbuild==$CARGO_ZIGBUILD_VERSION' && touch '$ZIG_VENV/.complete'"
+  fi
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+    || run_logged rustup-musl rustup target add x86_64-unknown-linux-musl
+}
+
 # Official integ-test-zip distributions from Maven Central.
 install_search_node() {
   local group="$1" artifact="$2" version="$3" home="$4"
