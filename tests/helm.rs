@@ -126,7 +126,8 @@ fn every_rendered_object_names_its_kind_and_version() {
     }
 }
 
-/// `deploy/` (kustomize, no Helm) is the chart rendered with its defaults.
+/// `deploy/` (kustomize, no Helm) is the chart rendered with its defaults,
+/// without the labels that say Helm manages it.
 #[test]
 fn the_kustomize_install_is_the_chart_rendered() {
     let chart = chart();
@@ -137,6 +138,8 @@ fn the_kustomize_install_is_the_chart_rendered() {
         "--namespace",
         "logsub-system",
         "--skip-crds",
+        "--set",
+        "helmLabels=false",
     ]);
     assert!(out.status.success());
     let want = format!(
@@ -148,6 +151,10 @@ fn the_kustomize_install_is_the_chart_rendered() {
     assert!(
         have == want,
         "deploy/logsub.yaml is stale: run `make deploy`"
+    );
+    assert!(
+        !have.contains("managed-by: Helm") && !have.contains("helm.sh/chart"),
+        "deploy/ objects claim Helm manages them"
     );
     let rendered = Command::new(stack().tool("kubectl"))
         .args(["kustomize", repo().join("deploy").to_str().unwrap()])

@@ -15,8 +15,10 @@ app.kubernetes.io/component: controller
 {{- define "logsub.labels" -}}
 {{ include "logsub.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- if .Values.helmLabels }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
 {{- end -}}
 
 {{- define "logsub.serviceAccountName" -}}
