@@ -353,7 +353,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     )
     .await;
 
-    // An upgrade with a changed value rolls the controller.
+    // An upgrade with a changed value and a new image rolls the controller,
+    // and the workers follow it to the new image.
     let deployments = home.api::<Deployment>();
     let template_of = |d: &Deployment| serde_json::to_value(&d.spec.template).unwrap();
     let before = template_of(&deployments.get(&release).await.unwrap());
@@ -365,6 +366,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         values_file.to_str().unwrap(),
         "--set",
         "controller.resyncPeriod=2m",
+        "--set",
+        "image.tag=dev2",
         "--wait",
         "--timeout",
         "120s",
@@ -377,6 +380,23 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         (Some(1), Some(1)),
         "the new controller is the one running"
     );
+    let workers = watched.api::<Deployment>();
+    eventually(
+        "the workers on the upgraded image",
+        Duration::from_secs(60),
+        || async {
+            let list = workers.list(&Default::default()).await.ok()?;
+            let images: Vec<_> = list
+                .items
+                .iter()
+                .filter_map(|d| d.spec.template.spec.as_ref())
+                .flat_map(|p| p.containers.iter().map(|c| c.image.clone()))
+                .collect();
+            (!images.is_empty() && images.iter().all(|i| i.as_deref() == Some("logsub:dev2")))
+                .then_some(())
+        },
+    )
+    .await;
 
     // Delete the LogSubscription first: the installed controller cleans up AWS.
     delete_all(&watched).await;

@@ -688,7 +688,17 @@ async fn sync_workers(
                 .and_then(|m| m.annotations.as_ref())
                 .and_then(|a| a.get(workload::CONFIG_HASH).cloned())
         };
+        // The image too: an upgraded controller rolls the workers to its own.
+        let images = |d: &k8s_openapi::api::apps::v1::Deployment| {
+            d.spec.template.spec.as_ref().map(|p| {
+                p.containers
+                    .iter()
+                    .map(|c| c.image.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
         template_hash(d) != template_hash(&built.deployment)
+            || images(d) != images(&built.deployment)
             || d.spec.replicas != built.deployment.spec.replicas
     });
     let deployment = match current {
