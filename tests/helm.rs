@@ -214,9 +214,23 @@ fn bad_values_are_refused_with_the_field_named() {
     }
 }
 
+/// The container images of the Deployments `api` lists.
+async fn images(api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>) -> Vec<String> {
+    let list = api
+        .list(&Default::default())
+        .await
+        .expect("list Deployments");
+    list.items
+        .iter()
+        .filter_map(|d| d.spec.template.spec.as_ref())
+        .flat_map(|p| p.containers.iter().filter_map(|c| c.image.clone()))
+        .collect()
+}
+
 /// `helm install` on the stack: the controller Pod runs on the local node and
-/// a LogSubscription becomes Ready with documents in OpenSearch; `helm upgrade`
-/// with a changed value rolls the controller; with the LogSubscription deleted
+/// a LogSubscription becomes Ready with documents in OpenSearch, all of it run
+/// by the image `make image` writes; `helm upgrade` with a changed value and
+/// another image rolls the controller and the workers; with the LogSubscription deleted
 /// first (and cleaned up by the controller), `helm uninstall` leaves no
 /// controller objects behind.
 #[tokio::test]
@@ -249,8 +263,11 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     // Named so that the chart's full name is the release name.
     let release = unique("logsub");
     let kubeconfig = stack().kubeconfig();
+    // The controller and its workers run the image `make image` writes,
+    // pinned by digest.
+    let digest = common::image::on_the_node("logsub-image");
     let values = serde_json::json!({
-        "image": {"repository": "logsub", "tag": "dev"},
+        "image": {"repository": "logsub-image", "digest": digest},
         "controller": {
             "region": stack().var("AWS_REGION"),
             "awsEndpointUrl": stack().var("AWS_ENDPOINT_URL_KINESIS"),
@@ -353,9 +370,15 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     )
     .await;
 
-    // An upgrade with a changed value and a new image rolls the controller,
-    // and the workers follow it to the new image.
+    // All of that ran the image's binary: the controller's and the workers'.
     let deployments = home.api::<Deployment>();
+    let workers = watched.api::<Deployment>();
+    let pinned = format!("logsub-image@{digest}");
+    assert_eq!(images(&deployments).await, [pinned.as_str()]);
+    assert_eq!(images(&workers).await, [pinned.as_str()]);
+
+    // An upgrade with a changed value and another image rolls the controller,
+    // and the workers follow it to that image.
     let template_of = |d: &Deployment| serde_json::to_value(&d.spec.template).unwrap();
     let before = template_of(&deployments.get(&release).await.unwrap());
     helm_at(&[
@@ -366,6 +389,10 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         values_file.to_str().unwrap(),
         "--set",
         "controller.resyncPeriod=2m",
+        "--set",
+        "image.repository=logsub",
+        "--set",
+        "image.digest=",
         "--set",
         "image.tag=dev2",
         "--wait",
@@ -380,21 +407,10 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         (Some(1), Some(1)),
         "the new controller is the one running"
     );
-    let workers = watched.api::<Deployment>();
     eventually(
         "the workers on the upgraded image",
         Duration::from_secs(60),
-        || async {
-            let list = workers.list(&Default::default()).await.ok()?;
-            let images: Vec<_> = list
-                .items
-                .iter()
-                .filter_map(|d| d.spec.template.spec.as_ref())
-                .flat_map(|p| p.containers.iter().map(|c| c.image.clone()))
-                .collect();
-            (!images.is_empty() && images.iter().all(|i| i.as_deref() == Some("logsub:dev2")))
-                .then_some(())
-        },
+        || async { (images(&workers).await == ["logsub:dev2"]).then_some(()) },
     )
     .await;
 

@@ -9,16 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::image::{build, sha256, unpack};
 use common::repo;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A program on the host's PATH, for a child whose environment is cleared.
 fn host_program(name: &str) -> PathBuf {
@@ -26,49 +18,6 @@ fn host_program(name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} on PATH"))
-}
-
-/// Runs `hack/image.sh` into `out`; returns the digest it printed.
-fn build(out: &Path) -> String {
-    let run = Command::new(repo().join("hack/image.sh"))
-        .env("LOGSUB_IMAGE", out)
-        .output()
-        .expect("hack/image.sh");
-    assert!(
-        run.status.success(),
-        "make image: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let stdout = String::from_utf8(run.stdout).unwrap();
-    let line = stdout.lines().last().expect("a line");
-    let (path, digest) = line.split_once(' ').expect("path and digest");
-    assert_eq!(Path::new(path), out);
-    digest.to_owned()
-}
-
-fn untar(archive: &Path, into: &Path, gzip: bool) {
-    std::fs::create_dir_all(into).unwrap();
-    let flags = if gzip { "-xzf" } else { "-xf" };
-    let status = Command::new("tar")
-        .args([
-            flags,
-            archive.to_str().unwrap(),
-            "-C",
-            into.to_str().unwrap(),
-        ])
-        .status()
-        .expect("tar");
-    assert!(status.success(), "untar {}", archive.display());
-}
-
-/// A blob of the layout, after checking it against its digest.
-fn blob(layout: &Path, descriptor: &Value) -> Vec<u8> {
-    let digest = descriptor["digest"].as_str().expect("digest");
-    let hex = digest.strip_prefix("sha256:").expect("sha256");
-    let bytes = std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob");
-    assert_eq!(sha256(&bytes), hex, "blob {digest}");
-    assert_eq!(descriptor["size"].as_u64(), Some(bytes.len() as u64));
-    bytes
 }
 
 fn files_under(root: &Path) -> BTreeSet<String> {
@@ -118,15 +67,8 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
         "the same commit and binary give the same image"
     );
 
-    let layout = dir.join("layout");
-    untar(&archive, &layout, false);
-    let oci: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
-    assert_eq!(oci["imageLayoutVersion"], "1.0.0");
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifests = index["manifests"].as_array().expect("manifests");
-    assert_eq!(manifests.len(), 1);
+    let image = unpack(&archive, &dir);
+    let manifests = image.index["manifests"].as_array().expect("manifests");
     assert_eq!(manifests[0]["digest"], digest.as_str());
     assert_eq!(
         manifests[0]["mediaType"],
@@ -136,12 +78,11 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
         manifests[0]["annotations"]["org.opencontainers.image.ref.name"],
         env!("CARGO_PKG_VERSION")
     );
-    let manifest: Value = serde_json::from_slice(&blob(&layout, &manifests[0])).unwrap();
+    let (manifest, config) = (&image.manifest, &image.config);
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.oci.image.config.v1+json"
     );
-    let config: Value = serde_json::from_slice(&blob(&layout, &manifest["config"])).unwrap();
     assert_eq!(config["os"], "linux");
     assert_eq!(config["architecture"], "amd64");
     let run = &config["config"];
@@ -196,26 +137,23 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
     }
 
     // One layer, its diff id the digest of its uncompressed tar.
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1);
     assert_eq!(
-        layers[0]["mediaType"],
+        manifest["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
-    let compressed = blob(&layout, &layers[0]);
     let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut tar)
-        .unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&image.layer[..]),
+        &mut tar,
+    )
+    .unwrap();
     assert_eq!(
         config["rootfs"]["diff_ids"][0],
         format!("sha256:{}", sha256(&tar)).as_str()
     );
-    let rootfs = dir.join("rootfs");
-    let layer = dir.join("layer.tar.gz");
-    std::fs::write(&layer, &compressed).unwrap();
-    untar(&layer, &rootfs, true);
+    let rootfs = &image.rootfs;
     assert_eq!(
-        files_under(&rootfs),
+        files_under(rootfs),
         [
             "etc/group",
             "etc/passwd",

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod controller;
+pub mod image;
 pub mod pipeline;
 pub mod search;
 
