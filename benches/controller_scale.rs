@@ -6,9 +6,12 @@
 //! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
 //!
 //!     cargo bench --bench controller_scale [-- --subscriptions 1000 --resync 60]
+//!
+//! `--plot <file.svg>` also draws the ramp and the deletion (docs/bench/).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod plot;
 
 use std::time::{Duration, Instant};
 
@@ -128,9 +131,16 @@ async fn main() {
         .await;
     let created = started.elapsed();
     let api = ns.api::<LogSubscription>();
+    let mut reconciling = plot::Series {
+        name: "reconciled".into(),
+        points: vec![(0.0, 0.0)],
+    };
     let all_ready = loop {
         let list = api.list(&ListParams::default()).await.expect("list");
         let ready = list.items.iter().filter(|l| reconciled(l)).count();
+        reconciling
+            .points
+            .push((started.elapsed().as_secs_f64(), ready as f64));
         if ready as u64 == n {
             break started.elapsed();
         }
@@ -175,6 +185,10 @@ async fn main() {
     api.delete_collection(&Default::default(), &ListParams::default())
         .await
         .expect("delete all");
+    let mut remaining = plot::Series {
+        name: "left while deleting".into(),
+        points: Vec::new(),
+    };
     loop {
         let left = api
             .list(&ListParams::default())
@@ -182,6 +196,9 @@ async fn main() {
             .expect("list")
             .items
             .len();
+        remaining
+            .points
+            .push((deleting.elapsed().as_secs_f64(), left as f64));
         if left == 0 {
             break;
         }
@@ -195,6 +212,13 @@ async fn main() {
         "  all deleted after     {:>8.1} s",
         deleting.elapsed().as_secs_f64()
     );
+    plot::write_if_asked(&plot::Chart {
+        title: &format!("Controller: {n} LogSubscriptions created at once, then deleted"),
+        x_label: "seconds since the first create (or the delete)",
+        y_label: "LogSubscriptions",
+        categories: Vec::new(),
+        series: vec![reconciling, remaining],
+    });
     drop(controller);
     ns.delete().await;
 }

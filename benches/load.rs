@@ -15,9 +15,12 @@
 //!
 //! instead feeds the shards without end into a sink that never answers, and
 //! reports the process's resident memory every 10 s: it must stay flat.
+//!
+//! `--plot <file.svg>` also draws what was measured (docs/bench/).
 
 mod harness;
 mod payloads;
+mod plot;
 
 use std::borrow::Cow;
 use std::io::Read as _;
@@ -232,7 +235,7 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
         while started.elapsed() < Duration::from_secs(seconds) {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let rss = resident_mib();
-            samples.push(rss);
+            samples.push((started.elapsed().as_secs_f64(), rss));
             println!(
                 "{:>4} s: resident {rss:.1} MiB, {} records read",
                 started.elapsed().as_secs(),
@@ -242,11 +245,21 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
                     .get()
             );
         }
-        let max = samples.iter().copied().fold(0.0, f64::max);
-        let last = samples.last().copied().unwrap_or_default();
+        let max = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+        let last = samples.last().map_or(0.0, |s| s.1);
         println!(
             "stalled sink, {shards} shards, {seconds} s: resident memory at most {max:.1} MiB, {last:.1} MiB at the end"
         );
+        plot::write_if_asked(&plot::Chart {
+            title: &format!("Worker memory with a sink that never answers ({shards} shards)"),
+            x_label: "seconds",
+            y_label: "resident memory (MiB)",
+            categories: Vec::new(),
+            series: vec![plot::Series {
+                name: "resident".into(),
+                points: samples,
+            }],
+        });
     });
 }
 
@@ -382,7 +395,16 @@ fn main() {
         payloads::EVENTS_PER_RECORD,
         o.threads
     );
-    for kind in ["vpc-flow", "json"] {
+    let kinds = ["vpc-flow", "json"];
+    let mut floors = plot::Series {
+        name: "floor".into(),
+        points: Vec::new(),
+    };
+    let mut ours_series = plot::Series {
+        name: "logsub".into(),
+        points: Vec::new(),
+    };
+    for (i, kind) in kinds.into_iter().enumerate() {
         let records = Arc::new(payloads::records(kind, 50));
         let floor_rounds = (o.records * o.shards / records.len()).max(1);
         let (floor_bytes, floor_cpu) = floor(&records, floor_rounds);
@@ -404,5 +426,17 @@ fn main() {
             measured.wall.as_secs_f64(),
             logsub / floor
         );
+        floors.points.push((i as f64, floor));
+        ours_series.points.push((i as f64, logsub));
     }
+    plot::write_if_asked(&plot::Chart {
+        title: &format!(
+            "Worker CPU: shards per core at 2 MiB/s ({} shards, {} threads)",
+            o.shards, o.threads
+        ),
+        x_label: "payload (floor: inflate + SIMD envelope parse, one thread)",
+        y_label: "shards per core",
+        categories: kinds.map(String::from).to_vec(),
+        series: vec![floors, ours_series],
+    });
 }
