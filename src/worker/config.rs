@@ -158,12 +158,17 @@ pub struct IndexTemplateOutput {
 
 /// How the worker authenticates to the search cluster.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum ElasticsearchCredentials {
     /// HTTP basic: the `username` and `password` files of a mounted
     /// `kubernetes.io/basic-auth` Secret in this directory.
     Basic {
-        /// The directory.
+        /// The directory. `secret_dir` is read too: earlier controllers wrote that.
+        #[serde(alias = "secret_dir")]
         secret_dir: String,
     },
     /// An API key in its encoded form, in this file.
