@@ -9,6 +9,8 @@
 #   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
 #   hack/stack.sh install   only install and build
 #   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
+#   hack/stack.sh secure-search start|stop|user NAME PASSWORD
+#                           Elasticsearch with security on, and its users (credential tests)
 #   hack/stack.sh restart-apiserver       stop and start kube-apiserver (fault trials)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -30,8 +32,15 @@ case "${1:-}" in
       stop) stop_service opensearch-faults ;;
       *) die "usage: hack/stack.sh fault-node start|stop" ;;
     esac ;;
+  secure-search)
+    case "${2:-}" in
+      start) start_secure_search_node ;;
+      stop) stop_service elasticsearch-secure ;;
+      user) secure_search_user "${3:?user}" "${4:?password}" ;;
+      *) die "usage: hack/stack.sh secure-search start|stop|user NAME PASSWORD" ;;
+    esac ;;
   restart-apiserver)
     stop_service kube-apiserver
     start_apiserver ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -334,3 +334,138 @@ async fn tls_trusts_the_given_ca_and_nothing_else() {
         "refused before any HTTP: {untrusted:?}"
     );
 }
+
+/// Basic auth against Elasticsearch with security on. Wrong credentials are
+/// `denied` at the start. When the cluster's password rotates, deliveries are
+/// refused (401) and wait, and nothing is lost. Once the Secret's files hold
+/// the new password, the worker reads them again and delivers the rest, once.
+#[tokio::test]
+async fn rotated_credentials_are_read_again_from_their_files() {
+    use logsub::worker::config::ElasticsearchOutput;
+    use logsub::worker::sink::elasticsearch::Elasticsearch;
+
+    let secure_search = |args: &[&str]| {
+        let status = std::process::Command::new(common::repo().join("hack/stack.sh"))
+            .arg("secure-search")
+            .args(args)
+            .status()
+            .expect("hack/stack.sh");
+        assert!(status.success(), "secure-search {args:?}");
+    };
+    secure_search(&["start"]);
+    let base = stack().var("SECURE_SEARCH_URL");
+    let admin = ("elastic", stack().var("SECURE_SEARCH_PASSWORD"));
+    let http = reqwest::Client::new();
+    let user = unique("writer").to_lowercase();
+    secure_search(&["user", &user, "first-secret"]);
+    let secret = std::env::temp_dir().join(&user);
+    std::fs::create_dir_all(&secret).unwrap();
+    // As the kubelet updates a mounted Secret: the new file swapped in whole.
+    let write_password = |password: &str| {
+        std::fs::write(secret.join("username"), &user).unwrap();
+        std::fs::write(secret.join("password.new"), format!("{password}\n")).unwrap();
+        std::fs::rename(secret.join("password.new"), secret.join("password")).unwrap();
+    };
+    let status_as = |password: &'static str| {
+        let (http, user) = (http.clone(), user.clone());
+        async move {
+            http.get(format!("{base}/_cluster/health"))
+                .basic_auth(&user, Some(password))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    eventually("the user can sign in", Duration::from_secs(30), || async {
+        (status_as("first-secret").await == 200).then_some(())
+    })
+    .await;
+
+    // Wrong credentials are said plainly at the start.
+    write_password("not-the-secret");
+    let config: ElasticsearchOutput = serde_json::from_value(json!({
+        "endpoint": base, "index": "unused",
+        "auth": {"basic": {"secretDir": secret.display().to_string()}},
+    }))
+    .unwrap();
+    let refused = Elasticsearch::new(&config).unwrap().check().await;
+    assert_eq!(refused.expect_err("a wrong password").category, "denied");
+
+    write_password("first-secret");
+    let setup = setup(1, &["app"]).await;
+    let index = unique("rotated").to_lowercase();
+    setup.configure(
+        &format!(
+            "{{elasticsearch: {{endpoint: '{base}', index: '{index}', \
+             auth: {{basic: {{secretDir: '{}'}}}}}}}}",
+            secret.display()
+        ),
+        "[]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, admin_port) = worker_with_admin(&setup.config, "worker-1", tx);
+    let count = || {
+        let (http, index) = (http.clone(), index.clone());
+        async move {
+            let _ = http
+                .post(format!("{base}/{index}/_refresh?ignore_unavailable=true"))
+                .basic_auth(admin.0, Some(&admin.1))
+                .send()
+                .await;
+            let counted: Value = http
+                .get(format!("{base}/{index}/_count?ignore_unavailable=true"))
+                .basic_auth(admin.0, Some(&admin.1))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            counted["count"].as_u64()
+        }
+    };
+    let events = |from: usize| {
+        (from..from + 3)
+            .map(|i| format!("event {i}"))
+            .collect::<Vec<_>>()
+    };
+    put(&setup, "app", &events(0)).await;
+    eventually(
+        "3 documents with the first password",
+        Duration::from_secs(60),
+        || async { (count().await == Some(3)).then_some(()) },
+    )
+    .await;
+
+    // The cluster's password rotates before the Secret's files do.
+    secure_search(&["user", &user, "second-secret"]);
+    eventually(
+        "the old password refused",
+        Duration::from_secs(30),
+        || async { (status_as("first-secret").await == 401).then_some(()) },
+    )
+    .await;
+    put(&setup, "app", &events(3)).await;
+    let denied = "logsub_worker_sink_errors_total{error_type=\"denied\"}";
+    eventually(
+        "deliveries refused with the old password",
+        Duration::from_secs(60),
+        || async { (metric(admin_port, denied).await.unwrap_or(0.0) > 0.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(count().await, Some(3), "nothing delivered while refused");
+
+    write_password("second-secret");
+    eventually(
+        "all 6 documents after the files change",
+        Duration::from_secs(60),
+        || async { (count().await == Some(6)).then_some(()) },
+    )
+    .await;
+    stop(child).await;
+    assert_eq!(count().await, Some(6), "each event once");
+    std::fs::remove_dir_all(&secret).unwrap();
+    setup.ns.delete().await;
+    secure_search(&["stop"]);
+}

@@ -32,6 +32,9 @@ ELASTICSEARCH_TRANSPORT_PORT="${ELASTICSEARCH_TRANSPORT_PORT:-9301}"
 # A third search node for fault trials (overload, outage); tests start and stop it.
 FAULT_SEARCH_PORT="${FAULT_SEARCH_PORT:-9202}"
 FAULT_SEARCH_TRANSPORT_PORT="${FAULT_SEARCH_TRANSPORT_PORT:-9302}"
+# Elasticsearch with security on, for the credential tests; tests start and stop it.
+SECURE_SEARCH_PORT="${SECURE_SEARCH_PORT:-9203}"
+SECURE_SEARCH_TRANSPORT_PORT="${SECURE_SEARCH_TRANSPORT_PORT:-9303}"
 S3_PORT="${S3_PORT:-8333}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 LOCALNODE_HEALTH_PORT="${LOCALNODE_HEALTH_PORT:-10248}"
@@ -43,6 +46,8 @@ S3_SECRET_KEY="logsub-test-secret"
 AWS_TEST_REGION="us-east-1"
 NODE_NAME="logsub-local-node"
 SEARCH_USER="logsub-search"
+# The `elastic` superuser's password on the secured search node.
+SECURE_SEARCH_PASSWORD="logsub-elastic-test"
 
 K8S_BIN="$LOGSUB_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 ETCD_BIN="$LOGSUB_CACHE/etcd-$ETCD_VERSION/bin"

@@ -213,17 +213,23 @@ search_user_prefix() {
 }
 
 # Each node gets a private copy of its distribution: it writes its keystore there.
-start_search_node() {
-  local name="$1" home="$2" port="$3" tport="$4" launcher="$5" javavar="$6" optsvar="$7"; shift 7
-  is_running "$name" && return
-  ensure_port_free "$name" "$port"
-  local dir="$DATA_DIR/$name" prefix
+search_home() {
+  local name="$1" home="$2" dir="$DATA_DIR/$1" prefix
   prefix="$(search_user_prefix)"
   if [ ! -f "$dir/home/.version" ] || [ "$(cat "$dir/home/.version")" != "$home" ]; then
     rm -rf "${dir:?}/home" && mkdir -p "$dir" && cp -a "$home" "$dir/home" && echo "$home" >"$dir/home/.version"
   fi
   mkdir -p "$dir/data" "$dir/run" "$LOG_DIR/$name"
   [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir" "$LOG_DIR/$name"
+}
+
+start_search_node() {
+  local name="$1" home="$2" port="$3" tport="$4" launcher="$5" javavar="$6" optsvar="$7"; shift 7
+  is_running "$name" && return
+  ensure_port_free "$name" "$port"
+  local dir="$DATA_DIR/$name" prefix
+  prefix="$(search_user_prefix)"
+  search_home "$name" "$home"
   rm -f "$dir/run/pid"
   env "$javavar=$(java_home)" "$optsvar=-Xms512m -Xmx512m" $prefix "$dir/home/bin/$launcher" -d -p "$dir/run/pid" \
     -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$port" -Etransport.port="$tport" \
@@ -259,6 +265,46 @@ start_fault_search_node() {
     OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS -Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1 \
     -Eindexing_pressure.memory.limit=4kb
   wait_search_node opensearch-faults "$FAULT_SEARCH_PORT"
+}
+
+# Elasticsearch with security on: basic auth and API keys over plain HTTP (a
+# single node needs no transport TLS). `elastic`'s password comes from the
+# keystore's bootstrap.password. The credential tests start and stop it.
+start_secure_search_node() {
+  local name=elasticsearch-secure
+  if ! is_running "$name"; then
+    search_home "$name" "$ELASTICSEARCH_HOME"
+    local keystore="$DATA_DIR/$name/home/bin/elasticsearch-keystore" prefix
+    prefix="$(search_user_prefix)"
+    if [ ! -f "$DATA_DIR/$name/home/config/elasticsearch.keystore" ]; then
+      # shellcheck disable=SC2086 # $prefix is a command prefix or nothing
+      { env ES_JAVA_HOME="$(java_home)" $prefix "$keystore" create \
+        && printf '%s' "$SECURE_SEARCH_PASSWORD" \
+          | env ES_JAVA_HOME="$(java_home)" $prefix "$keystore" add -x bootstrap.password; } \
+        >>"$LOG_DIR/$name.log" 2>&1 || die "$name: keystore; logs: $LOG_DIR/$name.log"
+    fi
+    start_search_node "$name" "$ELASTICSEARCH_HOME" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" \
+      elasticsearch ES_JAVA_HOME ES_JAVA_OPTS -Expack.security.enabled=true \
+      -Expack.security.http.ssl.enabled=false -Expack.security.transport.ssl.enabled=false \
+      -Eresource.reload.interval.high=1s
+  fi
+  wait_for "$name" 120 curl -sf -u "elastic:$SECURE_SEARCH_PASSWORD" \
+    "http://127.0.0.1:$SECURE_SEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s"
+}
+
+# Adds a file-realm superuser to the secured node, or changes its password
+# (this build has no analysis-common module, so the native realm's index
+# cannot be created). The node reads the file again within a second.
+secure_search_user() {
+  local user="$1" password="$2" home="$DATA_DIR/elasticsearch-secure/home" prefix
+  prefix="$(search_user_prefix)"
+  if grep -q "^$user:" "$home/config/users" 2>/dev/null; then
+    # shellcheck disable=SC2086
+    env ES_JAVA_HOME="$(java_home)" $prefix "$home/bin/elasticsearch-users" passwd "$user" -p "$password"
+  else
+    # shellcheck disable=SC2086
+    env ES_JAVA_HOME="$(java_home)" $prefix "$home/bin/elasticsearch-users" useradd "$user" -p "$password" -r superuser
+  fi
 }
 
 # --- S3 and AWS ---
@@ -333,6 +379,7 @@ stop_service() {
 stack_down() {
   local i
   stop_service opensearch-faults
+  stop_service elasticsearch-secure
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
     stop_service "${SERVICES[$i]}"
   done
@@ -352,7 +399,7 @@ stack_down() {
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
-    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
+    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
 }
 
 verify_down() {
@@ -382,6 +429,8 @@ export LOGSUB_STACK_IMAGES=$IMAGES_FILE
 export OPENSEARCH_URL=http://127.0.0.1:$OPENSEARCH_PORT
 export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
 export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
+export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT
+export SECURE_SEARCH_PASSWORD=$SECURE_SEARCH_PASSWORD
 export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$MOTO_PORT

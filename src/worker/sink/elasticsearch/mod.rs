@@ -10,9 +10,13 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::time::Duration;
 
-use elasticsearch::auth::Credentials;
+use std::sync::RwLock;
+
+use base64::Engine as _;
 use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::headers::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::headers::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
+};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
 use elasticsearch::http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -58,6 +62,7 @@ pub struct Elasticsearch {
     /// The base URL, without a trailing `/`, for signing.
     endpoint: String,
     signer: Option<Signer>,
+    auth: Option<FileAuth>,
     target: Target,
     /// The pattern the index template applies to: the index template with
     /// its placeholders as `*`, or the data stream's name.
@@ -76,11 +81,12 @@ impl Elasticsearch {
             url::Url::parse(&config.endpoint).map_err(|e| SetupError::Invalid(e.to_string()))?;
         let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(Duration::from_secs(60));
-        if let Some(auth) = &config.auth
-            && let Some(credentials) = credentials(auth)?
-        {
-            builder = builder.auth(credentials);
-        }
+        let auth = config
+            .auth
+            .as_ref()
+            .map(FileAuth::load)
+            .transpose()?
+            .flatten();
         if let Some(ca) = &config.ca_file {
             let pem = read(ca)?;
             let cert = Certificate::from_pem(pem.as_bytes())
@@ -97,6 +103,7 @@ impl Elasticsearch {
         Ok(Elasticsearch {
             endpoint: config.endpoint.trim_end_matches('/').to_owned(),
             signer: None,
+            auth,
             pattern,
             index_template: config.index_template.clone(),
             transport: builder
@@ -228,6 +235,9 @@ impl Elasticsearch {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             signed.push(("content-encoding", "gzip"));
         }
+        if let Some(auth) = &self.auth {
+            headers.insert(AUTHORIZATION, auth.header());
+        }
         if let Some(signer) = &self.signer {
             let url = format!("{}{path}", self.endpoint);
             for (name, value) in signer
@@ -247,6 +257,14 @@ impl Elasticsearch {
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status_code().as_u16();
+        // A rotated Secret: the kubelet updates the mounted files, and the
+        // request is retried (as every refused one is) with what they hold now.
+        if status == 401
+            && let Some(auth) = &self.auth
+            && auth.reload()
+        {
+            tracing::info!(endpoint = %self.endpoint, "credentials refused; read them again from their files, which had changed");
+        }
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok((status, body.to_vec()))
     }
@@ -479,22 +497,77 @@ fn read(path: &str) -> Result<String, SetupError> {
     })
 }
 
-fn credentials(auth: &ElasticsearchCredentials) -> Result<Option<Credentials>, SetupError> {
-    Ok(Some(match auth {
+/// Credentials from the files of a mounted Secret, sent as an `Authorization`
+/// header and read again when the cluster answers 401.
+struct FileAuth {
+    source: ElasticsearchCredentials,
+    header: RwLock<HeaderValue>,
+}
+
+impl FileAuth {
+    /// Reads the credentials; `None` for SigV4, which signs each request.
+    fn load(source: &ElasticsearchCredentials) -> Result<Option<FileAuth>, SetupError> {
+        Ok(authorization(source)?.map(|header| FileAuth {
+            source: source.clone(),
+            header: RwLock::new(header),
+        }))
+    }
+
+    fn header(&self) -> HeaderValue {
+        self.header
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; whether they hold other credentials now. An
+    /// unreadable file keeps the credentials in use (the kubelet swaps the
+    /// files atomically, so this is a Secret removed, not one half-written).
+    fn reload(&self) -> bool {
+        let fresh = match authorization(&self.source) {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the credentials again");
+                return false;
+            }
+        };
+        let mut header = self
+            .header
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *header == fresh {
+            return false;
+        }
+        *header = fresh;
+        true
+    }
+}
+
+/// The `Authorization` header for credentials read from their files.
+fn authorization(auth: &ElasticsearchCredentials) -> Result<Option<HeaderValue>, SetupError> {
+    let value = match auth {
         ElasticsearchCredentials::Basic { secret_dir } => {
             let dir = std::path::Path::new(secret_dir);
             let file = |name: &str| read(&dir.join(name).display().to_string());
-            Credentials::Basic(
-                file("username")?.trim().to_owned(),
-                file("password")?.trim_end_matches(['\n', '\r']).to_owned(),
+            let pair = format!(
+                "{}:{}",
+                file("username")?.trim(),
+                file("password")?.trim_end_matches(['\n', '\r'])
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
             )
         }
-        ElasticsearchCredentials::ApiKey { file } => {
-            Credentials::EncodedApiKey(read(file)?.trim().to_owned())
-        }
+        ElasticsearchCredentials::ApiKey { file } => format!("ApiKey {}", read(file)?.trim()),
         // Signed per request; see `Elasticsearch::signed`.
         ElasticsearchCredentials::AwsSigV4 { .. } => return Ok(None),
-    }))
+    };
+    let mut header = HeaderValue::from_str(&value)
+        .map_err(|_| SetupError::Invalid("credentials hold characters a header cannot".into()))?;
+    header.set_sensitive(true);
+    Ok(Some(header))
 }
 
 impl Sink for Elasticsearch {
@@ -571,6 +644,44 @@ impl Sink for Elasticsearch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_read_again_only_when_their_files_changed() {
+        let dir = std::env::temp_dir().join(format!("logsub-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("username"), "writer\n").unwrap();
+        std::fs::write(dir.join("password"), "first secret\n").unwrap();
+        let source = ElasticsearchCredentials::Basic {
+            secret_dir: dir.display().to_string(),
+        };
+        let auth = FileAuth::load(&source).unwrap().expect("basic auth");
+        // base64("writer:first secret")
+        assert_eq!(auth.header(), "Basic d3JpdGVyOmZpcnN0IHNlY3JldA==");
+        assert!(auth.header().is_sensitive(), "kept out of debug output");
+        assert!(!auth.reload(), "unchanged files");
+        std::fs::write(dir.join("password"), "second").unwrap();
+        assert!(auth.reload(), "a rotated password");
+        assert_eq!(auth.header(), "Basic d3JpdGVyOnNlY29uZA==");
+        std::fs::remove_file(dir.join("password")).unwrap();
+        assert!(!auth.reload(), "a missing file keeps what is in use");
+        assert_eq!(auth.header(), "Basic d3JpdGVyOnNlY29uZA==");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let key = std::env::temp_dir().join(format!("logsub-key-{}", std::process::id()));
+        std::fs::write(
+            &key,
+            "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==\n",
+        )
+        .unwrap();
+        let source = ElasticsearchCredentials::ApiKey {
+            file: key.display().to_string(),
+        };
+        assert_eq!(
+            FileAuth::load(&source).unwrap().unwrap().header(),
+            "ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+        );
+        std::fs::remove_file(&key).unwrap();
+    }
 
     #[test]
     fn index_names_follow_the_document_time() {
