@@ -793,6 +793,56 @@ async fn unreachable_aws_is_retried_with_backoff() {
     ns.delete().await;
 }
 
+/// With no region from its flags, environment or profile, the controller
+/// refuses a LogSubscription that names none, saying why, rather than calling a
+/// guessed region; one that names its region is served.
+#[tokio::test]
+async fn without_a_default_region_the_spec_must_name_one() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let kubeconfig = identity(&ns).await;
+    let (_, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "region", 1).await;
+    let _controller = common::controller::start_with_env(
+        &ns,
+        &kubeconfig,
+        "10s",
+        &[],
+        &["AWS_REGION", "AWS_DEFAULT_REGION"],
+    );
+    let groups = json!({"names": ["/region/a"]});
+    create(
+        &ns,
+        without_workers(
+            "unnamed",
+            groups.clone(),
+            json!({"existing": {"name": stream}}),
+        ),
+    )
+    .await;
+    let mut named = without_workers("named", groups, json!({"existing": {"name": stream}}));
+    named["spec"]["region"] = json!(stack().var("AWS_REGION"));
+    create(&ns, named).await;
+
+    let message = wait_for(&ns, "unnamed", "InvalidSpec", SETTLE, |l| {
+        let ready = l
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.reason == "InvalidSpec").then(|| ready.message.clone())
+    })
+    .await;
+    assert!(message.contains("no AWS region"), "{message}");
+    wait_for(&ns, "named", "StreamReady", SETTLE, |l| {
+        (condition(l, "StreamReady")?.0 == "True").then_some(())
+    })
+    .await;
+    delete_all(&ns).await;
+    ns.delete().await;
+}
+
 /// GitOps: every example, applied server-side and reconciled by the
 /// controller (finalizer added, status written), shows no drift in
 /// `kubectl diff --server-side`, so Argo CD and Flux see it in sync.

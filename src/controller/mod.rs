@@ -114,6 +114,11 @@ impl Aws {
         }
     }
 
+    /// Whether LogSubscriptions that name no region have one to use.
+    pub fn has_default_region(&self) -> bool {
+        self.base.region().is_some()
+    }
+
     fn region(&self, region: Option<&str>) -> String {
         region
             .map(str::to_owned)

@@ -114,10 +114,18 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let uid = lsub.uid().unwrap_or_default();
     let previous = lsub.status.clone().unwrap_or_default();
     let mut events = Events::default();
-    if let Err(errors) = lsub.spec.validate() {
+    // Without a region every AWS call would go to a guessed one: say so instead.
+    let invalid = match lsub.spec.validate() {
+        Err(errors) => Some(errors.to_string()),
+        Ok(()) if lsub.spec.region.is_none() && !ctx.aws.has_default_region() => Some(
+            "no AWS region: set spec.region, or the controller's --region (AWS_REGION)".to_owned(),
+        ),
+        Ok(()) => None,
+    };
+    if let Some(errors) = invalid {
         let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
         let observed = Observed {
-            stream: Check::failed("InvalidSpec", errors.to_string()),
+            stream: Check::failed("InvalidSpec", errors.clone()),
             filters: waiting(),
             workers: waiting(),
             delivering: waiting(),
@@ -128,7 +136,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
             ..previous.clone()
         };
         if ready_reason(&previous) != Some("InvalidSpec") {
-            events.warning("InvalidSpec", "Validate", errors.to_string());
+            events.warning("InvalidSpec", "Validate", errors);
         }
         finish(lsub, ctx, &previous, &status, events).await?;
         return Ok(Action::await_change());

@@ -102,6 +102,11 @@ pub async fn run(
         sdk = sdk.region(aws_config::Region::new(region.clone()));
     }
     let sdk = sdk.load().await;
+    if sdk.region().is_none() {
+        tracing::warn!(
+            "no default AWS region (--region, AWS_REGION or a profile): LogSubscriptions without spec.region are InvalidSpec"
+        );
+    }
     let ctx = Arc::new(Context {
         aws: Aws::new(
             sdk,

@@ -102,6 +102,17 @@ pub fn start_with(
     resync: &str,
     args: &[&str],
 ) -> Controller {
+    start_with_env(ns, kubeconfig, resync, args, &[])
+}
+
+/// [`start_with`], without the environment variables `unset`.
+pub fn start_with_env(
+    ns: &TestNamespace,
+    kubeconfig: &std::path::Path,
+    resync: &str,
+    args: &[&str],
+    unset: &[&str],
+) -> Controller {
     let admin = free_port();
     let mut flags: Vec<(String, String)> = [
         ("--worker-image", "logsub".to_owned()),
@@ -130,16 +141,19 @@ pub fn start_with(
             None => flags.push(((*flag).to_owned(), (*value).to_owned())),
         }
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_logsub"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logsub"));
+    command
         .arg("controller")
         .args(flags.iter().flat_map(|(k, v)| [k, v]))
         .envs(stack().child_env())
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the controller");
+        .kill_on_drop(true);
+    for key in unset {
+        command.env_remove(key);
+    }
+    let child = command.spawn().expect("start the controller");
     Controller { child, admin }
 }
 
