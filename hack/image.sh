@@ -3,7 +3,9 @@
 # container engine: a static (musl) release binary, then hack/image writes the
 # image with go-containerregistry. Prints the archive's path and digest.
 #
-#   LOGSUB_IMAGE  where to write the archive (default: under the cargo target dir)
+#   LOGSUB_IMAGE       where to write the archive (default: under the cargo target dir)
+#   LOGSUB_IMAGE_PUSH  also push it there (registry/repository:tag), with the
+#                      credentials `docker login` (or `crane auth login`) stored
 #
 # Load or push it with any OCI tool, e.g. `podman load -i <archive>` or
 # `skopeo copy oci-archive:<archive> docker://<your registry>/logsub:<version>`.
@@ -31,4 +33,4 @@ SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
   -binary "$target_dir/$target/release/logsub" \
   -rootfs "$HACK_DIR/image/rootfs" \
   -version "$version" -revision "$revision" \
-  -out "$(realpath "$out")"
+  -out "$(realpath "$out")" ${LOGSUB_IMAGE_PUSH:+-push "$LOGSUB_IMAGE_PUSH"}

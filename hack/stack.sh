@@ -11,6 +11,7 @@
 #   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
 #   hack/stack.sh secure-search start|stop|user NAME PASSWORD
 #                           Elasticsearch with security on, and its users (credential tests)
+#   hack/stack.sh registry start|stop     an OCI registry (the image test pushes to it)
 #   hack/stack.sh restart-apiserver       stop and start kube-apiserver (fault trials)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -39,8 +40,14 @@ case "${1:-}" in
       user) secure_search_user "${3:?user}" "${4:?password}" ;;
       *) die "usage: hack/stack.sh secure-search start|stop|user NAME PASSWORD" ;;
     esac ;;
+  registry)
+    case "${2:-}" in
+      start) build_registry && start_registry ;;
+      stop) stop_service registry ;;
+      *) die "usage: hack/stack.sh registry start|stop" ;;
+    esac ;;
   restart-apiserver)
     stop_service kube-apiserver
     start_apiserver ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

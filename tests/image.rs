@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::image::{build, sha256, unpack};
+use common::image::{build, build_and_push, sha256, unpack};
 use common::repo;
 
 /// A program on the host's PATH, for a child whose environment is cleared.
@@ -205,5 +205,73 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
         "{}",
         String::from_utf8_lossy(&help.stderr)
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `LOGSUB_IMAGE_PUSH` pushes through the registry API to the reference
+/// registry (CNCF distribution), and the image comes back whole: under its tag
+/// the manifest of the archive's digest, and every blob with its own digest.
+#[tokio::test]
+async fn the_image_is_pushed_to_a_registry() {
+    let stack_sh = |args: &[&str]| {
+        let out = Command::new(repo().join("hack/stack.sh"))
+            .args(args)
+            .output()
+            .expect("hack/stack.sh");
+        assert!(
+            out.status.success(),
+            "stack.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let registry = stack_sh(&["env"])
+        .lines()
+        .find_map(|l| l.strip_prefix("export LOGSUB_REGISTRY="))
+        .expect("the registry's address")
+        .to_owned();
+    stack_sh(&["registry", "start"]);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("image-push-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = dir.join("logsub.oci.tar");
+    let tag = env!("CARGO_PKG_VERSION");
+    let digest = build_and_push(&archive, Some(&format!("{registry}/logsub:{tag}")));
+    let image = unpack(&archive, &dir);
+
+    let http = reqwest::Client::new();
+    let manifest = http
+        .get(format!("http://{registry}/v2/logsub/manifests/{tag}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("GET manifest");
+    assert!(manifest.status().is_success(), "{}", manifest.status());
+    assert_eq!(
+        manifest.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap(),
+        digest,
+        "the tag names the archive's image"
+    );
+    let body = manifest.bytes().await.unwrap();
+    assert_eq!(format!("sha256:{}", sha256(&body)), digest);
+    let pushed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(pushed, image.manifest);
+    let blobs = std::iter::once(&pushed["config"]).chain(pushed["layers"].as_array().unwrap());
+    for blob in blobs {
+        let want = blob["digest"].as_str().unwrap();
+        let got = http
+            .get(format!("http://{registry}/v2/logsub/blobs/{want}"))
+            .send()
+            .await
+            .expect("GET blob")
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(format!("sha256:{}", sha256(&got)), want, "blob {want}");
+    }
+    stack_sh(&["registry", "stop"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -23,10 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -49,15 +52,40 @@ func main() {
 	out := flag.String("out", "", "the OCI archive to write")
 	version := flag.String("version", "dev", "image version, also the ref name in the archive")
 	revision := flag.String("revision", "", "source revision (commit)")
+	push := flag.String("push", "", "also push the image to this reference (registry/repository:tag), with the credentials of the Docker config")
 	flag.Parse()
 	if *binary == "" || *out == "" || *rootfs == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
 	created := sourceDate()
-	if err := build(*binary, *caBundle, *rootfs, *out, *version, *revision, created); err != nil {
+	img, err := build(*binary, *caBundle, *rootfs, *out, *version, *revision, created)
+	if err != nil {
 		log.Fatalf("image: %v", err)
 	}
+	if *push != "" {
+		if err := pushTo(*push, img); err != nil {
+			log.Fatalf("image: push %s: %v", *push, err)
+		}
+	}
+}
+
+// pushTo pushes through the registry API (plain HTTP for loopback registries,
+// as go-containerregistry decides), authenticated as `docker login` left it.
+func pushTo(reference string, img v1.Image) error {
+	ref, err := name.ParseReference(reference)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(ref, img, remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "pushed %s@%s\n", ref.Context().Name(), digest)
+	return nil
 }
 
 func sourceDate() time.Time {
@@ -71,20 +99,20 @@ func sourceDate() time.Time {
 	return time.Unix(0, 0).UTC()
 }
 
-func build(binary, caBundle, rootfs, out, version, revision string, created time.Time) error {
+func build(binary, caBundle, rootfs, out, version, revision string, created time.Time) (v1.Image, error) {
 	files, err := layerFiles(binary, caBundle, rootfs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	layerTar, err := tarOf(files, created)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
 	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
-		return fmt.Errorf("layer: %w", err)
+		return nil, fmt.Errorf("layer: %w", err)
 	}
 
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
@@ -99,11 +127,11 @@ func build(binary, caBundle, rootfs, out, version, revision string, created time
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("append layer: %w", err)
+		return nil, fmt.Errorf("append layer: %w", err)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg = cfg.DeepCopy()
 	cfg.Architecture = "amd64"
@@ -128,33 +156,33 @@ func build(binary, caBundle, rootfs, out, version, revision string, created time
 	}
 	img, err = mutate.ConfigFile(img, cfg)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	img = mutate.Annotations(img, labels).(v1.Image)
 
 	dir, err := os.MkdirTemp(filepath.Dir(out), ".oci-layout-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
-		return fmt.Errorf("layout: %w", err)
+		return nil, fmt.Errorf("layout: %w", err)
 	}
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
 		"org.opencontainers.image.ref.name": version,
 	})); err != nil {
-		return fmt.Errorf("layout: %w", err)
+		return nil, fmt.Errorf("layout: %w", err)
 	}
 	digest, err := img.Digest()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := archive(dir, out, created); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("%s %s\n", out, digest)
-	return nil
+	return img, nil
 }
 
 func layerFiles(binary, caBundle, rootfs string) ([]file, error) {

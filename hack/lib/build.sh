@@ -75,6 +75,14 @@ build_helm() {
     "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
 
+# The CNCF distribution registry (the reference OCI registry) for the image test.
+build_registry() {
+  [ -x "$REGISTRY_BIN/registry" ] && return
+  say "building the distribution registry $DISTRIBUTION_VERSION"
+  run_logged registry-build env -u GOFLAGS GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$REGISTRY_BIN" \
+    go install -trimpath -ldflags "-s -w" "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+}
+
 # The local node is Go too: it shares client-go with the Kubernetes build cache.
 build_localnode() {
   local src="$HACK_DIR/localnode" stamp="$LOCALNODE_BIN/.source-hash" hash
@@ -142,5 +150,6 @@ install_all() {
   build_etcd
   build_kubernetes
   build_helm
+  build_registry
   build_localnode
 }

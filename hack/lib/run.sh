@@ -307,6 +307,24 @@ secure_search_user() {
   fi
 }
 
+# --- An OCI registry: the image test pushes to it ---
+
+start_registry() {
+  is_running registry && return
+  ensure_port_free registry "$REGISTRY_PORT"
+  mkdir -p "$LOGSUB_STATE" "$DATA_DIR/registry"
+  cat >"$LOGSUB_STATE/registry.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $DATA_DIR/registry}
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+YAML
+  spawn registry "$REGISTRY_BIN/registry" serve "$LOGSUB_STATE/registry.yml"
+  wait_for registry 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/"
+}
+
 # --- S3 and AWS ---
 
 # Every bucket is a collection with volumes of its own, and by default the volume
@@ -380,6 +398,7 @@ stack_down() {
   local i
   stop_service opensearch-faults
   stop_service elasticsearch-secure
+  stop_service registry
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
     stop_service "${SERVICES[$i]}"
   done
@@ -399,7 +418,7 @@ stack_down() {
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
-    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
+    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
 }
 
 verify_down() {
@@ -431,6 +450,7 @@ export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
 export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
 export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT
 export SECURE_SEARCH_PASSWORD=$SECURE_SEARCH_PASSWORD
+export LOGSUB_REGISTRY=127.0.0.1:$REGISTRY_PORT
 export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$MOTO_PORT

@@ -19,10 +19,17 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Runs `hack/image.sh` into `out`; returns the manifest digest it printed.
 pub fn build(out: &Path) -> String {
-    let run = Command::new(repo().join("hack/image.sh"))
-        .env("LOGSUB_IMAGE", out)
-        .output()
-        .expect("hack/image.sh");
+    build_and_push(out, None)
+}
+
+/// [`build`], also pushing the image to `push` (registry/repository:tag).
+pub fn build_and_push(out: &Path, push: Option<&str>) -> String {
+    let mut command = Command::new(repo().join("hack/image.sh"));
+    command.env("LOGSUB_IMAGE", out);
+    if let Some(reference) = push {
+        command.env("LOGSUB_IMAGE_PUSH", reference);
+    }
+    let run = command.output().expect("hack/image.sh");
     assert!(
         run.status.success(),
         "make image: {}",
