@@ -405,26 +405,7 @@ async fn rotated_credentials_are_read_again_from_their_files() {
     );
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin_port) = worker_with_admin(&setup.config, "worker-1", tx);
-    let count = || {
-        let (http, index) = (http.clone(), index.clone());
-        async move {
-            let _ = http
-                .post(format!("{base}/{index}/_refresh?ignore_unavailable=true"))
-                .basic_auth(admin.0, Some(&admin.1))
-                .send()
-                .await;
-            let counted: Value = http
-                .get(format!("{base}/{index}/_count?ignore_unavailable=true"))
-                .basic_auth(admin.0, Some(&admin.1))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            counted["count"].as_u64()
-        }
-    };
+    let count = || common::search::count_as(base, &index, Some((admin.0, admin.1)));
     let events = |from: usize| {
         (from..from + 3)
             .map(|i| format!("event {i}"))
@@ -434,7 +415,7 @@ async fn rotated_credentials_are_read_again_from_their_files() {
     eventually(
         "3 documents with the first password",
         Duration::from_secs(60),
-        || async { (count().await == Some(3)).then_some(()) },
+        || async { (count().await == 3).then_some(()) },
     )
     .await;
 
@@ -454,17 +435,17 @@ async fn rotated_credentials_are_read_again_from_their_files() {
         || async { (metric(admin_port, denied).await.unwrap_or(0.0) > 0.0).then_some(()) },
     )
     .await;
-    assert_eq!(count().await, Some(3), "nothing delivered while refused");
+    assert_eq!(count().await, 3, "nothing delivered while refused");
 
     write_password("second-secret");
     eventually(
         "all 6 documents after the files change",
         Duration::from_secs(60),
-        || async { (count().await == Some(6)).then_some(()) },
+        || async { (count().await == 6).then_some(()) },
     )
     .await;
     stop(child).await;
-    assert_eq!(count().await, Some(6), "each event once");
+    assert_eq!(count().await, 6, "each event once");
     std::fs::remove_dir_all(&secret).unwrap();
     setup.ns.delete().await;
     secure_search(&["stop"]);

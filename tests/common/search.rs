@@ -23,18 +23,26 @@ pub async fn create_index(base: &str, index: &str, shards: u32, mappings: Value)
 
 /// The documents in `index` (0 when there is no such index), after a refresh.
 pub async fn count(base: &str, index: &str) -> u64 {
+    count_as(base, index, None).await
+}
+
+/// [`count`], signed in as `user` (name, password) on a secured cluster.
+pub async fn count_as(base: &str, index: &str, user: Option<(&str, &str)>) -> u64 {
     let http = reqwest::Client::new();
-    let _ = http
-        .post(format!("{base}/{index}/_refresh?ignore_unavailable=true"))
+    let request = |r: reqwest::RequestBuilder| match user {
+        Some((name, password)) => r.basic_auth(name, Some(password)),
+        None => r,
+    };
+    let _ = request(http.post(format!("{base}/{index}/_refresh?ignore_unavailable=true")))
         .send()
         .await;
-    let counted: Value = http
-        .get(format!("{base}/{index}/_count?ignore_unavailable=true"))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("count json");
+    let counted: Value =
+        request(http.get(format!("{base}/{index}/_count?ignore_unavailable=true")))
+            .send()
+            .await
+            .expect("count")
+            .json()
+            .await
+            .expect("count json");
     counted["count"].as_u64().unwrap_or(0)
 }
