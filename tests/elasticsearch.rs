@@ -345,12 +345,7 @@ async fn rotated_credentials_are_read_again_from_their_files() {
     use logsub::worker::sink::elasticsearch::Elasticsearch;
 
     let secure_search = |args: &[&str]| {
-        let status = std::process::Command::new(common::repo().join("hack/stack.sh"))
-            .arg("secure-search")
-            .args(args)
-            .status()
-            .expect("hack/stack.sh");
-        assert!(status.success(), "secure-search {args:?}");
+        common::stack_sh(&[&["secure-search"], args].concat());
     };
     secure_search(&["start"]);
     let base = stack().var("SECURE_SEARCH_URL");

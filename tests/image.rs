@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::image::{build, build_and_push, sha256, unpack};
-use common::repo;
+use common::{repo, stack_sh};
 
 /// A program on the host's PATH, for a child whose environment is cleared.
 fn host_program(name: &str) -> PathBuf {
@@ -213,18 +213,6 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
 /// the manifest of the archive's digest, and every blob with its own digest.
 #[tokio::test]
 async fn the_image_is_pushed_to_a_registry() {
-    let stack_sh = |args: &[&str]| {
-        let out = Command::new(repo().join("hack/stack.sh"))
-            .args(args)
-            .output()
-            .expect("hack/stack.sh");
-        assert!(
-            out.status.success(),
-            "stack.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let registry = stack_sh(&["env"])
         .lines()
         .find_map(|l| l.strip_prefix("export LOGSUB_REGISTRY="))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::controller::{
     condition, create, delete_all, identity, start_with, wait_for, without_workers,
 };
-use common::{TestNamespace, active_stream, repo, stack, unique};
+use common::{TestNamespace, active_stream, stack, unique};
 use logsub::api::LogSubscription;
 use serde_json::json;
 
@@ -45,12 +45,7 @@ async fn the_controller_survives_an_api_server_restart() {
     let reconciles = "logsub_controller_reconciles_total";
     let before = controller.metric(reconciles, &[]).await;
 
-    let restarted = std::process::Command::new("bash")
-        .arg(repo().join("hack/stack.sh"))
-        .arg("restart-apiserver")
-        .status()
-        .expect("run hack/stack.sh restart-apiserver");
-    assert!(restarted.success(), "the API server restarts");
+    common::stack_sh(&["restart-apiserver"]);
 
     assert!(
         controller.child.try_wait().expect("wait").is_none(),

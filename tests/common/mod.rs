@@ -182,13 +182,21 @@ fn parse_exports(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Runs `hack/stack.sh` with `args` (start or stop an optional server, print
+/// the environment); its standard output. A failure fails the test.
+pub fn stack_sh(args: &[&str]) -> String {
+    let out = Command::new(repo().join("hack/stack.sh"))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("hack/stack.sh");
+    assert!(out.status.success(), "hack/stack.sh {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Starts or stops the stack's fault search node (`hack/stack.sh fault-node`).
 pub fn fault_node(action: &str) {
-    let status = Command::new(repo().join("hack/stack.sh"))
-        .args(["fault-node", action])
-        .status()
-        .expect("hack/stack.sh");
-    assert!(status.success(), "fault-node {action}");
+    stack_sh(&["fault-node", action]);
 }
 
 pub fn repo() -> &'static Path {
