@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 cd "$REPO_DIR"
 
-need go python3 cargo rustup git
+need go python3 cargo rustup git flock
 install_image_tools
 
 target=x86_64-unknown-linux-musl

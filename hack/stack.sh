@@ -7,7 +7,8 @@
 #   hack/stack.sh down      stop everything (data is kept; `down --purge` wipes it)
 #   hack/stack.sh status    which servers run
 #   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
-#   hack/stack.sh install   only install and build
+#   hack/stack.sh install [STEP]  only install and build (one step: moto, seaweedfs, etcd,
+#                           kubernetes, helm, registry, localnode, search-nodes, image-tools)
 #   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
 #   hack/stack.sh secure-search start|stop|user NAME PASSWORD
 #                           Elasticsearch with security on, and its users (credential tests)
@@ -26,7 +27,14 @@ case "${1:-}" in
     if [ "${2:-}" = "--purge" ]; then rm -rf "$DATA_DIR" "$PKI_DIR" "$LOGSUB_STATE/node" "$KUBECONFIG_FILE"; say "state purged"; fi ;;
   status) stack_status ;;
   env) stack_env ;;
-  install) install_all ;;
+  install)
+    case "${2:-all}" in
+      all) install_all ;;
+      moto|seaweedfs) "install_$2" ;;
+      etcd|kubernetes|helm|registry|localnode) "build_$2" ;;
+      search-nodes|image-tools) "install_${2//-/_}" ;;
+      *) die "unknown install step: $2" ;;
+    esac ;;
   fault-node)
     case "${2:-}" in
       start) start_fault_search_node ;;
@@ -49,5 +57,5 @@ case "${1:-}" in
   restart-apiserver)
     stop_service kube-apiserver
     start_apiserver ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

