@@ -277,6 +277,7 @@ async fn feed(
             .map(|i| Record {
                 sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
                 data: records[i % records.len()].clone(),
+                arrival_millis: None,
             })
             .collect();
         n += batch.len();

@@ -69,6 +69,7 @@ async fn worker(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Durati
                 .map(|(i, data)| Record {
                     sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
                     data: data.clone(),
+                    arrival_millis: None,
                 })
                 .collect();
             let _ = reads_tx
@@ -117,12 +118,14 @@ fn bodies(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Vec<Vec<u8>>
             let record = Record {
                 sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
                 data: data.clone(),
+                arrival_millis: None,
             };
             let Outcome::Documents(docs) = process(
                 &format!("shardId-{s:012}"),
                 &record,
                 &transforms,
                 Limits::default(),
+                std::time::Duration::from_secs(10),
             ) else {
                 panic!("documents");
             };

@@ -23,11 +23,14 @@ test -z "$(gofmt -l hack/localnode hack/health hack/image)" || { gofmt -l hack/l
 
 step "unit tests"
 cargo build --locked --bins
-cargo test --locked --lib --test api
+cargo test --locked --lib --test api --test hostile
 (cd hack/localnode && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 # Argo CD's health Lua (run by gopher-lua) and Flux's kstatus on the status shapes.
 (cd hack/health && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod go test ./...)
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_filter_pattern.py)
+
+step "install steps run at once against an empty cache (locks)"
+cargo test --locked --test install
 
 step "container image (make image: static binary, OCI archive, run in a chroot)"
 cargo test --locked --test image
@@ -51,6 +54,6 @@ step "moto corrections (each against corrected and stock moto)"
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_corrections.py)
 
 step "integration tests"
-cargo test --locked --test cluster --test localnode --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test faults --test s3 --test conformance --test dashboards --test controller --test helm --test restart
+cargo test --locked --test cluster --test localnode --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test faults --test s3 --test conformance --test dashboards --test controller --test recovery --test helm --test restart
 
 if $started; then say "all tests passed; the stack will now stop"; else say "all tests passed; the stack keeps running"; fi

@@ -56,6 +56,12 @@ fn start<S: Sink>(sink: S) -> Harness<S> {
     }
 }
 
+/// Documents stored, and stored as dead letters, of an acknowledged part.
+fn stored(acked: &Acked) -> (usize, usize) {
+    let stored = acked.result.as_ref().expect("stored");
+    (stored.documents, stored.dead_lettered)
+}
+
 fn doc(id: &str, extra: Value) -> Document {
     let mut doc = Document::new();
     doc.insert("@id", json!(id));
@@ -145,7 +151,7 @@ async fn search_delivers_and_dead_letters(base: &str) {
         .collect();
     h.send(1, &good).await;
     let acked = h.acked(Duration::from_secs(30)).await.expect("acked");
-    assert_eq!((acked.sequence.as_str(), acked.documents), ("1", 10));
+    assert_eq!((acked.sequence.as_str(), stored(&acked)), ("1", (10, 0)));
     assert_eq!(count(base, &index).await, 10);
 
     h.send(
@@ -157,7 +163,11 @@ async fn search_delivers_and_dead_letters(base: &str) {
     )
     .await;
     let acked = h.acked(Duration::from_secs(30)).await.expect("acked");
-    assert_eq!(acked.sequence.as_str(), "2");
+    assert_eq!(
+        (acked.sequence.as_str(), stored(&acked)),
+        ("2", (1, 1)),
+        "the refused document counts as dead-lettered, not delivered"
+    );
     assert_eq!(count(base, &index).await, 11);
     assert_eq!(count(base, &dead).await, 1);
     assert_eq!(h.metrics.sink_dead_lettered_events.get(), 1);
@@ -201,7 +211,7 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
         .acked(Duration::from_secs(60))
         .await
         .expect("acked once back");
-    assert_eq!(acked.documents, 2);
+    assert_eq!(stored(&acked), (2, 0));
     assert_eq!(count(&base, &index).await, 2);
     assert_eq!(h.health.error(), None);
 
@@ -263,7 +273,7 @@ async fn s3_delivers_retries_and_abandons_without_acks() {
         .await
         .expect("bucket");
     let acked = h.acked(Duration::from_secs(30)).await.expect("acked");
-    assert_eq!((acked.sequence.as_str(), acked.documents), ("7", 2));
+    assert_eq!((acked.sequence.as_str(), stored(&acked)), ("7", (2, 0)));
     assert_eq!(
         keys(&client, &bucket).await,
         [format!("conformance/{SHARD}/7-7.json.gz")]

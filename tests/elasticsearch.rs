@@ -168,15 +168,17 @@ async fn delivers_once_with_dead_letters(base: &str) {
     })
     .await;
     assert_eq!(letters.len(), 1);
-    let letter = &letters[0]["_source"];
+    let source = &letters[0]["_source"];
+    let letter = &source["@dead_letter"];
+    assert_eq!(letter["reason"], "refused");
     assert!(
         matches!(
-            letter["error"]["type"].as_str(),
+            letter["error_type"].as_str(),
             Some("mapper_parsing_exception" | "document_parsing_exception")
         ),
         "{letter}"
     );
-    assert_eq!(letter["error"]["status"], 400);
+    assert_eq!(letter["status"], 400);
     assert_eq!(letter["shard_id"], "shardId-000000000000");
     assert!(letter["sequence_number"].as_str().is_some());
     assert!(
@@ -188,6 +190,12 @@ async fn delivers_once_with_dead_letters(base: &str) {
         serde_json::from_str(letter["document"].as_str().expect("document")).expect("JSON");
     assert_eq!(original["user"], "bob");
     assert_eq!(letters[0]["_id"], original["@id"]);
+    assert_eq!(source["@id"], original["@id"]);
+    assert_eq!(
+        source["@timestamp"], original["@timestamp"],
+        "at the event's time"
+    );
+    assert_eq!(source["@log_group"], original["@log_group"]);
     eventually("counted", Duration::from_secs(10), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;

@@ -1,6 +1,7 @@
 //! Fuzzing of decode + transforms for a bounded time: arbitrary bytes, gzip of
-//! arbitrary bytes, and valid CloudWatch Logs payloads mutated before and after
-//! compression, through every transform in several orders. Whatever comes in,
+//! arbitrary bytes, valid CloudWatch Logs payloads mutated before and after
+//! compression, and payloads shaped to be slow or huge, through every
+//! transform in several orders. Whatever comes in,
 //! a record becomes documents, a control message or a dead letter; nothing
 //! panics, and memory stays within the inflate cap.
 //!
@@ -139,8 +140,50 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().expect("gzip")
 }
 
+/// Records shaped to be slow or huge rather than malformed (see
+/// tests/hostile.rs for their cost): many JSON keys in one message, a
+/// CloudTrail batch of many records, a large first event and many empty ones,
+/// sized to the fuzzing cap.
+fn hostile(rng: &mut Rng) -> Vec<u8> {
+    let n = 1 + rng.below(1500);
+    let message = |text: String| serde_json::to_string(&text).expect("string");
+    let events = match rng.below(3) {
+        0 => {
+            let keys: Vec<String> = (0..n).map(|k| format!("\"k{}\":{k}", k % 700)).collect();
+            format!(
+                r#"{{"id":"1","timestamp":1,"message":{}}}"#,
+                message(format!("{{{}}}", keys.join(",")))
+            )
+        }
+        1 => {
+            let records: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"eventTime":"2026-11-25T19:44:28Z","n":{i}}}"#))
+                .collect();
+            format!(
+                r#"{{"id":"1","timestamp":1,"message":{}}}"#,
+                message(format!(r#"{{"Records":[{}]}}"#, records.join(",")))
+            )
+        }
+        _ => {
+            let mut events = vec![format!(
+                r#"{{"id":"0","timestamp":1,"message":{}}}"#,
+                message("x".repeat(rng.below(16 << 10)))
+            )];
+            events.extend((1..n).map(|i| format!(r#"{{"id":"{i}","timestamp":1,"message":""}}"#)));
+            events.join(",")
+        }
+    };
+    gzip(
+        format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"/g","logStream":"s","logEvents":[{events}]}}"#
+        )
+        .as_bytes(),
+    )
+}
+
 fn input(rng: &mut Rng, bomb: &[u8]) -> Vec<u8> {
-    match rng.below(6) {
+    match rng.below(7) {
+        6 => hostile(rng),
         0 => {
             let n = rng.below(512);
             rng.bytes(n)
@@ -195,9 +238,17 @@ fn decode_and_transforms_survive_anything() {
         let record = Record {
             sequence: SequenceNumber::parse(&(runs + 1).to_string()).expect("sequence"),
             data,
+            arrival_millis: None,
         };
-        let outcome =
-            std::panic::catch_unwind(|| process("shardId-0", &record, &transforms, limits));
+        let outcome = std::panic::catch_unwind(|| {
+            process(
+                "shardId-0",
+                &record,
+                &transforms,
+                limits,
+                Duration::from_secs(60),
+            )
+        });
         let Ok(outcome) = outcome else {
             panic!("case LOGSUB_FUZZ_SEED={case} panicked");
         };
@@ -214,7 +265,7 @@ fn decode_and_transforms_survive_anything() {
             }
             Outcome::Control => controls += 1,
             Outcome::Rejected(dead) => {
-                let doc = dead.document(0);
+                let doc = dead.to_document(0);
                 assert!(
                     doc["@id"]
                         .as_str()

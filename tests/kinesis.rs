@@ -51,6 +51,7 @@ async fn drain(reader: &mut ShardReader) -> (Vec<Record>, Option<Vec<String>>) {
             Read::Records { records, .. } if records.is_empty() => return (got, None),
             Read::Records { records, .. } => got.extend(records),
             Read::End { children } => return (got, Some(children)),
+            Read::Stalled { error } => panic!("reading stalled: {error}"),
         }
     }
 }

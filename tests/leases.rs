@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use common::{TestNamespace, stack};
 use logsub::worker::checkpoint::watermark::SequenceNumber;
-use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
+use logsub::worker::source::kinesis::lease::{
+    Checkpoint, LeaseError, LeaseStore, ShardLease, stream_key,
+};
 
 const SHARD: &str = "shardId-000000000000";
+const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/flow";
+const STREAM: (&str, Option<i64>) = (ARN, Some(1_795_635_868_000));
 
 async fn only(store: &mut LeaseStore) -> ShardLease {
     let mut leases = store.list().await.expect("list leases");
@@ -22,15 +26,35 @@ async fn a_worker_that_lost_its_lease_cannot_checkpoint() {
     let client = stack().kube().await;
     let ns = TestNamespace::new(&client).await;
     let ttl = Duration::from_secs(10);
-    let mut a = LeaseStore::new(client.clone(), &ns.name, "vpc-flow", "worker-a", ttl);
-    let mut b = LeaseStore::new(client.clone(), &ns.name, "vpc-flow", "worker-b", ttl);
+    let mut a = LeaseStore::new(
+        client.clone(),
+        &ns.name,
+        "vpc-flow",
+        STREAM,
+        "worker-a",
+        ttl,
+    );
+    let mut b = LeaseStore::new(
+        client.clone(),
+        &ns.name,
+        "vpc-flow",
+        STREAM,
+        "worker-b",
+        ttl,
+    );
 
-    a.ensure(SHARD, &[]).await.expect("create lease");
-    b.ensure(SHARD, &[])
+    a.ensure(SHARD, &[], None).await.expect("create lease");
+    b.ensure(SHARD, &[], None)
         .await
         .expect("creating it again is fine");
     let seen_by_b = only(&mut b).await;
-    assert_eq!(seen_by_b.name(), "vpc-flow-shardid-000000000000");
+    assert_eq!(
+        seen_by_b.name(),
+        format!(
+            "vpc-flow-{}-shardid-000000000000",
+            stream_key(STREAM.0, STREAM.1)
+        )
+    );
     assert_eq!(seen_by_b.holder(), None);
     assert_eq!(seen_by_b.checkpoint(), Checkpoint::None);
 
@@ -91,11 +115,15 @@ async fn a_lease_left_unrenewed_for_its_duration_expires() {
     let client = stack().kube().await;
     let ns = TestNamespace::new(&client).await;
     let ttl = Duration::from_millis(800);
-    let mut a = LeaseStore::new(client.clone(), &ns.name, "lambda", "worker-a", ttl);
-    let mut b = LeaseStore::new(client.clone(), &ns.name, "lambda", "worker-b", ttl);
-    a.ensure("shardId-000000000007", &["shardId-000000000003".into()])
-        .await
-        .expect("create");
+    let mut a = LeaseStore::new(client.clone(), &ns.name, "lambda", STREAM, "worker-a", ttl);
+    let mut b = LeaseStore::new(client.clone(), &ns.name, "lambda", STREAM, "worker-b", ttl);
+    a.ensure(
+        "shardId-000000000007",
+        &["shardId-000000000003".into()],
+        None,
+    )
+    .await
+    .expect("create");
     let free = only(&mut a).await;
     let held = a.take(&free).await.expect("take");
     assert_eq!(held.parents(), ["shardId-000000000003"]);
@@ -115,5 +143,82 @@ async fn a_lease_left_unrenewed_for_its_duration_expires() {
     a.renew(&held).await.expect("renew");
     let lease = only(&mut b).await;
     assert!(!b.expired(&lease));
+    ns.delete().await;
+}
+
+/// Checkpoints belong to one stream: another stream of the same subscription,
+/// or the same name created again, has leases of its own and never resumes
+/// from these. Leases written before leases named their stream are resumed
+/// from only when they were made after the stream was created.
+#[tokio::test]
+async fn checkpoints_belong_to_one_stream() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let ttl = Duration::from_secs(10);
+    let store = |stream: (&'static str, Option<i64>)| {
+        LeaseStore::new(client.clone(), &ns.name, "app", stream, "worker-a", ttl)
+    };
+    let mut first = store(STREAM);
+    first.ensure(SHARD, &[], None).await.expect("create");
+    let lease = only(&mut first).await;
+    let lease = first.take(&lease).await.expect("take");
+    let seq =
+        SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
+    first
+        .checkpoint(&lease, &Checkpoint::At(seq.clone()))
+        .await
+        .expect("checkpoint");
+
+    let other = "arn:aws:kinesis:us-east-1:123456789012:stream/other";
+    let recreated = (ARN, Some(1_795_700_000_000));
+    for stream in [(other, STREAM.1), recreated] {
+        let mut next = store(stream);
+        assert!(next.list().await.expect("list").is_empty(), "{stream:?}");
+        next.ensure(SHARD, &[], None).await.expect("create");
+        assert_eq!(
+            only(&mut next).await.checkpoint(),
+            Checkpoint::None,
+            "{stream:?}"
+        );
+    }
+    assert_eq!(
+        only(&mut first).await.checkpoint(),
+        Checkpoint::At(seq.clone()),
+        "the first stream's lease is untouched"
+    );
+
+    // A lease as earlier workers wrote it: no stream label, named by shard.
+    let legacy: k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "app-shardid-000000000000",
+                "labels": {"logsub.io/subscription": "app"},
+                "annotations": {
+                    "logsub.io/shard-id": SHARD,
+                    "logsub.io/checkpoint": seq.as_str(),
+                },
+            },
+            "spec": {"leaseDurationSeconds": 10},
+        }))
+        .unwrap();
+    ns.api::<k8s_openapi::api::coordination::v1::Lease>()
+        .create(&Default::default(), &legacy)
+        .await
+        .expect("an earlier lease");
+    let created_before = store((ARN, Some(1_700_000_000_000)));
+    assert_eq!(
+        created_before.earlier_checkpoints().await.expect("earlier")[SHARD],
+        Checkpoint::At(seq),
+        "made after the stream was created: resumed"
+    );
+    let created_after = store((ARN, Some(4_000_000_000_000)));
+    assert!(
+        created_after
+            .earlier_checkpoints()
+            .await
+            .expect("earlier")
+            .is_empty(),
+        "made before the stream existed: another stream's"
+    );
     ns.delete().await;
 }

@@ -62,7 +62,9 @@ pub fn context<S: Sink>(
         transforms,
         metrics,
         decode: Limits::default(),
+        budget: Duration::from_secs(10),
         renew_interval: Duration::from_secs(5),
+        lease_duration: Duration::from_secs(15),
         checkpoint_interval: Duration::from_secs(1),
     });
     (context, delivering)

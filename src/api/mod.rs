@@ -30,7 +30,7 @@ pub use transform::{
     CloudTrailTransform, JsonTransform, LambdaTransform, Transform, VPC_FLOW_LOG_DEFAULT_FIELDS,
     VPC_FLOW_LOG_FIELDS, VpcFlowLogTransform,
 };
-pub use validate::{FieldError, ValidationErrors};
+pub use validate::{FieldError, MAX_NAME_LEN, MAX_STREAM_NAME_LEN, RESERVED_ENV, ValidationErrors};
 pub use workers::{BatchSpec, ByteSize, ServiceAccountSpec, WorkersSpec};
 
 use kube::{CustomResource, KubeSchema};
@@ -55,7 +55,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Delivered","type":"integer","jsonPath":".status.delivery.eventsDelivered"}"#,
     printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.delivery.deadLettered"}"#,
     printcolumn = r#"{"name":"Stream","type":"string","priority":1,"jsonPath":".status.streamArn"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: it is a label value on the workers and their leases")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LogSubscriptionSpec {

@@ -29,7 +29,9 @@ pub struct LogSubscriptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group_count: Option<i32>,
 
-    /// The subscription filter state of each selected log group.
+    /// The subscription filter state of each selected log group; at most 1,000
+    /// are listed, those whose filter is not Active first (`logGroupCount`
+    /// counts them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub log_groups: Vec<LogGroupStatus>,

@@ -53,6 +53,47 @@ impl Errors {
     }
 }
 
+/// The longest name a LogSubscription may have: it is a label value
+/// (`logsub.io/subscription`, `app.kubernetes.io/instance`) on its workers and
+/// their leases. Admission enforces it too (a CEL rule on `metadata.name`).
+pub const MAX_NAME_LEN: usize = 63;
+/// Kinesis' limit on stream names, which a managed stream's name must meet.
+pub const MAX_STREAM_NAME_LEN: usize = 128;
+/// Environment variables the workers' identity and logging depend on; the
+/// spec may not set them.
+pub const RESERVED_ENV: &[&str] = &["POD_NAME", "LOGSUB_LOG_FORMAT"];
+
+impl super::LogSubscription {
+    /// Checks what is derived from the object's name and namespace, which
+    /// admission cannot see together: the names logsub gives things in AWS
+    /// and Kubernetes must be valid there.
+    pub fn validate_names(&self) -> Result<(), ValidationErrors> {
+        let mut errors = Errors::default();
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        if name.len() > MAX_NAME_LEN {
+            errors.add(
+                "metadata.name",
+                format!("must be at most {MAX_NAME_LEN} characters: it is a label value on the workers and their leases"),
+            );
+        }
+        let aws_name = self.aws_name();
+        if self.spec.stream.managed.is_some() && aws_name.len() > MAX_STREAM_NAME_LEN {
+            errors.add(
+                "spec.stream.managed",
+                format!(
+                    "the managed stream would be named {aws_name:?}, {} characters; Kinesis allows {MAX_STREAM_NAME_LEN}: shorten the name or the namespace, or use an existing stream",
+                    aws_name.len()
+                ),
+            );
+        }
+        if errors.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors.0))
+        }
+    }
+}
+
 impl LogSubscriptionSpec {
     /// Checks what admission cannot. Every problem is reported, not just the first.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
@@ -290,6 +331,17 @@ fn check_url(value: &str, path: &str, errors: &mut Errors) {
 }
 
 fn validate_workers(workers: &WorkersSpec, errors: &mut Errors) {
+    for (i, env) in workers.env.iter().enumerate() {
+        if RESERVED_ENV.contains(&env.name.as_str()) {
+            errors.add(
+                format!("spec.workers.env[{i}].name"),
+                format!(
+                    "{} is set by logsub (the worker's identity and logs)",
+                    env.name
+                ),
+            );
+        }
+    }
     let batch = &workers.batch;
     if !(MIN_BATCH_BYTES..=MAX_BATCH_BYTES).contains(&batch.max_bytes.0) {
         errors.add(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::source::duration_schema;
 
 /// The worker pods of a LogSubscription.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, kube::KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkersSpec {
     /// Number of worker pods. Shards are shared out among them through per-shard
@@ -29,9 +29,12 @@ pub struct WorkersSpec {
 
     /// Extra environment variables of the worker container, e.g. AWS
     /// credentials from a Secret (`valueFrom.secretKeyRef`) where IRSA or EKS Pod
-    /// Identity is not available, or `HTTPS_PROXY`.
+    /// Identity is not available, or `HTTPS_PROXY`. `POD_NAME` (the worker's
+    /// identity) and `LOGSUB_LOG_FORMAT` are logsub's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(e, e.name != 'POD_NAME' && e.name != 'LOGSUB_LOG_FORMAT')")
+        .message("POD_NAME and LOGSUB_LOG_FORMAT are set by logsub"))]
     pub env: Vec<EnvVar>,
 
     /// How events are grouped into sink requests.

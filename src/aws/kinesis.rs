@@ -39,6 +39,8 @@ pub struct Record {
     pub sequence: SequenceNumber,
     /// Its data (for CloudWatch Logs, a gzip'd payload).
     pub data: Vec<u8>,
+    /// When Kinesis received it (Unix milliseconds), when it says.
+    pub arrival_millis: Option<i64>,
 }
 
 /// One GetRecords answer.
@@ -153,6 +155,9 @@ impl Stream {
                 Ok(Record {
                     sequence,
                     data: r.data().as_ref().to_vec(),
+                    arrival_millis: r
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok()),
                 })
             })
             .collect::<Result<_, AwsError>>()?;
@@ -184,6 +189,9 @@ pub struct StreamInfo {
     pub on_demand: bool,
     /// How long records stay readable.
     pub retention_hours: i32,
+    /// When it was created (Unix milliseconds): with the ARN, it tells a
+    /// stream from one deleted and created again under the same name.
+    pub created_millis: Option<i64>,
 }
 
 /// The lifecycle state of a stream.
@@ -268,6 +276,7 @@ impl Streams {
                 .stream_mode_details()
                 .is_some_and(|m| *m.stream_mode() == StreamMode::OnDemand),
             retention_hours: s.retention_period_hours(),
+            created_millis: s.stream_creation_timestamp().to_millis().ok(),
         }))
     }
 

@@ -61,6 +61,20 @@ impl AwsError {
     }
 }
 
+/// Deadlines of every AWS call: one `attempt` (a request that hangs is
+/// abandoned and, if the SDK's retries allow, sent again), the whole call with
+/// its retries (`operation`), and connecting. No call waits forever.
+pub fn timeouts(
+    attempt: std::time::Duration,
+    operation: std::time::Duration,
+) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
+
 /// A delete's outcome where the resource already being gone is success.
 pub(crate) fn gone_is_ok<T>(result: Result<T, AwsError>) -> Result<(), AwsError> {
     match result {

@@ -36,12 +36,13 @@ pub async fn cleanup(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Er
 }
 
 async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> {
-    let region = lsub
-        .spec
-        .region
-        .as_deref()
-        .or(ctx.settings.region.as_deref());
-    let (logs, streams) = ctx.aws.clients(region);
+    forget_checkpoints(lsub, ctx).await?;
+    let Some(region) = region(lsub, ctx) else {
+        // Apply refuses a LogSubscription without a region before any AWS
+        // call: nothing of it is in AWS, and no region is guessed to look.
+        return Ok("no AWS region was ever known for it: nothing to remove in AWS".to_owned());
+    };
+    let (logs, streams) = ctx.aws.clients(&region);
     let name = lsub.aws_name();
     // The groups the status lists, and what the selection holds now (a spec
     // changed just before deletion may not have reached the status).
@@ -60,8 +61,9 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         logs.delete_filter(group, &name).await?;
     }
     let mut note = format!("removed filter {name} from {} log group(s)", groups.len());
-    forget_checkpoints(lsub, ctx).await?;
-    if let Some(StreamRef::Managed(_)) = lsub.spec.stream.reference() {
+    // A name Kinesis cannot hold never named a stream.
+    let creatable = name.len() <= crate::api::MAX_STREAM_NAME_LEN;
+    if let (Some(StreamRef::Managed(_)), true) = (lsub.spec.stream.reference(), creatable) {
         let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref());
         if let Some(info) = streams.describe(Some(&name), None).await? {
             if recorded == Some(info.arn.as_str())
@@ -77,6 +79,18 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         }
     }
     Ok(note)
+}
+
+/// Where the LogSubscription's AWS resources are: its region, else the one its
+/// stream's ARN names (`arn:aws:kinesis:<region>:…`), else the controller's.
+fn region(lsub: &LogSubscription, ctx: &Context) -> Option<String> {
+    let from_arn = lsub
+        .status
+        .as_ref()
+        .and_then(|s| s.stream_arn.as_deref())
+        .and_then(|arn| arn.split(':').nth(3))
+        .filter(|r| !r.is_empty());
+    ctx.aws.region(lsub.spec.region.as_deref().or(from_arn))
 }
 
 /// Stops the workers and deletes their shard leases, whose checkpoints belong
@@ -105,10 +119,17 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
         crate::worker::source::kinesis::lease::SUBSCRIPTION_LABEL,
         lsub.name_any()
     );
-    for lease in leases
+    let listed = match leases
         .list_metadata(&ListParams::default().labels(&selector))
-        .await?
+        .await
     {
+        Ok(listed) => listed.items,
+        // A name no label can hold (admitted before admission checked it)
+        // can have no leases: there is nothing to wait for.
+        Err(kube::Error::Api(s)) if s.code == 400 => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for lease in listed {
         match leases
             .delete(&lease.name_any(), &DeleteParams::default())
             .await

@@ -69,6 +69,15 @@ impl Election {
     }
 
     async fn try_acquire(&mut self) -> Result<Option<Lease>, kube::Error> {
+        // A read or write that hangs gives up in time to try again.
+        let limit = self.duration / 4;
+        match tokio::time::timeout(limit, self.attempt()).await {
+            Ok(result) => result,
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn attempt(&mut self) -> Result<Option<Lease>, kube::Error> {
         let now = MicroTime(Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -114,7 +123,16 @@ impl Election {
         )
     }
 
-    /// Renews the lease until that fails for a lease duration; then leadership is lost.
+    /// The renew deadline: a leader that has not renewed for this long stops
+    /// leading, well before the lease (a third longer) can be taken over.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Renews the lease every third of its duration until a renewal fails to
+    /// come back before the renew deadline; then leadership is lost. A call
+    /// that hangs (an API server that accepts and never answers) counts as
+    /// failed at the deadline, not when it returns.
     pub async fn hold(&self, mut lease: Lease) -> ElectionError {
         let mut renewed = Instant::now();
         loop {
@@ -122,23 +140,25 @@ impl Election {
             if let Some(spec) = lease.spec.as_mut() {
                 spec.renew_time = Some(MicroTime(Timestamp::now()));
             }
-            match self
-                .api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await
-            {
-                Ok(updated) => {
+            let deadline = renewed + self.renew_deadline();
+            let params = PostParams::default();
+            let renewal = self.api.replace(&self.name, &params, &lease);
+            match tokio::time::timeout_at(deadline, renewal).await {
+                Ok(Ok(updated)) => {
                     lease = updated;
                     renewed = Instant::now();
                 }
                 // Someone else wrote it: it is theirs now.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
                     return ElectionError::Lost(self.name.clone());
                 }
-                Err(e) => tracing::warn!(error = %e, "leader election: cannot renew the lease"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election: cannot renew the lease")
+                }
+                Err(_) => tracing::warn!("leader election: the renewal did not come back"),
             }
             // Stop well before another replica may take it over.
-            if renewed.elapsed() >= self.duration * 2 / 3 {
+            if renewed.elapsed() >= self.renew_deadline() {
                 return ElectionError::Lost(self.name.clone());
             }
         }

@@ -32,7 +32,7 @@ use crate::aws::logs::Logs;
 use crate::retry::Backoff;
 use crate::telemetry::ControllerMetrics;
 use resources::workload::Runtime;
-use status::Check;
+use status::{Check, ShardState};
 
 /// The controller's settings, from its command line.
 #[derive(Clone, Debug)]
@@ -114,30 +114,25 @@ impl Aws {
         }
     }
 
-    /// Whether LogSubscriptions that name no region have one to use.
-    pub fn has_default_region(&self) -> bool {
-        self.base.region().is_some()
-    }
-
-    fn region(&self, region: Option<&str>) -> String {
+    /// The region of a LogSubscription that names `region` (or none): its
+    /// own, else the controller's default; never a guess.
+    pub fn region(&self, region: Option<&str>) -> Option<String> {
         region
             .map(str::to_owned)
             .or_else(|| self.base.region().map(ToString::to_string))
-            .unwrap_or_else(|| "us-east-1".to_owned())
     }
 
-    /// The clients of `region` (the default region when `None`).
-    pub fn clients(&self, region: Option<&str>) -> (Logs, Streams) {
-        let region = self.region(region);
+    /// The clients of `region`.
+    pub fn clients(&self, region: &str) -> (Logs, Streams) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
-            .entry(region.clone())
+            .entry(region.to_owned())
             .or_insert_with(|| {
                 let mut logs = aws_sdk_cloudwatchlogs::config::Builder::from(&self.base)
-                    .region(aws_config::Region::new(region.clone()))
+                    .region(aws_config::Region::new(region.to_owned()))
                     .interceptor(self.counter.clone());
                 let mut kinesis = aws_sdk_kinesis::config::Builder::from(&self.base)
-                    .region(aws_config::Region::new(region))
+                    .region(aws_config::Region::new(region.to_owned()))
                     .interceptor(self.counter.clone());
                 if let Some(endpoint) = &self.endpoint {
                     logs = logs.endpoint_url(endpoint);
@@ -152,25 +147,20 @@ impl Aws {
     }
 
     /// A cached description of the existing stream `key` in `region`, younger than `ttl`.
-    pub fn cached_stream(
-        &self,
-        region: Option<&str>,
-        key: &str,
-        ttl: Duration,
-    ) -> Option<StreamInfo> {
+    pub fn cached_stream(&self, region: &str, key: &str, ttl: Duration) -> Option<StreamInfo> {
         let described = self.described.lock().unwrap_or_else(|e| e.into_inner());
         described
-            .get(&(self.region(region), key.to_owned()))
+            .get(&(region.to_owned(), key.to_owned()))
             .filter(|(at, _)| at.elapsed() < ttl)
             .map(|(_, info)| info.clone())
     }
 
     /// Remembers the description of the existing stream `key` in `region`.
-    pub fn cache_stream(&self, region: Option<&str>, key: &str, info: &StreamInfo) {
+    pub fn cache_stream(&self, region: &str, key: &str, info: &StreamInfo) {
         let mut described = self.described.lock().unwrap_or_else(|e| e.into_inner());
         described.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(3600));
         described.insert(
-            (self.region(region), key.to_owned()),
+            (region.to_owned(), key.to_owned()),
             (Instant::now(), info.clone()),
         );
     }
@@ -183,6 +173,8 @@ pub struct AwsView {
     pub stream: Check,
     /// The stream's ARN once known.
     pub stream_arn: Option<String>,
+    /// When the stream was created, once known.
+    pub stream_created: Option<i64>,
     /// Whether records can be put and read.
     pub stream_usable: bool,
     /// `SubscriptionFilterReady`.
@@ -208,6 +200,8 @@ pub struct Memo {
     pub backoff: Backoff,
     /// When to look at AWS again early (a transient failure, a stream in transition).
     pub retry_at: Option<Instant>,
+    /// Each shard lease's resourceVersion, and since when it has been seen.
+    pub leases: HashMap<String, (String, Instant)>,
 }
 
 impl Default for Memo {
@@ -219,6 +213,7 @@ impl Default for Memo {
             aws: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             retry_at: None,
+            leases: HashMap::new(),
         }
     }
 }
@@ -245,6 +240,36 @@ impl Memory {
     pub fn forget(&self, uid: &str) {
         let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
         memory.remove(uid);
+    }
+
+    /// The shards of `uid`'s leases, each with how long this controller has
+    /// seen its lease unchanged (remembered between reconciles; a lease first
+    /// seen now counts from now).
+    pub fn shard_states(&self, uid: &str, leases: Vec<observe::LeaseSeen>) -> Vec<ShardState> {
+        let now = Instant::now();
+        let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let memo = memory.entry(uid.to_owned()).or_default();
+        let mut seen = HashMap::with_capacity(leases.len());
+        let states = leases
+            .into_iter()
+            .map(|lease| {
+                let since = match memo.leases.get(&lease.name) {
+                    Some((version, since)) if *version == lease.resource_version => *since,
+                    _ => now,
+                };
+                seen.insert(lease.name, (lease.resource_version, since));
+                ShardState {
+                    shard: lease.shard,
+                    holder: lease.holder,
+                    unchanged: now.saturating_duration_since(since),
+                    duration: lease.duration,
+                    finished: lease.finished,
+                    health: lease.health,
+                }
+            })
+            .collect();
+        memo.leases = seen;
+        states
     }
 
     /// The next wait of `uid`'s backoff.

@@ -15,7 +15,9 @@ use crate::aws::kinesis::StreamInfo;
 use crate::aws::logs::Logs;
 use crate::aws::{AwsError, ErrorClass};
 use crate::worker::health::ShardHealth;
-use crate::worker::source::kinesis::lease::{HEALTH_ANNOTATION, SUBSCRIPTION_LABEL};
+use crate::worker::source::kinesis::lease::{
+    Checkpoint, STREAM_LABEL, SUBSCRIPTION_LABEL, ShardLease,
+};
 
 /// How many log groups are described at once.
 const DESCRIBE_CONCURRENCY: usize = 8;
@@ -24,7 +26,7 @@ const DESCRIBE_CONCURRENCY: usize = 8;
 /// existing stream's description is shared between LogSubscriptions for `ttl`.
 pub async fn stream(
     aws: &Aws,
-    region: Option<&str>,
+    region: &str,
     reference: StreamRef<'_>,
     managed: &str,
     ttl: Duration,
@@ -105,27 +107,57 @@ pub async fn deployment(
         .await
 }
 
-/// The health the workers publish on the subscription's shard leases.
-pub async fn health(
+/// One shard lease as the controller reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseSeen {
+    /// The Lease's name.
+    pub name: String,
+    /// Its resourceVersion: it changes with every renewal.
+    pub resource_version: String,
+    /// The shard.
+    pub shard: String,
+    /// Who holds it.
+    pub holder: Option<String>,
+    /// How long it lasts unrenewed.
+    pub duration: Duration,
+    /// Whether its shard was read to its end.
+    pub finished: bool,
+    /// The health its holder last published.
+    pub health: Option<ShardHealth>,
+}
+
+/// The subscription's shard leases of the stream `stream` (its [`stream_key`]).
+///
+/// [`stream_key`]: crate::worker::source::kinesis::lease::stream_key
+pub async fn leases(
     client: &kube::Client,
     namespace: &str,
     subscription: &str,
-) -> Result<Vec<ShardHealth>, kube::Error> {
+    stream: &str,
+) -> Result<Vec<LeaseSeen>, kube::Error> {
+    let selector = format!("{SUBSCRIPTION_LABEL}={subscription},{STREAM_LABEL}={stream}");
     let leases = Api::<Lease>::namespaced(client.clone(), namespace)
-        .list_metadata(
-            &ListParams::default().labels(&format!("{SUBSCRIPTION_LABEL}={subscription}")),
-        )
+        .list(&ListParams::default().labels(&selector))
         .await?;
     Ok(leases
         .items
-        .iter()
-        .filter_map(|lease| {
-            let json = lease
-                .metadata
-                .annotations
-                .as_ref()?
-                .get(HEALTH_ANNOTATION)?;
-            serde_json::from_str(json).ok()
+        .into_iter()
+        .map(|lease| {
+            let spec = lease.spec.clone().unwrap_or_default();
+            let name = lease.metadata.name.clone().unwrap_or_default();
+            let resource_version = lease.metadata.resource_version.clone().unwrap_or_default();
+            let lease = ShardLease::from(lease);
+            LeaseSeen {
+                name,
+                resource_version,
+                shard: lease.shard_id().to_owned(),
+                holder: lease.holder().map(str::to_owned),
+                duration: Duration::from_secs(
+                    u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15),
+                ),
+                finished: lease.checkpoint() == Checkpoint::ShardEnd,
+                health: lease.health(),
+            }
         })
         .collect())
 }

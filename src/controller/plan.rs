@@ -128,6 +128,7 @@ mod tests {
             open_shards: shards,
             on_demand,
             retention_hours: hours,
+            created_millis: Some(1_795_635_868_711),
         };
         let two = ManagedStream {
             shard_count: Some(2),

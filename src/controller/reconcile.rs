@@ -22,6 +22,7 @@ use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionSt
 use crate::aws::kinesis::Streams;
 use crate::aws::{AwsError, ErrorClass};
 use crate::telemetry::ReconcileLabels;
+use crate::worker::source::kinesis::lease::stream_key;
 
 /// The finalizer that guards the AWS resources.
 pub const FINALIZER: &str = "logsub.io/aws-cleanup";
@@ -115,32 +116,36 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let previous = lsub.status.clone().unwrap_or_default();
     let mut events = Events::default();
     // Without a region every AWS call would go to a guessed one: say so instead.
-    let invalid = match lsub.spec.validate() {
-        Err(errors) => Some(errors.to_string()),
-        Ok(()) if lsub.spec.region.is_none() && !ctx.aws.has_default_region() => Some(
+    let region = ctx.aws.region(lsub.spec.region.as_deref());
+    let invalid = match (lsub.validate_names().and(lsub.spec.validate()), &region) {
+        (Err(errors), _) => Err(errors.to_string()),
+        (Ok(()), None) => Err(
             "no AWS region: set spec.region, or the controller's --region (AWS_REGION)".to_owned(),
         ),
-        Ok(()) => None,
+        (Ok(()), Some(region)) => Ok(region),
     };
-    if let Some(errors) = invalid {
-        let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
-        let observed = Observed {
-            stream: Check::failed("InvalidSpec", errors.clone()),
-            filters: waiting(),
-            workers: waiting(),
-            delivering: waiting(),
-        };
-        let status = LogSubscriptionStatus {
-            observed_generation: lsub.metadata.generation,
-            conditions: conditions_of(lsub, &observed, &previous),
-            ..previous.clone()
-        };
-        if ready_reason(&previous) != Some("InvalidSpec") {
-            events.warning("InvalidSpec", "Validate", errors);
+    let region = match invalid {
+        Ok(region) => region,
+        Err(errors) => {
+            let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
+            let observed = Observed {
+                stream: Check::failed("InvalidSpec", errors.clone()),
+                filters: waiting(),
+                workers: waiting(),
+                delivering: waiting(),
+            };
+            let status = LogSubscriptionStatus {
+                observed_generation: lsub.metadata.generation,
+                conditions: conditions_of(lsub, &observed, &previous),
+                ..previous.clone()
+            };
+            if ready_reason(&previous) != Some("InvalidSpec") {
+                events.warning("InvalidSpec", "Validate", errors);
+            }
+            finish(lsub, ctx, &previous, &status, events).await?;
+            return Ok(Action::await_change());
         }
-        finish(lsub, ctx, &previous, &status, events).await?;
-        return Ok(Action::await_change());
-    }
+    };
 
     let now = Instant::now();
     let resync = ctx.settings.resync;
@@ -152,7 +157,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let view = match (&memo.aws, due) {
         (Some(view), false) => view.clone(),
         _ => {
-            let view = sync_aws(lsub, ctx, &mut memo, &previous, &mut events).await;
+            let view = sync_aws(lsub, ctx, region, &mut memo, &previous, &mut events).await;
             memo.aws = Some(view.clone());
             memo.synced = Some(now);
             memo.generation = lsub.metadata.generation;
@@ -167,13 +172,44 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let (workers_check, workers, delivering, delivery) =
         match (&view.stream_arn, view.stream_usable) {
             (Some(arn), true) => {
-                let (workers, counts) = sync_workers(lsub, ctx, arn, due).await?;
+                let (workers, counts) = match sync_workers(lsub, ctx, region, &view, due).await {
+                    Ok(synced) => synced,
+                    // Said on the status rather than only retried: a refusal
+                    // (an invalid object, a missing permission) waits for a change.
+                    Err(e) => {
+                        let check = workers_failure(&e);
+                        if ready_reason(&previous) != Some(check.reason()) {
+                            events.warning(check.reason(), "ApplyWorkers", e.to_string());
+                        }
+                        let waiting = Check::pending(
+                            "WaitingForWorkers",
+                            "the workers' objects are not applied",
+                        );
+                        let observed = Observed {
+                            stream: view.stream.clone(),
+                            filters: view.filters.clone(),
+                            workers: check,
+                            delivering: waiting,
+                        };
+                        let status = LogSubscriptionStatus {
+                            observed_generation: lsub.metadata.generation,
+                            conditions: conditions_of(lsub, &observed, &previous),
+                            ..previous.clone()
+                        };
+                        finish(lsub, ctx, &previous, &status, events).await?;
+                        return Err(e);
+                    }
+                };
                 let namespace = lsub.namespace().unwrap_or_default();
-                let health = observe::health(&ctx.client, &namespace, &lsub.name_any()).await?;
+                let stream = stream_key(arn, view.stream_created);
+                let leases =
+                    observe::leases(&ctx.client, &namespace, &lsub.name_any(), &stream).await?;
+                let shards = ctx.memory.shard_states(&uid, leases);
+                let health: Vec<_> = shards.iter().filter_map(|s| s.health.clone()).collect();
                 (
                     workers,
                     Some(counts),
-                    conditions::delivering(&health, desired),
+                    conditions::delivering(&shards, desired),
                     (!health.is_empty()).then(|| conditions::delivery(&health)),
                 )
             }
@@ -199,7 +235,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         stream_arn: view.stream_arn.clone(),
         sink: Some(conditions::sink_summary(&lsub.spec.sink)),
         log_group_count: Some(i32::try_from(view.selected).unwrap_or(i32::MAX)),
-        log_groups: view.groups.clone(),
+        log_groups: conditions::listed_groups(&view.groups),
         workers,
         delivery,
     };
@@ -241,6 +277,20 @@ fn ready_reason(status: &LogSubscriptionStatus) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
+/// How a failure to apply the workers' objects is shown: a refusal by the API
+/// server (an invalid object, a missing permission, a name taken) waits for a
+/// change; anything else is on its way again.
+fn workers_failure(e: &Error) -> Check {
+    let message = format!("applying the workers' objects: {e}");
+    match e {
+        Error::Kube(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 404 | 409 | 422) => {
+            Check::failed("WorkersRefused", message)
+        }
+        Error::Build(_) => Check::failed("WorkersRefused", message),
+        _ => Check::pending("WorkersUnavailable", message),
+    }
+}
+
 /// Writes the status when it changed, then publishes the events.
 async fn finish(
     lsub: &LogSubscription,
@@ -275,15 +325,11 @@ fn aws_check(e: &AwsError, doing: &str) -> (Check, bool) {
 async fn sync_aws(
     lsub: &LogSubscription,
     ctx: &Context,
+    region: &str,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> AwsView {
-    let region = lsub
-        .spec
-        .region
-        .as_deref()
-        .or(ctx.settings.region.as_deref());
     let stream = sync_stream(lsub, ctx, region, previous, events).await;
     let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
         (Some(arn), true) => sync_filters(lsub, ctx, region, arn, memo, previous, events).await,
@@ -303,6 +349,7 @@ async fn sync_aws(
     AwsView {
         stream: stream.check,
         stream_arn: stream.arn,
+        stream_created: stream.created,
         stream_usable: stream.usable,
         filters,
         groups,
@@ -322,6 +369,7 @@ pub(super) async fn created_for(streams: &Streams, arn: &str, uid: &str) -> Resu
 struct StreamSync {
     check: Check,
     arn: Option<String>,
+    created: Option<i64>,
     usable: bool,
     retry: bool,
 }
@@ -329,13 +377,14 @@ struct StreamSync {
 async fn sync_stream(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: Option<&str>,
+    region: &str,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> StreamSync {
     let failed = |(check, retry): (Check, bool), arn: Option<String>| StreamSync {
         check,
         arn,
+        created: None,
         usable: false,
         retry,
     };
@@ -365,13 +414,7 @@ async fn sync_stream(
             return match info {
                 None => failed(
                     (
-                        Check::failed(
-                            "StreamNotFound",
-                            format!(
-                                "no stream {named} in {}",
-                                region.unwrap_or("the default region")
-                            ),
-                        ),
+                        Check::failed("StreamNotFound", format!("no stream {named} in {region}")),
                         true,
                     ),
                     None,
@@ -389,6 +432,7 @@ async fn sync_stream(
                 Some(i) => StreamSync {
                     check: Check::ready("StreamActive", format!("{} open shard(s)", i.open_shards)),
                     arn: Some(i.arn),
+                    created: i.created_millis,
                     usable: true,
                     retry: false,
                 },
@@ -423,6 +467,7 @@ async fn sync_stream(
         }
     }
     let arn = info.as_ref().map(|i| i.arn.clone());
+    let created = info.as_ref().and_then(|i| i.created_millis);
     let usable = info.as_ref().is_some_and(|i| i.status.usable());
     let step = match (plan::stream(spec, info.as_ref()), &info) {
         (StreamAction::Create(capacity), _) => {
@@ -489,6 +534,7 @@ async fn sync_stream(
             retry: !check.is_ready(),
             check,
             arn,
+            created,
             usable,
         },
         Err(e) => {
@@ -503,6 +549,7 @@ async fn sync_stream(
             StreamSync {
                 check,
                 arn,
+                created,
                 usable,
                 retry,
             }
@@ -516,7 +563,7 @@ async fn sync_stream(
 async fn sync_filters(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: Option<&str>,
+    region: &str,
     arn: &str,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
@@ -526,6 +573,13 @@ async fn sync_filters(
     let source = &lsub.spec.source;
     let rescan: Duration = source.rescan_interval.into();
     let now = Instant::now();
+    // The groups selected last time, in full: the status lists at most
+    // MAX_LISTED_GROUPS, and a group that left the selection must lose our filter.
+    let before: Vec<String> = memo
+        .scanned
+        .as_ref()
+        .map(|(_, names)| names.clone())
+        .unwrap_or_default();
     let selected = match &memo.scanned {
         Some((at, names)) if now < *at + rescan && memo.generation == lsub.metadata.generation => {
             names.clone()
@@ -545,6 +599,7 @@ async fn sync_filters(
     // Our filter may still be on groups the last status listed.
     let mut candidates = selected.clone();
     candidates.extend(previous.log_groups.iter().map(|g| g.name.clone()));
+    candidates.extend(before);
     candidates.sort();
     candidates.dedup();
     let is_selected = |name: &str| selected.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
@@ -676,13 +731,13 @@ async fn sync_filters(
 async fn sync_workers(
     lsub: &LogSubscription,
     ctx: &Context,
-    arn: &str,
+    region: &str,
+    view: &AwsView,
     force: bool,
 ) -> Result<(Check, crate::api::WorkersStatus), Error> {
-    let mut config = worker_config(lsub, arn);
-    if config.region.is_none() {
-        config.region.clone_from(&ctx.settings.region);
-    }
+    let mut config = worker_config(lsub, view.stream_arn.as_deref().unwrap_or_default());
+    config.region.get_or_insert_with(|| region.to_owned());
+    config.stream_created = view.stream_created;
     let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;
     let namespace = lsub.namespace().unwrap_or_default();
     let name = workload::workload_name(lsub);

@@ -96,8 +96,13 @@ pub async fn run(
         None => None,
     };
     metrics.leader.set(1);
+    let leading = metrics.leader.clone();
 
-    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // CloudWatch Logs and Kinesis control calls answer in well under a
+    // second: a hanging one is abandoned and the reconcile retried.
+    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        crate::aws::timeouts(Duration::from_secs(10), Duration::from_secs(30)),
+    );
     if let Some(region) = &options.settings.region {
         sdk = sdk.region(aws_config::Region::new(region.clone()));
     }
@@ -138,7 +143,15 @@ pub async fn run(
         }
     };
     if let (Some(election), Ok(())) = (&election, &outcome) {
-        election.release().await;
+        // A stalled API server must not hold the exit: the lease then
+        // expires instead.
+        if tokio::time::timeout(election.renew_deadline(), election.release())
+            .await
+            .is_err()
+        {
+            tracing::warn!("leader election: could not release the lease in time");
+        }
     }
+    leading.set(0);
     outcome
 }

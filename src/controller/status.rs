@@ -207,6 +207,28 @@ pub fn filters(groups: &[LogGroupStatus], selected: usize) -> Check {
     )
 }
 
+/// The most log groups the status lists: 50,000 selected groups would make an
+/// object past etcd's 1.5 MB. `logGroupCount` counts them all.
+pub const MAX_LISTED_GROUPS: usize = 1000;
+
+/// The groups the status lists: those whose filter is not Active first (they
+/// are what someone needs to read), then Active ones, at most
+/// [`MAX_LISTED_GROUPS`], by name.
+pub fn listed_groups(groups: &[LogGroupStatus]) -> Vec<LogGroupStatus> {
+    if groups.len() <= MAX_LISTED_GROUPS {
+        return groups.to_vec();
+    }
+    let (mut listed, active): (Vec<_>, Vec<_>) = groups
+        .iter()
+        .cloned()
+        .partition(|g| g.filter != FilterState::Active);
+    listed.truncate(MAX_LISTED_GROUPS);
+    let room = MAX_LISTED_GROUPS - listed.len();
+    listed.extend(active.into_iter().take(room));
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    listed
+}
+
 /// `WorkersAvailable` and the counts, from the workers' Deployment.
 pub fn workers(deployment: &Deployment, desired: i32) -> (Check, WorkersStatus) {
     let status = deployment.status.clone().unwrap_or_default();
@@ -240,25 +262,116 @@ pub fn workers(deployment: &Deployment, desired: i32) -> (Check, WorkersStatus) 
     (check, counts)
 }
 
-/// `Delivering`, from the health the workers publish (`desired` workers asked for).
-pub fn delivering(shards: &[ShardHealth], desired: i32) -> Check {
+/// One shard as the controller sees it: what its lease says, and for how
+/// long the controller has seen that lease unchanged (every renewal changes
+/// it; the time is the controller's own, so no clock is compared with another).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardState {
+    /// The shard.
+    pub shard: String,
+    /// Who holds its lease.
+    pub holder: Option<String>,
+    /// How long the lease has been seen unchanged.
+    pub unchanged: std::time::Duration,
+    /// How long the lease lasts unrenewed.
+    pub duration: std::time::Duration,
+    /// Whether the shard was read to its end.
+    pub finished: bool,
+    /// The health its holder last published.
+    pub health: Option<ShardHealth>,
+}
+
+/// At most this many shards are named in a message.
+const NAMED_SHARDS: usize = 3;
+
+fn name_some(items: &[String]) -> String {
+    let mut out = items
+        .iter()
+        .take(NAMED_SHARDS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > NAMED_SHARDS {
+        out.push_str(&format!(" (and {} more)", items.len() - NAMED_SHARDS));
+    }
+    out
+}
+
+/// `Delivering`, from the shard leases (`desired` workers asked for). It is
+/// True only while every shard is read: a shard stopped at a record nothing
+/// stores, a lease nobody renews, or a reader that makes no progress makes it
+/// False, naming the shards.
+pub fn delivering(shards: &[ShardState], desired: i32) -> Check {
     if desired == 0 {
         return Check::pending("ScaledToZero", "no workers read the stream");
     }
-    if shards.is_empty() {
+    let active: Vec<&ShardState> = shards.iter().filter(|s| !s.finished).collect();
+    if active.is_empty() {
         return Check::pending("WaitingForShards", "no worker holds a shard yet");
     }
-    if let Some(error) = shards.iter().find_map(|s| s.sink_error.as_deref()) {
+    let blocked: Vec<String> = active
+        .iter()
+        .filter_map(|s| {
+            let why = s.health.as_ref()?.blocked.as_deref()?;
+            Some(format!("{}: {why}", s.shard))
+        })
+        .collect();
+    if !blocked.is_empty() {
+        return Check::failed(
+            "ShardBlocked",
+            format!(
+                "stopped at a record nothing would store, and retried with backoff: {}",
+                name_some(&blocked)
+            ),
+        );
+    }
+    let unread: Vec<String> = active
+        .iter()
+        .filter(|s| s.unchanged > s.duration)
+        .map(|s| match &s.holder {
+            Some(holder) => format!(
+                "{} (held by {holder}, not renewed for {}s)",
+                s.shard,
+                s.unchanged.as_secs()
+            ),
+            None => format!(
+                "{} (held by no worker for {}s)",
+                s.shard,
+                s.unchanged.as_secs()
+            ),
+        })
+        .collect();
+    if !unread.is_empty() {
+        return Check::failed(
+            "LeasesExpired",
+            format!("no worker is reading {}", name_some(&unread)),
+        );
+    }
+    let stalled: Vec<String> = active
+        .iter()
+        .filter_map(|s| {
+            let why = s.health.as_ref()?.read_error.as_deref()?;
+            Some(format!("{}: {why}", s.shard))
+        })
+        .collect();
+    if !stalled.is_empty() {
+        return Check::failed(
+            "ReaderStalled",
+            format!("reading makes no progress: {}", name_some(&stalled)),
+        );
+    }
+    let health: Vec<ShardHealth> = shards.iter().filter_map(|s| s.health.clone()).collect();
+    if let Some(error) = health.iter().find_map(|s| s.sink_error.as_deref()) {
         return Check::pending("SinkFailing", format!("retrying: {error}"));
     }
-    let folded = delivery(shards);
+    let folded = delivery(&health);
     Check::ready(
         "Delivering",
         format!(
             "{} events delivered, {} dead-lettered, from {} shard(s)",
             folded.events_delivered,
             folded.dead_lettered,
-            shards.len()
+            active.len()
         ),
     )
 }
@@ -320,6 +433,36 @@ mod tests {
 
     fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
         conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// 50,000 selected groups: the status stays small, and lists every group
+    /// that needs attention before the Active ones.
+    #[test]
+    fn the_listed_groups_are_bounded_with_failures_first() {
+        let groups: Vec<LogGroupStatus> = (0..50_000)
+            .map(|i| LogGroupStatus {
+                name: format!("/aws/lambda/a-rather-long-function-name-{i:06}"),
+                filter: if i % 10_000 == 7 {
+                    FilterState::LimitExceeded
+                } else {
+                    FilterState::Active
+                },
+                message: (i % 10_000 == 7).then(|| "the log group already holds 2 subscription filters of other names (a, b); CloudWatch Logs allows 2".to_owned()),
+            })
+            .collect();
+        let listed = listed_groups(&groups);
+        assert_eq!(listed.len(), MAX_LISTED_GROUPS);
+        assert_eq!(
+            listed
+                .iter()
+                .filter(|g| g.filter == FilterState::LimitExceeded)
+                .count(),
+            5
+        );
+        assert!(listed.windows(2).all(|w| w[0].name < w[1].name));
+        let bytes = serde_json::to_vec(&listed).unwrap().len();
+        assert!(bytes < 200_000, "{bytes} bytes");
+        assert_eq!(listed_groups(&groups[..10]), groups[..10]);
     }
 
     #[test]
@@ -477,6 +620,17 @@ mod tests {
         );
     }
 
+    fn shard_state(shard: &str, health: ShardHealth) -> ShardState {
+        ShardState {
+            shard: shard.into(),
+            holder: Some(health.worker.clone()),
+            unchanged: std::time::Duration::from_secs(2),
+            duration: std::time::Duration::from_secs(15),
+            finished: false,
+            health: Some(health),
+        }
+    }
+
     #[test]
     fn delivering_from_the_published_health() {
         let shard = |delivered, error: Option<&str>| ShardHealth {
@@ -485,19 +639,83 @@ mod tests {
             sink_error: error.map(str::to_owned),
             ..ShardHealth::default()
         };
+        let states = |h: Vec<ShardHealth>| -> Vec<ShardState> {
+            h.into_iter()
+                .enumerate()
+                .map(|(i, h)| shard_state(&format!("s{i}"), h))
+                .collect()
+        };
         assert_eq!(delivering(&[], 1).reason(), "WaitingForShards");
-        assert_eq!(delivering(&[shard(3, None)], 0).reason(), "ScaledToZero");
         assert_eq!(
-            delivering(&[shard(3, None), shard(4, Some("unavailable: 503"))], 1),
+            delivering(&states(vec![shard(3, None)]), 0).reason(),
+            "ScaledToZero"
+        );
+        assert_eq!(
+            delivering(
+                &states(vec![shard(3, None), shard(4, Some("unavailable: 503"))]),
+                1
+            ),
             Check::pending("SinkFailing", "retrying: unavailable: 503")
         );
         assert_eq!(
-            delivering(&[shard(3, None), shard(4, None)], 1),
+            delivering(&states(vec![shard(3, None), shard(4, None)]), 1),
             Check::ready(
                 "Delivering",
                 "7 events delivered, 0 dead-lettered, from 2 shard(s)"
             )
         );
+    }
+
+    /// A worker killed while it held shards publishes nothing more: its
+    /// leases stop changing, and after a lease duration Delivering (and so
+    /// Ready) is False, naming them, however good their last health was.
+    #[test]
+    fn leases_nobody_renews_or_shards_that_cannot_go_on_are_not_delivering() {
+        let healthy = ShardHealth {
+            worker: "pod-a".into(),
+            delivered: 10_000,
+            ..ShardHealth::default()
+        };
+        let mut shards = vec![
+            shard_state("shardId-0", healthy.clone()),
+            shard_state("shardId-1", healthy.clone()),
+        ];
+        assert!(delivering(&shards, 1).is_ready());
+        shards[1].unchanged = std::time::Duration::from_secs(47);
+        let check = delivering(&shards, 1);
+        assert_eq!(
+            check,
+            Check::failed(
+                "LeasesExpired",
+                "no worker is reading shardId-1 (held by pod-a, not renewed for 47s)"
+            )
+        );
+        shards[1].holder = None;
+        assert!(
+            delivering(&shards, 1)
+                .parts()
+                .2
+                .contains("held by no worker")
+        );
+        // A finished shard's lease is not renewed, and need not be.
+        shards[1].finished = true;
+        assert!(delivering(&shards, 1).is_ready());
+
+        let mut stalled = healthy.clone();
+        stalled.read_error = Some("no read has succeeded for 31s: timeout".into());
+        shards[0] = shard_state("shardId-0", stalled);
+        assert_eq!(delivering(&shards, 1).reason(), "ReaderStalled");
+
+        let mut blocked = healthy;
+        blocked.blocked = Some("record 49590: the dead-letter index refused it".into());
+        shards[0] = shard_state("shardId-0", blocked);
+        let check = delivering(&shards, 1);
+        assert_eq!(check.reason(), "ShardBlocked");
+        assert!(
+            check.parts().2.contains("shardId-0: record 49590"),
+            "{check:?}"
+        );
+        assert_eq!(check.parts().0, "False");
     }
 
     #[test]
@@ -508,7 +726,7 @@ mod tests {
             dead_lettered: dead,
             millis_behind_latest: behind,
             last_delivery: last.map(str::to_owned),
-            sink_error: None,
+            ..ShardHealth::default()
         };
         let folded = delivery(&[
             shard(10, 1, Some("2026-11-25T19:44:28.711Z"), Some(200)),

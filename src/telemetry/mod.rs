@@ -24,6 +24,15 @@ pub struct ShardLabels {
     pub shard: String,
 }
 
+/// Labels of a blocked shard: the shard and the record it stopped at.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlockedLabels {
+    /// The shard id.
+    pub shard: String,
+    /// The sequence number of the record nothing would store.
+    pub sequence: String,
+}
+
 /// Labels of error series: a stable category, never `Debug` text.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -85,8 +94,14 @@ pub struct WorkerMetrics {
     pub sink_retried_events: Counter,
     /// Documents the sink refused for good, written to the dead letter.
     pub sink_dead_lettered_events: Counter,
-    /// Documents the sink refused for good that no dead letter took.
-    pub sink_dropped_events: Counter,
+    /// Documents the sink refused for good whose dead letter was refused
+    /// too: stored nowhere, they stop their shard.
+    pub sink_failed_events: Counter,
+    /// Documents not delivered because their shard's task had gone (its lease
+    /// went to another worker, which reads them again).
+    pub abandoned_events: Counter,
+    /// 1 for each shard stopped at a record nothing would store.
+    pub blocked_shards: Family<BlockedLabels, Gauge>,
     /// Failed deliveries, by error type (each is retried).
     pub sink_errors: Family<SinkErrorLabels, Counter>,
     /// Unix time of each shard's last checkpoint write (checkpoint age = now - this).
@@ -111,7 +126,9 @@ impl Default for WorkerMetrics {
             sink_requests: Counter::default(),
             sink_retried_events: Counter::default(),
             sink_dead_lettered_events: Counter::default(),
-            sink_dropped_events: Counter::default(),
+            sink_failed_events: Counter::default(),
+            abandoned_events: Counter::default(),
+            blocked_shards: Family::default(),
             sink_errors: Family::default(),
             checkpoint_time: Family::default(),
             leases_held: Gauge::default(),
@@ -165,9 +182,19 @@ impl WorkerMetrics {
             self.sink_dead_lettered_events.clone(),
         );
         r.register(
-            "sink_dropped_events",
-            "Documents the sink refused for good that no dead letter took",
-            self.sink_dropped_events.clone(),
+            "sink_failed_events",
+            "Documents the sink refused for good whose dead letter was refused too; their shards stop",
+            self.sink_failed_events.clone(),
+        );
+        r.register(
+            "abandoned_events",
+            "Documents not delivered because their shard's lease went to another worker",
+            self.abandoned_events.clone(),
+        );
+        r.register(
+            "blocked_shards",
+            "1 while a shard is stopped at a record that nothing would store",
+            self.blocked_shards.clone(),
         );
         r.register(
             "sink_errors",

@@ -19,6 +19,11 @@ pub struct WorkerConfig {
     pub region: Option<String>,
     /// ARN of the Kinesis data stream.
     pub stream_arn: String,
+    /// When the stream was created (Unix milliseconds), as the controller saw
+    /// it: checkpoints belong to one stream, and a stream deleted and created
+    /// again under the same name is another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_created: Option<i64>,
     /// Where shards without a checkpoint start.
     #[serde(default)]
     pub start_position: StartAt,
@@ -36,6 +41,10 @@ pub struct WorkerConfig {
     /// Largest inflated CloudWatch payload accepted.
     #[serde(default = "default_max_inflated")]
     pub max_inflated_bytes: ByteSize,
+    /// Longest one record may take to decode and transform; past it the
+    /// record becomes a `too_slow` dead letter.
+    #[serde(default = "default_processing_budget")]
+    pub processing_budget: Duration,
 }
 
 /// A LogSubscription by namespace and name.
@@ -255,6 +264,10 @@ fn default_checkpoint_interval() -> Duration {
 fn default_max_inflated() -> ByteSize {
     ByteSize(16 << 20)
 }
+fn default_processing_budget() -> Duration {
+    // A full 16 MiB payload takes well under a second on one core.
+    secs(10)
+}
 
 impl Default for LeaseSettings {
     fn default() -> Self {
@@ -302,6 +315,11 @@ impl WorkerConfig {
         default_max_inflated()
     }
 
+    /// The processing budget of a record unless configured otherwise.
+    pub fn default_processing_budget() -> Duration {
+        default_processing_budget()
+    }
+
     /// Reads and checks a configuration file (YAML or JSON).
     pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
         let shown = path.display().to_string();
@@ -334,6 +352,9 @@ impl WorkerConfig {
                 "leases.renewInterval ({renew:?}) must be at most half of leases.duration ({duration:?}), so a \
                  live worker renews in time"
             ));
+        }
+        if self.processing_budget.is_negative() {
+            return Err("processingBudget must not be negative".into());
         }
         if leases.max_steal_per_round < 0 {
             return Err("leases.maxStealPerRound must not be negative".into());
@@ -372,12 +393,14 @@ mod tests {
             },
             region: Some("us-east-1".into()),
             stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/flow-logs".into(),
+            stream_created: Some(1_795_635_868_000),
             start_position: StartAt::AtTimestamp(1_795_635_868_711),
             transforms: vec![Transform::VpcFlowLog(VpcFlowLogTransform::default())],
             sink: OutputSink::Stdout {},
             batch: BatchSpec::default(),
             leases: LeaseSettings::default(),
             max_inflated_bytes: default_max_inflated(),
+            processing_budget: default_processing_budget(),
         }
     }
 

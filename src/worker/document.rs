@@ -3,6 +3,7 @@
 //! `@log_group`, `@log_stream`, plus extracted fields and what transforms add.
 
 use std::borrow::Cow;
+use std::hash::BuildHasher;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -17,11 +18,66 @@ pub type Key = Cow<'static, str>;
 
 /// A document: a JSON object whose fields keep the order they were added in.
 ///
-/// A vector rather than a map: documents have a few dozen fields at most, which
-/// a scan finds faster than a tree, and every event builds one.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A vector rather than a map: most documents have a few dozen fields at most,
+/// which a scan finds faster than a hash. Past [`INDEXED_FROM`] fields a hash
+/// index of positions is kept beside it, so that a message of 100,000 keys costs
+/// their number, not its square (anyone who can write to a log group chooses
+/// the keys).
+#[derive(Clone, Debug, Default)]
 pub struct Document {
     fields: Vec<(Key, Value)>,
+    index: Option<Index>,
+}
+
+/// Fields from which lookups go through the hash index.
+const INDEXED_FROM: usize = 32;
+
+/// Positions of the fields by name: a table of indexes into `fields`, hashed
+/// with a per-process random key so that chosen names cannot collide on purpose.
+#[derive(Clone, Default)]
+struct Index {
+    hasher: std::hash::RandomState,
+    positions: hashbrown::HashTable<usize>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({} fields)", self.positions.len())
+    }
+}
+
+impl Index {
+    fn of(fields: &[(Key, Value)]) -> Index {
+        let mut index = Index::default();
+        for (i, (key, _)) in fields.iter().enumerate() {
+            index.add(fields, key, i);
+        }
+        index
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, fields: &[(Key, Value)], key: &str) -> Option<usize> {
+        self.positions
+            .find(self.hash(key), |&i| fields[i].0 == key)
+            .copied()
+    }
+
+    fn add(&mut self, fields: &[(Key, Value)], key: &str, at: usize) {
+        let hasher = &self.hasher;
+        self.positions
+            .insert_unique(hasher.hash_one(key), at, |&i| {
+                hasher.hash_one(fields[i].0.as_ref())
+            });
+    }
+}
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Document) -> bool {
+        self.fields == other.fields
+    }
 }
 
 impl Document {
@@ -34,24 +90,37 @@ impl Document {
     pub fn with_capacity(n: usize) -> Document {
         Document {
             fields: Vec::with_capacity(n),
+            index: None,
         }
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.fields.iter().position(|(k, _)| k == key)
+        match &self.index {
+            Some(index) => index.find(&self.fields, key),
+            None => self.fields.iter().position(|(k, _)| k == key),
+        }
+    }
+
+    /// Appends a field known to be absent.
+    fn push(&mut self, key: Key, value: Value) {
+        let at = self.fields.len();
+        if let Some(index) = &mut self.index {
+            index.add(&self.fields, &key, at);
+        }
+        self.fields.push((key, value));
+        if self.index.is_none() && self.fields.len() >= INDEXED_FROM {
+            self.index = Some(Index::of(&self.fields));
+        }
     }
 
     /// The value of a field.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.position(key).map(|i| &self.fields[i].1)
     }
 
     /// The value of a field, to change in place.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
-        self.fields
-            .iter_mut()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.position(key).map(|i| &mut self.fields[i].1)
     }
 
     /// Whether a field is present.
@@ -65,7 +134,7 @@ impl Document {
         match self.position(&key) {
             Some(i) => Some(std::mem::replace(&mut self.fields[i].1, value)),
             None => {
-                self.fields.push((key, value));
+                self.push(key, value);
                 None
             }
         }
@@ -75,13 +144,18 @@ impl Document {
     pub fn insert_absent(&mut self, key: impl Into<Key>, value: Value) {
         let key = key.into();
         if !self.contains_key(&key) {
-            self.fields.push((key, value));
+            self.push(key, value);
         }
     }
 
-    /// Removes a field.
+    /// Removes a field (rare: the positions after it are indexed again).
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.position(key).map(|i| self.fields.remove(i).1)
+        let i = self.position(key)?;
+        let (_, value) = self.fields.remove(i);
+        if self.index.is_some() {
+            self.index = Some(Index::of(&self.fields));
+        }
+        Some(value)
     }
 
     /// The fields, in order.
@@ -226,33 +300,39 @@ pub fn from_event(owner: &str, log_group: &str, log_stream: &str, event: LogEven
         (Key::Borrowed(LOG_STREAM), Value::from(log_stream)),
     ]);
     for (name, value) in event.extracted_fields.into_iter().flatten() {
+        // A field keeps its text in every event, and what it reads as goes
+        // beside it under `$name`: a field that is a number or an object in one
+        // event and text in the next (`size` is `-` for a 304; a Lambda line's
+        // last field is JSON or not) would otherwise break the index mapping
+        // the first event made, and the later events would be refused.
+        if let Some(typed) = typed(&value) {
+            doc.insert_absent(format!("${name}"), typed);
+        }
         // The `@` fields are ours; a filter pattern field cannot replace them.
-        doc.insert_absent(name, typed(value));
+        doc.insert_absent(name, value);
     }
     doc
 }
 
-/// An extracted field's value: all digits → a number, a JSON object → that
-/// object, anything else as text.
-fn typed(value: Value) -> Value {
-    let Value::String(text) = &value else {
-        return value;
+/// What an extracted field's text reads as, when it is more than text: all
+/// digits → a number, a JSON object → that object.
+fn typed(value: &Value) -> Option<Value> {
+    let Value::String(text) = value else {
+        return None;
     };
     if !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit())
         && let Ok(n) = text.parse::<u64>()
     {
-        // A number with a leading zero (an account id, a zip code) keeps its text.
-        if !(text.len() > 1 && text.starts_with('0')) {
-            return Value::from(n);
-        }
+        // A number with a leading zero (an account id, a zip code) is text.
+        return (!(text.len() > 1 && text.starts_with('0'))).then(|| Value::from(n));
     }
     if text.starts_with('{')
         && let Ok(Value::Object(object)) = serde_json::from_str(text)
     {
-        return Value::Object(object);
+        return Some(Value::Object(object));
     }
-    value
+    None
 }
 
 #[cfg(test)]
@@ -322,6 +402,61 @@ mod tests {
         );
     }
 
+    /// The seed's own Lambda payload: the last field `event` is a JSON object
+    /// in the first event and text in the second. Both keep `event` as text, so
+    /// neither can be refused by a mapping the other made.
+    #[test]
+    fn a_field_that_is_json_in_one_event_and_text_in_the_next_keeps_one_type() {
+        let payload = r#"{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/lambda/HelloWorld","logStream":"2015/06/30/1f77bc4743204b22b0d42cf3b85f40c7","subscriptionFilters":["function-logs"],"logEvents":[
+            {"id":"49545295115971876468408574808414755329919666212443258898","timestamp":"1421116133213","message":"2015-01-13T02:28:53.213Z c342155b-1ec0-11e5-b0e2-f317438eb2f6 { \"key1\": 100, \"key2\": \"value\", \"key3\": { \"key4\": \"level2\" } }","extractedFields":{"timestamp":"2015-01-13T02:28:53.213Z","request_id":"c342155b-1ec0-11e5-b0e2-f317438eb2f6","event":"{ \"key1\": 100, \"key2\": \"value\", \"key3\": { \"key4\": \"level2\" } }"}},
+            {"id":"49545295115971876468408574808465530214343150403450640305","timestamp":"1421116143456","message":"2015-01-13T02:29:03.456Z c342155b-1ec0-11e5-b0e2-f317438eb2f6 Hello World","extractedFields":{"timestamp":"2015-01-13T02:29:03.456Z","request_id":"c342155b-1ec0-11e5-b0e2-f317438eb2f6","event":"Hello World"}}]}"#;
+        let data: LogData = serde_json::from_str(payload).unwrap();
+        let docs: Vec<Document> = from_data(data).collect();
+        assert_eq!(
+            docs[0]["event"],
+            r#"{ "key1": 100, "key2": "value", "key3": { "key4": "level2" } }"#
+        );
+        assert_eq!(
+            docs[0]["$event"],
+            json!({"key1": 100, "key2": "value", "key3": {"key4": "level2"}})
+        );
+        assert_eq!(docs[1]["event"], "Hello World");
+        assert!(!docs[1].contains_key("$event"));
+        for field in ["timestamp", "request_id", "event"] {
+            assert!(
+                docs.iter().all(|d| d[field].is_string()),
+                "{field} is text in every event"
+            );
+        }
+    }
+
+    #[test]
+    fn many_fields_are_found_through_the_index() {
+        let mut doc = Document::new();
+        for i in 0..1000 {
+            doc.insert(format!("k{i}"), json!(i));
+        }
+        doc.insert_absent("k500", json!("kept?"));
+        assert_eq!(doc.insert("k999", json!("last")), Some(json!(999)));
+        assert_eq!(
+            (doc.len(), &doc["k500"], &doc["k999"]),
+            (1000, &json!(500), &json!("last"))
+        );
+        assert_eq!(doc.remove("k0"), Some(json!(0)));
+        assert_eq!(
+            (doc["k1"].clone(), doc["k0"].clone(), doc.len()),
+            (json!(1), Value::Null, 999)
+        );
+        doc.insert("k0", json!("back"));
+        assert_eq!(
+            doc.iter().last().map(|(k, _)| k),
+            Some("k0"),
+            "appended at the end"
+        );
+        let parsed: Document = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+        assert_eq!(parsed, doc);
+    }
+
     #[test]
     fn extracted_fields_are_typed() {
         let (data, event) = data(Some(json!({
@@ -331,12 +466,19 @@ mod tests {
         })));
         let doc = from_event(&data.owner, &data.log_group, &data.log_stream, event);
         assert_eq!(doc["ip"], "127.0.0.1");
-        assert_eq!(doc["status"], 200);
-        assert_eq!(doc["bytes"], 1534);
-        assert_eq!(doc["zero"], 0);
+        assert_eq!(doc["$ip"], Value::Null);
+        assert_eq!(
+            (&doc["status"], &doc["$status"]),
+            (&json!("200"), &json!(200))
+        );
+        assert_eq!(doc["$bytes"], 1534);
+        assert_eq!(doc["$zero"], 0);
         assert_eq!(doc["account"], "012345678901");
-        assert_eq!(doc["request"], json!({"path": "/a", "n": 1}));
+        assert!(!doc.contains_key("$account"), "a leading zero is text");
+        assert_eq!(doc["request"], "{\"path\":\"/a\",\"n\":1}");
+        assert_eq!(doc["$request"], json!({"path": "/a", "n": 1}));
         assert_eq!(doc["broken"], "{not json");
+        assert!(!doc.contains_key("$broken"));
         assert_eq!(doc["empty"], "");
         assert_eq!(
             doc["@id"],

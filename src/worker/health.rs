@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::sink::SinkError;
+use super::sink::batch::Stored;
 use crate::time::rfc3339_millis;
 
 /// The health of one shard, as published on its lease.
@@ -28,6 +29,14 @@ pub struct ShardHealth {
     /// Why the sink is failing, while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_error: Option<String>,
+    /// Why reading the shard makes no progress (a GetRecords that keeps
+    /// failing or hanging), while it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_error: Option<String>,
+    /// The record the shard stopped at, and why: a document of it and its
+    /// dead letter were both refused for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// How the sink is doing, shared by the driver (writer) and the shard tasks
@@ -76,15 +85,16 @@ impl ShardCounters {
                 delivered: previous.delivered,
                 dead_lettered: previous.dead_lettered,
                 last_delivery: previous.last_delivery,
-                millis_behind_latest: None,
-                sink_error: None,
+                ..ShardHealth::default()
             },
         }
     }
 
-    /// `documents` were delivered at `now_millis`.
-    pub fn delivered(&mut self, documents: usize, now_millis: i64) {
-        self.health.delivered += documents as u64;
+    /// A part was stored at `now_millis`: its documents where they belong,
+    /// its dead letters in the dead letter.
+    pub fn delivered(&mut self, stored: &Stored, now_millis: i64) {
+        self.health.delivered += stored.documents as u64;
+        self.health.dead_lettered += stored.dead_lettered as u64;
         self.health.last_delivery = Some(rfc3339_millis(now_millis));
     }
 
@@ -110,13 +120,29 @@ mod tests {
             millis_behind_latest: Some(5),
             last_delivery: None,
             sink_error: Some("old".into()),
+            read_error: Some("old".into()),
+            blocked: Some("old".into()),
         };
         let mut c = ShardCounters::resume("b", Some(previous));
-        c.delivered(5, 0);
+        c.delivered(
+            &Stored {
+                documents: 5,
+                dead_lettered: 2,
+            },
+            0,
+        );
         let sink = SinkHealth::default();
         sink.failed(&SinkError::new("unavailable", "connection refused"));
         let h = c.snapshot(&sink);
-        assert_eq!((h.worker.as_str(), h.delivered), ("b", 15));
+        assert_eq!(
+            (h.worker.as_str(), h.delivered, h.dead_lettered),
+            ("b", 15, 3)
+        );
+        assert_eq!(
+            (h.read_error, h.blocked),
+            (None, None),
+            "a new holder's own"
+        );
         assert_eq!(h.last_delivery.as_deref(), Some("1970-01-01T00:00:00.000Z"));
         assert_eq!(
             h.sink_error.as_deref(),
@@ -128,7 +154,7 @@ mod tests {
         let json = serde_json::to_string(&c.snapshot(&sink)).unwrap();
         assert_eq!(
             json,
-            r#"{"worker":"b","delivered":15,"deadLettered":1,"lastDelivery":"1970-01-01T00:00:00.000Z"}"#
+            r#"{"worker":"b","delivered":15,"deadLettered":3,"lastDelivery":"1970-01-01T00:00:00.000Z"}"#
         );
     }
 }

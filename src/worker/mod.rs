@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod document;
 pub mod health;

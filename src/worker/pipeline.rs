@@ -1,6 +1,9 @@
-//! One shard's bookkeeping between its reader and the sink driver: records in,
-//! encoded parts out, acknowledgements back, and the checkpoint they allow.
-//! No I/O: the shard task moves parts and acks, this decides what they mean.
+//! One shard's records on their way to the sink driver, in two steps.
+//! [`prepare`] decodes, transforms and encodes a record (pure, and run off the
+//! async runtime: a slow record must not delay lease renewals); the shard's
+//! [`ShardPipeline`] then cuts what it prepared into parts, keeps the watermark
+//! of what is delivered, and counts. No I/O: the shard task moves parts and
+//! acks, this decides what they mean.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,10 +15,11 @@ use tokio::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::checkpoint::watermark::{SequenceNumber, Watermark, WatermarkError};
+use super::dead_letter::Why;
 use super::decode::cloudwatch::Limits;
 use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
 use super::health::ShardCounters;
-use super::process::{DeadLetter, Outcome, process};
+use super::process::{Outcome, dead_letter, process};
 use super::sink::batch::{Ack, Acked, Encoded, ObjectMeta, Part, Span};
 use super::sink::{EncodeError, Sink};
 use super::transform::Compiled;
@@ -24,8 +28,8 @@ use crate::aws::kinesis::Record;
 use crate::telemetry::{ErrorLabels, ShardLabels, WorkerMetrics};
 use crate::time::now_millis;
 
-/// Why a shard's pipeline cannot go on (a bug, not bad data: bad data is
-/// dead-lettered).
+/// Why a shard's pipeline cannot go on. Bad data is not one of them (it is
+/// dead-lettered); these are bugs, and a record that nothing would store.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// Records or acks out of order.
@@ -39,9 +43,19 @@ pub enum PipelineError {
         /// Why.
         source: EncodeError,
     },
+    /// A document of the record was refused for good, and so was its dead
+    /// letter: the shard stops before it, so that nothing after it is
+    /// checkpointed past it.
+    #[error("record {sequence} cannot be stored: {reason}")]
+    Unstored {
+        /// The record.
+        sequence: SequenceNumber,
+        /// Why.
+        reason: String,
+    },
 }
 
-/// How a shard's documents are cut for the driver.
+/// How a shard's records are prepared and cut.
 #[derive(Clone, Copy, Debug)]
 pub struct PartLimits {
     /// Most documents in a part (the batch's limit).
@@ -50,6 +64,108 @@ pub struct PartLimits {
     pub max_bytes: usize,
     /// Largest inflated payload accepted.
     pub decode: Limits,
+    /// Longest a record may take to prepare before it is dead-lettered (`too_slow`).
+    pub budget: Duration,
+}
+
+/// What a record became.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Documents, from this many events.
+    Documents(usize),
+    /// A control message: nothing to deliver.
+    Control,
+    /// A dead letter, for this reason.
+    DeadLetter(&'static str),
+}
+
+/// A record prepared for the sink: its documents (or its dead letter) in the
+/// sink's wire form.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The record.
+    pub sequence: SequenceNumber,
+    /// The record's size.
+    pub bytes: usize,
+    /// What it became.
+    pub kind: Kind,
+    /// Its documents, encoded.
+    pub encoded: Encoded,
+    /// For an object sink: the key parts of its first document.
+    pub meta: Option<ObjectMeta>,
+}
+
+/// Decodes, transforms and encodes one record of `shard` for `sink` (pure).
+/// A record that cannot be decoded, is over its budget, or has a document
+/// the sink cannot encode becomes a dead letter. Fails only when even the dead
+/// letter cannot be encoded.
+pub fn prepare<S: Sink>(
+    shard: &str,
+    record: &Record,
+    transforms: &[Compiled],
+    sink: &S,
+    limits: &PartLimits,
+) -> Result<Prepared, PipelineError> {
+    let prepared = |kind, encoded, meta| Prepared {
+        sequence: record.sequence.clone(),
+        bytes: record.data.len(),
+        kind,
+        encoded,
+        meta,
+    };
+    let letter = match process(shard, record, transforms, limits.decode, limits.budget) {
+        Outcome::Control => return Ok(prepared(Kind::Control, Encoded::default(), None)),
+        Outcome::Documents(docs) => {
+            let meta = docs.first().map(object_meta);
+            let mut encoded = Encoded::default();
+            let result = docs.iter().enumerate().try_for_each(|(i, doc)| {
+                encoded.push(|out| sink.encode(doc, out))?;
+                if i == 0 {
+                    // The first document's size sizes the rest, in one
+                    // allocation of at most a batch: a huge first event
+                    // followed by many small ones must not reserve their product.
+                    let guess = encoded.byte_len().saturating_mul(docs.len()) / 4 * 5;
+                    encoded.reserve(guess.min(limits.max_bytes));
+                }
+                Ok::<(), EncodeError>(())
+            });
+            match result {
+                Ok(()) => return Ok(prepared(Kind::Documents(docs.len()), encoded, meta)),
+                Err(e) => dead_letter(
+                    shard,
+                    record,
+                    Why {
+                        reason: "encode",
+                        message: e.to_string(),
+                        status: None,
+                        error_type: None,
+                    },
+                ),
+            }
+        }
+        Outcome::Rejected(letter) => *letter,
+    };
+    let reason = letter.why().reason;
+    let letter = letter.to_document(now_millis());
+    let mut encoded = Encoded::default();
+    encoded
+        .push(|out| sink.encode_dead_letter(&letter, out))
+        .map_err(|source| PipelineError::Encode {
+            sequence: record.sequence.clone(),
+            source,
+        })?;
+    let meta = Some(object_meta(&letter));
+    Ok(prepared(Kind::DeadLetter(reason), encoded, meta))
+}
+
+/// What [`ShardPipeline::accept`] made of a prepared record.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Taken: its parts (if any) are out.
+    Done,
+    /// An object sink must first say where an earlier object from this record
+    /// ended ([`ShardPipeline::probed`]); then the record is accepted again.
+    Probe(Box<(Probe, Prepared)>),
 }
 
 /// The pipeline state of one shard held by this worker.
@@ -86,6 +202,8 @@ struct OpenObject {
     opened: Instant,
     /// Where this object must end (an earlier one ended there).
     cut_at: Option<SequenceNumber>,
+    /// Its documents that are dead letters.
+    dead_letters: usize,
 }
 
 /// An object sink must be asked where the object starting at `first` ended.
@@ -129,6 +247,16 @@ impl ShardPipeline {
         self
     }
 
+    /// The limits records are prepared and cut with.
+    pub fn limits(&self) -> &PartLimits {
+        &self.limits
+    }
+
+    /// The shard.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
     /// The answer to a [`Probe`]: where the object ended, if it exists.
     pub fn probed(&mut self, probe: &Probe, end: Option<SequenceNumber>) {
         if let Some(objects) = &mut self.objects {
@@ -151,64 +279,136 @@ impl ShardPipeline {
         Some(self.close(open))
     }
 
-    fn close(&self, open: OpenObject) -> Part {
-        let ack = Ack {
+    fn ack(&self, sequence: &SequenceNumber) -> Ack {
+        Ack {
             to: self.acks.clone(),
             shard: self.shard.clone(),
-            sequence: open.first.clone(),
-        };
+            sequence: sequence.clone(),
+        }
+    }
+
+    fn close(&self, open: OpenObject) -> Part {
+        let ack = self.ack(&open.first);
         let span = Span {
             shard: self.shard.clone(),
             first: open.first,
             last: open.last,
             meta: open.meta,
         };
-        Part::object(open.encoded, span, Some(ack))
+        Part::object(open.encoded, span, Some(ack)).with_dead_letters(open.dead_letters)
     }
 
-    /// Adds a record to the shard's object; returns a probe to answer first
-    /// when the record starts an object that an earlier holder may have written.
+    /// Takes a prepared record: registers it in the watermark with the number
+    /// of parts it became and appends the parts to `out`, unless an object
+    /// sink must first answer a [`Probe`].
+    pub fn accept(
+        &mut self,
+        prepared: Prepared,
+        metrics: &WorkerMetrics,
+        out: &mut VecDeque<Part>,
+    ) -> Result<Accepted, PipelineError> {
+        if let Some(objects) = &mut self.objects
+            && objects.open.is_none()
+            && !prepared.encoded.is_empty()
+            && objects.probing
+            && objects
+                .probed
+                .as_ref()
+                .is_none_or(|(first, _)| *first != prepared.sequence)
+        {
+            let probe = Probe {
+                first: prepared.sequence.clone(),
+                meta: prepared.meta.clone().unwrap_or_default(),
+            };
+            return Ok(Accepted::Probe(Box::new((probe, prepared))));
+        }
+        let Prepared {
+            sequence,
+            bytes,
+            kind,
+            encoded,
+            meta,
+        } = prepared;
+        let dead = matches!(kind, Kind::DeadLetter(_));
+        // Taken out for the call, which needs the rest of `self` too.
+        if let Some(mut objects) = self.objects.take() {
+            let added = self.object_record(&mut objects, &sequence, encoded, meta, dead, out);
+            self.objects = Some(objects);
+            added?;
+        } else {
+            let parts = if encoded.is_empty() {
+                Vec::new()
+            } else {
+                encoded.split(self.limits.max_docs, self.limits.max_bytes)
+            };
+            self.watermark.read(sequence.clone(), parts.len())?;
+            out.extend(parts.into_iter().map(|p| {
+                let dead_letters = if dead { p.len() } else { 0 };
+                Part::new(p, Some(self.ack(&sequence))).with_dead_letters(dead_letters)
+            }));
+        }
+        metrics.records_read.get_or_create(&self.labels).inc();
+        metrics
+            .bytes_read
+            .get_or_create(&self.labels)
+            .inc_by(bytes as u64);
+        match kind {
+            Kind::Documents(events) => {
+                metrics.events_decoded.inc_by(events as u64);
+            }
+            Kind::Control => {
+                metrics.control_messages.inc();
+            }
+            Kind::DeadLetter(reason) => {
+                metrics
+                    .errors
+                    .get_or_create(&ErrorLabels::processing(reason))
+                    .inc();
+                tracing::warn!(shard = %self.shard, %sequence, %reason, "record dead-lettered");
+            }
+        }
+        Ok(Accepted::Done)
+    }
+
+    /// Adds a record's documents to the shard's object, and cuts it when full
+    /// or where an earlier one ended.
     fn object_record(
         &mut self,
         objects: &mut Objects,
-        record: &Record,
+        seq: &SequenceNumber,
         encoded: Encoded,
         meta: Option<ObjectMeta>,
+        dead: bool,
         out: &mut VecDeque<Part>,
-    ) -> Result<Option<Probe>, PipelineError> {
-        let seq = &record.sequence;
-        match (&mut objects.open, meta) {
+    ) -> Result<(), PipelineError> {
+        let dead_letters = if dead { encoded.len() } else { 0 };
+        match &mut objects.open {
             // Nothing to deliver and no object open: done at once.
-            (None, _) if encoded.is_empty() => {
+            None if encoded.is_empty() => {
                 self.watermark.read(seq.clone(), 0)?;
-                return Ok(None);
+                return Ok(());
             }
-            (None, meta) => {
-                let meta = meta.unwrap_or_default();
+            None => {
                 let cut_at = match &objects.probed {
                     Some((first, end)) if first == seq => end.clone(),
-                    _ if objects.probing => {
-                        return Ok(Some(Probe {
-                            first: seq.clone(),
-                            meta,
-                        }));
-                    }
                     _ => None,
                 };
                 objects.open = Some(OpenObject {
                     encoded,
                     first: seq.clone(),
                     last: seq.clone(),
-                    meta,
+                    meta: meta.unwrap_or_default(),
                     opened: Instant::now(),
                     cut_at,
+                    dead_letters,
                 });
                 // The object's first record holds the watermark for all of it.
                 self.watermark.read(seq.clone(), 1)?;
             }
-            (Some(open), _) => {
+            Some(open) => {
                 open.encoded.append(&encoded);
                 open.last = seq.clone();
+                open.dead_letters += dead_letters;
                 self.watermark.read(seq.clone(), 0)?;
             }
         }
@@ -226,121 +426,23 @@ impl ShardPipeline {
         if full && let Some(open) = objects.open.take() {
             out.push_back(self.close(open));
         }
-        Ok(None)
-    }
-
-    /// Decodes, transforms and encodes records from the front of `records`
-    /// until one yields parts, registers each in the watermark with the number
-    /// of parts it became, and appends the parts to `out`. Stops early, leaving
-    /// the record in `records`, when an object sink must first answer a [`Probe`].
-    pub fn records<S: Sink>(
-        &mut self,
-        records: &mut VecDeque<Record>,
-        transforms: &[Compiled],
-        sink: &S,
-        metrics: &WorkerMetrics,
-        out: &mut VecDeque<Part>,
-    ) -> Result<Option<Probe>, PipelineError> {
-        while let Some(record) = records.pop_front() {
-            let want_meta = self.objects.as_ref().is_some_and(|o| o.open.is_none());
-            let (encoded, meta) = self.encode(&record, transforms, sink, metrics, want_meta)?;
-            // Taken out for the call, which needs the rest of `self` too.
-            if let Some(mut objects) = self.objects.take() {
-                let probe = self.object_record(&mut objects, &record, encoded, meta, out);
-                self.objects = Some(objects);
-                if let Some(probe) = probe? {
-                    // Decoded again once the probe is answered.
-                    records.push_front(record);
-                    return Ok(Some(probe));
-                }
-            } else {
-                let parts = if encoded.is_empty() {
-                    Vec::new()
-                } else {
-                    encoded.split(self.limits.max_docs, self.limits.max_bytes)
-                };
-                self.watermark.read(record.sequence.clone(), parts.len())?;
-                out.extend(parts.into_iter().map(|p| {
-                    let ack = Ack {
-                        to: self.acks.clone(),
-                        shard: self.shard.clone(),
-                        sequence: record.sequence.clone(),
-                    };
-                    Part::new(p, Some(ack))
-                }));
-            }
-            metrics.records_read.get_or_create(&self.labels).inc();
-            metrics
-                .bytes_read
-                .get_or_create(&self.labels)
-                .inc_by(record.data.len() as u64);
-            // Decode no further ahead than the sink takes: the rest wait as
-            // they came, compressed.
-            if !out.is_empty() {
-                break;
-            }
-        }
-        Ok(None)
-    }
-
-    fn encode<S: Sink>(
-        &mut self,
-        record: &Record,
-        transforms: &[Compiled],
-        sink: &S,
-        metrics: &WorkerMetrics,
-        want_meta: bool,
-    ) -> Result<(Encoded, Option<ObjectMeta>), PipelineError> {
-        let dead = match process(&self.shard, record, transforms, self.limits.decode) {
-            Outcome::Control => {
-                metrics.control_messages.inc();
-                return Ok((Encoded::default(), None));
-            }
-            Outcome::Documents(docs) => {
-                metrics.events_decoded.inc_by(docs.len() as u64);
-                let meta = if want_meta {
-                    docs.first().map(object_meta)
-                } else {
-                    None
-                };
-                let mut encoded = Encoded::default();
-                let result = docs.iter().enumerate().try_for_each(|(i, doc)| {
-                    encoded.push(|out| sink.encode(doc, out))?;
-                    if i == 0 {
-                        // The first document's size sizes the rest: one allocation.
-                        encoded.reserve(encoded.byte_len() * docs.len() * 5 / 4);
-                    }
-                    Ok::<(), EncodeError>(())
-                });
-                match result {
-                    Ok(()) => return Ok((encoded, meta)),
-                    Err(e) => DeadLetter::new(&self.shard, record, e.into()),
-                }
-            }
-            Outcome::Rejected(dead) => dead,
-        };
-        metrics
-            .errors
-            .get_or_create(&ErrorLabels::processing(dead.error.category()))
-            .inc();
-        self.counters.health.dead_lettered += 1;
-        tracing::warn!(shard = %self.shard, sequence = %record.sequence, error = %dead.error, "record dead-lettered");
-        let mut encoded = Encoded::default();
-        let letter = dead.document(now_millis());
-        encoded
-            .push(|out| sink.encode(&letter, out))
-            .map_err(|source| PipelineError::Encode {
-                sequence: record.sequence.clone(),
-                source,
-            })?;
-        Ok((encoded, want_meta.then(|| object_meta(&letter))))
-    }
-
-    /// A part came back delivered.
-    pub fn acked(&mut self, acked: &Acked) -> Result<(), PipelineError> {
-        self.watermark.ack(&acked.sequence)?;
-        self.counters.delivered(acked.documents, now_millis());
         Ok(())
+    }
+
+    /// A part came back: stored (the checkpoint may move), or stored nowhere
+    /// (the shard stops before that record).
+    pub fn acked(&mut self, acked: &Acked) -> Result<(), PipelineError> {
+        match &acked.result {
+            Ok(stored) => {
+                self.watermark.ack(&acked.sequence)?;
+                self.counters.delivered(stored, now_millis());
+                Ok(())
+            }
+            Err(unstored) => Err(PipelineError::Unstored {
+                sequence: acked.sequence.clone(),
+                reason: unstored.reason.clone(),
+            }),
+        }
     }
 
     /// The sequence number every record up to which is delivered.
@@ -376,13 +478,15 @@ mod tests {
 
     use super::*;
     use crate::worker::decode::cloudwatch::tests::gzip;
-    use crate::worker::sink::Batch;
+    use crate::worker::sink::batch::Stored;
     use crate::worker::sink::stdout::Stdout;
+    use crate::worker::sink::{Batch, Delivered};
 
     fn record(n: u64, data: Vec<u8>) -> Record {
         Record {
             sequence: SequenceNumber::parse(&n.to_string()).unwrap(),
             data,
+            arrival_millis: None,
         }
     }
 
@@ -399,36 +503,56 @@ mod tests {
         )
     }
 
+    fn limits(max_docs: usize) -> PartLimits {
+        PartLimits {
+            max_docs,
+            max_bytes: 1 << 20,
+            decode: Limits::default(),
+            budget: Duration::from_secs(60),
+        }
+    }
+
+    /// Prepares and accepts `records` in order, answering no probe.
+    fn feed(
+        p: &mut ShardPipeline,
+        records: Vec<Record>,
+        sink: &Stdout<Vec<u8>>,
+        metrics: &WorkerMetrics,
+        parts: &mut VecDeque<Part>,
+    ) {
+        for record in records {
+            let prepared = prepare("s", &record, &[], sink, p.limits()).unwrap();
+            assert!(matches!(
+                p.accept(prepared, metrics, parts),
+                Ok(Accepted::Done)
+            ));
+        }
+    }
+
+    fn settle(part: Part, acks: &mut mpsc::UnboundedReceiver<Acked>) -> Acked {
+        Batch::of(part).settle(&Delivered::default());
+        acks.try_recv().unwrap()
+    }
+
     #[test]
     fn records_become_parts_and_the_checkpoint_follows_the_acks() {
         let (tx, mut acks) = mpsc::unbounded_channel();
-        let limits = PartLimits {
-            max_docs: 2,
-            max_bytes: 1 << 20,
-            decode: Limits::default(),
-        };
-        let mut p = ShardPipeline::new("s", None, tx, limits, ShardCounters::default());
+        let mut p = ShardPipeline::new("s", None, tx, limits(2), ShardCounters::default());
         let sink = Stdout::to(Vec::new());
         let metrics = WorkerMetrics::default();
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[]}"#;
-        let mut records = VecDeque::from([
-            record(1, payload(3)),
-            record(2, gzip(control)),
-            record(3, b"corrupt".to_vec()),
-        ]);
         let mut parts = VecDeque::new();
-        let probe = p
-            .records(&mut records, &[], &sink, &metrics, &mut parts)
-            .unwrap();
-        assert_eq!(
-            (probe, records.len()),
-            (None, 2),
-            "decoding stops at the first record with parts"
+        feed(
+            &mut p,
+            vec![
+                record(1, payload(3)),
+                record(2, gzip(control)),
+                record(3, b"corrupt".to_vec()),
+            ],
+            &sink,
+            &metrics,
+            &mut parts,
         );
-        while !records.is_empty() {
-            p.records(&mut records, &[], &sink, &metrics, &mut parts)
-                .unwrap();
-        }
         let sizes: Vec<usize> = parts.iter().map(|p| p.encoded().len()).collect();
         assert_eq!(
             sizes,
@@ -436,24 +560,55 @@ mod tests {
             "3 events in parts of 2, and a dead letter"
         );
         assert_eq!(p.checkpoint(), None);
-        assert_eq!(p.counters.health.dead_lettered, 1);
         // Deliver the last two parts first: nothing moves until the first is done.
-        let mut batch_of = |part: Part| {
-            let mut b = Batch::default();
-            b.push(part);
-            b.settle(&[]);
-            let acked = acks.try_recv().unwrap();
-            p.acked(&acked).unwrap();
-            p.checkpoint().map(|s| s.to_string())
-        };
         let first = parts.pop_front().unwrap();
         let second = parts.pop_front().unwrap();
         let dead = parts.pop_front().unwrap();
-        assert_eq!(batch_of(dead), None);
-        assert_eq!(batch_of(second), None);
-        assert_eq!(batch_of(first).as_deref(), Some("3"));
-        assert_eq!(p.counters.health.delivered, 4);
+        for part in [dead, second] {
+            let acked = settle(part, &mut acks);
+            p.acked(&acked).unwrap();
+            assert_eq!(p.checkpoint(), None);
+        }
+        p.acked(&settle(first, &mut acks)).unwrap();
+        assert_eq!(p.checkpoint().map(SequenceNumber::as_str), Some("3"));
+        assert_eq!(p.counters.health.delivered, 3, "stored documents only");
+        assert_eq!(p.counters.health.dead_lettered, 1, "counted once stored");
         assert_eq!(p.in_flight(), 0);
+    }
+
+    /// A part that nothing would store stops the shard there: the checkpoint
+    /// never passes it, whatever comes back after.
+    #[test]
+    fn a_part_stored_nowhere_holds_the_checkpoint_and_says_where() {
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let mut p = ShardPipeline::new("s", None, tx, limits(10), ShardCounters::default());
+        let sink = Stdout::to(Vec::new());
+        let metrics = WorkerMetrics::default();
+        let mut parts = VecDeque::new();
+        feed(
+            &mut p,
+            vec![record(1, payload(1)), record(2, payload(1))],
+            &sink,
+            &metrics,
+            &mut parts,
+        );
+        let first = parts.pop_front().unwrap();
+        Batch::of(first).settle(&Delivered {
+            failed: vec![(0, "refused twice".into())],
+            ..Delivered::default()
+        });
+        let err = p.acked(&acks.try_recv().unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Unstored { sequence, reason } if sequence.as_str() == "1" && reason == "refused twice"),
+            "{err}"
+        );
+        p.acked(&settle(parts.pop_front().unwrap(), &mut acks))
+            .unwrap();
+        assert_eq!(p.checkpoint(), None, "record 2 is stored, record 1 is not");
+        assert_eq!(
+            p.counters.health.delivered, 1,
+            "only what was stored counts"
+        );
     }
 
     /// An object sink's shard: whole records per object, cut at the limits,
@@ -461,43 +616,33 @@ mod tests {
     #[test]
     fn objects_are_runs_of_whole_records_cut_where_earlier_ones_ended() {
         let (tx, mut acks) = mpsc::unbounded_channel();
-        let limits = PartLimits {
-            max_docs: 5,
-            max_bytes: 1 << 20,
-            decode: Limits::default(),
-        };
-        let mut p = ShardPipeline::new("s", None, tx, limits, ShardCounters::default())
+        let mut p = ShardPipeline::new("s", None, tx, limits(5), ShardCounters::default())
             .cut_objects(Duration::from_secs(60));
         let sink = Stdout::to(Vec::new());
         let metrics = WorkerMetrics::default();
-        let mut records: VecDeque<Record> = (1..=6).map(|n| record(n, payload(2))).collect();
         let mut parts = VecDeque::new();
-        // The first object asks whether an earlier holder wrote one from record 1.
-        let probe = p
-            .records(&mut records, &[], &sink, &metrics, &mut parts)
-            .unwrap()
-            .expect("a probe");
-        assert_eq!(probe.first.as_str(), "1");
-        assert_eq!(probe.meta.log_group, "g");
-        assert_eq!(records.len(), 6, "the record waits for the answer");
-        // It did, ending at record 2: that object is cut there again.
-        p.probed(&probe, Some(SequenceNumber::parse("2").unwrap()));
-        let probe = loop {
-            let probe = p
-                .records(&mut records, &[], &sink, &metrics, &mut parts)
-                .unwrap();
-            if let Some(probe) = probe {
-                break probe;
+        let mut probes = Vec::new();
+        for n in 1..=6 {
+            let prepared = prepare("s", &record(n, payload(2)), &[], &sink, p.limits()).unwrap();
+            match p.accept(prepared, &metrics, &mut parts).unwrap() {
+                Accepted::Done => {}
+                Accepted::Probe(probed) => {
+                    let (probe, prepared) = *probed;
+                    // An earlier holder wrote an object from record 1 to 2,
+                    // and none from record 3.
+                    let end =
+                        (probe.first.as_str() == "1").then(|| SequenceNumber::parse("2").unwrap());
+                    assert_eq!(probe.meta.log_group, "g");
+                    p.probed(&probe, end);
+                    probes.push(probe.first.to_string());
+                    assert!(matches!(
+                        p.accept(prepared, &metrics, &mut parts).unwrap(),
+                        Accepted::Done
+                    ));
+                }
             }
-        };
-        assert_eq!(probe.first.as_str(), "3");
-        assert_eq!(parts.len(), 1);
-        // None from record 3: from there on, the limits cut (5 documents: 3 records).
-        p.probed(&probe, None);
-        while !records.is_empty() {
-            let probe = p.records(&mut records, &[], &sink, &metrics, &mut parts);
-            assert_eq!(probe.unwrap(), None);
         }
+        assert_eq!(probes, ["1", "3"], "asked until an object was not there");
         let spans: Vec<(&str, &str, usize)> = parts
             .iter()
             .map(|part| {
@@ -509,6 +654,8 @@ mod tests {
                 )
             })
             .collect();
+        // Cut at record 2 as before; from record 3 on the limits cut (5
+        // documents: 3 records).
         assert_eq!(spans, [("1", "2", 4), ("3", "5", 6)]);
         // Record 6 stays open until its time is up.
         assert!(p.object_due().is_some());
@@ -516,8 +663,9 @@ mod tests {
         assert_eq!(last.encoded().len(), 2);
         // Nothing moves until the first object is delivered, then all of it.
         for part in [parts.pop_front().unwrap(), parts.pop_front().unwrap(), last] {
-            Batch::of(part).settle(&[]);
-            p.acked(&acks.try_recv().unwrap()).unwrap();
+            let acked = settle(part, &mut acks);
+            assert!(matches!(acked.result, Ok(Stored { .. })));
+            p.acked(&acked).unwrap();
         }
         assert_eq!(p.checkpoint().map(SequenceNumber::as_str), Some("6"));
         assert_eq!(p.in_flight(), 0);

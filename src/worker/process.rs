@@ -1,16 +1,15 @@
 //! One Kinesis record through decode and transforms (pure): the documents to
-//! deliver, nothing (a control message), or a dead letter for a record that cannot
-//! be decoded, so a shard never wedges and never drops silently.
+//! deliver, nothing (a control message), or a dead letter for a record that
+//! cannot be decoded or takes longer than its budget, so a shard never wedges
+//! and never drops silently.
 
-use base64::Engine;
-use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
-use super::decode::cloudwatch::{DecodeError, Decoded, Limits, decode};
-use super::document::{Document, ID, TIMESTAMP, from_data};
-use super::sink::EncodeError;
+use super::dead_letter::{DeadLetter, Origin, Why};
+use super::decode::cloudwatch::{Decoded, Limits, decode};
+use super::document::{Document, from_data};
 use super::transform::{Compiled, apply_into};
 use crate::aws::kinesis::Record;
-use crate::time::rfc3339_millis;
 
 /// What a record turned into.
 #[derive(Debug)]
@@ -19,96 +18,60 @@ pub enum Outcome {
     Documents(Vec<Document>),
     /// A CloudWatch Logs control message: nothing to deliver.
     Control,
-    /// The record cannot be decoded; deliver this instead to the dead letter.
-    Rejected(DeadLetter),
+    /// The record cannot be delivered as documents; deliver this instead.
+    Rejected(Box<DeadLetter>),
 }
 
-/// A record that could not be decoded, with where it came from.
-#[derive(Debug)]
-pub struct DeadLetter {
-    /// The shard it was read from.
-    pub shard: String,
-    /// Its sequence number.
-    pub sequence: String,
-    /// Why it was rejected.
-    pub error: Rejection,
-    /// The record's data, kept when small enough to inspect.
-    pub data: Option<Vec<u8>>,
-}
-
-/// Why a record goes to the dead letter.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejection {
-    /// Its data is not a CloudWatch Logs payload.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// A document made from it cannot be put in the sink's wire form.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-}
-
-impl Rejection {
-    /// A stable label for metrics and logs.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Rejection::Decode(e) => e.category(),
-            Rejection::Encode(_) => "encode",
+/// Decodes and transforms one record of `shard`. Work past `budget` stops at
+/// the next event and the record becomes a `too_slow` dead letter: whatever a
+/// record holds, its cost is bounded.
+pub fn process(
+    shard: &str,
+    record: &Record,
+    transforms: &[Compiled],
+    limits: Limits,
+    budget: Duration,
+) -> Outcome {
+    let started = Instant::now();
+    let data = match decode(&record.data, limits) {
+        Ok(Decoded::Control) => return Outcome::Control,
+        Ok(Decoded::Data(data)) => data,
+        Err(error) => {
+            let why = Why {
+                reason: error.category(),
+                message: error.to_string(),
+                status: None,
+                error_type: None,
+            };
+            return Outcome::Rejected(Box::new(dead_letter(shard, record, why)));
+        }
+    };
+    let mut docs = Vec::with_capacity(data.log_events.len());
+    for (i, doc) in from_data(data).enumerate() {
+        apply_into(transforms, doc, &mut docs);
+        if started.elapsed() > budget {
+            let why = Why {
+                reason: "too_slow",
+                message: format!(
+                    "processing took longer than its budget of {budget:?} (stopped after {} events)",
+                    i + 1
+                ),
+                status: None,
+                error_type: None,
+            };
+            return Outcome::Rejected(Box::new(dead_letter(shard, record, why)));
         }
     }
+    Outcome::Documents(docs)
 }
 
-/// Records up to this size are kept whole in their dead letter.
-const KEEP_DATA_UP_TO: usize = 64 << 10;
-
-impl DeadLetter {
-    /// The dead-letter document; its id is derived from shard and sequence, so a
-    /// replay rewrites it rather than adding another.
-    pub fn document(&self, now_millis: i64) -> Document {
-        let mut doc = Document::new();
-        doc.insert(
-            ID,
-            Value::String(format!("deadletter-{}-{}", self.shard, self.sequence)),
-        );
-        doc.insert(TIMESTAMP, Value::String(rfc3339_millis(now_millis)));
-        doc.insert(
-            "error",
-            json!({"type": self.error.category(), "reason": self.error.to_string()}),
-        );
-        doc.insert("shard_id", Value::String(self.shard.clone()));
-        doc.insert("sequence_number", Value::String(self.sequence.clone()));
-        if let Some(data) = &self.data {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-            doc.insert("data_base64", Value::String(encoded));
-        }
-        doc
-    }
-}
-
-/// Decodes and transforms one record of `shard`.
-pub fn process(shard: &str, record: &Record, transforms: &[Compiled], limits: Limits) -> Outcome {
-    match decode(&record.data, limits) {
-        Ok(Decoded::Control) => Outcome::Control,
-        Ok(Decoded::Data(data)) => {
-            let mut docs = Vec::with_capacity(data.log_events.len());
-            for doc in from_data(data) {
-                apply_into(transforms, doc, &mut docs);
-            }
-            Outcome::Documents(docs)
-        }
-        Err(error) => Outcome::Rejected(DeadLetter::new(shard, record, error.into())),
-    }
-}
-
-impl DeadLetter {
-    /// The dead letter of `record` of `shard`.
-    pub fn new(shard: &str, record: &Record, error: Rejection) -> DeadLetter {
-        DeadLetter {
-            shard: shard.to_owned(),
-            sequence: record.sequence.to_string(),
-            data: (record.data.len() <= KEEP_DATA_UP_TO).then(|| record.data.clone()),
-            error,
-        }
-    }
+/// The dead letter of a whole record of `shard`.
+pub fn dead_letter(shard: &str, record: &Record, why: Why) -> DeadLetter {
+    let origin = Origin {
+        shard: shard.to_owned(),
+        sequence: record.sequence.to_string(),
+    };
+    DeadLetter::record(origin, &record.data, record.arrival_millis, why)
 }
 
 #[cfg(test)]
@@ -118,6 +81,8 @@ mod tests {
     use crate::worker::checkpoint::watermark::SequenceNumber;
     use crate::worker::decode::cloudwatch::tests::gzip;
 
+    const BUDGET: Duration = Duration::from_secs(60);
+
     fn record(data: Vec<u8>) -> Record {
         Record {
             sequence: SequenceNumber::parse(
@@ -125,6 +90,7 @@ mod tests {
             )
             .unwrap(),
             data,
+            arrival_millis: Some(1_795_635_868_000),
         }
     }
 
@@ -141,6 +107,7 @@ mod tests {
             &record(gzip(payload.as_bytes())),
             &transforms,
             Limits::default(),
+            BUDGET,
         ) else {
             panic!("documents");
         };
@@ -160,7 +127,7 @@ mod tests {
     fn control_messages_deliver_nothing() {
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[]}"#;
         assert!(matches!(
-            process("s", &record(gzip(control)), &[], Limits::default()),
+            process("s", &record(gzip(control)), &[], Limits::default(), BUDGET),
             Outcome::Control
         ));
     }
@@ -168,17 +135,21 @@ mod tests {
     #[test]
     fn undecodable_records_become_dead_letters_with_their_origin() {
         let corrupt = record(b"\x1f\x8b garbage".to_vec());
-        let Outcome::Rejected(dead) = process("shardId-7", &corrupt, &[], Limits::default()) else {
+        let Outcome::Rejected(dead) =
+            process("shardId-7", &corrupt, &[], Limits::default(), BUDGET)
+        else {
             panic!("rejected");
         };
-        let doc = dead.document(1_795_635_868_711);
+        let doc = dead.to_document(1_795_635_999_000);
         assert_eq!(
             doc["@id"],
             "deadletter-shardId-7-49590338271490256608559692538361571095921575989136588898"
         );
-        assert_eq!(doc["error"]["type"], "corrupt_gzip");
-        assert_eq!(doc["shard_id"], "shardId-7");
-        assert_eq!(doc["data_base64"], "H4sgZ2FyYmFnZQ==");
+        assert_eq!(doc["@timestamp"], "2026-11-25T19:44:28.000Z", "its arrival");
+        let about = &doc["@dead_letter"];
+        assert_eq!(about["reason"], "corrupt_gzip");
+        assert_eq!(about["shard_id"], "shardId-7");
+        assert_eq!(about["data_base64"], "H4sgZ2FyYmFnZQ==");
 
         let bomb = record(gzip(&vec![b'a'; 2 << 20]));
         let Outcome::Rejected(dead) = process(
@@ -188,9 +159,47 @@ mod tests {
             Limits {
                 max_inflated_bytes: 1 << 20,
             },
+            BUDGET,
         ) else {
             panic!("rejected");
         };
-        assert_eq!(dead.document(0)["error"]["type"], "too_large");
+        assert_eq!(dead.to_document(0)["@dead_letter"]["reason"], "too_large");
+    }
+
+    /// A record whose events take longer than the budget stops at the next
+    /// event and becomes a `too_slow` dead letter.
+    #[test]
+    fn a_record_over_its_budget_is_a_too_slow_dead_letter() {
+        let events: Vec<String> = (0..1000)
+            .map(|i| {
+                format!(r#"{{"id":"{i}","timestamp":1418530010000,"message":"{{\"n\":{i}}}"}}"#)
+            })
+            .collect();
+        let payload = format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"g","logStream":"s","subscriptionFilters":["f"],"logEvents":[{}]}}"#,
+            events.join(",")
+        );
+        let transforms = [Compiled::new(&Transform::Json(
+            crate::api::JsonTransform {},
+        ))];
+        let r = record(gzip(payload.as_bytes()));
+        let Outcome::Rejected(dead) =
+            process("s", &r, &transforms, Limits::default(), Duration::ZERO)
+        else {
+            panic!("too slow");
+        };
+        let doc = dead.to_document(0);
+        assert_eq!(doc["@dead_letter"]["reason"], "too_slow");
+        assert!(
+            doc["@dead_letter"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("after 1 events"),
+            "{doc:?}"
+        );
+        assert!(matches!(
+            process("s", &r, &transforms, Limits::default(), BUDGET),
+            Outcome::Documents(docs) if docs.len() == 1000
+        ));
     }
 }

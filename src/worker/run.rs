@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -18,14 +19,15 @@ use super::sink::elasticsearch::sigv4::Signer;
 use super::sink::elasticsearch::{Elasticsearch, SetupError};
 use super::sink::s3::S3;
 use super::sink::stdout::Stdout;
-use super::source::kinesis::balance::plan;
+use super::source::kinesis::balance::{free_own_orphans, plan};
 use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
 use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 use super::transform::Compiled;
 use crate::api::SigV4Service;
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StartPosition, Stream};
-use crate::telemetry::{Readiness, WorkerMetrics};
+use crate::retry::Backoff;
+use crate::telemetry::{BlockedLabels, Readiness, WorkerMetrics};
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,7 @@ impl<S> Shared<S> {
             self.client.clone(),
             &subscription.namespace,
             &subscription.name,
+            (&self.config.stream_arn, self.config.stream_created),
             &self.identity,
             duration,
         )
@@ -86,8 +89,26 @@ pub async fn run(
         .await
         .map_err(WorkerError::Admin)?;
     tracing::info!(address = %bound, "admin endpoints listening");
-    let client = kube::Client::try_default().await?;
-    let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // The worker only reads and writes its Leases: no call of it may take
+    // longer than a renewal interval's worth, or a stalled API server would
+    // hold a shard past its lease (see `ShardTask::maintain` too).
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| WorkerError::Kube(kube::Error::InferConfig(e)))?;
+    let call_timeout = std::time::Duration::from(config.leases.renew_interval)
+        .max(std::time::Duration::from_secs(2));
+    kube_config.connect_timeout = Some(call_timeout);
+    kube_config.read_timeout = Some(call_timeout);
+    kube_config.write_timeout = Some(call_timeout);
+    let client = kube::Client::try_from(kube_config)?;
+    // A GetRecords answer is at most 10 MiB: 20 s is ample, and one that
+    // hangs is abandoned and sent again rather than holding the shard.
+    let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        crate::aws::timeouts(
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_secs(60),
+        ),
+    );
     if let Some(region) = &config.region {
         aws = aws.region(aws_config::Region::new(region.clone()));
     }
@@ -136,8 +157,14 @@ pub async fn run(
             work(parts, Arc::new(sink), shutdown).await
         }
         OutputSink::S3(config) => {
-            let mut s3 =
-                aws_sdk_s3::config::Builder::from(&aws).force_path_style(config.force_path_style);
+            // Objects go up in parts of 8 MiB: an attempt of two minutes
+            // covers a slow link; one that hangs is abandoned and sent again.
+            let mut s3 = aws_sdk_s3::config::Builder::from(&aws)
+                .force_path_style(config.force_path_style)
+                .timeout_config(crate::aws::timeouts(
+                    std::time::Duration::from_secs(120),
+                    std::time::Duration::from_secs(600),
+                ));
             if let Some(region) = &config.region {
                 s3 = s3.region(aws_config::Region::new(region.clone()));
             }
@@ -206,7 +233,9 @@ async fn work<S: Sink>(
         decode: Limits {
             max_inflated_bytes: usize::try_from(config.max_inflated_bytes.0).unwrap_or(usize::MAX),
         },
+        budget: config.processing_budget.into(),
         renew_interval: leases.renew_interval.into(),
+        lease_duration: leases.duration.into(),
         checkpoint_interval: leases.checkpoint_interval.into(),
     });
     let shared = Arc::new(Shared {
@@ -218,29 +247,33 @@ async fn work<S: Sink>(
     });
     let mut store = shared.store();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks: HashMap<String, JoinHandle<ShardExit>> = HashMap::new();
+    let mut held = Held::default();
     let renew = std::time::Duration::from(shared.config.leases.renew_interval);
     let lease_duration = std::time::Duration::from(shared.config.leases.duration);
     tracing::info!(worker = %identity, stream = %shared.config.stream_arn, "worker started");
 
     tokio::pin!(shutdown);
     loop {
-        match coordinate(&shared, &mut store, &mut tasks, &stop_rx).await {
+        match coordinate(&shared, &mut store, &mut held, &stop_rx).await {
             Ok(()) => ready.set(true),
             Err(e) => tracing::warn!(error = %e, "coordination round failed; retrying next round"),
         }
-        shared.shard.metrics.leases_held.set(tasks.len() as i64);
+        shared
+            .shard
+            .metrics
+            .leases_held
+            .set(held.tasks.len() as i64);
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(renew) => {}
         }
     }
     tracing::info!(
-        shards = tasks.len(),
+        shards = held.tasks.len(),
         "stopping: delivering, checkpointing and releasing leases"
     );
     let _ = stop_tx.send(true);
-    for (shard, task) in tasks {
+    for (shard, task) in held.tasks {
         report(&shard, task.await);
     }
     // The driver ends once its last handle is gone and what it holds is out; a
@@ -256,13 +289,74 @@ async fn work<S: Sink>(
     Ok(())
 }
 
-fn report(shard: &str, exit: Result<ShardExit, tokio::task::JoinError>) {
+/// Logs how a shard task ended; whether it failed (and should back off).
+fn report(shard: &str, exit: Result<ShardExit, tokio::task::JoinError>) -> bool {
     match exit {
         Ok(ShardExit::Failed(reason)) => {
-            tracing::warn!(%shard, %reason, "shard failed; its lease will be taken again")
+            tracing::warn!(%shard, %reason, "shard failed; its lease will be taken again");
+            true
         }
-        Ok(exit) => tracing::info!(%shard, ?exit, "shard task ended"),
-        Err(e) => tracing::error!(%shard, error = %e, "shard task panicked"),
+        Ok(ShardExit::Blocked { sequence, reason }) => {
+            tracing::error!(%shard, %sequence, %reason, "shard stopped at a record nothing would store; it is tried again later");
+            true
+        }
+        Ok(exit) => {
+            tracing::info!(%shard, ?exit, "shard task ended");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%shard, error = %e, "shard task panicked");
+            true
+        }
+    }
+}
+
+/// The shards this process runs, and those it waits to run again.
+#[derive(Default)]
+struct Held {
+    tasks: HashMap<String, JoinHandle<ShardExit>>,
+    /// Shards whose task failed: when to try again, and the backoff that
+    /// grows while they keep failing.
+    retry: HashMap<String, (tokio::time::Instant, Backoff)>,
+    /// Shards stopped at a record nothing would store, as their metric names them.
+    blocked: HashMap<String, BlockedLabels>,
+}
+
+impl Held {
+    /// Reaps finished tasks; a failed one's shard backs off before it is
+    /// taken again, by this worker or (once the lease expires) another.
+    fn reap(&mut self) -> Vec<(String, JoinHandle<ShardExit>)> {
+        let ended: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.is_finished())
+            .map(|(s, _)| s.clone())
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|shard| self.tasks.remove_entry(&shard))
+            .collect()
+    }
+
+    fn ended(&mut self, shard: &str, failed: bool) {
+        if !failed {
+            self.retry.remove(shard);
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let (at, backoff) = self.retry.entry(shard.to_owned()).or_insert_with(|| {
+            (
+                now,
+                Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            )
+        });
+        *at = now + backoff.next_wait();
+    }
+
+    fn waiting(&self, shard: &str) -> bool {
+        self.retry
+            .get(shard)
+            .is_some_and(|(at, _)| tokio::time::Instant::now() < *at)
     }
 }
 
@@ -271,26 +365,38 @@ fn report(shard: &str, exit: Result<ShardExit, tokio::task::JoinError>) {
 async fn coordinate<S: Sink>(
     shared: &Arc<Shared<S>>,
     store: &mut LeaseStore,
-    tasks: &mut HashMap<String, JoinHandle<ShardExit>>,
+    held: &mut Held,
     stop: &watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let ended: Vec<String> = tasks
-        .iter()
-        .filter(|(_, t)| t.is_finished())
-        .map(|(s, _)| s.clone())
-        .collect();
-    for shard in ended {
-        if let Some(task) = tasks.remove(&shard) {
-            report(&shard, task.await);
+    let metrics = &shared.shard.metrics;
+    for (shard, task) in held.reap() {
+        let exit = task.await;
+        if let Ok(ShardExit::Blocked { sequence, .. }) = &exit {
+            let labels = BlockedLabels {
+                shard: shard.clone(),
+                sequence: sequence.to_string(),
+            };
+            metrics.blocked_shards.get_or_create(&labels).set(1);
+            held.blocked.insert(shard.clone(), labels);
         }
+        let failed = report(&shard, exit);
+        held.ended(&shard, failed);
     }
     let shards = shared.stream.shards(1000).await?;
     let mut leases = store.list().await?;
     // Only new shards need a lease created; list again when any was.
     let mut created = false;
+    let mut earlier = None;
     for shard in &shards {
         if !leases.iter().any(|l| l.shard_id() == shard.id) {
-            store.ensure(&shard.id, &shard.parents).await?;
+            if earlier.is_none() {
+                earlier = Some(store.earlier_checkpoints().await?);
+            }
+            let adopted = earlier.as_ref().and_then(|e| e.get(&shard.id));
+            if let Some(checkpoint) = adopted {
+                tracing::info!(shard = %shard.id, ?checkpoint, "resuming from the checkpoint of an earlier lease of this stream");
+            }
+            store.ensure(&shard.id, &shard.parents, adopted).await?;
             created = true;
         }
     }
@@ -307,7 +413,13 @@ async fn coordinate<S: Sink>(
         }
     }
     let leases = kept;
-    let views = store.views(&leases);
+    let mut views = store.views(&leases);
+    free_own_orphans(
+        &shared.identity,
+        &mut views,
+        |shard| held.tasks.contains_key(shard),
+        |shard| held.waiting(shard),
+    );
     let max_steal = usize::try_from(shared.config.leases.max_steal_per_round).unwrap_or(0);
     let decision = plan(&shared.identity, &views, max_steal);
     let wanted = decision
@@ -315,7 +427,7 @@ async fn coordinate<S: Sink>(
         .iter()
         .chain(decision.steal.iter().map(|(s, _)| s));
     for shard in wanted {
-        if tasks.contains_key(shard) {
+        if held.tasks.contains_key(shard) {
             continue;
         }
         let Some(lease) = leases.iter().find(|l| l.shard_id() == shard) else {
@@ -324,8 +436,11 @@ async fn coordinate<S: Sink>(
         match store.take(lease).await {
             Ok(taken) => {
                 tracing::info!(%shard, from = lease.holder().unwrap_or("nobody"), "took shard lease");
+                if let Some(labels) = held.blocked.remove(shard) {
+                    metrics.blocked_shards.remove(&labels);
+                }
                 let task = tokio::spawn(run_shard(shared.clone(), taken, stop.clone()));
-                tasks.insert(shard.clone(), task);
+                held.tasks.insert(shard.clone(), task);
             }
             Err(LeaseError::Lost(_)) => {
                 tracing::debug!(%shard, "another worker took the lease first")
@@ -384,7 +499,7 @@ async fn run_shard<S: Sink>(
 async fn read_ahead(mut reader: ShardReader, reads: mpsc::Sender<Result<Read, AwsError>>) {
     loop {
         let read = reader.next().await;
-        let last = !matches!(read, Ok(Read::Records { .. }));
+        let last = matches!(read, Ok(Read::End { .. }) | Err(_));
         if reads.send(read).await.is_err() || last {
             return;
         }

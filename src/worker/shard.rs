@@ -8,19 +8,23 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::checkpoint::watermark::SequenceNumber;
 use super::decode::cloudwatch::Limits;
 use super::health::{ShardCounters, ShardHealth, SinkHealth};
-use super::pipeline::{PartLimits, ShardPipeline};
+use super::pipeline::{
+    Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, prepare,
+};
 use super::sink::batch::Acked;
 use super::sink::driver::{Closed, DriverHandle, Room};
-use super::sink::{Part, Sink};
+use super::sink::{Part, Sink, SinkError};
 use super::source::kinesis::lease::{Checkpoint, LeaseError};
 use super::source::kinesis::reader::Read;
 use super::transform::Compiled;
@@ -64,8 +68,13 @@ pub struct ShardContext<S> {
     pub metrics: Arc<WorkerMetrics>,
     /// Decode limits.
     pub decode: Limits,
+    /// Longest a record may take to prepare before it is dead-lettered.
+    pub budget: Duration,
     /// How often leases are renewed.
     pub renew_interval: Duration,
+    /// How long a lease lasts unrenewed: a holder that cannot renew within
+    /// two thirds of it stops before another worker may take the shard.
+    pub lease_duration: Duration,
     /// Least time between two checkpoint writes.
     pub checkpoint_interval: Duration,
 }
@@ -79,7 +88,15 @@ pub enum ShardExit {
     Lost,
     /// Asked to stop; checkpointed and released.
     Stopped,
-    /// Failed; the lease will expire and be taken again.
+    /// Stopped at a record nothing would store: checkpointed before it, the
+    /// lease kept, and the reason published on it.
+    Blocked {
+        /// The record.
+        sequence: SequenceNumber,
+        /// Why.
+        reason: String,
+    },
+    /// Failed; the lease will be taken again.
     Failed(String),
 }
 
@@ -92,6 +109,8 @@ pub struct Resume {
     /// Delivery counters, continued from the previous holder.
     pub counters: ShardCounters,
 }
+
+type Probing = Pin<Box<dyn Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send>>;
 
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
 /// come from the shard's reader, in order.
@@ -106,6 +125,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         max_docs: context.driver.limits().max_docs,
         max_bytes: context.driver.limits().max_bytes,
         decode: context.decode,
+        budget: context.budget,
     };
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
     let mut pipeline = ShardPipeline::new(
@@ -129,20 +149,27 @@ pub async fn run<S: Sink, L: HeldLease>(
         sent: 0,
         written: resume.checkpoint,
         last_write: Instant::now(),
+        probed: None,
     };
+    // A record being prepared off the runtime, and an object sink's probe:
+    // each in its own branch, so that neither delays a renewal.
+    let mut preparing: Option<JoinHandle<Result<Prepared, PipelineError>>> = None;
+    let mut probing: Option<Probing> = None;
     let mut end: Option<Vec<String>> = None;
     loop {
         if let Some(children) = &end
             && task.pipeline.in_flight() == 0
+            && preparing.is_none()
         {
             tracing::info!(shard = %task.shard, ?children, "shard read to its end and delivered");
             return task.finish().await;
         }
         if task.pending.is_empty()
-            && !task.raw.is_empty()
-            && let Err(exit) = task.decode().await
+            && preparing.is_none()
+            && probing.is_none()
+            && let Some(record) = task.raw.pop_front()
         {
-            return exit;
+            preparing = Some(task.prepare(record));
         }
         // An object sink's shard has one object in flight at a time, so that
         // objects land in order and a replay finds where they ended.
@@ -153,16 +180,36 @@ pub async fn run<S: Sink, L: HeldLease>(
             .map(|p| p.encoded().byte_len());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
-        let can_read = task.pending.is_empty() && task.raw.is_empty() && end.is_none();
-        let object_due = task.pipeline.object_due();
+        let busy = preparing.is_some() || probing.is_some();
+        let can_read = task.pending.is_empty() && task.raw.is_empty() && !busy && end.is_none();
+        let object_due = task.pipeline.object_due().filter(|_| !busy);
         let result = tokio::select! {
             biased;
             _ = stop.changed() => return task.stop(acks).await,
-            Some(acked) = acks.recv() => task.acked(&acked),
+            Some(acked) = acks.recv() => match task.acked(&acked) {
+                Err(PipelineError::Unstored { sequence, reason }) => {
+                    return task.blocked(sequence, reason).await;
+                }
+                other => other.map_err(|e| ShardExit::Failed(e.to_string())),
+            },
             room = driver.reserve(next_part.unwrap_or(0)), if next_part.is_some() => {
                 task.hand_over(room)
             }
             () = tokio::time::sleep_until(wake) => task.maintain(false).await,
+            prepared = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
+                preparing = None;
+                match prepared {
+                    Ok(Ok(prepared)) => task.accept(prepared).map(|probe| {
+                        probing = probe;
+                    }),
+                    Ok(Err(e)) => Err(ShardExit::Failed(e.to_string())),
+                    Err(e) => Err(ShardExit::Failed(format!("preparing a record: {e}"))),
+                }
+            }
+            end_at = async { probing.as_mut().expect("guarded").await }, if probing.is_some() => {
+                probing = None;
+                task.probed(end_at)
+            }
             () = sleep_until(object_due), if object_due.is_some() => {
                 task.pending.extend(task.pipeline.cut_now());
                 Ok(())
@@ -176,6 +223,11 @@ pub async fn run<S: Sink, L: HeldLease>(
                     task.pending.extend(task.pipeline.cut_now());
                     end = Some(children);
                     task.context.driver.flush();
+                    Ok(())
+                }
+                Some(Ok(Read::Stalled { error })) => {
+                    tracing::warn!(shard = %task.shard, %error, "reading makes no progress");
+                    task.pipeline.counters.health.read_error = Some(error);
                     Ok(())
                 }
                 Some(Err(e)) => Err(ShardExit::Failed(e.to_string())),
@@ -195,7 +247,7 @@ struct ShardTask<S, L> {
     lease: L,
     shard: String,
     pipeline: ShardPipeline,
-    /// Records read and not yet decoded.
+    /// Records read and not yet prepared.
     raw: VecDeque<Record>,
     pending: VecDeque<Part>,
     /// Parts handed to the driver and not yet acknowledged.
@@ -203,6 +255,8 @@ struct ShardTask<S, L> {
     /// The checkpoint last written.
     written: Option<SequenceNumber>,
     last_write: Instant,
+    /// A record waiting for its probe's answer, with the probe.
+    probed: Option<(Probe, Prepared)>,
 }
 
 impl<S: Sink, L: HeldLease> ShardTask<S, L> {
@@ -215,38 +269,73 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                 .set(behind);
             self.pipeline.counters.health.millis_behind_latest = Some(behind);
         }
+        // Records came: whatever kept the reader from them is over.
+        self.pipeline.counters.health.read_error = None;
         self.raw.extend(records);
     }
 
-    /// Decodes records until some parts are ready, answering an object sink's
-    /// probes on the way.
-    async fn decode(&mut self) -> Result<(), ShardExit> {
+    /// Prepares a record on the blocking pool: decoding a large record (or a
+    /// hostile one, up to its budget) must not hold the runtime's threads,
+    /// where every shard's renewals run.
+    fn prepare(&self, record: Record) -> JoinHandle<Result<Prepared, PipelineError>> {
         let context = self.context.clone();
-        loop {
-            let probe = self
-                .pipeline
-                .records(
-                    &mut self.raw,
-                    &context.transforms,
-                    &*context.sink,
-                    &context.metrics,
-                    &mut self.pending,
-                )
-                .map_err(|e| ShardExit::Failed(e.to_string()))?;
-            let Some(probe) = probe else {
-                return Ok(());
-            };
-            // A failed look-up fails the shard: its lease is taken again later,
-            // and nothing was handed over for the records not yet decoded.
-            let end = context
-                .sink
-                .resume_cut(&self.shard, &probe.first, &probe.meta)
-                .await
-                .map_err(|e| ShardExit::Failed(format!("looking for earlier objects: {e}")))?;
-            if let Some(end) = &end {
-                tracing::info!(shard = %self.shard, first = %probe.first, last = %end, "an earlier holder wrote this object; cutting the replay at its end");
+        let shard = self.shard.clone();
+        let limits = *self.pipeline.limits();
+        tokio::task::spawn_blocking(move || {
+            prepare(
+                &shard,
+                &record,
+                &context.transforms,
+                &*context.sink,
+                &limits,
+            )
+        })
+    }
+
+    /// Takes a prepared record; returns the probe to run when an object sink
+    /// must first say where an earlier object ended.
+    fn accept(&mut self, prepared: Prepared) -> Result<Option<Probing>, ShardExit> {
+        let accepted = self
+            .pipeline
+            .accept(prepared, &self.context.metrics, &mut self.pending)
+            .map_err(|e| ShardExit::Failed(e.to_string()))?;
+        match accepted {
+            Accepted::Done => Ok(None),
+            Accepted::Probe(probed) => {
+                let (probe, prepared) = *probed;
+                let sink = self.context.sink.clone();
+                let (shard, first, meta) =
+                    (self.shard.clone(), probe.first.clone(), probe.meta.clone());
+                self.probed = Some((probe, prepared));
+                Ok(Some(Box::pin(async move {
+                    sink.resume_cut(&shard, &first, &meta).await
+                })))
             }
-            self.pipeline.probed(&probe, end);
+        }
+    }
+
+    /// The answer to a probe: the record waiting for it is accepted now.
+    fn probed(&mut self, end: Result<Option<SequenceNumber>, SinkError>) -> Result<(), ShardExit> {
+        // A failed look-up fails the shard: its lease is taken again later,
+        // and nothing was handed over for the records not yet accepted.
+        let end =
+            end.map_err(|e| ShardExit::Failed(format!("looking for earlier objects: {e}")))?;
+        let Some((probe, prepared)) = self.probed.take() else {
+            return Ok(());
+        };
+        if let Some(end) = &end {
+            tracing::info!(shard = %self.shard, first = %probe.first, last = %end, "an earlier holder wrote this object; cutting the replay at its end");
+        }
+        self.pipeline.probed(&probe, end);
+        match self
+            .pipeline
+            .accept(prepared, &self.context.metrics, &mut self.pending)
+            .map_err(|e| ShardExit::Failed(e.to_string()))?
+        {
+            Accepted::Done => Ok(()),
+            Accepted::Probe(..) => Err(ShardExit::Failed(
+                "a probed record asked for a probe again".into(),
+            )),
         }
     }
 
@@ -262,11 +351,9 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         Ok(())
     }
 
-    fn acked(&mut self, acked: &Acked) -> Result<(), ShardExit> {
+    fn acked(&mut self, acked: &Acked) -> Result<(), PipelineError> {
         self.sent -= 1;
-        self.pipeline
-            .acked(acked)
-            .map_err(|e| ShardExit::Failed(e.to_string()))
+        self.pipeline.acked(acked)
     }
 
     /// When the lease must next be written: a renewal, or sooner a checkpoint
@@ -289,13 +376,26 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         let due = current != self.written
             && (now || self.last_write.elapsed() >= self.context.checkpoint_interval);
         let health = self.pipeline.counters.snapshot(&self.context.sink_health);
-        let written = match (&current, due) {
-            (Some(seq), true) => {
-                self.lease
-                    .checkpoint(&Checkpoint::At(seq.clone()), &health)
-                    .await
+        // As client-go's leader election: a renewal that does not come back
+        // before the renew deadline ends this holder's part, even while the
+        // call still hangs, so that it has stopped before the lease can expire
+        // and another worker take the shard.
+        let deadline = self.last_write + self.context.lease_duration * 2 / 3;
+        let write = async {
+            match (&current, due) {
+                (Some(seq), true) => {
+                    self.lease
+                        .checkpoint(&Checkpoint::At(seq.clone()), &health)
+                        .await
+                }
+                _ => self.lease.renew(&health).await,
             }
-            _ => self.lease.renew(&health).await,
+        };
+        let Ok(written) = tokio::time::timeout_at(deadline, write).await else {
+            tracing::warn!(shard = %self.shard, "the lease could not be renewed before its renew deadline; stopping this shard");
+            return Err(ShardExit::Failed(
+                "the lease could not be renewed before its renew deadline".into(),
+            ));
         };
         match written {
             Ok(()) => {
@@ -329,9 +429,8 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         while self.sent > 0 {
             match tokio::time::timeout_at(deadline, acks.recv()).await {
                 Ok(Some(acked)) => {
-                    if let Err(exit) = self.acked(&acked) {
-                        return exit;
-                    }
+                    // A record stored nowhere just holds the checkpoint back.
+                    let _ = self.acked(&acked);
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!(shard = %self.shard, parts = self.sent, "stopping with deliveries still out; they will be read again");
@@ -347,6 +446,18 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
             Err(LeaseError::Lost(_)) => ShardExit::Lost,
             Err(e) => ShardExit::Failed(e.to_string()),
         }
+    }
+
+    /// A record of the shard cannot be stored anywhere: the shard stops
+    /// there. What was delivered before it is checkpointed, and the reason
+    /// is published on the lease, which this worker keeps.
+    async fn blocked(mut self, sequence: SequenceNumber, reason: String) -> ShardExit {
+        tracing::error!(shard = %self.shard, %sequence, %reason, "a record cannot be stored anywhere; the shard stops before it");
+        self.pipeline.counters.health.blocked = Some(format!("record {sequence}: {reason}"));
+        if let Err(exit) = self.maintain(true).await {
+            return exit;
+        }
+        ShardExit::Blocked { sequence, reason }
     }
 
     /// The shard is read to its end and everything delivered: SHARD_END.

@@ -52,12 +52,14 @@ pub fn worker_config(lsub: &LogSubscription, stream_arn: &str) -> WorkerConfig {
         },
         region: spec.region.clone(),
         stream_arn: stream_arn.to_owned(),
+        stream_created: None,
         start_position: StartAt::TrimHorizon,
         transforms: spec.transforms.clone(),
         sink: sink(lsub),
         batch: spec.workers.batch.clone(),
         leases: LeaseSettings::default(),
         max_inflated_bytes: WorkerConfig::default_max_inflated(),
+        processing_budget: WorkerConfig::default_processing_budget(),
     }
 }
 

@@ -9,9 +9,11 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -178,6 +180,23 @@ pub fn workload(
     })
 }
 
+/// The worker container's resources when the spec names none: a request that
+/// schedules it, and a memory limit well above what it holds with a stalled
+/// sink (the driver's buffer and one read per shard), so a leak is killed
+/// rather than starving the node. No CPU limit: throttling a worker only
+/// delays its lease renewals.
+pub fn default_resources() -> ResourceRequirements {
+    let quantity = |q: &str| Quantity(q.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), quantity("100m")),
+            ("memory".to_owned(), quantity("128Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), quantity("512Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
 fn deployment(
     lsub: &LogSubscription,
     metadata: ObjectMeta,
@@ -240,29 +259,40 @@ fn deployment(
             .map(String::from)
             .to_vec(),
         ),
+        // Logsub's own variables come last and the spec's copies of them are
+        // dropped (admission refuses them too): a later entry wins, and a
+        // shared POD_NAME would give two workers one identity.
         env: Some(
-            vec![
-                EnvVar {
-                    name: "POD_NAME".into(),
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: "metadata.name".into(),
-                            ..ObjectFieldSelector::default()
+            runtime
+                .env
+                .iter()
+                .chain(
+                    lsub.spec
+                        .workers
+                        .env
+                        .iter()
+                        .filter(|e| !crate::api::RESERVED_ENV.contains(&e.name.as_str())),
+                )
+                .cloned()
+                .chain([
+                    EnvVar {
+                        name: "POD_NAME".into(),
+                        value_from: Some(EnvVarSource {
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.name".into(),
+                                ..ObjectFieldSelector::default()
+                            }),
+                            ..EnvVarSource::default()
                         }),
-                        ..EnvVarSource::default()
-                    }),
-                    ..EnvVar::default()
-                },
-                EnvVar {
-                    name: "LOGSUB_LOG_FORMAT".into(),
-                    value: Some("json".into()),
-                    ..EnvVar::default()
-                },
-            ]
-            .into_iter()
-            .chain(runtime.env.iter().cloned())
-            .chain(lsub.spec.workers.env.iter().cloned())
-            .collect(),
+                        ..EnvVar::default()
+                    },
+                    EnvVar {
+                        name: "LOGSUB_LOG_FORMAT".into(),
+                        value: Some("json".into()),
+                        ..EnvVar::default()
+                    },
+                ])
+                .collect(),
         ),
         ports: Some(vec![ContainerPort {
             name: Some("admin".into()),
@@ -271,7 +301,13 @@ fn deployment(
         }]),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/healthz")),
-        resources: lsub.spec.workers.resources.clone(),
+        resources: Some(
+            lsub.spec
+                .workers
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -423,17 +459,19 @@ spec:
             c.args.as_ref().unwrap()[..3],
             ["worker", "--config", "/etc/logsub/worker.yaml"]
         );
-        // The controller's settings first, so the spec's own can override them.
+        // The controller's settings first, so the spec's own can override
+        // them; logsub's own last, so nothing overrides them.
         let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
         assert_eq!(
             env,
             [
-                "POD_NAME",
-                "LOGSUB_LOG_FORMAT",
                 "AWS_ENDPOINT_URL_KINESIS",
-                "HTTPS_PROXY"
+                "HTTPS_PROXY",
+                "POD_NAME",
+                "LOGSUB_LOG_FORMAT"
             ]
         );
+        assert_eq!(c.resources, Some(default_resources()), "limits by default");
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(
             (
@@ -475,6 +513,28 @@ spec:
             .as_ref()
             .unwrap();
         assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    }
+
+    /// A spec that names the worker's identity variable cannot give two
+    /// workers one identity (admission refuses it; an object admitted before
+    /// that rule existed still cannot).
+    #[test]
+    fn the_spec_cannot_override_the_workers_identity() {
+        let mut lsub = lsub();
+        lsub.spec.workers.env.push(EnvVar {
+            name: "POD_NAME".into(),
+            value: Some("everyone".into()),
+            ..EnvVar::default()
+        });
+        let w = built(&lsub);
+        let env = w.deployment.spec.template.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let pod_name: Vec<&EnvVar> = env.iter().filter(|e| e.name == "POD_NAME").collect();
+        assert_eq!(pod_name.len(), 1);
+        assert!(pod_name[0].value_from.is_some(), "from metadata.name");
+        assert!(lsub.spec.validate().is_err(), "and validate says why");
     }
 
     #[test]

@@ -121,14 +121,33 @@ impl Encoded {
     }
 }
 
-/// What a shard task hears back: one part of the record at `sequence`, of
-/// `documents` documents, is delivered.
+/// What a shard task hears back about one part of the record at `sequence`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Acked {
     /// The record.
     pub sequence: SequenceNumber,
-    /// Documents the part held.
+    /// Stored, or why some document of it could not be stored anywhere.
+    pub result: Result<Stored, Unstored>,
+}
+
+/// How a part's documents were stored: every one of them is, where it
+/// belongs or as a dead letter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Documents stored where they belong.
     pub documents: usize,
+    /// Documents stored as dead letters (the record's own, or documents the
+    /// sink refused for good).
+    pub dead_lettered: usize,
+}
+
+/// A document of a part that could not be stored anywhere: the sink refused
+/// it for good and refused its dead letter too. Nothing of the part is
+/// acknowledged; its shard stops at this record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unstored {
+    /// Why, for the status and the logs.
+    pub reason: String,
 }
 
 /// Where and what to acknowledge when a part is delivered.
@@ -185,6 +204,11 @@ pub struct Part {
     span: Option<Span>,
     /// Documents the part held when made (a retried part holds fewer).
     documents: usize,
+    /// Of those, the dead letters it was made with (of records that did not
+    /// become documents).
+    dead_letters: usize,
+    /// Documents the sink refused for good and dead-lettered so far.
+    refused: usize,
     ack: Option<Ack>,
     /// Room taken in the driver's buffer, given back when the part is done.
     permit: Option<OwnedSemaphorePermit>,
@@ -197,6 +221,8 @@ impl Part {
             documents: encoded.len(),
             encoded,
             span: None,
+            dead_letters: 0,
+            refused: 0,
             ack,
             permit: None,
         }
@@ -208,6 +234,12 @@ impl Part {
             span: Some(span),
             ..Part::new(encoded, ack)
         }
+    }
+
+    /// Says that `n` of its documents are dead letters already.
+    pub fn with_dead_letters(mut self, n: usize) -> Part {
+        self.dead_letters = n.min(self.documents);
+        self
     }
 
     /// The documents.
@@ -224,16 +256,50 @@ impl Part {
         self.permit = Some(permit);
     }
 
-    /// Reports the part delivered. A shard task that has gone (its lease was
-    /// lost) no longer listens, which is fine: its next owner reads again.
+    /// Whether the shard task it came from has gone (its lease was lost, or
+    /// it stopped): its next holder reads the record again, so delivering the
+    /// part now would only race that holder.
+    fn abandoned(&self) -> bool {
+        self.ack.as_ref().is_some_and(|a| a.to.is_closed())
+    }
+
+    /// Reports the part stored. A shard task that has gone no longer
+    /// listens, which is fine: its next owner reads again.
     fn acknowledge(self) {
         if let Some(ack) = self.ack {
+            let dead_lettered = self.dead_letters + self.refused;
             let _ = ack.to.send(Acked {
                 sequence: ack.sequence,
-                documents: self.documents,
+                result: Ok(Stored {
+                    documents: self.documents.saturating_sub(dead_lettered),
+                    dead_lettered,
+                }),
             });
         }
     }
+
+    /// Reports that a document of the part could not be stored anywhere.
+    fn fail(self, reason: String) {
+        if let Some(ack) = self.ack {
+            let _ = ack.to.send(Acked {
+                sequence: ack.sequence,
+                result: Err(Unstored { reason }),
+            });
+        }
+    }
+}
+
+/// What a sink made of a batch, by document index (see
+/// [`Sink::deliver`](super::Sink::deliver)).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Documents refused for now (e.g. throttled), to be sent again.
+    pub retry: Vec<usize>,
+    /// Documents refused for good and stored as dead letters instead.
+    pub dead_lettered: Vec<usize>,
+    /// Documents refused for good whose dead letter was refused too, and why:
+    /// nothing stored them.
+    pub failed: Vec<(usize, String)>,
 }
 
 /// Parts delivered together.
@@ -266,7 +332,7 @@ impl Batch {
         self.parts.iter().map(|p| p.encoded.as_bytes())
     }
 
-    /// Every document, in order (index `i` of [`Delivered::retry`](super::Delivered) is the `i`th).
+    /// Every document, in order (index `i` of [`Delivered`] is the `i`th).
     pub fn docs(&self) -> impl Iterator<Item = &[u8]> {
         self.parts
             .iter()
@@ -302,38 +368,60 @@ impl Batch {
         self.parts.push(part);
     }
 
-    /// Acknowledges every part whose documents are all delivered, and returns
-    /// the batch still to send: the documents at `retry` (indexes into this batch).
-    pub fn settle(self, retry: &[usize]) -> Option<Batch> {
-        let mut retry = retry.to_vec();
-        retry.sort_unstable();
-        retry.dedup();
+    /// Drops the parts whose shard task has gone; how many documents went.
+    pub fn abandon(&mut self) -> usize {
+        let before = self.docs;
+        let parts = std::mem::take(&mut self.parts);
+        self.docs = 0;
+        self.bytes = 0;
+        for part in parts {
+            if !part.abandoned() {
+                self.push(part);
+            }
+        }
+        before - self.docs
+    }
+
+    /// Settles every part by what the sink made of its documents: a part all
+    /// of whose documents are stored is acknowledged, one with a document
+    /// stored nowhere fails, and the batch still to send is returned: the
+    /// documents to retry.
+    pub fn settle(self, delivered: &Delivered) -> Option<Batch> {
+        let sorted = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let retry = sorted(delivered.retry.clone());
+        let dead = sorted(delivered.dead_lettered.clone());
+        let mut failed = delivered.failed.clone();
+        failed.sort_by_key(|(i, _)| *i);
+        let in_part = |v: &[usize], range: &std::ops::Range<usize>| {
+            let start = v.partition_point(|&i| i < range.start);
+            let end = v.partition_point(|&i| i < range.end);
+            start..end
+        };
         let mut again = Batch::default();
         let mut offset = 0;
-        let mut next = retry.as_slice();
-        for part in self.parts {
+        for mut part in self.parts {
             let len = part.encoded.len();
-            let mine = next.partition_point(|&i| i < offset + len);
-            let (ours, rest) = next.split_at(mine);
-            next = rest;
+            let range = offset..offset + len;
             offset += len;
+            if let Some((_, reason)) = failed.iter().find(|(i, _)| range.contains(i)) {
+                part.fail(reason.clone());
+                continue;
+            }
+            part.refused += in_part(&dead, &range).len();
+            let ours = &retry[in_part(&retry, &range)];
             if ours.is_empty() {
                 part.acknowledge();
                 continue;
             }
-            let local: Vec<usize> = ours.iter().map(|&i| i + len - offset).collect();
-            let encoded = if local.len() == len {
-                part.encoded
-            } else {
-                part.encoded.select(&local)
-            };
-            again.push(Part {
-                encoded,
-                span: part.span,
-                documents: part.documents,
-                ack: part.ack,
-                permit: part.permit,
-            });
+            let local: Vec<usize> = ours.iter().map(|&i| i - range.start).collect();
+            if local.len() != len {
+                part.encoded = part.encoded.select(&local);
+            }
+            again.push(part);
         }
         (!again.is_empty()).then_some(again)
     }
@@ -392,7 +480,7 @@ impl Batcher {
         self.due = None;
         let batch = std::mem::take(&mut self.current);
         if batch.is_empty() {
-            batch.settle(&[]);
+            batch.settle(&Delivered::default());
             None
         } else {
             Some(batch)
@@ -479,6 +567,23 @@ pub(crate) mod tests {
         assert_eq!(ready.len(), 1, "an oversized part goes alone");
     }
 
+    fn retry(indexes: &[usize]) -> Delivered {
+        Delivered {
+            retry: indexes.to_vec(),
+            ..Delivered::default()
+        }
+    }
+
+    fn stored(sequence: u64, documents: usize, dead_lettered: usize) -> Acked {
+        Acked {
+            sequence: seq(sequence),
+            result: Ok(Stored {
+                documents,
+                dead_lettered,
+            }),
+        }
+    }
+
     #[test]
     fn settle_acknowledges_whole_parts_and_keeps_the_rest() {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -486,40 +591,79 @@ pub(crate) mod tests {
         batch.push(part(&["a", "b"], 1, &tx));
         batch.push(part(&["c"], 2, &tx));
         batch.push(part(&["d", "e", "f"], 3, &tx));
-        let again = batch.settle(&[4, 1, 4]).unwrap();
-        assert_eq!(
-            rx.try_recv().unwrap(),
-            Acked {
-                sequence: seq(2),
-                documents: 1
-            }
-        );
+        let again = batch.settle(&retry(&[4, 1, 4])).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), stored(2, 1, 0));
         assert!(rx.try_recv().is_err());
         assert_eq!(again.docs().collect::<Vec<_>>(), [b"b", b"e"]);
-        assert!(again.settle(&[]).is_none());
+        assert!(again.settle(&Delivered::default()).is_none());
+        let acked: Vec<Acked> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(acked, [stored(1, 2, 0), stored(3, 3, 0)]);
+    }
+
+    /// Dead-lettered documents are counted as such, never as stored; a part
+    /// with a document stored nowhere fails and is not acknowledged.
+    #[test]
+    fn settle_counts_dead_letters_and_fails_what_nothing_stored() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut batch = Batch::default();
+        batch.push(part(&["a", "b"], 1, &tx));
+        batch.push(part(&["dead letter of 2"], 2, &tx).with_dead_letters(1));
+        batch.push(part(&["d", "e"], 3, &tx));
+        let again = batch
+            .settle(&Delivered {
+                retry: vec![1],
+                dead_lettered: vec![0],
+                failed: vec![(4, "the dead-letter index refused it".into())],
+            })
+            .unwrap();
         let acked: Vec<Acked> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(
             acked,
             [
-                Acked {
-                    sequence: seq(1),
-                    documents: 2
-                },
+                stored(2, 0, 1),
                 Acked {
                     sequence: seq(3),
-                    documents: 3
+                    result: Err(Unstored {
+                        reason: "the dead-letter index refused it".into()
+                    })
                 }
             ]
         );
+        // "b" is retried and dead-lettered too: the part counts both.
+        assert!(
+            again
+                .settle(&Delivered {
+                    dead_lettered: vec![0],
+                    ..Delivered::default()
+                })
+                .is_none()
+        );
+        assert_eq!(rx.try_recv().unwrap(), stored(1, 0, 2));
+    }
+
+    /// A part whose shard task has gone is dropped before it is sent.
+    #[test]
+    fn parts_of_a_gone_shard_are_abandoned() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (kept_tx, _kept) = mpsc::unbounded_channel();
+        let mut batch = Batch::default();
+        batch.push(part(&["a", "b"], 1, &tx));
+        batch.push(part(&["c"], 2, &kept_tx));
+        drop(rx);
+        assert_eq!(batch.abandon(), 2);
+        assert_eq!(batch.docs().collect::<Vec<_>>(), [b"c"]);
+        assert_eq!(batch.byte_len(), 1);
     }
 
     proptest! {
-        /// However a batch is retried, every part is acknowledged exactly once,
-        /// with all of its documents, and only when none is left to retry.
+        /// However a batch is retried or dead-lettered, every part is
+        /// acknowledged exactly once, with all of its documents, and only when
+        /// none is left to retry.
         #[test]
         fn every_document_is_acknowledged_once(
             sizes in proptest::collection::vec(1usize..5, 1..12),
             retries in proptest::collection::vec(proptest::collection::vec(0usize..60, 0..8), 0..6),
+            dead in proptest::collection::vec(0usize..60, 0..4),
         ) {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let mut batch = Batch::default();
@@ -529,15 +673,26 @@ pub(crate) mod tests {
                 batch.push(part(&docs, n as u64 + 1, &tx));
             }
             let mut pending = Some(batch);
-            for retry in retries.iter().chain(std::iter::once(&Vec::new())) {
+            let mut first = true;
+            for indexes in retries.iter().chain(std::iter::once(&Vec::new())) {
                 let Some(batch) = pending.take() else { break };
-                let retry: Vec<usize> = retry.iter().map(|i| i % batch.len()).collect();
-                pending = batch.settle(&retry);
+                let len = batch.len();
+                let mut retry: Vec<usize> = indexes.iter().map(|i| i % len).collect();
+                let dead_lettered: Vec<usize> = if first {
+                    dead.iter().map(|i| i % len).filter(|i| !retry.contains(i)).collect()
+                } else {
+                    Vec::new()
+                };
+                retry.retain(|i| !dead_lettered.contains(i));
+                first = false;
+                pending = batch.settle(&Delivered { retry, dead_lettered, failed: Vec::new() });
             }
             prop_assert!(pending.is_none());
             let mut delivered = vec![Vec::new(); sizes.len()];
             while let Ok(acked) = rx.try_recv() {
-                delivered[acked.sequence.as_str().parse::<usize>().unwrap() - 1].push(acked.documents);
+                let n = acked.sequence.as_str().parse::<usize>().unwrap() - 1;
+                let stored = acked.result.unwrap();
+                delivered[n].push(stored.documents + stored.dead_lettered);
             }
             for (n, size) in sizes.iter().enumerate() {
                 prop_assert_eq!(&delivered[n], &vec![*size]);

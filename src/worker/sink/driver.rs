@@ -193,7 +193,9 @@ fn reap(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Delivers a batch until every document is stored, retrying with backoff.
+/// Delivers a batch until every document is stored (or is stored nowhere,
+/// which fails its part and stops its shard), retrying with backoff. Parts
+/// whose shard task has gone are abandoned before each attempt.
 async fn deliver<S: Sink>(
     sink: Arc<S>,
     batch: Batch,
@@ -203,7 +205,18 @@ async fn deliver<S: Sink>(
     // Capped at 10 s: once the sink is back, the backlog drains within seconds.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut pending = Some(batch);
-    while let Some(batch) = pending.take() {
+    while let Some(mut batch) = pending.take() {
+        let abandoned = batch.abandon();
+        if abandoned > 0 {
+            metrics.abandoned_events.inc_by(abandoned as u64);
+            tracing::debug!(
+                documents = abandoned,
+                "their shard's lease went to another worker; not delivering them"
+            );
+        }
+        if batch.is_empty() {
+            return;
+        }
         let started = std::time::Instant::now();
         let result = sink.deliver(&batch).await;
         metrics
@@ -213,7 +226,8 @@ async fn deliver<S: Sink>(
         match result {
             Ok(delivered) => {
                 health.ok();
-                let refused = delivered.retry.len() + delivered.dead_lettered + delivered.dropped;
+                let refused =
+                    delivered.retry.len() + delivered.dead_lettered.len() + delivered.failed.len();
                 let stored = batch.len().saturating_sub(refused);
                 metrics.sent_events.inc_by(stored as u64);
                 let resent: usize = if delivered.retry.is_empty() {
@@ -233,23 +247,28 @@ async fn deliver<S: Sink>(
                     .inc_by(batch.byte_len().saturating_sub(resent) as u64);
                 metrics
                     .sink_dead_lettered_events
-                    .inc_by(delivered.dead_lettered as u64);
-                metrics.sink_dropped_events.inc_by(delivered.dropped as u64);
-                if !delivered.retry.is_empty() {
+                    .inc_by(delivered.dead_lettered.len() as u64);
+                for (_, reason) in &delivered.failed {
+                    metrics.sink_failed_events.inc();
+                    tracing::error!(%reason, "a document and its dead letter were both refused; its shard stops there");
+                }
+                let retry = !delivered.retry.is_empty();
+                if retry {
                     metrics
                         .sink_retried_events
                         .inc_by(delivered.retry.len() as u64);
+                } else {
+                    backoff.reset();
+                }
+                pending = batch.settle(&delivered);
+                if retry {
                     let wait = backoff.next_wait();
                     tracing::debug!(
-                        documents = delivered.retry.len(),
+                        documents = pending.as_ref().map_or(0, Batch::len),
                         wait_ms = wait.as_millis() as u64,
                         "documents refused for now; retrying them"
                     );
-                    pending = batch.settle(&delivered.retry);
                     tokio::time::sleep(wait).await;
-                } else {
-                    backoff.reset();
-                    pending = batch.settle(&[]);
                 }
             }
             Err(e) => {
@@ -291,6 +310,7 @@ mod tests {
     use super::*;
     use crate::worker::document::Document;
     use crate::worker::sink::batch::tests::part;
+    use crate::worker::sink::batch::{Acked, Stored};
     use crate::worker::sink::{Delivered, EncodeError};
 
     /// Keeps what it is given; fails the first `fail` deliveries, then asks to
@@ -357,7 +377,10 @@ mod tests {
         while acked.len() < inputs.len() {
             acked.push(acks.recv().await.unwrap());
         }
-        let documents: Vec<usize> = acked.iter().map(|a| a.documents).collect();
+        let documents: Vec<usize> = acked
+            .iter()
+            .map(|a: &Acked| a.result.as_ref().map_or(0, |s: &Stored| s.documents))
+            .collect();
         assert_eq!(documents.iter().sum::<usize>(), 6);
         let mut stored = sink.stored.lock().unwrap().clone();
         stored.sort();

@@ -12,7 +12,7 @@ pub mod stdout;
 
 use std::future::Future;
 
-pub use batch::{Batch, Encoded, ObjectMeta, Part, Span};
+pub use batch::{Batch, Delivered, Encoded, ObjectMeta, Part, Span};
 
 use super::checkpoint::watermark::SequenceNumber;
 use super::document::Document;
@@ -23,9 +23,18 @@ pub trait Sink: Send + Sync + 'static {
     /// source for a search server, a JSON line for a file).
     fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 
-    /// Delivers a batch. `Ok` means every document is stored or, when the
-    /// destination refused it for good, dead-lettered by the sink itself, except
-    /// those listed in [`Delivered::retry`], which the driver sends again.
+    /// Appends a dead letter (see [`crate::worker::dead_letter`]) to `out`,
+    /// addressed to where dead letters go: the dead-letter index when one is
+    /// set, else where documents go.
+    fn encode_dead_letter(&self, letter: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.encode(letter, out)
+    }
+
+    /// Delivers a batch. `Ok` means every document is stored, or, when the
+    /// destination refused it for good, stored as a dead letter by the sink
+    /// ([`Delivered::dead_lettered`]), except those the sink asks to send
+    /// again ([`Delivered::retry`]) and those nothing would store
+    /// ([`Delivered::failed`]), which stop their shards. Nothing is dropped.
     fn deliver(&self, batch: &Batch) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
 
     /// Batches delivered at once. A sink that must keep each shard's order
@@ -54,18 +63,6 @@ pub trait Sink: Send + Sync + 'static {
         let _ = (shard, first, meta);
         std::future::ready(Ok(None))
     }
-}
-
-/// The result of a delivery that reached the destination.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Delivered {
-    /// Documents (indexes into the batch) refused for now (e.g. throttled) and
-    /// to be sent again.
-    pub retry: Vec<usize>,
-    /// Documents refused for good and written to the dead letter instead.
-    pub dead_lettered: usize,
-    /// Documents refused for good that no dead letter took (counted and logged).
-    pub dropped: usize,
 }
 
 /// A document that cannot be put in the sink's wire form.

@@ -9,7 +9,7 @@ use super::merge;
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch.
-pub fn apply(doc: Document) -> Vec<Document> {
+pub fn apply(mut doc: Document) -> Vec<Document> {
     let event = match doc.get(MESSAGE) {
         Some(Value::String(text)) if text.trim_start().starts_with('{') => {
             serde_json::from_str::<Map<String, Value>>(text).ok()
@@ -26,19 +26,21 @@ pub fn apply(doc: Document) -> Vec<Document> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            records
-                .into_iter()
-                .enumerate()
-                .map(|(i, record)| {
-                    let mut one = doc.clone();
-                    one.insert(ID, Value::String(format!("{id}-{i}")));
-                    one.insert(MESSAGE, Value::String(record.to_string()));
-                    match record {
-                        Value::Object(fields) => with_event(one, fields),
-                        _ => one,
-                    }
-                })
-                .collect()
+            // Each record's document is made from the event's without its
+            // message: copying the whole batch's text into each of its records
+            // would cost the square of its size.
+            doc.remove(MESSAGE);
+            let mut out = Vec::with_capacity(records.len());
+            for (i, record) in records.into_iter().enumerate() {
+                let mut one = doc.clone();
+                one.insert(ID, Value::String(format!("{id}-{i}")));
+                one.insert(MESSAGE, Value::String(record.to_string()));
+                out.push(match record {
+                    Value::Object(fields) => with_event(one, fields),
+                    _ => one,
+                });
+            }
+            out
         }
         Some(other) => {
             event.insert("Records".into(), other);

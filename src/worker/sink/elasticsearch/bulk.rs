@@ -46,7 +46,8 @@ pub enum Item {
     },
 }
 
-/// A request that failed as a whole.
+/// A request that failed as a whole. None of them drops a document: each is
+/// retried, or (too large) sent again in halves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// Overloaded or unavailable (429, 5xx, an unreadable answer): retry the batch.
@@ -56,17 +57,24 @@ pub enum Failure {
         /// What the server said.
         reason: String,
     },
-    /// The credentials are refused (401, 403): retry, and say so in the status
-    /// until someone fixes them.
+    /// The credentials are refused (401, 403, 407): retry, and say so in the
+    /// status until someone fixes them.
     Denied {
         /// The HTTP status.
         status: u16,
         /// What the server said.
         reason: String,
     },
-    /// The request itself is refused (another 4xx): nothing in it can be
-    /// stored as sent, so every document is dead-lettered.
-    Rejected {
+    /// The body is over the cluster's limit (413): send it again in halves,
+    /// down to one document.
+    TooLarge {
+        /// What the server said.
+        reason: String,
+    },
+    /// Another whole-request answer (404, 405, a 400 about the request rather
+    /// than a document: a wrong endpoint, a proxy in the way). It says nothing
+    /// about the documents, so none is refused: retry, and say so in the status.
+    Unexpected {
         /// The HTTP status.
         status: u16,
         /// What the server said.
@@ -104,12 +112,13 @@ pub fn classify(status: u16, body: &[u8], documents: usize) -> Result<Vec<Item>,
     let reason = || summary(body);
     match status {
         200 => {}
-        401 | 403 => {
+        401 | 403 | 407 => {
             return Err(Failure::Denied {
                 status,
                 reason: reason(),
             });
         }
+        413 => return Err(Failure::TooLarge { reason: reason() }),
         408 | 429 | 500..=599 => {
             return Err(Failure::Retry {
                 status,
@@ -117,7 +126,7 @@ pub fn classify(status: u16, body: &[u8], documents: usize) -> Result<Vec<Item>,
             });
         }
         _ => {
-            return Err(Failure::Rejected {
+            return Err(Failure::Unexpected {
                 status,
                 reason: reason(),
             });
@@ -267,7 +276,27 @@ mod tests {
         let malformed = br#"{"error":{"root_cause":[{"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"}],"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"},"status":400}"#;
         assert!(matches!(
             classify(400, malformed, 1),
-            Err(Failure::Rejected { status: 400, .. })
+            Err(Failure::Unexpected { status: 400, .. })
+        ));
+        for status in [404, 405] {
+            assert!(matches!(
+                classify(status, b"{}", 3),
+                Err(Failure::Unexpected { .. })
+            ));
+        }
+        assert!(matches!(
+            classify(407, b"", 3),
+            Err(Failure::Denied { status: 407, .. })
+        ));
+        // OpenSearch 2.19 with http.max_content_length lowered.
+        let too_large = br#"{"error":{"root_cause":[{"type":"too_long_http_line_exception","reason":"An HTTP line is larger than 4096 bytes."}],"type":"too_long_http_line_exception","reason":"An HTTP line is larger than 4096 bytes."},"status":413}"#;
+        assert!(matches!(
+            classify(413, too_large, 3),
+            Err(Failure::TooLarge { .. })
+        ));
+        assert!(matches!(
+            classify(413, b"", 3),
+            Err(Failure::TooLarge { .. })
         ));
         let denied = br#"{"error":{"type":"security_exception","reason":"missing authentication credentials for REST request [/_bulk]"},"status":401}"#;
         assert_eq!(

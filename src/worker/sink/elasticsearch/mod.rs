@@ -25,9 +25,15 @@ use self::bulk::{Failure, Item};
 use self::sigv4::Signer;
 use super::{Batch, Delivered, EncodeError, Sink, SinkError};
 use crate::api::{Template, UtcHour};
-use crate::time::{now_millis, rfc3339_millis};
+use crate::time::now_millis;
 use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput};
+use crate::worker::dead_letter::{DeadLetter, Origin, Why};
 use crate::worker::document::{Document, ID, TIMESTAMP};
+
+/// How long a bulk request may take before it is abandoned and sent again.
+const BULK_TIMEOUT: Duration = Duration::from_secs(120);
+/// The error type of a document too large for the cluster alone.
+const TOO_LARGE: &str = "too_large";
 
 /// Why the sink cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -292,34 +298,68 @@ impl Elasticsearch {
         } else {
             chunks.concat()
         };
-        // No client timeout: a large bulk on a busy cluster may take long, and a
-        // timed-out request would be sent again on top of itself.
+        // A deadline well above what a large bulk takes on a busy cluster: a
+        // server that accepts and never answers must not hold the batch (and
+        // its buffer room) forever. A request timed out and sent again is
+        // harmless: `create` with `_id` stores each document once.
         let (status, body) = self
             .exchange(
                 Method::Post,
                 "/_bulk",
                 Some("application/x-ndjson"),
                 (body, self.compress),
-                Duration::from_secs(300),
+                BULK_TIMEOUT,
             )
             .await
             .map_err(|reason| Failure::Retry { status: 0, reason })?;
         bulk::classify(status, &body, documents)
     }
 
-    /// Writes the documents refused for good to the dead-letter index. Items
-    /// the dead-letter index itself refuses for good are counted and logged;
-    /// failures worth retrying fail the whole delivery, which is retried.
+    /// Sends `docs` in one bulk request, or, when the cluster says the body is
+    /// too large (413), in halves, down to one document: a document too
+    /// large alone is refused (`too_large`), and every other one is sent.
+    fn bulk_split<'a>(
+        &'a self,
+        docs: &'a [&'a [u8]],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<Item>, Failure>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.bulk(docs, docs.len()).await {
+                Err(Failure::TooLarge { .. }) if docs.len() > 1 => {
+                    let (first, second) = docs.split_at(docs.len() / 2);
+                    tracing::debug!(
+                        documents = docs.len(),
+                        "bulk request too large for the cluster; sending it in halves"
+                    );
+                    let mut items = self.bulk_split(first).await?;
+                    items.extend(self.bulk_split(second).await?);
+                    Ok(items)
+                }
+                Err(Failure::TooLarge { reason }) => {
+                    let size = docs.first().map_or(0, |d| d.len());
+                    Ok(vec![Item::Rejected {
+                        status: 413,
+                        error_type: TOO_LARGE.into(),
+                        reason: format!(
+                            "the document is {size} bytes with its action line, more than the cluster takes in one request: {reason}"
+                        ),
+                    }])
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// Writes a dead letter for each document refused for good; what became
+    /// of each (by its index in the batch) goes into `delivered`.
     async fn dead_letter(
         &self,
-        template: &Template,
         batch: &Batch,
         rejected: &[(usize, &Item)],
-    ) -> Result<usize, SinkError> {
-        let now = now_millis();
-        let index = template.render(UtcHour::from_unix_millis(now), |_| String::new());
-        let mut body = Vec::new();
+        delivered: &mut Delivered,
+    ) -> Result<(), SinkError> {
         let docs: Vec<&[u8]> = batch.docs().collect();
+        let now = now_millis();
+        let mut letters: Vec<(usize, Vec<u8>)> = Vec::with_capacity(rejected.len());
         for (i, item) in rejected {
             let Item::Rejected {
                 status,
@@ -330,45 +370,60 @@ impl Elasticsearch {
                 continue;
             };
             let (action, source) = split_action(docs[*i]);
-            let origin = batch.origin(*i);
-            let letter = json!({
-                "@timestamp": rfc3339_millis(now),
-                "@id": action.id,
-                "error": {"type": error_type, "reason": reason, "status": status},
-                "index": action.index,
-                "shard_id": origin.map(|(shard, _)| shard),
-                "sequence_number": origin.map(|(_, seq)| seq.as_str()),
-                // As text: the document broke one mapping, it must not break this one.
-                "document": String::from_utf8_lossy(source),
-            });
-            bulk::action(&index, &action.id, &mut body);
-            // Plain data: serialization cannot fail.
-            let _ = serde_json::to_writer(&mut body, &letter);
-            body.push(b'\n');
+            let origin = batch.origin(*i).map_or_else(
+                || Origin {
+                    shard: String::new(),
+                    sequence: String::new(),
+                },
+                |(shard, sequence)| Origin {
+                    shard: shard.to_owned(),
+                    sequence: sequence.to_string(),
+                },
+            );
+            let why = Why {
+                reason: if error_type == TOO_LARGE {
+                    TOO_LARGE
+                } else {
+                    "refused"
+                },
+                message: reason.clone(),
+                status: Some(*status),
+                error_type: Some(error_type.clone()),
+            };
+            let index = (!action.index.is_empty()).then_some(action.index.as_str());
+            let id = (!action.id.is_empty()).then_some(action.id.as_str());
+            let letter = DeadLetter::document(origin, id, source, index, why).to_document(now);
+            let mut line = Vec::new();
+            self.encode_dead_letter(&letter, &mut line)
+                .map_err(|e| SinkError::new("encode", e.0))?;
+            letters.push((*i, line));
         }
-        let items = self
-            .bulk(&[&body], rejected.len())
-            .await
-            .map_err(|f| failure(&f))?;
-        let mut lost = 0;
-        for item in items {
+        let lines: Vec<&[u8]> = letters.iter().map(|(_, l)| l.as_slice()).collect();
+        let items = self.bulk_split(&lines).await.map_err(|f| failure(&f))?;
+        for ((i, _), item) in letters.iter().zip(items) {
             match item {
-                Item::Created | Item::Duplicate => {}
-                Item::Retry { status, error_type } => {
-                    return Err(SinkError::new(
-                        "dead_letter",
-                        format!("dead-letter index {index} answered {status} {error_type}"),
-                    ));
-                }
+                Item::Created | Item::Duplicate => delivered.dead_lettered.push(*i),
+                // The document goes again: refused again, dead-lettered again.
+                Item::Retry { .. } => delivered.retry.push(*i),
                 Item::Rejected {
-                    error_type, reason, ..
+                    status,
+                    error_type,
+                    reason,
                 } => {
-                    lost += 1;
-                    tracing::error!(%index, %error_type, %reason, "the dead-letter index refused a document; it is dropped");
+                    let target = self
+                        .dead_letter
+                        .as_ref()
+                        .map_or("the index", |_| "the dead-letter index");
+                    delivered.failed.push((
+                        *i,
+                        format!(
+                            "{target} refused the dead letter too: {status} {error_type}: {reason}"
+                        ),
+                    ));
                 }
             }
         }
-        Ok(lost)
+        Ok(())
     }
 }
 
@@ -472,6 +527,18 @@ fn render(template: &Template, doc: &Document) -> String {
     template.render(hour, |_| String::new())
 }
 
+/// A `create` action and the document, one line each.
+fn write_create(index: &str, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let id = doc
+        .get(ID)
+        .and_then(Value::as_str)
+        .ok_or_else(|| EncodeError("the document has no @id".into()))?;
+    bulk::action(index, id, out);
+    serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+    out.push(b'\n');
+    Ok(())
+}
+
 fn failure(f: &Failure) -> SinkError {
     match f {
         Failure::Retry {
@@ -484,9 +551,11 @@ fn failure(f: &Failure) -> SinkError {
         Failure::Denied { status, reason } => {
             SinkError::new("denied", format!("{status}: {reason}"))
         }
-        Failure::Rejected { status, reason } => {
-            SinkError::new("rejected", format!("{status}: {reason}"))
-        }
+        Failure::TooLarge { reason } => SinkError::new("too_large", format!("413: {reason}")),
+        Failure::Unexpected { status, reason } => SinkError::new(
+            "unexpected_status",
+            format!("{status} for a whole bulk request: {reason}"),
+        ),
     }
 }
 
@@ -572,35 +641,19 @@ fn authorization(auth: &ElasticsearchCredentials) -> Result<Option<HeaderValue>,
 
 impl Sink for Elasticsearch {
     fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let id = doc
-            .get(ID)
-            .and_then(Value::as_str)
-            .ok_or_else(|| EncodeError("the document has no @id".into()))?;
-        bulk::action(&self.index_of(doc), id, out);
-        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
-        out.push(b'\n');
-        Ok(())
+        write_create(&self.index_of(doc), doc, out)
+    }
+
+    fn encode_dead_letter(&self, letter: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match &self.dead_letter {
+            Some(template) => write_create(&render(template, letter), letter, out),
+            None => self.encode(letter, out),
+        }
     }
 
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
-        let chunks: Vec<&[u8]> = batch.chunks().collect();
-        let items = match self.bulk(&chunks, batch.len()).await {
-            Ok(items) => items,
-            Err(Failure::Rejected { status, reason }) => {
-                // A request refused whole is a bug (ours or the cluster's): say it
-                // loudly, and dead-letter its documents rather than loop forever.
-                tracing::error!(documents = batch.len(), status, %reason, "bulk request refused as a whole; dead-lettering its documents");
-                vec![
-                    Item::Rejected {
-                        status,
-                        error_type: "request_rejected".into(),
-                        reason,
-                    };
-                    batch.len()
-                ]
-            }
-            Err(f) => return Err(failure(&f)),
-        };
+        let docs: Vec<&[u8]> = batch.docs().collect();
+        let items = self.bulk_split(&docs).await.map_err(|f| failure(&f))?;
         let mut delivered = Delivered::default();
         let mut rejected = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -610,28 +663,8 @@ impl Sink for Elasticsearch {
                 Item::Rejected { .. } => rejected.push((i, item)),
             }
         }
-        if rejected.is_empty() {
-            return Ok(delivered);
-        }
-        match &self.dead_letter {
-            Some(template) => {
-                let lost = self.dead_letter(template, batch, &rejected).await?;
-                delivered.dead_lettered = rejected.len() - lost;
-                delivered.dropped = lost;
-            }
-            None => {
-                for (_, item) in &rejected {
-                    if let Item::Rejected {
-                        status,
-                        error_type,
-                        reason,
-                    } = item
-                    {
-                        tracing::warn!(status, %error_type, %reason, "document refused and no dead-letter index is set; it is dropped");
-                    }
-                }
-                delivered.dropped = rejected.len();
-            }
+        if !rejected.is_empty() {
+            self.dead_letter(batch, &rejected, &mut delivered).await?;
         }
         Ok(delivered)
     }

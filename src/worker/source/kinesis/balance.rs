@@ -123,6 +123,26 @@ pub fn plan(me: &str, leases: &[LeaseView], max_steal: usize) -> Plan {
     }
 }
 
+/// Frees, in `leases`, those held under `me` that this process does not run:
+/// a container restarted in place keeps its Pod name, so the new process finds
+/// its predecessor's leases under its own identity, and a shard task that
+/// failed leaves its lease held. Such a lease is taken again at once, not
+/// after it expires (which, seen from its own holder, it never does), unless
+/// `waiting` says the shard is backing off after a failure.
+pub fn free_own_orphans(
+    me: &str,
+    leases: &mut [LeaseView],
+    running: impl Fn(&str) -> bool,
+    waiting: impl Fn(&str) -> bool,
+) {
+    for lease in leases {
+        let shard = lease.shard_id.as_str();
+        if lease.owner.as_deref() == Some(me) && !running(shard) && !waiting(shard) {
+            lease.owner = None;
+        }
+    }
+}
+
 /// `items` rotated to start at a position derived from `me`.
 fn rotate<'a>(items: &[&'a str], me: &str) -> Vec<&'a str> {
     if items.is_empty() {
@@ -193,6 +213,25 @@ mod tests {
         let mut leases = vec![lease("s0", Some("w1")), lease("s1", Some("dead"))];
         leases[1].expired = true;
         assert_eq!(plan("w1", &leases, 1).take, ["s1"]);
+    }
+
+    /// A worker restarted in place (same Pod name, so the same identity) takes
+    /// back, at once, the leases its predecessor held; one whose shard is
+    /// backing off after a failure waits.
+    #[test]
+    fn a_restarted_worker_takes_back_its_own_leases() {
+        let mut leases: Vec<_> = (0..4)
+            .map(|i| lease(&format!("s{i}"), Some("pod-a")))
+            .collect();
+        // Unfreed, it counts them as held and takes nothing, forever.
+        assert_eq!(plan("pod-a", &leases, 1), Plan::default());
+        free_own_orphans("pod-a", &mut leases, |s| s == "s0", |s| s == "s2");
+        let mut took = plan("pod-a", &leases, 1).take;
+        took.sort();
+        assert_eq!(took, ["s1", "s3"], "s0 runs, s2 backs off");
+        let mut other = vec![lease("s0", Some("pod-b"))];
+        free_own_orphans("pod-a", &mut other, |_| false, |_| false);
+        assert_eq!(other[0].owner.as_deref(), Some("pod-b"), "only its own");
     }
 
     #[test]

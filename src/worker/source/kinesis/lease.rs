@@ -1,5 +1,8 @@
 //! Shard leases stored as `coordination.k8s.io/v1` Leases in the subscription's
-//! namespace, one per shard, labelled with the subscription.
+//! namespace, one per shard of one stream, labelled with the subscription and
+//! the stream: checkpoints belong to the stream they were read from, so a
+//! subscription switched to another stream, or reading a stream deleted and
+//! created again under the same name, starts leases of its own.
 //!
 //! Every write replaces the Lease with the `resourceVersion` this worker last saw,
 //! so a write after someone else took the lease fails with a conflict: a worker
@@ -20,13 +23,32 @@ use crate::worker::health::ShardHealth;
 
 /// Label naming the LogSubscription a lease belongs to.
 pub const SUBSCRIPTION_LABEL: &str = "logsub.io/subscription";
+/// Label naming the stream a lease's checkpoint belongs to (see [`stream_key`]).
+pub const STREAM_LABEL: &str = "logsub.io/stream";
+const STREAM_ARN_ANNOTATION: &str = "logsub.io/stream-arn";
 const SHARD_ANNOTATION: &str = "logsub.io/shard-id";
 const PARENTS_ANNOTATION: &str = "logsub.io/parent-shards";
 const CHECKPOINT_ANNOTATION: &str = "logsub.io/checkpoint";
 /// Annotation holding the holder's [`ShardHealth`] as JSON.
-pub const HEALTH_ANNOTATION: &str = "logsub.io/health";
+const HEALTH_ANNOTATION: &str = "logsub.io/health";
 /// The checkpoint of a shard read to its end.
 pub const SHARD_END: &str = "SHARD_END";
+
+/// The key of one stream: the ARN and the creation time (when known) hashed
+/// to 10 hex digits, short enough for a label value and a Lease name.
+pub fn stream_key(arn: &str, created_millis: Option<i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(arn.as_bytes());
+    if let Some(created) = created_millis {
+        hash.update(format!("@{created}").as_bytes());
+    }
+    hash.finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Lease store errors.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +76,12 @@ pub enum Checkpoint {
 #[derive(Clone, Debug)]
 pub struct ShardLease {
     lease: Lease,
+}
+
+impl From<Lease> for ShardLease {
+    fn from(lease: Lease) -> ShardLease {
+        ShardLease { lease }
+    }
 }
 
 impl ShardLease {
@@ -135,10 +163,14 @@ impl ShardLease {
     }
 }
 
-/// The leases of one subscription, seen by one worker.
+/// The leases of one subscription's stream, seen by one worker.
 pub struct LeaseStore {
     api: Api<Lease>,
     subscription: String,
+    /// The stream's [`stream_key`], and its ARN and creation time.
+    stream: String,
+    stream_arn: String,
+    stream_created: Option<i64>,
     worker: String,
     duration: Duration,
     /// When this worker first saw each lease at its current resourceVersion.
@@ -146,31 +178,40 @@ pub struct LeaseStore {
 }
 
 impl LeaseStore {
-    /// A store for `subscription`'s leases in `namespace`, acting as `worker`.
+    /// A store for `subscription`'s leases of the stream `stream_arn` (created
+    /// at `stream_created`) in `namespace`, acting as `worker`.
     pub fn new(
         client: kube::Client,
         namespace: &str,
         subscription: &str,
+        (stream_arn, stream_created): (&str, Option<i64>),
         worker: &str,
         duration: Duration,
     ) -> LeaseStore {
         LeaseStore {
             api: Api::namespaced(client, namespace),
             subscription: subscription.to_owned(),
+            stream: stream_key(stream_arn, stream_created),
+            stream_arn: stream_arn.to_owned(),
+            stream_created,
             worker: worker.to_owned(),
             duration,
             observed: HashMap::new(),
         }
     }
 
-    /// The Lease name of a shard: `<subscription>-<shard id>`, lowercased.
+    /// The Lease name of a shard: `<subscription>-<stream key>-<shard id>`,
+    /// lowercased.
     pub fn lease_name(&self, shard_id: &str) -> String {
-        format!("{}-{}", self.subscription, shard_id).to_lowercase()
+        format!("{}-{}-{}", self.subscription, self.stream, shard_id).to_lowercase()
     }
 
-    /// Every lease of the subscription, noting when each last changed.
+    /// Every lease of the subscription's stream, noting when each last changed.
     pub async fn list(&mut self) -> Result<Vec<ShardLease>, LeaseError> {
-        let selector = format!("{SUBSCRIPTION_LABEL}={}", self.subscription);
+        let selector = format!(
+            "{SUBSCRIPTION_LABEL}={},{STREAM_LABEL}={}",
+            self.subscription, self.stream
+        );
         let leases = self
             .api
             .list(&ListParams::default().labels(&selector))
@@ -220,22 +261,71 @@ impl LeaseStore {
             .collect()
     }
 
-    /// Creates the lease of a newly discovered shard; an existing one is kept.
-    pub async fn ensure(&self, shard_id: &str, parents: &[String]) -> Result<(), LeaseError> {
+    /// The checkpoints of the leases this subscription's workers wrote before
+    /// leases named their stream, by shard: one made after the stream was
+    /// created can only be of this stream (it has the only ARN these workers
+    /// were given since), so an upgrade resumes instead of reading the stream
+    /// again. Read once, when new leases are made.
+    pub async fn earlier_checkpoints(&self) -> Result<HashMap<String, Checkpoint>, LeaseError> {
+        let selector = format!("{SUBSCRIPTION_LABEL}={},!{STREAM_LABEL}", self.subscription);
+        let leases = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let created = self
+            .stream_created
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        Ok(leases
+            .items
+            .into_iter()
+            .filter(|lease| {
+                let made = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                match (created, made) {
+                    (Some(created), Some(made)) => made >= created,
+                    // Without a creation time nothing tells streams apart.
+                    _ => false,
+                }
+            })
+            .map(|lease| ShardLease { lease })
+            .filter(|lease| lease.checkpoint() != Checkpoint::None)
+            .map(|lease| (lease.shard_id().to_owned(), lease.checkpoint()))
+            .collect())
+    }
+
+    /// Creates the lease of a newly discovered shard, starting at `adopted`
+    /// when given; an existing one is kept.
+    pub async fn ensure(
+        &self,
+        shard_id: &str,
+        parents: &[String],
+        adopted: Option<&Checkpoint>,
+    ) -> Result<(), LeaseError> {
+        let mut annotations = BTreeMap::from([
+            (SHARD_ANNOTATION.to_owned(), shard_id.to_owned()),
+            (PARENTS_ANNOTATION.to_owned(), parents.join(",")),
+            (STREAM_ARN_ANNOTATION.to_owned(), self.stream_arn.clone()),
+        ]);
+        match adopted {
+            Some(Checkpoint::At(seq)) => {
+                annotations.insert(CHECKPOINT_ANNOTATION.to_owned(), seq.as_str().to_owned());
+            }
+            Some(Checkpoint::ShardEnd) => {
+                annotations.insert(CHECKPOINT_ANNOTATION.to_owned(), SHARD_END.to_owned());
+            }
+            _ => {}
+        }
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.lease_name(shard_id)),
                 labels: Some(BTreeMap::from([
                     (SUBSCRIPTION_LABEL.to_owned(), self.subscription.clone()),
+                    (STREAM_LABEL.to_owned(), self.stream.clone()),
                     (
                         "app.kubernetes.io/managed-by".to_owned(),
                         "logsub".to_owned(),
                     ),
                 ])),
-                annotations: Some(BTreeMap::from([
-                    (SHARD_ANNOTATION.to_owned(), shard_id.to_owned()),
-                    (PARENTS_ANNOTATION.to_owned(), parents.join(",")),
-                ])),
+                annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {

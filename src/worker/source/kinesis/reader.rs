@@ -24,6 +24,10 @@ pub struct ReaderLimits {
     pub idle: Duration,
     /// Cap of the backoff after throttling or transient failures.
     pub max_backoff: Duration,
+    /// How long reads may fail (or time out) in a row before the reader says
+    /// so, while it goes on retrying: the shard is then shown unhealthy
+    /// rather than held silently.
+    pub stall_after: Duration,
 }
 
 impl Default for ReaderLimits {
@@ -34,6 +38,7 @@ impl Default for ReaderLimits {
             records_per_call: 10_000,
             idle: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            stall_after: Duration::from_secs(30),
         }
     }
 }
@@ -53,6 +58,12 @@ pub enum Read {
         /// The child shards.
         children: Vec<String>,
     },
+    /// Reads have been failing for longer than `stall_after`; the reader
+    /// goes on retrying.
+    Stalled {
+        /// The last failure.
+        error: String,
+    },
 }
 
 /// A reader of one shard.
@@ -66,6 +77,8 @@ pub struct ShardReader {
     ended: Option<Vec<String>>,
     next_call: Instant,
     backoff: Backoff,
+    /// Since when reads have been failing, and whether that was said.
+    failing: Option<(Instant, bool)>,
 }
 
 impl ShardReader {
@@ -87,6 +100,7 @@ impl ShardReader {
             ended: None,
             next_call: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), limits_backoff),
+            failing: None,
         }
     }
 
@@ -106,6 +120,7 @@ impl ShardReader {
             match self.call().await {
                 Ok(read) => {
                     self.backoff.reset();
+                    self.failing = None;
                     return Ok(read);
                 }
                 Err(e) if e.class == ErrorClass::ExpiredIterator => {
@@ -116,6 +131,18 @@ impl ShardReader {
                     let wait = self.backoff.next_wait();
                     tracing::warn!(shard = %self.shard, error = %e, class = e.category(), wait_ms = wait.as_millis() as u64, "read failed; retrying");
                     self.next_call = Instant::now() + wait;
+                    let (since, said) = self.failing.get_or_insert((Instant::now(), false));
+                    if !*said && since.elapsed() >= self.limits.stall_after {
+                        *said = true;
+                        return Ok(Read::Stalled {
+                            error: format!(
+                                "no read has succeeded for {}s: {}: {}",
+                                since.elapsed().as_secs(),
+                                e.code,
+                                e.message
+                            ),
+                        });
+                    }
                 }
                 Err(e) => return Err(e),
             }
