@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The local stack: real Kubernetes with a local node that runs Pods as processes,
-# OpenSearch, Elasticsearch, SeaweedFS (S3) and moto (CloudWatch Logs + Kinesis),
-# all on 127.0.0.1. Versions: hack/versions.env.
+# OpenSearch, Elasticsearch, SeaweedFS (S3), moto (CloudWatch Logs + Kinesis) and
+# Toxiproxy (the fault trials' proxy), all on 127.0.0.1. Versions: hack/versions.env.
 #
 #   hack/stack.sh up        install what is missing, start everything, wait for health
 #   hack/stack.sh down      stop everything (data is kept; `down --purge` wipes it)
 #   hack/stack.sh status    which servers run
 #   hack/stack.sh env       export lines for KUBECONFIG, endpoints and test credentials
 #   hack/stack.sh install [STEP]  only install and build (one step: moto, seaweedfs, etcd,
-#                           kubernetes, helm, registry, localnode, search-nodes, image-tools)
-#   hack/stack.sh fault-node start|stop   the overload-prone search node fault trials use
+#                           kubernetes, helm, registry, toxiproxy, localnode, search-nodes,
+#                           image-tools)
+#   hack/stack.sh fault-node start [NAME=VALUE ...]|stop
+#                           the search node fault trials use: overload-prone, or
+#                           with the settings given (e.g. http.max_content_length=8kb)
 #   hack/stack.sh secure-search start|stop|user NAME PASSWORD
 #                           Elasticsearch with security on, and its users (credential tests)
 #   hack/stack.sh registry start|stop     an OCI registry (the image test pushes to it)
@@ -31,13 +34,13 @@ case "${1:-}" in
     case "${2:-all}" in
       all) install_all ;;
       moto|seaweedfs) "install_$2" ;;
-      etcd|kubernetes|helm|registry|localnode) "build_$2" ;;
+      etcd|kubernetes|helm|registry|toxiproxy|localnode) "build_$2" ;;
       search-nodes|image-tools) "install_${2//-/_}" ;;
       *) die "unknown install step: $2" ;;
     esac ;;
   fault-node)
     case "${2:-}" in
-      start) start_fault_search_node ;;
+      start) start_fault_search_node "${@:3}" ;;
       stop) stop_service opensearch-faults ;;
       *) die "usage: hack/stack.sh fault-node start|stop" ;;
     esac ;;

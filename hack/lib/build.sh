@@ -87,6 +87,18 @@ _build_registry() {
     go install -trimpath -ldflags "-s -w" "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
 }
 
+# Toxiproxy, the TCP fault proxy of the fault trials (latency, bandwidth,
+# stalls, connections cut mid-body).
+build_toxiproxy() { with_lock toxiproxy _build_toxiproxy; }
+_build_toxiproxy() {
+  [ -x "$TOXIPROXY_BIN/toxiproxy-server" ] && return
+  say "building toxiproxy $TOXIPROXY_VERSION"
+  run_logged toxiproxy-build bash -c "env -u GOFLAGS GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN='$TOXIPROXY_BIN.tmp' \
+    go install -trimpath -ldflags '-s -w -X github.com/Shopify/toxiproxy/v2.Version=$TOXIPROXY_VERSION' \
+    'github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION' \
+    && mkdir -p '$TOXIPROXY_BIN' && mv '$TOXIPROXY_BIN.tmp/server' '$TOXIPROXY_BIN/toxiproxy-server' && rm -rf '$TOXIPROXY_BIN.tmp'"
+}
+
 # The local node is Go too: it shares client-go with the Kubernetes build cache.
 build_localnode() { with_lock localnode _build_localnode; }
 _build_localnode() {
@@ -177,5 +189,6 @@ install_all() {
   build_kubernetes
   build_helm
   build_registry
+  build_toxiproxy
   build_localnode
 }

@@ -4,7 +4,7 @@
 KUBECONFIG_FILE="$LOGSUB_STATE/kubeconfig"
 IMAGES_FILE="$LOGSUB_STATE/images.json"
 # Start order; `down` stops in reverse.
-SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch elasticsearch seaweedfs moto)
+SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch elasticsearch seaweedfs moto toxiproxy)
 
 # A process's start time (clock ticks since boot): with the pid it names one
 # process, so a pid file outliving its process never matches a recycled pid.
@@ -273,11 +273,22 @@ start_search_nodes() {
 
 # OpenSearch with one write thread, a one-slot write queue and 4 KiB of indexing
 # memory: it answers both whole-request 429s and 429 items inside a 200, the
-# answers on which sinks lose data. Tests stop it to make an outage.
+# answers on which sinks lose data. Tests stop it to make an outage. Given
+# settings (NAME=VALUE) instead, it runs with those: e.g. a lowered
+# http.max_content_length, to answer 413. A node running with other settings
+# is restarted.
 start_fault_search_node() {
+  local settings=("$@") wanted current="$LOGSUB_STATE/opensearch-faults.settings"
+  [ ${#settings[@]} -gt 0 ] || settings=(thread_pool.write.size=1 thread_pool.write.queue_size=1 indexing_pressure.memory.limit=4kb)
+  wanted="${settings[*]}"
+  if is_running opensearch-faults && [ "$(cat "$current" 2>/dev/null)" != "$wanted" ]; then
+    stop_service opensearch-faults
+  fi
+  local args=() setting
+  for setting in "${settings[@]}"; do args+=("-E$setting"); done
+  echo "$wanted" >"$current"
   start_search_node opensearch-faults "$OPENSEARCH_HOME" "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" opensearch \
-    OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS -Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1 \
-    -Eindexing_pressure.memory.limit=4kb
+    OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS "${args[@]}"
   wait_search_node opensearch-faults "$FAULT_SEARCH_PORT"
 }
 
@@ -368,6 +379,15 @@ start_moto() {
   wait_for moto 30 curl -sf "http://127.0.0.1:$MOTO_PORT/moto-api/"
 }
 
+# Proxies are made by the tests that need them, through its API; none is
+# configured at start.
+start_toxiproxy() {
+  is_running toxiproxy && return
+  ensure_port_free toxiproxy "$TOXIPROXY_PORT"
+  spawn toxiproxy "$TOXIPROXY_BIN/toxiproxy-server" -host 127.0.0.1 -port "$TOXIPROXY_PORT"
+  wait_for toxiproxy 30 curl -sf "http://127.0.0.1:$TOXIPROXY_PORT/version"
+}
+
 # --- Commands ---
 
 stack_up() {
@@ -384,6 +404,7 @@ stack_up() {
   start_localnode
   start_seaweedfs
   start_moto
+  start_toxiproxy
   wait_search_node opensearch "$OPENSEARCH_PORT"
   wait_search_node elasticsearch "$ELASTICSEARCH_PORT"
   say "stack up in $((SECONDS - start)) s; logs in $LOG_DIR"
@@ -432,7 +453,7 @@ stack_down() {
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
-    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT"
+    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT" "$TOXIPROXY_PORT"
 }
 
 verify_down() {
@@ -465,6 +486,7 @@ export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
 export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT
 export SECURE_SEARCH_PASSWORD=$SECURE_SEARCH_PASSWORD
 export LOGSUB_REGISTRY=127.0.0.1:$REGISTRY_PORT
+export TOXIPROXY_URL=http://127.0.0.1:$TOXIPROXY_PORT
 export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$MOTO_PORT
