@@ -54,6 +54,6 @@ step "moto corrections (each against corrected and stock moto)"
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_corrections.py)
 
 step "integration tests"
-cargo test --locked --test cluster --test localnode --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test faults --test s3 --test conformance --test dashboards --test controller --test recovery --test helm --test restart
+cargo test --locked --test cluster --test localnode --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test faults --test s3 --test conformance --test dashboards --test trials --test controller --test recovery --test helm --test restart
 
 if $started; then say "all tests passed; the stack will now stop"; else say "all tests passed; the stack keeps running"; fi

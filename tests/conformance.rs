@@ -276,7 +276,7 @@ async fn s3_delivers_retries_and_abandons_without_acks() {
     assert_eq!((acked.sequence.as_str(), stored(&acked)), ("7", (2, 0)));
     assert_eq!(
         keys(&client, &bucket).await,
-        [format!("conformance/{SHARD}/7-7.json.gz")]
+        [format!("conformance/{SHARD}/7.json.gz")]
     );
 
     let missing = unique("conf-missing").to_lowercase();

@@ -53,8 +53,9 @@ async fn search(http: &reqwest::Client, base: &str, index: &str) -> Vec<Value> {
 }
 
 /// Events of every kind land once, with their ids, in the index of their day;
-/// a document the mapping refuses goes to the dead-letter index and the stream
-/// goes on; a replay of the whole stream adds nothing.
+/// a document the mapping refuses and a record that is no payload go to the
+/// dead-letter index and the stream goes on; a replay of the whole stream adds
+/// nothing.
 async fn delivers_once_with_dead_letters(base: &str) {
     let http = reqwest::Client::new();
     let setup = setup(1, &["vpc", "app", "trail", "lambda"]).await;
@@ -97,6 +98,17 @@ async fn delivers_once_with_dead_letters(base: &str) {
     ]
     .map(str::to_owned);
     put(&setup, "app", &app).await;
+    // A record that is no CloudWatch Logs payload: its dead letter goes to the
+    // dead-letter index too, never among the documents.
+    setup
+        .kinesis
+        .put_record()
+        .stream_name(&setup.stream)
+        .partition_key("raw")
+        .data(aws_sdk_kinesis::primitives::Blob::new(&b"not gzip"[..]))
+        .send()
+        .await
+        .expect("put a raw record");
 
     let pattern = format!("{prefix}-*");
     let docs = eventually("8 documents indexed", Duration::from_secs(60), || {
@@ -159,18 +171,34 @@ async fn delivers_once_with_dead_letters(base: &str) {
     users.sort_unstable();
     assert_eq!(users, ["ann", "cid"], "bob's document broke the mapping");
 
-    let letters = eventually("the dead letter", Duration::from_secs(30), || {
+    let letters = eventually("the dead letters", Duration::from_secs(30), || {
         let (http, dead) = (http.clone(), dead.clone());
         async move {
             let letters = search(&http, base, &dead).await;
-            (!letters.is_empty()).then_some(letters)
+            (letters.len() >= 2).then_some(letters)
         }
     })
     .await;
-    assert_eq!(letters.len(), 1);
-    let source = &letters[0]["_source"];
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let reason = |hit: &Value| {
+        hit["_source"]["@dead_letter"]["reason"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let record = letters
+        .iter()
+        .find(|l| reason(l).as_deref() == Some("not_gzip"))
+        .expect("the undecodable record's dead letter, in the dead-letter index");
+    assert_eq!(
+        record["_source"]["@dead_letter"]["data_base64"], "bm90IGd6aXA=",
+        "{record}"
+    );
+    let refused = letters
+        .iter()
+        .find(|l| reason(l).as_deref() == Some("refused"))
+        .expect("bob's dead letter");
+    let source = &refused["_source"];
     let letter = &source["@dead_letter"];
-    assert_eq!(letter["reason"], "refused");
     assert!(
         matches!(
             letter["error_type"].as_str(),
@@ -189,7 +217,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     let original: Value =
         serde_json::from_str(letter["document"].as_str().expect("document")).expect("JSON");
     assert_eq!(original["user"], "bob");
-    assert_eq!(letters[0]["_id"], original["@id"]);
+    assert_eq!(refused["_id"], original["@id"]);
     assert_eq!(source["@id"], original["@id"]);
     assert_eq!(
         source["@timestamp"], original["@timestamp"],
@@ -199,7 +227,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("counted", Duration::from_secs(10), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 8.0 && dead == 1.0).then_some(())
+        (sent == 9.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(child).await;
@@ -211,7 +239,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("the replay delivered", Duration::from_secs(60), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 8.0 && dead == 1.0).then_some(())
+        (sent == 9.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(again).await;
@@ -222,7 +250,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     );
     assert_eq!(
         search(&http, base, &dead).await.len(),
-        1,
+        2,
         "nor dead letters"
     );
     setup.ns.delete().await;

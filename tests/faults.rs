@@ -1,7 +1,9 @@
 //! Fault trials of the search sink, on the stack's fault node (OpenSearch with
 //! one write thread, a one-slot queue and 4 KiB of indexing memory, which tests
-//! start and stop): an overload answering 429s, whole and per item, and an
-//! outage of a minute mid-stream. Afterwards every event is present exactly once.
+//! start and stop): an overload answering 429s, whole and per item, an outage
+//! of a minute mid-stream, and (restarted with a lowered
+//! `http.max_content_length`) requests too large; and a server that refuses
+//! bulk requests as a whole. Afterwards every event is present exactly once.
 
 mod common;
 
@@ -166,13 +168,274 @@ async fn outage(http: &reqwest::Client, base: &str) {
     setup.ns.delete().await;
 }
 
-/// One test, so the two trials never share the node at once.
+/// The node takes requests of at most 8 KiB (`http.max_content_length`), and
+/// answers 413 to larger ones. Batches are sent again in halves until they
+/// fit; the one event too large alone is dead-lettered `too_large`, with its
+/// size and its message cut to fit, in the index (no dead-letter index is
+/// set). Nothing is dropped, and the lease counts what was stored.
+async fn too_large(http: &reqwest::Client, base: &str) {
+    let setup = setup(1, &["a"]).await;
+    let index = unique("too-large").to_lowercase();
+    create_index(base, &index, 1, json!({})).await;
+    setup.configure_batches(
+        &format!("{{elasticsearch: {{endpoint: '{base}', index: '{index}'}}}}"),
+        "[{json: {}}]",
+        "{maxEvents: 500, maxBytes: 1Mi, maxWait: 300ms}",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    let mut batch: Vec<String> = (0..60).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
+    let big = format!(r#"{{"n": 60, "blob": "{}"}}"#, "x".repeat(20_000));
+    batch.insert(30, big);
+    put(&setup, "a", &batch).await;
+    each_once(http, base, &index, batch.len()).await;
+    let found: Value = http
+        .post(format!("{base}/{index}/_search"))
+        .json(&json!({"query": {"exists": {"field": "@dead_letter"}}}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let letter = &found["hits"]["hits"][0]["_source"];
+    assert_eq!(letter["@dead_letter"]["reason"], "too_large", "{letter}");
+    assert_eq!(letter["@dead_letter"]["status"], 413);
+    assert_eq!(letter["@dead_letter"]["truncated"], true);
+    let size = letter["@dead_letter"]["size"].as_u64().expect("size");
+    assert!(size > 20_000, "the refused document's size: {size}");
+    assert!(
+        letter["@message"]
+            .as_str()
+            .is_some_and(|m| m.len() < 8 << 10),
+        "its message cut to fit"
+    );
+    let ns = setup.ns.name.clone();
+    let health = eventually("counted on the lease", Duration::from_secs(30), || {
+        let ns = ns.clone();
+        async move {
+            let h = published_health(&ns).await.pop()?;
+            (h["delivered"] == 60 && h["deadLettered"] == 1).then_some(h)
+        }
+    })
+    .await;
+    assert!(health.get("blocked").is_none(), "{health}");
+    let stored = metric(admin, "component_sent_events_total")
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(stored, 60.0, "the dead letter is not counted as delivered");
+    eprintln!(
+        "trial too-large-requests: sent {}, delivered 60, unique 60, duplicates 0, dead-lettered 1, lost 0",
+        batch.len()
+    );
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
+/// One test, so the trials never share the node at once.
 #[tokio::test]
-async fn overload_and_outage_lose_nothing_and_double_nothing() {
+async fn overload_outage_and_too_large_lose_nothing_and_double_nothing() {
     fault_node("start");
     let http = reqwest::Client::new();
     let base = stack().var("FAULT_SEARCH_URL").to_owned();
     overload(&http, &base).await;
     outage(&http, &base).await;
+    common::stack_sh(&["fault-node", "start", "http.max_content_length=8kb"]);
+    too_large(&http, &base).await;
     fault_node("stop");
+}
+
+/// A server that answers the bulk request as a whole with a status about no
+/// document (here S3's endpoint, answering 405): the delivery is retried
+/// and the lease says why; nothing is dropped or checkpointed. Pointed at the
+/// right cluster, the worker delivers every event once.
+#[tokio::test]
+async fn a_whole_request_refusal_is_retried_never_dropped() {
+    let setup = setup(1, &["a"]).await;
+    let base = stack().var("OPENSEARCH_URL");
+    let index = unique("refused").to_lowercase();
+    create_index(base, &index, 1, json!({})).await;
+    let wrong = stack().var("AWS_ENDPOINT_URL_S3");
+    setup.configure(
+        &format!("{{elasticsearch: {{endpoint: '{wrong}', index: '{index}'}}}}"),
+        "[{json: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
+    let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
+    put(&setup, "a", &batch).await;
+    let ns = setup.ns.name.clone();
+    let said = eventually("the refusal on the lease", Duration::from_secs(60), || {
+        let ns = ns.clone();
+        async move {
+            published_health(&ns)
+                .await
+                .into_iter()
+                .find_map(|h| h["sinkError"].as_str().map(str::to_owned))
+        }
+    })
+    .await;
+    assert!(
+        said.starts_with("unexpected_status") && said.contains("405"),
+        "{said}"
+    );
+    // Had they been dropped, the checkpoint would be past them, and the
+    // next worker would not find them to deliver.
+    stop(child).await;
+    setup.configure(
+        &format!("{{elasticsearch: {{endpoint: '{base}', index: '{index}'}}}}"),
+        "[{json: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, _) = worker_with_admin(&setup.config, "worker-2", tx);
+    let started = tokio::time::Instant::now();
+    each_once(&reqwest::Client::new(), base, &index, batch.len()).await;
+    eprintln!(
+        "trial whole-request-405: sent 20, delivered 20, unique 20, duplicates 0, dead-lettered 0, lost 0, recovery {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
+/// A document the index refuses whose dead letter the dead-letter index
+/// refuses too (a strict mapping): nothing stores it. Its shard stops at that
+/// record, saying so on its lease and in a metric naming shard and record;
+/// the other shard goes on delivering, and nothing past the record is
+/// checkpointed. Once the dead-letter index takes it, the shard goes on.
+#[tokio::test]
+async fn a_record_nothing_stores_stops_only_its_shard() {
+    let http = reqwest::Client::new();
+    let base = stack().var("OPENSEARCH_URL");
+    let setup = setup(2, &["a", "b", "c", "d", "e", "f"]).await;
+    let index = unique("poison").to_lowercase();
+    let dead = format!("{index}-dead");
+    create_index(
+        base,
+        &index,
+        1,
+        json!({"properties": {"n": {"type": "long"}}}),
+    )
+    .await;
+    create_index(
+        base,
+        &dead,
+        1,
+        json!({"dynamic": "strict", "properties": {}}),
+    )
+    .await;
+    setup.configure(
+        &format!(
+            "{{elasticsearch: {{endpoint: '{base}', index: '{index}', deadLetterIndex: '{dead}'}}}}"
+        ),
+        "[{json: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
+    let mut sent = 0;
+    for stream in ["a", "b", "c", "d", "e", "f"] {
+        let batch: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"n": {i}, "s": "{stream}"}}"#))
+            .collect();
+        put(&setup, stream, &batch).await;
+        sent += batch.len();
+    }
+    put(&setup, "a", &[r#"{"n": "many", "s": "a"}"#.to_owned()]).await;
+    let ns = setup.ns.name.clone();
+    let blocked = eventually("a shard blocked", Duration::from_secs(60), || {
+        let ns = ns.clone();
+        async move {
+            published_health(&ns)
+                .await
+                .into_iter()
+                .find_map(|h| h["blocked"].as_str().map(str::to_owned))
+        }
+    })
+    .await;
+    assert!(
+        blocked.contains("the dead-letter index refused the dead letter too"),
+        "{blocked}"
+    );
+    let text = common::pipeline::metrics_text(admin)
+        .await
+        .expect("metrics");
+    let series = text
+        .lines()
+        .find(|l| l.starts_with("logsub_worker_blocked_shards{"))
+        .expect("the blocked shard's series");
+    assert!(
+        series.ends_with(" 1") && series.contains("sequence=\""),
+        "{series}"
+    );
+    // Events before the poison, on both shards, are all stored.
+    let stored = eventually(
+        &format!("{sent} documents"),
+        Duration::from_secs(60),
+        || async {
+            let n = common::search::count(base, &index).await;
+            (n >= sent as u64).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(stored, sent as u64);
+    // More events: the other shard's arrive; the blocked shard's wait.
+    for stream in ["a", "b", "c", "d", "e", "f"] {
+        put(
+            &setup,
+            stream,
+            &[format!(r#"{{"n": 9, "s": "{stream}", "after": true}}"#)],
+        )
+        .await;
+    }
+    let after = eventually(
+        "the other shard goes on",
+        Duration::from_secs(60),
+        || async {
+            let n = common::search::count(base, &index).await;
+            (n > sent as u64).then_some(n)
+        },
+    )
+    .await;
+    assert!(
+        after < sent as u64 + 6,
+        "the blocked shard's events wait: {after}"
+    );
+
+    // The dead-letter index takes anything now: the shard goes on.
+    http.delete(format!("{base}/{dead}"))
+        .send()
+        .await
+        .expect("delete");
+    create_index(base, &dead, 1, json!({})).await;
+    let started = tokio::time::Instant::now();
+    eventually("everything stored", Duration::from_secs(180), || async {
+        let n = common::search::count(base, &index).await;
+        let d = common::search::count(base, &dead).await;
+        (n == sent as u64 + 6 && d == 1).then_some(())
+    })
+    .await;
+    eventually(
+        "the shard no longer blocked",
+        Duration::from_secs(30),
+        || {
+            let ns = ns.clone();
+            async move {
+                published_health(&ns)
+                    .await
+                    .iter()
+                    .all(|h| h.get("blocked").is_none())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "trial poison-record: sent {}, delivered {}, unique {}, duplicates 0, dead-lettered 1, lost 0, recovery {:.1}s",
+        sent + 7,
+        sent + 6,
+        sent + 6,
+        started.elapsed().as_secs_f64()
+    );
+    stop(child).await;
+    setup.ns.delete().await;
 }

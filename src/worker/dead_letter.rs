@@ -161,6 +161,13 @@ impl DeadLetter {
 
     /// The dead letter as a document, made at `now_millis`.
     pub fn to_document(&self, now_millis: i64) -> Document {
+        self.to_document_within(now_millis, KEEP_TEXT)
+    }
+
+    /// The dead letter as a document, keeping at most `keep` bytes of the
+    /// refused text (and of the record's bytes): a cluster that refused a
+    /// dead letter as too large is sent a smaller one.
+    pub fn to_document_within(&self, now_millis: i64, keep: usize) -> Document {
         let now = rfc3339_millis(now_millis);
         let mut doc = Document::with_capacity(8);
         doc.insert(ID, Value::String(self.id.clone()));
@@ -169,7 +176,13 @@ impl DeadLetter {
             Value::String(self.time.clone().unwrap_or_else(|| now.clone())),
         );
         for (key, value) in &self.fields {
-            doc.insert(*key, value.clone());
+            let value = match value {
+                Value::String(text) if text.len() > keep => {
+                    Value::String(truncate(text, keep).to_owned())
+                }
+                other => other.clone(),
+            };
+            doc.insert(*key, value);
         }
         let mut about = Map::new();
         about.insert("reason".into(), json!(self.why.reason));
@@ -188,7 +201,7 @@ impl DeadLetter {
         about.insert("at".into(), json!(now));
         let (size, truncated) = match &self.content {
             Content::Record(data) => {
-                let keep = data.len() <= KEEP_DATA;
+                let keep = data.len() <= KEEP_DATA.min(keep);
                 if keep {
                     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
                     about.insert("data_base64".into(), Value::String(encoded));
@@ -196,7 +209,7 @@ impl DeadLetter {
                 (data.len(), !keep)
             }
             Content::Document(text) => {
-                let kept = truncate(text, KEEP_TEXT);
+                let kept = truncate(text, keep);
                 about.insert("document".into(), Value::String(kept.to_owned()));
                 (text.len(), kept.len() < text.len())
             }
@@ -302,5 +315,7 @@ mod tests {
         assert!(about["document"].as_str().unwrap().len() <= KEEP_TEXT);
         let encoded = serde_json::to_vec(&doc).unwrap();
         assert!(encoded.len() < 3 * KEEP_TEXT, "{} bytes", encoded.len());
+        let smaller = serde_json::to_vec(&letter.to_document_within(0, 1000)).unwrap();
+        assert!(smaller.len() < 3000, "{} bytes", smaller.len());
     }
 }

@@ -53,6 +53,15 @@ pub enum PipelineError {
         /// Why.
         reason: String,
     },
+    /// Another holder of the shard wrote the object that starts at this
+    /// record: the shard reads again from its checkpoint, and finds it.
+    #[error("record {sequence}: {reason}; reading again from the checkpoint")]
+    Superseded {
+        /// The record.
+        sequence: SequenceNumber,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// How a shard's records are prepared and cut.
@@ -438,6 +447,10 @@ impl ShardPipeline {
                 self.counters.delivered(stored, now_millis());
                 Ok(())
             }
+            Err(unstored) if unstored.superseded => Err(PipelineError::Superseded {
+                sequence: acked.sequence.clone(),
+                reason: unstored.reason.clone(),
+            }),
             Err(unstored) => Err(PipelineError::Unstored {
                 sequence: acked.sequence.clone(),
                 reason: unstored.reason.clone(),

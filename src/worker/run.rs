@@ -113,7 +113,15 @@ pub async fn run(
         aws = aws.region(aws_config::Region::new(region.clone()));
     }
     let aws = aws.load().await;
-    let stream = Stream::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_arn);
+    // The reader retries with its own backoff and says when reads stall;
+    // retries inside the SDK would only hide a hanging endpoint longer.
+    let kinesis = aws_sdk_kinesis::config::Builder::from(&aws)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let stream = Stream::new(
+        aws_sdk_kinesis::Client::from_conf(kinesis),
+        &config.stream_arn,
+    );
     let parts = Parts {
         metrics,
         config,
@@ -371,12 +379,12 @@ async fn coordinate<S: Sink>(
     let metrics = &shared.shard.metrics;
     for (shard, task) in held.reap() {
         let exit = task.await;
+        // The shard task set its series; it goes when the shard is taken again.
         if let Ok(ShardExit::Blocked { sequence, .. }) = &exit {
             let labels = BlockedLabels {
                 shard: shard.clone(),
                 sequence: sequence.to_string(),
             };
-            metrics.blocked_shards.get_or_create(&labels).set(1);
             held.blocked.insert(shard.clone(), labels);
         }
         let failed = report(&shard, exit);

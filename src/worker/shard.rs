@@ -30,7 +30,7 @@ use super::source::kinesis::reader::Read;
 use super::transform::Compiled;
 use crate::aws::AwsError;
 use crate::aws::kinesis::Record;
-use crate::telemetry::WorkerMetrics;
+use crate::telemetry::{BlockedLabels, WorkerMetrics};
 use crate::time::{now_millis, sleep_until};
 
 /// What a shard task needs of the lease it holds. Each write also renews it and
@@ -453,6 +453,14 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     /// is published on the lease, which this worker keeps.
     async fn blocked(mut self, sequence: SequenceNumber, reason: String) -> ShardExit {
         tracing::error!(shard = %self.shard, %sequence, %reason, "a record cannot be stored anywhere; the shard stops before it");
+        self.context
+            .metrics
+            .blocked_shards
+            .get_or_create(&BlockedLabels {
+                shard: self.shard.clone(),
+                sequence: sequence.to_string(),
+            })
+            .set(1);
         self.pipeline.counters.health.blocked = Some(format!("record {sequence}: {reason}"));
         if let Err(exit) = self.maintain(true).await {
             return exit;

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod image;
 pub mod pipeline;
 pub mod search;
+pub mod toxiproxy;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -338,4 +339,41 @@ pub async fn install_crd(client: &kube::Client) {
         .await
         .expect("CRD Established within 30 s")
         .expect("watch the CRD");
+}
+
+/// One fault trial's outcome, checked and printed on one line: every event
+/// sent is there once (as a document or a dead letter), none twice, none lost.
+pub fn trial(
+    name: &str,
+    sent: &[String],
+    delivered: &[String],
+    dead_lettered: usize,
+    recovery: Duration,
+) {
+    let unique: std::collections::BTreeSet<&String> = delivered.iter().collect();
+    let duplicates = delivered.len() - unique.len();
+    let lost = sent.iter().filter(|s| !unique.contains(s)).count();
+    eprintln!(
+        "trial {name}: sent {}, delivered {}, unique {}, duplicates {duplicates}, dead-lettered {dead_lettered}, lost {lost}, recovery {:.1}s",
+        sent.len(),
+        delivered.len(),
+        unique.len(),
+        recovery.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "{name}: events lost");
+    assert_eq!(duplicates, 0, "{name}: events delivered twice");
+}
+
+/// A kubeconfig like `path`'s that reaches the API server at `server`
+/// (through a fault proxy); its path.
+pub fn kubeconfig_via(path: &Path, server: &str) -> PathBuf {
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(path).expect("read kubeconfig");
+    for cluster in &mut kubeconfig.clusters {
+        if let Some(c) = cluster.cluster.as_mut() {
+            c.server = Some(server.to_owned());
+        }
+    }
+    let out = std::env::temp_dir().join(format!("{}.kubeconfig", unique("via")));
+    std::fs::write(&out, serde_saphyr::to_string(&kubeconfig).expect("yaml")).expect("write");
+    out
 }

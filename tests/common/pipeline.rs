@@ -123,6 +123,17 @@ pub fn worker_with_admin(
     identity: &str,
     lines: mpsc::UnboundedSender<Delivered>,
 ) -> (Child, u16) {
+    worker_with_env(config, identity, lines, &[])
+}
+
+/// [`worker_with_admin`], with environment variables added or replaced (an
+/// AWS endpoint through a fault proxy, another kubeconfig).
+pub fn worker_with_env(
+    config: &std::path::Path,
+    identity: &str,
+    lines: mpsc::UnboundedSender<Delivered>,
+    env: &[(&str, &str)],
+) -> (Child, u16) {
     let admin = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_logsub"))
         .args(["worker", "--config"])
@@ -130,6 +141,7 @@ pub fn worker_with_admin(
         .args(["--identity", identity])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .envs(stack().child_env())
+        .envs(env.iter().copied())
         .env("LOGSUB_LOG", "info,logsub=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -141,13 +141,16 @@ pub struct Stored {
     pub dead_lettered: usize,
 }
 
-/// A document of a part that could not be stored anywhere: the sink refused
-/// it for good and refused its dead letter too. Nothing of the part is
-/// acknowledged; its shard stops at this record.
+/// A part that was not stored: a document of it that the sink refused for
+/// good, with its dead letter (its shard stops at this record), or an object
+/// another holder wrote meanwhile (`superseded`: its shard reads again).
+/// Nothing of the part is acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unstored {
     /// Why, for the status and the logs.
     pub reason: String,
+    /// Whether another holder's object took the part's place.
+    pub superseded: bool,
 }
 
 /// Where and what to acknowledge when a part is delivered.
@@ -278,12 +281,12 @@ impl Part {
         }
     }
 
-    /// Reports that a document of the part could not be stored anywhere.
-    fn fail(self, reason: String) {
+    /// Reports that the part was not stored.
+    fn fail(self, unstored: Unstored) {
         if let Some(ack) = self.ack {
             let _ = ack.to.send(Acked {
                 sequence: ack.sequence,
-                result: Err(Unstored { reason }),
+                result: Err(unstored),
             });
         }
     }
@@ -300,6 +303,10 @@ pub struct Delivered {
     /// Documents refused for good whose dead letter was refused too, and why:
     /// nothing stored them.
     pub failed: Vec<(usize, String)>,
+    /// For an object sink: another holder of the shard wrote an object from
+    /// the batch's first record meanwhile. Nothing is acknowledged; the shard
+    /// reads again from its checkpoint and finds that object.
+    pub superseded: Option<String>,
 }
 
 /// Parts delivered together.
@@ -401,6 +408,15 @@ impl Batch {
             let end = v.partition_point(|&i| i < range.end);
             start..end
         };
+        if let Some(reason) = &delivered.superseded {
+            for part in self.parts {
+                part.fail(Unstored {
+                    reason: reason.clone(),
+                    superseded: true,
+                });
+            }
+            return None;
+        }
         let mut again = Batch::default();
         let mut offset = 0;
         for mut part in self.parts {
@@ -408,7 +424,10 @@ impl Batch {
             let range = offset..offset + len;
             offset += len;
             if let Some((_, reason)) = failed.iter().find(|(i, _)| range.contains(i)) {
-                part.fail(reason.clone());
+                part.fail(Unstored {
+                    reason: reason.clone(),
+                    superseded: false,
+                });
                 continue;
             }
             part.refused += in_part(&dead, &range).len();
@@ -614,6 +633,7 @@ pub(crate) mod tests {
                 retry: vec![1],
                 dead_lettered: vec![0],
                 failed: vec![(4, "the dead-letter index refused it".into())],
+                superseded: None,
             })
             .unwrap();
         let acked: Vec<Acked> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
@@ -624,7 +644,8 @@ pub(crate) mod tests {
                 Acked {
                     sequence: seq(3),
                     result: Err(Unstored {
-                        reason: "the dead-letter index refused it".into()
+                        reason: "the dead-letter index refused it".into(),
+                        superseded: false,
                     })
                 }
             ]
@@ -685,7 +706,7 @@ pub(crate) mod tests {
                 };
                 retry.retain(|i| !dead_lettered.contains(i));
                 first = false;
-                pending = batch.settle(&Delivered { retry, dead_lettered, failed: Vec::new() });
+                pending = batch.settle(&Delivered { retry, dead_lettered, ..Delivered::default() });
             }
             prop_assert!(pending.is_none());
             let mut delivered = vec![Vec::new(); sizes.len()];

@@ -1,7 +1,13 @@
 //! Amazon S3 and S3-compatible stores: one NDJSON object per shard batch, under
-//! a key that names its records, `<prefix><shardId>/<first>-<last>.json.gz`.
-//! A replay cuts its batches where the objects already there end (see
-//! [`Sink::resume_cut`]), so it overwrites them rather than adding others.
+//! a key named by its first record, `<prefix><shardId>/<first>.json.gz`, with
+//! its last record in the object's metadata (`x-amz-meta-logsub-last`).
+//!
+//! An object is written once (`If-None-Match: *`): a replay cuts its batches
+//! where the objects already there end (see [`Sink::resume_cut`]) and finds
+//! each written; a holder that lost its shard and a new one can never both
+//! write objects from one record, and the one that finds another's object
+//! where it did not expect one reads again from its checkpoint. So objects
+//! never overlap.
 
 use std::io::Write;
 
@@ -20,6 +26,16 @@ use crate::worker::document::Document;
 const MULTIPART_FROM: usize = 16 << 20;
 /// The size of each part but the last (S3 wants at least 5 MiB).
 const PART_SIZE: usize = 8 << 20;
+/// The object metadata naming its last record.
+const LAST: &str = "logsub-last";
+
+/// How a write of an object ended.
+enum Written {
+    /// Stored.
+    Stored,
+    /// An object of that key is there already.
+    Exists,
+}
 
 /// The S3 sink.
 pub struct S3 {
@@ -74,26 +90,55 @@ impl S3 {
         format!("{prefix}{shard}/")
     }
 
-    /// The key of an object.
-    pub fn key(&self, span: &Span) -> String {
+    /// The key of the object that starts at record `first`.
+    fn key_of(&self, shard: &str, first: &SequenceNumber, meta: &ObjectMeta) -> String {
         format!(
-            "{}{}-{}{}",
-            self.directory(&span.shard, &span.meta),
-            span.first,
-            span.last,
+            "{}{first}{}",
+            self.directory(shard, meta),
             extension(self.compression)
         )
     }
 
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+    /// The key of an object.
+    pub fn key(&self, span: &Span) -> String {
+        self.key_of(&span.shard, &span.first, &span.meta)
+    }
+
+    /// The last record of the object at `key`, if there is one.
+    async fn last_of_object(&self, key: &str) -> Result<Option<SequenceNumber>, SinkError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head
+                .metadata()
+                .and_then(|m| m.get(LAST))
+                .and_then(|last| SequenceNumber::parse(last).ok())),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(e) => Err(failure(classify(e))),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        last: &SequenceNumber,
+        body: Vec<u8>,
+    ) -> Result<Written, SinkError> {
         if body.len() >= MULTIPART_FROM {
-            return self.put_in_parts(key, body).await;
+            return self.put_in_parts(key, last, body).await;
         }
         let mut put = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .if_none_match("*")
+            .metadata(LAST, last.as_str())
             .content_type("application/x-ndjson")
             .body(ByteStream::from(body));
         if let Some(encoding) = content_encoding(self.compression) {
@@ -107,16 +152,25 @@ impl S3 {
         if let Some(class) = &self.storage_class {
             put = put.storage_class(class.clone());
         }
-        put.send().await.map_err(|e| failure(classify(e)))?;
-        Ok(())
+        match put.send().await {
+            Ok(_) => Ok(Written::Stored),
+            Err(e) if precondition_failed(&e) => Ok(Written::Exists),
+            Err(e) => Err(failure(classify(e))),
+        }
     }
 
-    async fn put_in_parts(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+    async fn put_in_parts(
+        &self,
+        key: &str,
+        last: &SequenceNumber,
+        body: Vec<u8>,
+    ) -> Result<Written, SinkError> {
         let mut create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .metadata(LAST, last.as_str())
             .content_type("application/x-ndjson");
         if let Some(encoding) = content_encoding(self.compression) {
             create = create.content_encoding(encoding);
@@ -165,20 +219,35 @@ impl S3 {
                 }
             }
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(&id)
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| failure(classify(e)))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(Written::Stored),
+            Err(e) if precondition_failed(&e) => {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .send()
+                    .await;
+                Ok(Written::Exists)
+            }
+            Err(e) => Err(failure(classify(e))),
+        }
     }
 }
 
@@ -240,7 +309,17 @@ fn body(batch: &Batch, compression: Compression) -> Result<Vec<u8>, std::io::Err
     }
 }
 
-/// The last record of an object key `<dir><first>-<last>.json…` that starts at `first`.
+/// Whether S3 refused a conditional write: the object is there already.
+fn precondition_failed<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> bool {
+    e.as_service_error()
+        .is_some_and(|e| e.code() == Some("PreconditionFailed"))
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+}
+
+/// The last record of an object key `<dir><first>-<last>.json…` that starts
+/// at `first`: the keys objects had before they were written once.
 fn last_of(key: &str, directory: &str, first: &SequenceNumber) -> Option<SequenceNumber> {
     let name = key.strip_prefix(directory)?;
     let rest = name.strip_prefix(first.as_str())?.strip_prefix('-')?;
@@ -273,9 +352,25 @@ impl Sink for S3 {
         let key = self.key(span);
         let body =
             body(batch, self.compression).map_err(|e| SinkError::new("encode", e.to_string()))?;
-        self.put(&key, body).await?;
-        tracing::debug!(%key, documents = batch.len(), "object written");
-        Ok(Delivered::default())
+        match self.put(&key, &span.last, body).await? {
+            Written::Stored => {
+                tracing::debug!(%key, documents = batch.len(), "object written");
+                Ok(Delivered::default())
+            }
+            // A replay of an object written before: the same records, cut
+            // where the earlier object ended.
+            Written::Exists if self.last_of_object(&key).await? == Some(span.last.clone()) => {
+                tracing::debug!(%key, "object written before; the replay ends where it did");
+                Ok(Delivered::default())
+            }
+            Written::Exists => Ok(Delivered {
+                superseded: Some(format!(
+                    "another holder of the shard wrote {key} meanwhile, to another record than {}",
+                    span.last
+                )),
+                ..Delivered::default()
+            }),
+        }
     }
 
     fn concurrency(&self) -> usize {
@@ -293,6 +388,13 @@ impl Sink for S3 {
         first: &SequenceNumber,
         meta: &ObjectMeta,
     ) -> Result<Option<SequenceNumber>, SinkError> {
+        if let Some(last) = self
+            .last_of_object(&self.key_of(shard, first, meta))
+            .await?
+        {
+            return Ok(Some(last));
+        }
+        // Objects written before keys named the first record only.
         let directory = self.directory(shard, meta);
         let listed = self
             .client

@@ -27,13 +27,15 @@ use super::{Batch, Delivered, EncodeError, Sink, SinkError};
 use crate::api::{Template, UtcHour};
 use crate::time::now_millis;
 use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput};
-use crate::worker::dead_letter::{DeadLetter, Origin, Why};
+use crate::worker::dead_letter::{DeadLetter, KEEP_TEXT, Origin, Why};
 use crate::worker::document::{Document, ID, TIMESTAMP};
 
 /// How long a bulk request may take before it is abandoned and sent again.
 const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 /// The error type of a document too large for the cluster alone.
 const TOO_LARGE: &str = "too_large";
+/// The least text a dead letter keeps before it is given up as too large.
+const MIN_KEEP: usize = 256;
 
 /// Why the sink cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -350,7 +352,8 @@ impl Elasticsearch {
     }
 
     /// Writes a dead letter for each document refused for good; what became
-    /// of each (by its index in the batch) goes into `delivered`.
+    /// of each (by its index in the batch) goes into `delivered`. A dead
+    /// letter refused as too large is sent again smaller, down to a stub.
     async fn dead_letter(
         &self,
         batch: &Batch,
@@ -358,8 +361,7 @@ impl Elasticsearch {
         delivered: &mut Delivered,
     ) -> Result<(), SinkError> {
         let docs: Vec<&[u8]> = batch.docs().collect();
-        let now = now_millis();
-        let mut letters: Vec<(usize, Vec<u8>)> = Vec::with_capacity(rejected.len());
+        let mut pending: Vec<(usize, DeadLetter)> = Vec::with_capacity(rejected.len());
         for (i, item) in rejected {
             let Item::Rejected {
                 status,
@@ -392,36 +394,48 @@ impl Elasticsearch {
             };
             let index = (!action.index.is_empty()).then_some(action.index.as_str());
             let id = (!action.id.is_empty()).then_some(action.id.as_str());
-            let letter = DeadLetter::document(origin, id, source, index, why).to_document(now);
-            let mut line = Vec::new();
-            self.encode_dead_letter(&letter, &mut line)
-                .map_err(|e| SinkError::new("encode", e.0))?;
-            letters.push((*i, line));
+            pending.push((*i, DeadLetter::document(origin, id, source, index, why)));
         }
-        let lines: Vec<&[u8]> = letters.iter().map(|(_, l)| l.as_slice()).collect();
-        let items = self.bulk_split(&lines).await.map_err(|f| failure(&f))?;
-        for ((i, _), item) in letters.iter().zip(items) {
-            match item {
-                Item::Created | Item::Duplicate => delivered.dead_lettered.push(*i),
-                // The document goes again: refused again, dead-lettered again.
-                Item::Retry { .. } => delivered.retry.push(*i),
-                Item::Rejected {
-                    status,
-                    error_type,
-                    reason,
-                } => {
-                    let target = self
-                        .dead_letter
-                        .as_ref()
-                        .map_or("the index", |_| "the dead-letter index");
-                    delivered.failed.push((
-                        *i,
-                        format!(
-                            "{target} refused the dead letter too: {status} {error_type}: {reason}"
-                        ),
-                    ));
+        let now = now_millis();
+        let mut keep = KEEP_TEXT;
+        while !pending.is_empty() {
+            let mut lines = Vec::with_capacity(pending.len());
+            for (_, letter) in &pending {
+                let mut line = Vec::new();
+                self.encode_dead_letter(&letter.to_document_within(now, keep), &mut line)
+                    .map_err(|e| SinkError::new("encode", e.0))?;
+                lines.push(line);
+            }
+            let bodies: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            let items = self.bulk_split(&bodies).await.map_err(|f| failure(&f))?;
+            let mut smaller = Vec::new();
+            for ((i, letter), item) in pending.into_iter().zip(items) {
+                match item {
+                    Item::Created | Item::Duplicate => delivered.dead_lettered.push(i),
+                    // The document goes again: refused again, dead-lettered again.
+                    Item::Retry { .. } => delivered.retry.push(i),
+                    Item::Rejected { status: 413, .. } if keep > MIN_KEEP => {
+                        smaller.push((i, letter));
+                    }
+                    Item::Rejected {
+                        status,
+                        error_type,
+                        reason,
+                    } => {
+                        let target = if self.dead_letter.is_some() {
+                            "the dead-letter index"
+                        } else {
+                            "the index"
+                        };
+                        delivered.failed.push((
+                            i,
+                            format!("{target} refused the dead letter too: {status} {error_type}: {reason}"),
+                        ));
+                    }
                 }
             }
+            pending = smaller;
+            keep /= 8;
         }
         Ok(())
     }

@@ -117,6 +117,8 @@ impl ShardReader {
         }
         loop {
             tokio::time::sleep_until(self.next_call).await;
+            // A call that hangs until its deadline counts from its start.
+            let started = Instant::now();
             match self.call().await {
                 Ok(read) => {
                     self.backoff.reset();
@@ -131,7 +133,7 @@ impl ShardReader {
                     let wait = self.backoff.next_wait();
                     tracing::warn!(shard = %self.shard, error = %e, class = e.category(), wait_ms = wait.as_millis() as u64, "read failed; retrying");
                     self.next_call = Instant::now() + wait;
-                    let (since, said) = self.failing.get_or_insert((Instant::now(), false));
+                    let (since, said) = self.failing.get_or_insert((started, false));
                     if !*said && since.elapsed() >= self.limits.stall_after {
                         *said = true;
                         return Ok(Read::Stalled {
