@@ -843,6 +843,73 @@ async fn without_a_default_region_the_spec_must_name_one() {
     ns.delete().await;
 }
 
+/// What cannot work is refused at admission (a name no label can hold, a spec
+/// that sets the workers' identity), or shown as a condition with the API
+/// server's message (workers' objects it refuses); deletion never hangs on it.
+#[tokio::test]
+async fn what_cannot_work_is_refused_or_shown_and_deletion_does_not_hang() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (_, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "refused", 1).await;
+    let kubeconfig = identity(&ns).await;
+    let _controller = start(&ns, &kubeconfig, "10s");
+    let api = ns.api::<LogSubscription>();
+    let refused = |value: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let lsub: LogSubscription = serde_json::from_value(value).unwrap();
+            match api.create(&Default::default(), &lsub).await {
+                Err(kube::Error::Api(s)) => (s.code, s.message),
+                other => panic!("admitted: {other:?}"),
+            }
+        }
+    };
+    let groups = json!({"names": ["/refused/a"]});
+    let long = "a".repeat(70);
+    let (code, message) = refused(without_workers(
+        &long,
+        groups.clone(),
+        json!({"existing": {"name": stream}}),
+    ))
+    .await;
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("at most 63 characters"), "{message}");
+    let mut identity_env =
+        without_workers("env", groups.clone(), json!({"existing": {"name": stream}}));
+    identity_env["spec"]["workers"]["env"] = json!([{"name": "POD_NAME", "value": "everyone"}]);
+    let (code, message) = refused(identity_env).await;
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("POD_NAME"), "{message}");
+
+    // A worker Deployment the API server refuses (a negative CPU request).
+    let mut negative = without_workers("negative", groups, json!({"existing": {"name": stream}}));
+    negative["spec"]["workers"] = json!({"replicas": 1, "resources": {"requests": {"cpu": "-1"}}});
+    create(&ns, negative).await;
+    let message = wait_for(&ns, "negative", "WorkersRefused", SETTLE, |l| {
+        let workers = l
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "WorkersAvailable")?;
+        let ready = condition(l, "Ready")?;
+        (workers.status == "False" && workers.reason == "WorkersRefused" && ready.0 == "False")
+            .then(|| workers.message.clone())
+    })
+    .await;
+    assert!(
+        message.contains("422") || message.contains("Invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("cpu"),
+        "the API server's message: {message}"
+    );
+    delete_all(&ns).await;
+    ns.delete().await;
+}
+
 /// GitOps: every example, applied server-side and reconciled by the
 /// controller (finalizer added, status written), shows no drift in
 /// `kubectl diff --server-side`, so Argo CD and Flux see it in sync.

@@ -18,7 +18,8 @@ pub struct WorkersSpec {
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
 
-    /// CPU and memory requests and limits of the worker container.
+    /// CPU and memory requests and limits of the worker container. When
+    /// unset: requests of 100m CPU and 128Mi memory, and a 512Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
