@@ -31,17 +31,7 @@ async fn clients() -> (Logs, Kinesis) {
 }
 
 async fn log_group(logs: &Logs, name: &str) {
-    logs.create_log_group()
-        .log_group_name(name)
-        .send()
-        .await
-        .expect("create log group");
-    logs.create_log_stream()
-        .log_group_name(name)
-        .log_stream_name("app-1")
-        .send()
-        .await
-        .expect("create log stream");
+    common::controller::log_group(logs, name, "app-1").await;
 }
 
 /// The filters on `group`, by name: (pattern, destination, role).

@@ -10,7 +10,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::pipeline::{Setup, metric, published_health, put, setup, stop, worker_with_admin};
+use common::pipeline::{
+    Setup, first_published, metric, published_health, put, setup, stop, worker_with_admin,
+};
 use common::search::create_index;
 use common::{eventually, fault_node, stack, unique};
 use serde_json::{Value, json};
@@ -133,12 +135,7 @@ async fn outage(http: &reqwest::Client, base: &str) {
     let ns = setup.ns.name.clone();
     let failing = eventually("the sink error on a lease", Duration::from_secs(10), || {
         let ns = ns.clone();
-        async move {
-            published_health(&ns)
-                .await
-                .into_iter()
-                .find_map(|h| h["sinkError"].as_str().map(str::to_owned))
-        }
+        async move { first_published(&ns, "sinkError").await }
     })
     .await;
     assert!(failing.starts_with("unavailable"), "{failing}");
@@ -267,12 +264,7 @@ async fn a_whole_request_refusal_is_retried_never_dropped() {
     let ns = setup.ns.name.clone();
     let said = eventually("the refusal on the lease", Duration::from_secs(60), || {
         let ns = ns.clone();
-        async move {
-            published_health(&ns)
-                .await
-                .into_iter()
-                .find_map(|h| h["sinkError"].as_str().map(str::to_owned))
-        }
+        async move { first_published(&ns, "sinkError").await }
     })
     .await;
     assert!(
@@ -344,12 +336,7 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     let ns = setup.ns.name.clone();
     let blocked = eventually("a shard blocked", Duration::from_secs(60), || {
         let ns = ns.clone();
-        async move {
-            published_health(&ns)
-                .await
-                .into_iter()
-                .find_map(|h| h["blocked"].as_str().map(str::to_owned))
-        }
+        async move { first_published(&ns, "blocked").await }
     })
     .await;
     assert!(

@@ -314,17 +314,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
     let (stream, _) = common::active_stream(&aws_sdk_kinesis::Client::new(&aws), "helm", 1).await;
     let group = format!("/{}", unique("helm"));
-    logs.create_log_group()
-        .log_group_name(&group)
-        .send()
-        .await
-        .unwrap();
-    logs.create_log_stream()
-        .log_group_name(&group)
-        .log_stream_name("s")
-        .send()
-        .await
-        .unwrap();
+    common::controller::log_group(&logs, &group, "s").await;
     let index = unique("helm");
     create(
         &watched,

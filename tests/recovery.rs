@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{aws_secret, condition, create, identity, start, wait_for};
+use common::controller::{aws_secret, condition, create, identity, log_group, start, wait_for};
 use common::search::count;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -84,17 +84,7 @@ async fn a_hung_then_killed_worker_is_reported_and_resumes_in_the_same_pod() {
     let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
     let (stream, _) = active_stream(&aws_sdk_kinesis::Client::new(&aws), "recovery", 1).await;
     let group = format!("/{}", unique("recovery"));
-    logs.create_log_group()
-        .log_group_name(&group)
-        .send()
-        .await
-        .unwrap();
-    logs.create_log_stream()
-        .log_group_name(&group)
-        .log_stream_name("app-1")
-        .send()
-        .await
-        .unwrap();
+    log_group(&logs, &group, "app-1").await;
     let index = unique("recovery");
     let env = aws_secret(&ns).await;
     let kubeconfig = identity(&ns).await;

@@ -5,57 +5,28 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::time::Duration;
 
 use common::pipeline::{forget_checkpoints, metric, put, setup, stop, worker_with_admin};
-use common::{eventually, stack, unique};
+use common::{eventually, unique};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-async fn client() -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(&stack().aws().await)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 /// Every object of the bucket: key → its documents.
 async fn objects(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, Vec<Value>> {
-    let listed = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
+    common::s3::objects(s3, bucket)
         .await
-        .expect("list");
-    let mut out = BTreeMap::new();
-    for object in listed.contents() {
-        let key = object.key().expect("key").to_owned();
-        let got = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(got.content_encoding(), Some("gzip"), "{key}");
-        let bytes = got.body.collect().await.expect("body").into_bytes();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut text)
-            .expect("gunzip");
-        let docs = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("NDJSON"))
-            .collect();
-        out.insert(key, docs);
-    }
-    out
+        .into_iter()
+        .map(|o| {
+            assert_eq!(o.encoding.as_deref(), Some("gzip"), "{}", o.key);
+            (o.key, o.docs)
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn objects_hold_every_event_once_and_a_replay_finds_the_same_objects() {
-    let s3 = client().await;
+    let s3 = common::s3::client().await;
     let bucket = unique("logsub").to_lowercase();
     s3.create_bucket()
         .bucket(&bucket)

@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::controller::{identity, start_with};
-use common::pipeline::{Delivered, published_health, put, setup, stop, worker_with_env};
+use common::pipeline::{
+    Delivered, first_published, published_health, put, setup, stop, worker_with_env,
+};
 use common::search::create_index;
 use common::toxiproxy::Proxy;
 use common::{TestNamespace, eventually, kubeconfig_via, stack, trial, unique};
@@ -95,12 +97,7 @@ async fn a_kinesis_that_never_answers_is_reported_then_read_again() {
     let ns = setup.ns.name.clone();
     let reported = eventually("the stall on the lease", Duration::from_secs(120), || {
         let ns = ns.clone();
-        async move {
-            published_health(&ns)
-                .await
-                .into_iter()
-                .find_map(|h| h["readError"].as_str().map(str::to_owned))
-        }
+        async move { first_published(&ns, "readError").await }
     })
     .await;
     assert!(reported.contains("no read has succeeded"), "{reported}");
@@ -142,13 +139,7 @@ async fn a_stalled_api_server_ends_leadership_before_the_standby_takes_over() {
     let client = stack().kube().await;
     let ns = TestNamespace::new(&client).await;
     let kubeconfig = identity(&ns).await;
-    let api = Proxy::new(
-        stack()
-            .api_server()
-            .trim_start_matches("https://")
-            .trim_end_matches('/'),
-    )
-    .await;
+    let api = Proxy::to_url(&stack().api_server()).await;
     let via = kubeconfig_via(&kubeconfig, &format!("https://{}", api.listen));
     let lease = ["--lease-duration", "6s"];
     let mut leader = start_with(&ns, &via, "30s", &lease);
@@ -293,52 +284,18 @@ async fn answers_cut_mid_body_are_sent_again_and_stored_once() {
 
 /// Every object of `bucket`: (key, last record, the `n` of its documents).
 async fn objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, String, Vec<String>)> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let listed = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .expect("list");
-        for object in listed.contents() {
-            let key = object.key().expect("key").to_owned();
-            let got = s3
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .expect("get");
-            let last = got
-                .metadata()
-                .and_then(|m| m.get("logsub-last"))
-                .cloned()
-                .unwrap_or_default();
-            let bytes = got.body.collect().await.expect("body").into_bytes();
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&bytes[..])
-                .read_to_string(&mut text)
-                .expect("gunzip");
-            let ns = text
-                .lines()
-                .map(|l| {
-                    let doc: Value = serde_json::from_str(l).expect("NDJSON");
-                    doc["n"]
-                        .as_u64()
-                        .map_or_else(String::new, |n| n.to_string())
-                })
+    common::s3::objects(s3, bucket)
+        .await
+        .into_iter()
+        .map(|o| {
+            let ns = o
+                .docs
+                .iter()
+                .map(|d| d["n"].as_u64().map_or_else(String::new, |n| n.to_string()))
                 .collect();
-            out.push((key, last, ns));
-        }
-        token = listed.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            return out;
-        }
-    }
+            (o.key, o.last.unwrap_or_default(), ns)
+        })
+        .collect()
 }
 
 /// A worker whose API server stalls while it writes objects: its renewals
@@ -348,10 +305,7 @@ async fn objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, String, 
 /// two objects of a shard overlap: every event is in S3 exactly once.
 #[tokio::test]
 async fn a_worker_cut_off_from_its_api_server_leaves_no_overlapping_objects() {
-    let config = aws_sdk_s3::config::Builder::from(&stack().aws().await)
-        .force_path_style(true)
-        .build();
-    let s3 = aws_sdk_s3::Client::from_conf(config);
+    let s3 = common::s3::client().await;
     let bucket = unique("takeover").to_lowercase();
     s3.create_bucket()
         .bucket(&bucket)
@@ -364,13 +318,7 @@ async fn a_worker_cut_off_from_its_api_server_leaves_no_overlapping_objects() {
         "[{json: {}}]",
         "{maxEvents: 7, maxWait: 100ms}",
     );
-    let api = Proxy::new(
-        stack()
-            .api_server()
-            .trim_start_matches("https://")
-            .trim_end_matches('/'),
-    )
-    .await;
+    let api = Proxy::to_url(&stack().api_server()).await;
     let via = kubeconfig_via(&stack().kubeconfig(), &format!("https://{}", api.listen));
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (first, _) = worker_with_env(

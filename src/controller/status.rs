@@ -309,13 +309,14 @@ pub fn delivering(shards: &[ShardState], desired: i32) -> Check {
     if active.is_empty() {
         return Check::pending("WaitingForShards", "no worker holds a shard yet");
     }
-    let blocked: Vec<String> = active
-        .iter()
-        .filter_map(|s| {
-            let why = s.health.as_ref()?.blocked.as_deref()?;
-            Some(format!("{}: {why}", s.shard))
-        })
-        .collect();
+    // The shards whose holder says `what` of them, each with what it says.
+    let saying = |what: fn(&ShardHealth) -> Option<&str>| -> Vec<String> {
+        active
+            .iter()
+            .filter_map(|s| Some(format!("{}: {}", s.shard, what(s.health.as_ref()?)?)))
+            .collect()
+    };
+    let blocked = saying(|h| h.blocked.as_deref());
     if !blocked.is_empty() {
         return Check::failed(
             "ShardBlocked",
@@ -328,17 +329,16 @@ pub fn delivering(shards: &[ShardState], desired: i32) -> Check {
     let unread: Vec<String> = active
         .iter()
         .filter(|s| s.unchanged > s.duration)
-        .map(|s| match &s.holder {
-            Some(holder) => format!(
+        .map(|s| {
+            let holder = s
+                .holder
+                .as_deref()
+                .map_or_else(|| "no worker".to_owned(), str::to_owned);
+            format!(
                 "{} (held by {holder}, not renewed for {}s)",
                 s.shard,
                 s.unchanged.as_secs()
-            ),
-            None => format!(
-                "{} (held by no worker for {}s)",
-                s.shard,
-                s.unchanged.as_secs()
-            ),
+            )
         })
         .collect();
     if !unread.is_empty() {
@@ -347,13 +347,7 @@ pub fn delivering(shards: &[ShardState], desired: i32) -> Check {
             format!("no worker is reading {}", name_some(&unread)),
         );
     }
-    let stalled: Vec<String> = active
-        .iter()
-        .filter_map(|s| {
-            let why = s.health.as_ref()?.read_error.as_deref()?;
-            Some(format!("{}: {why}", s.shard))
-        })
-        .collect();
+    let stalled = saying(|h| h.read_error.as_deref());
     if !stalled.is_empty() {
         return Check::failed(
             "ReaderStalled",

@@ -325,3 +325,18 @@ pub async fn assert_policy_allows_what_was_called(controller: &Controller) {
         "docs/iam/controller-policy.json lacks {missing:?} (called: {called:?})"
     );
 }
+
+/// Creates the log group `name` with one log stream, `stream`.
+pub async fn log_group(logs: &aws_sdk_cloudwatchlogs::Client, name: &str, stream: &str) {
+    logs.create_log_group()
+        .log_group_name(name)
+        .send()
+        .await
+        .expect("create log group");
+    logs.create_log_stream()
+        .log_group_name(name)
+        .log_stream_name(stream)
+        .send()
+        .await
+        .expect("create log stream");
+}

@@ -7,6 +7,7 @@
 pub mod controller;
 pub mod image;
 pub mod pipeline;
+pub mod s3;
 pub mod search;
 pub mod toxiproxy;
 

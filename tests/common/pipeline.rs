@@ -315,3 +315,12 @@ pub async fn published_health(ns: &str) -> Vec<Value> {
         .map(|h| serde_json::from_str(h).expect("health is JSON"))
         .collect()
 }
+
+/// What the holder of some lease of `ns` publishes under `key` (e.g.
+/// `sinkError`), once one does.
+pub async fn first_published(ns: &str, key: &str) -> Option<String> {
+    published_health(ns)
+        .await
+        .into_iter()
+        .find_map(|h| h[key].as_str().map(str::to_owned))
+}
