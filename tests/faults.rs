@@ -104,11 +104,11 @@ async fn overload(http: &reqwest::Client, base: &str) {
         metric(admin, "logsub_worker_sink_dead_lettered_events_total").await,
         Some(0.0)
     );
-    eprintln!(
-        "overload: sent {sent}, delivered {sent} ({sent} unique, 0 duplicates), dead-lettered 0, \
-         whole-request 429s {}, items retried after a 429 {}",
+    common::report(&format!(
+        "trial overload-429s: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
+         dead-lettered 0, lost 0; whole-request 429s {}, items retried after a 429 {}",
         throttled.0, throttled.1
-    );
+    ));
     stop(child).await;
     setup.ns.delete().await;
 }
@@ -157,10 +157,11 @@ async fn outage(http: &reqwest::Client, base: &str) {
     )
     .await
     .unwrap_or(0.0);
-    eprintln!(
-        "outage of {outage:?}: sent {sent}, delivered {sent} ({sent} unique, 0 duplicates), \
-         dead-lettered 0, failed deliveries retried {errors}"
-    );
+    common::report(&format!(
+        "trial sink-outage: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
+         dead-lettered 0, lost 0; down {:.1}s, failed deliveries retried {errors}",
+        outage.as_secs_f64()
+    ));
     stop(child).await;
     setup.ns.delete().await;
 }
@@ -221,10 +222,10 @@ async fn too_large(http: &reqwest::Client, base: &str) {
         .await
         .unwrap_or(0.0);
     assert_eq!(stored, 60.0, "the dead letter is not counted as delivered");
-    eprintln!(
+    common::report(&format!(
         "trial too-large-requests: sent {}, delivered 60, unique 60, duplicates 0, dead-lettered 1, lost 0",
         batch.len()
-    );
+    ));
     stop(child).await;
     setup.ns.delete().await;
 }
@@ -282,10 +283,10 @@ async fn a_whole_request_refusal_is_retried_never_dropped() {
     let (child, _) = worker_with_admin(&setup.config, "worker-2", tx);
     let started = tokio::time::Instant::now();
     each_once(&reqwest::Client::new(), base, &index, batch.len()).await;
-    eprintln!(
+    common::report(&format!(
         "trial whole-request-405: sent 20, delivered 20, unique 20, duplicates 0, dead-lettered 0, lost 0, recovery {:.1}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
     stop(child).await;
     setup.ns.delete().await;
 }
@@ -416,13 +417,75 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
         },
     )
     .await;
-    eprintln!(
+    common::report(&format!(
         "trial poison-record: sent {}, delivered {}, unique {}, duplicates 0, dead-lettered 1, lost 0, recovery {:.1}s",
         sent + 7,
         sent + 6,
         sent + 6,
         started.elapsed().as_secs_f64()
+    ));
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
+/// An index that takes no document now (a write block, as ILM or an operator
+/// sets one) refuses every item with 403: that says nothing against the
+/// documents, so none is dead-lettered. The delivery is retried, the lease
+/// says why, and once the block is lifted every event is stored once.
+#[tokio::test]
+async fn a_write_blocked_index_is_waited_for_not_dead_lettered() {
+    let http = reqwest::Client::new();
+    let base = stack().var("OPENSEARCH_URL");
+    let setup = setup(1, &["a"]).await;
+    let index = unique("blocked").to_lowercase();
+    let dead = format!("{index}-dead");
+    create_index(base, &index, 1, json!({})).await;
+    let blocked = http
+        .put(format!("{base}/{index}/_settings"))
+        .json(&json!({"index.blocks.write": true}))
+        .send()
+        .await
+        .expect("block");
+    assert!(blocked.status().is_success());
+    setup.configure(
+        &format!(
+            "{{elasticsearch: {{endpoint: '{base}', index: '{index}', deadLetterIndex: '{dead}'}}}}"
+        ),
+        "[{json: {}}]",
     );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
+    let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
+    put(&setup, "a", &batch).await;
+    let ns = setup.ns.name.clone();
+    let said = eventually("the block on the lease", Duration::from_secs(60), || {
+        let ns = ns.clone();
+        async move { first_published(&ns, "sinkError").await }
+    })
+    .await;
+    assert!(
+        said.starts_with("unwritable") && said.contains("cluster_block_exception"),
+        "{said}"
+    );
+    assert_eq!(
+        common::search::count(base, &dead).await,
+        0,
+        "nothing dead-lettered"
+    );
+    let lifted = http
+        .put(format!("{base}/{index}/_settings"))
+        .json(&json!({"index.blocks.write": null}))
+        .send()
+        .await
+        .expect("lift");
+    assert!(lifted.status().is_success());
+    let started = tokio::time::Instant::now();
+    each_once(&http, base, &index, batch.len()).await;
+    assert_eq!(common::search::count(base, &dead).await, 0);
+    common::report(&format!(
+        "trial write-blocked-index: sent 20, delivered 20, unique 20, duplicates 0, dead-lettered 0, lost 0, recovery {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
     stop(child).await;
     setup.ns.delete().await;
 }

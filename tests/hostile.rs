@@ -95,6 +95,7 @@ fn cost(data: &[u8], transforms: &[Compiled], documents: usize) -> Cost {
             max_inflated_bytes: 64 << 20,
         },
         budget: Duration::from_secs(600),
+        max_output: 1 << 30,
     };
     let record = Record {
         sequence: SequenceNumber::parse("1").unwrap(),
@@ -220,10 +221,53 @@ fn a_huge_event_then_many_empty_ones() {
     );
 }
 
+/// A record that is small on the wire and expands beyond what any record
+/// may become (log group and stream names of 512 characters on 150,000 empty
+/// events: 450 KB compressed, 200 MB of documents) is a `too_large` dead
+/// letter, and preparing it holds a bounded amount of memory: its documents
+/// are encoded one at a time, never held all at once.
+fn a_small_record_that_expands_too_far() {
+    let name = "n".repeat(512);
+    let events: Vec<String> = (0..150_000)
+        .map(|i| format!(r#"{{"id":"{i}","timestamp":1795635868711,"message":""}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/{name}","logStream":"{name}","logEvents":[{}]}}"#,
+        events.join(",")
+    );
+    let data = gzip(json.as_bytes());
+    let sink = Stdout::to(Vec::new());
+    let limits = PartLimits {
+        max_docs: 5000,
+        max_bytes: 5 << 20,
+        decode: Limits::default(),
+        budget: Duration::from_secs(600),
+        max_output: 64 << 20,
+    };
+    let record = Record {
+        sequence: SequenceNumber::parse("1").unwrap(),
+        data,
+        arrival_millis: None,
+    };
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    let prepared = prepare("shardId-0", &record, &[], &sink, &limits).unwrap();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(live);
+    eprintln!(
+        "expanding record: {} bytes compressed, {} inflated: {:?}, peak {peak} bytes",
+        record.data.len(),
+        json.len(),
+        prepared.kind
+    );
+    assert_eq!(prepared.kind, Kind::DeadLetter("too_large"));
+    assert!(peak < 200 << 20, "{peak} bytes live preparing it");
+}
+
 /// One test, so that nothing else allocates while a record is measured.
 #[test]
 fn hostile_records_cost_their_size() {
     many_json_keys();
     many_cloudtrail_records();
     a_huge_event_then_many_empty_ones();
+    a_small_record_that_expands_too_far();
 }

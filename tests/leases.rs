@@ -43,8 +43,8 @@ async fn a_worker_that_lost_its_lease_cannot_checkpoint() {
         ttl,
     );
 
-    a.ensure(SHARD, &[], None).await.expect("create lease");
-    b.ensure(SHARD, &[], None)
+    a.ensure(SHARD, &[]).await.expect("create lease");
+    b.ensure(SHARD, &[])
         .await
         .expect("creating it again is fine");
     let seen_by_b = only(&mut b).await;
@@ -117,13 +117,9 @@ async fn a_lease_left_unrenewed_for_its_duration_expires() {
     let ttl = Duration::from_millis(800);
     let mut a = LeaseStore::new(client.clone(), &ns.name, "lambda", STREAM, "worker-a", ttl);
     let mut b = LeaseStore::new(client.clone(), &ns.name, "lambda", STREAM, "worker-b", ttl);
-    a.ensure(
-        "shardId-000000000007",
-        &["shardId-000000000003".into()],
-        None,
-    )
-    .await
-    .expect("create");
+    a.ensure("shardId-000000000007", &["shardId-000000000003".into()])
+        .await
+        .expect("create");
     let free = only(&mut a).await;
     let held = a.take(&free).await.expect("take");
     assert_eq!(held.parents(), ["shardId-000000000003"]);
@@ -148,8 +144,7 @@ async fn a_lease_left_unrenewed_for_its_duration_expires() {
 
 /// Checkpoints belong to one stream: another stream of the same subscription,
 /// or the same name created again, has leases of its own and never resumes
-/// from these. Leases written before leases named their stream are resumed
-/// from only when they were made after the stream was created.
+/// from these.
 #[tokio::test]
 async fn checkpoints_belong_to_one_stream() {
     let client = stack().kube().await;
@@ -159,7 +154,7 @@ async fn checkpoints_belong_to_one_stream() {
         LeaseStore::new(client.clone(), &ns.name, "app", stream, "worker-a", ttl)
     };
     let mut first = store(STREAM);
-    first.ensure(SHARD, &[], None).await.expect("create");
+    first.ensure(SHARD, &[]).await.expect("create");
     let lease = only(&mut first).await;
     let lease = first.take(&lease).await.expect("take");
     let seq =
@@ -174,7 +169,7 @@ async fn checkpoints_belong_to_one_stream() {
     for stream in [(other, STREAM.1), recreated] {
         let mut next = store(stream);
         assert!(next.list().await.expect("list").is_empty(), "{stream:?}");
-        next.ensure(SHARD, &[], None).await.expect("create");
+        next.ensure(SHARD, &[]).await.expect("create");
         assert_eq!(
             only(&mut next).await.checkpoint(),
             Checkpoint::None,
@@ -187,38 +182,18 @@ async fn checkpoints_belong_to_one_stream() {
         "the first stream's lease is untouched"
     );
 
-    // A lease as earlier workers wrote it: no stream label, named by shard.
-    let legacy: k8s_openapi::api::coordination::v1::Lease =
-        serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "app-shardid-000000000000",
-                "labels": {"logsub.io/subscription": "app"},
-                "annotations": {
-                    "logsub.io/shard-id": SHARD,
-                    "logsub.io/checkpoint": seq.as_str(),
-                },
-            },
-            "spec": {"leaseDurationSeconds": 10},
-        }))
-        .unwrap();
-    ns.api::<k8s_openapi::api::coordination::v1::Lease>()
-        .create(&Default::default(), &legacy)
+    // A lease that lost its labels (edited by hand) is neither listed nor made
+    // again: making it puts them back, and it is listed once more.
+    let name = first.lease_name(SHARD);
+    let leases = ns.api::<k8s_openapi::api::coordination::v1::Lease>();
+    let mut lease = leases.get(&name).await.expect("the lease");
+    lease.metadata.labels = None;
+    leases
+        .replace(&name, &Default::default(), &lease)
         .await
-        .expect("an earlier lease");
-    let created_before = store((ARN, Some(1_700_000_000_000)));
-    assert_eq!(
-        created_before.earlier_checkpoints().await.expect("earlier")[SHARD],
-        Checkpoint::At(seq),
-        "made after the stream was created: resumed"
-    );
-    let created_after = store((ARN, Some(4_000_000_000_000)));
-    assert!(
-        created_after
-            .earlier_checkpoints()
-            .await
-            .expect("earlier")
-            .is_empty(),
-        "made before the stream existed: another stream's"
-    );
+        .expect("labels removed");
+    assert!(first.list().await.expect("list").is_empty());
+    first.ensure(SHARD, &[]).await.expect("ensure");
+    assert_eq!(only(&mut first).await.checkpoint(), Checkpoint::At(seq));
     ns.delete().await;
 }

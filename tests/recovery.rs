@@ -179,8 +179,10 @@ async fn a_hung_then_killed_worker_is_reported_and_resumes_in_the_same_pod() {
         (ready(l).is_some() && delivered >= 400).then_some(())
     })
     .await;
-    eprintln!(
-        "hung worker: reported after {noticed:?}; killed and restarted in place: lease taken back {takeover:?} after the restart; sent 400, delivered 400, duplicates 0, lost 0"
-    );
+    common::report(&format!(
+        "trial worker-hung-then-killed-in-place: sent 400, delivered 400, unique 400, duplicates 0, dead-lettered 0, lost 0; reported (LeasesExpired) {:.1}s after it hung, lease taken back {:.1}s after the restart",
+        noticed.as_secs_f64(),
+        takeover.as_secs_f64()
+    ));
     ns.delete().await;
 }

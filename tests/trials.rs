@@ -184,11 +184,11 @@ async fn a_stalled_api_server_ends_leadership_before_the_standby_takes_over() {
     );
     // Two thirds of the 6 s lease, and a renewal period.
     assert!(stopped.1 < Duration::from_secs(8), "{:?}", stopped.1);
-    eprintln!(
+    common::report(&format!(
         "trial api-server-stalls-under-the-leader: leader stopped after {:.1}s, standby led after {:.1}s; never two leaders",
         stopped.1.as_secs_f64(),
         took_over.as_secs_f64()
-    );
+    ));
     drop(standby);
     ns.delete().await;
 }

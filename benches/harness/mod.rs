@@ -63,6 +63,8 @@ pub fn context<S: Sink>(
         metrics,
         decode: Limits::default(),
         budget: Duration::from_secs(10),
+        max_output: 64 << 20,
+        prepares: logsub::worker::prepare_pool::PreparePool::per_core(),
         renew_interval: Duration::from_secs(5),
         lease_duration: Duration::from_secs(15),
         checkpoint_interval: Duration::from_secs(1),

@@ -243,10 +243,18 @@ impl Memory {
     }
 
     /// The shards of `uid`'s leases, each with how long this controller has
-    /// seen its lease unchanged (remembered between reconciles; a lease first
-    /// seen now counts from now).
+    /// seen its lease unchanged. That is remembered between reconciles; a
+    /// lease first seen (after a restart of the controller, or a new leader)
+    /// counts from its holder's last renewal, less a lease duration for the
+    /// clocks' difference, so a worker that hung before is not taken for live.
     pub fn shard_states(&self, uid: &str, leases: Vec<observe::LeaseSeen>) -> Vec<ShardState> {
         let now = Instant::now();
+        let wall = k8s_openapi::jiff::Timestamp::now();
+        let unfinished: std::collections::HashSet<String> = leases
+            .iter()
+            .filter(|l| !l.finished)
+            .map(|l| l.shard.clone())
+            .collect();
         let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let memo = memory.entry(uid.to_owned()).or_default();
         let mut seen = HashMap::with_capacity(leases.len());
@@ -255,8 +263,21 @@ impl Memory {
             .map(|lease| {
                 let since = match memo.leases.get(&lease.name) {
                     Some((version, since)) if *version == lease.resource_version => *since,
-                    _ => now,
+                    Some(_) => now,
+                    None => {
+                        let silent = lease
+                            .renewed
+                            .and_then(|at| wall.duration_since(at).try_into().ok())
+                            .map_or(Duration::ZERO, |d: Duration| {
+                                d.saturating_sub(lease.duration)
+                            });
+                        now.checked_sub(silent).unwrap_or(now)
+                    }
                 };
+                // A child shard nobody holds while a parent is still read waits
+                // its turn: it is not unread.
+                let waiting =
+                    lease.holder.is_none() && lease.parents.iter().any(|p| unfinished.contains(p));
                 seen.insert(lease.name, (lease.resource_version, since));
                 ShardState {
                     shard: lease.shard,
@@ -264,6 +285,7 @@ impl Memory {
                     unchanged: now.saturating_duration_since(since),
                     duration: lease.duration,
                     finished: lease.finished,
+                    waiting,
                     health: lease.health,
                 }
             })
@@ -280,5 +302,59 @@ impl Memory {
             .or_default()
             .backoff
             .next_wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(
+        name: &str,
+        renewed_ago: u64,
+        holder: Option<&str>,
+        parents: &[&str],
+    ) -> observe::LeaseSeen {
+        observe::LeaseSeen {
+            name: name.into(),
+            resource_version: "1".into(),
+            shard: name.into(),
+            holder: holder.map(str::to_owned),
+            duration: Duration::from_secs(15),
+            finished: false,
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+            renewed: Some(
+                k8s_openapi::jiff::Timestamp::now()
+                    - k8s_openapi::jiff::SignedDuration::from_secs(renewed_ago as i64),
+            ),
+            health: None,
+        }
+    }
+
+    /// A controller that has just started (or just become leader) does not
+    /// take a lease its holder stopped renewing long ago for live; nor a
+    /// child waiting for its parent for an unread shard.
+    #[test]
+    fn leases_first_seen_count_from_their_last_renewal() {
+        let memory = Memory::default();
+        let states = memory.shard_states(
+            "uid",
+            vec![
+                lease("hung", 45, Some("pod-a"), &[]),
+                lease("live", 3, Some("pod-a"), &[]),
+                lease("child", 45, None, &["live"]),
+            ],
+        );
+        assert!(
+            states[0].unchanged >= Duration::from_secs(29),
+            "{:?}",
+            states[0].unchanged
+        );
+        assert!(states[1].unchanged < Duration::from_secs(1));
+        assert!(states[2].waiting && !states[0].waiting);
+        assert_eq!(status::delivering(&states, 1).reason(), "LeasesExpired");
+        // Seen again unchanged: the time goes on from there.
+        let again = memory.shard_states("uid", vec![lease("hung", 45, Some("pod-a"), &[])]);
+        assert!(again[0].unchanged >= states[0].unchanged);
     }
 }

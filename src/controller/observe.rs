@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::Aws;
 use super::plan::Group;
@@ -16,7 +16,7 @@ use crate::aws::logs::Logs;
 use crate::aws::{AwsError, ErrorClass};
 use crate::worker::health::ShardHealth;
 use crate::worker::source::kinesis::lease::{
-    Checkpoint, STREAM_LABEL, SUBSCRIPTION_LABEL, ShardLease,
+    Checkpoint, STREAM_ARN_ANNOTATION, STREAM_LABEL, SUBSCRIPTION_LABEL, ShardLease, stream_key,
 };
 
 /// How many log groups are described at once.
@@ -122,6 +122,10 @@ pub struct LeaseSeen {
     pub duration: Duration,
     /// Whether its shard was read to its end.
     pub finished: bool,
+    /// The shard's parents, read before it.
+    pub parents: Vec<String>,
+    /// When its holder last renewed it, by the holder's clock.
+    pub renewed: Option<k8s_openapi::jiff::Timestamp>,
     /// The health its holder last published.
     pub health: Option<ShardHealth>,
 }
@@ -156,8 +160,102 @@ pub async fn leases(
                     u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15),
                 ),
                 finished: lease.checkpoint() == Checkpoint::ShardEnd,
+                parents: lease.parents(),
+                renewed: spec.renew_time.map(|t| t.0),
                 health: lease.health(),
             }
         })
         .collect())
+}
+
+/// Whether a lease written before leases named their stream holds a
+/// checkpoint of the stream in use: the workers that wrote it had one stream,
+/// the one the status recorded (`previous`); it is this one if that is the
+/// stream in use now and the lease was made after the stream was created (a
+/// stream of the same name made again is another).
+pub fn earlier_lease_is_of(
+    previous: Option<&str>,
+    arn: &str,
+    stream_created_millis: Option<i64>,
+    lease_created: Option<k8s_openapi::jiff::Timestamp>,
+) -> bool {
+    let after_creation = match (stream_created_millis, lease_created) {
+        (Some(stream), Some(lease)) => lease.as_millisecond() >= stream,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    previous == Some(arn) && after_creation
+}
+
+/// Leases that earlier workers wrote without naming their stream: those of
+/// the stream in use are labelled as its own, so that its workers resume from
+/// them; the others (another stream's checkpoints) are deleted.
+pub async fn adopt_earlier_leases(
+    client: &kube::Client,
+    namespace: &str,
+    subscription: &str,
+    previous: Option<&str>,
+    (arn, created): (&str, Option<i64>),
+) -> Result<(), kube::Error> {
+    let api = Api::<Lease>::namespaced(client.clone(), namespace);
+    let selector = format!("{SUBSCRIPTION_LABEL}={subscription},!{STREAM_LABEL}");
+    let earlier = api.list(&ListParams::default().labels(&selector)).await?;
+    for mut lease in earlier.items {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let made = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let result = if earlier_lease_is_of(previous, arn, created, made) {
+            tracing::info!(lease = %name, %arn, "a lease from before leases named their stream: resumed from");
+            lease
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(STREAM_LABEL.to_owned(), stream_key(arn, created));
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(STREAM_ARN_ANNOTATION.to_owned(), arn.to_owned());
+            api.replace(&name, &PostParams::default(), &lease)
+                .await
+                .map(drop)
+        } else {
+            tracing::info!(lease = %name, "a lease from before leases named their stream, of another stream: deleted");
+            api.delete(&name, &DeleteParams::default()).await.map(drop)
+        };
+        match result {
+            Ok(()) => {}
+            // Gone or changed meanwhile: looked at again next time.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn earlier_leases_are_of_the_stream_the_status_recorded() {
+        let arn = "arn:aws:kinesis:us-east-1:1:stream/a";
+        let at = |ms: i64| Timestamp::from_millisecond(ms).ok();
+        assert!(earlier_lease_is_of(Some(arn), arn, Some(1_000), at(2_000)));
+        assert!(
+            !earlier_lease_is_of(
+                Some("arn:aws:kinesis:us-east-1:1:stream/b"),
+                arn,
+                Some(1_000),
+                at(2_000)
+            ),
+            "the stream changed: another stream's checkpoints"
+        );
+        assert!(!earlier_lease_is_of(None, arn, Some(1_000), at(2_000)));
+        assert!(
+            !earlier_lease_is_of(Some(arn), arn, Some(3_000), at(2_000)),
+            "made before the stream: of one deleted and made again"
+        );
+    }
 }

@@ -172,6 +172,16 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let (workers_check, workers, delivering, delivery) =
         match (&view.stream_arn, view.stream_usable) {
             (Some(arn), true) => {
+                if due {
+                    observe::adopt_earlier_leases(
+                        &ctx.client,
+                        &lsub.namespace().unwrap_or_default(),
+                        &lsub.name_any(),
+                        previous.stream_arn.as_deref(),
+                        (arn, view.stream_created),
+                    )
+                    .await?;
+                }
                 let (workers, counts) = match sync_workers(lsub, ctx, region, &view, due).await {
                     Ok(synced) => synced,
                     // Said on the status rather than only retried: a refusal

@@ -277,6 +277,8 @@ pub struct ShardState {
     pub duration: std::time::Duration,
     /// Whether the shard was read to its end.
     pub finished: bool,
+    /// Whether the shard waits for its parents to be read (unheld, as it must).
+    pub waiting: bool,
     /// The health its holder last published.
     pub health: Option<ShardHealth>,
 }
@@ -305,7 +307,10 @@ pub fn delivering(shards: &[ShardState], desired: i32) -> Check {
     if desired == 0 {
         return Check::pending("ScaledToZero", "no workers read the stream");
     }
-    let active: Vec<&ShardState> = shards.iter().filter(|s| !s.finished).collect();
+    let active: Vec<&ShardState> = shards
+        .iter()
+        .filter(|s| !s.finished && !s.waiting)
+        .collect();
     if active.is_empty() {
         return Check::pending("WaitingForShards", "no worker holds a shard yet");
     }
@@ -621,6 +626,7 @@ mod tests {
             unchanged: std::time::Duration::from_secs(2),
             duration: std::time::Duration::from_secs(15),
             finished: false,
+            waiting: false,
             health: Some(health),
         }
     }
@@ -691,7 +697,11 @@ mod tests {
                 .2
                 .contains("held by no worker")
         );
+        // A child waiting for its parent is not held, and need not be.
+        shards[1].waiting = true;
+        assert!(delivering(&shards, 1).is_ready());
         // A finished shard's lease is not renewed, and need not be.
+        shards[1].waiting = false;
         shards[1].finished = true;
         assert!(delivering(&shards, 1).is_ready());
 

@@ -19,8 +19,10 @@ pub const DEAD_LETTER: &str = "@dead_letter";
 /// Text kept of a refused document or its message: a dead letter must fit
 /// where its document did not.
 pub const KEEP_TEXT: usize = 32 << 10;
-/// Records up to this size are kept whole (base64) in their dead letter.
-pub const KEEP_DATA: usize = 64 << 10;
+/// Records up to this size are kept whole (base64) in their dead letter: a
+/// Kinesis record is at most 1 MiB, so every record is, unless the sink
+/// refused the dead letter as too large (see `to_document_within`).
+pub const KEEP_DATA: usize = 1 << 20;
 
 /// Where a dead letter came from: the shard and record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,7 +203,9 @@ impl DeadLetter {
         about.insert("at".into(), json!(now));
         let (size, truncated) = match &self.content {
             Content::Record(data) => {
-                let keep = data.len() <= KEEP_DATA.min(keep);
+                // The same share of the record as of text, kept whole or not at all.
+                let keep =
+                    data.len() <= (keep.saturating_mul(KEEP_DATA / KEEP_TEXT)).min(KEEP_DATA);
                 if keep {
                     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
                     about.insert("data_base64".into(), Value::String(encoded));

@@ -301,12 +301,16 @@ pub fn from_event(owner: &str, log_group: &str, log_stream: &str, event: LogEven
     ]);
     for (name, value) in event.extracted_fields.into_iter().flatten() {
         // A field keeps its text in every event, and what it reads as goes
-        // beside it under `$name`: a field that is a number or an object in one
-        // event and text in the next (`size` is `-` for a 304; a Lambda line's
-        // last field is JSON or not) would otherwise break the index mapping
-        // the first event made, and the later events would be refused.
-        if let Some(typed) = typed(&value) {
-            doc.insert_absent(format!("${name}"), typed);
+        // beside it, under a name of its own for each kind: `$name` for a JSON
+        // object, `$name_number` for a number (always a float, so that any
+        // number fits the mapping the first one made). A field that is a
+        // number in one event, an object in the next and text in a third
+        // (`size` is `-` for a 304; a Lambda line's last field is JSON or not)
+        // can then break no index mapping, and no later event is refused.
+        match typed(&value) {
+            Some(Typed::Object(object)) => doc.insert_absent(format!("${name}"), object),
+            Some(Typed::Number(n)) => doc.insert_absent(format!("${name}_number"), n),
+            None => {}
         }
         // The `@` fields are ours; a filter pattern field cannot replace them.
         doc.insert_absent(name, value);
@@ -314,23 +318,31 @@ pub fn from_event(owner: &str, log_group: &str, log_stream: &str, event: LogEven
     doc
 }
 
-/// What an extracted field's text reads as, when it is more than text: all
-/// digits → a number, a JSON object → that object.
-fn typed(value: &Value) -> Option<Value> {
+/// What an extracted field's text reads as, when it is more than text.
+enum Typed {
+    /// All digits: a number.
+    Number(Value),
+    /// A JSON object.
+    Object(Value),
+}
+
+fn typed(value: &Value) -> Option<Typed> {
     let Value::String(text) = value else {
         return None;
     };
+    // A number with a leading zero (an account id, a zip code) is text.
     if !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(n) = text.parse::<u64>()
+        && !(text.len() > 1 && text.starts_with('0'))
+        && let Ok(n) = text.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(n)
     {
-        // A number with a leading zero (an account id, a zip code) is text.
-        return (!(text.len() > 1 && text.starts_with('0'))).then(|| Value::from(n));
+        return Some(Typed::Number(Value::Number(n)));
     }
     if text.starts_with('{')
         && let Ok(Value::Object(object)) = serde_json::from_str(text)
     {
-        return Some(Value::Object(object));
+        return Some(Typed::Object(Value::Object(object)));
     }
     None
 }
@@ -467,14 +479,29 @@ mod tests {
         let doc = from_event(&data.owner, &data.log_group, &data.log_stream, event);
         assert_eq!(doc["ip"], "127.0.0.1");
         assert_eq!(doc["$ip"], Value::Null);
+        assert_eq!(doc["$ip_number"], Value::Null);
         assert_eq!(
-            (&doc["status"], &doc["$status"]),
-            (&json!("200"), &json!(200))
+            (&doc["status"], &doc["$status_number"]),
+            (&json!("200"), &json!(200.0))
         );
-        assert_eq!(doc["$bytes"], 1534);
-        assert_eq!(doc["$zero"], 0);
+        // The reading of each kind has a name of its own, and a number past
+        // i64 is still a number a float mapping takes.
+        let typed = |fields: Value| {
+            let (d, e) = self::data(Some(fields));
+            from_event(&d.owner, &d.log_group, &d.log_stream, e)
+        };
+        let object = typed(json!({"body": "{\"user\":\"ann\"}", "size": "18446744073709551615"}));
+        assert_eq!(object["$body"], json!({"user": "ann"}));
+        assert!(object["$size_number"].is_f64());
+        let number = typed(json!({"body": "200"}));
+        assert!(!number.contains_key("$body") && number["$body_number"] == 200.0);
+        assert_eq!(doc["$bytes_number"], 1534.0);
+        assert_eq!(doc["$zero_number"], 0.0);
         assert_eq!(doc["account"], "012345678901");
-        assert!(!doc.contains_key("$account"), "a leading zero is text");
+        assert!(
+            !doc.contains_key("$account_number"),
+            "a leading zero is text"
+        );
         assert_eq!(doc["request"], "{\"path\":\"/a\",\"n\":1}");
         assert_eq!(doc["$request"], json!({"path": "/a", "n": 1}));
         assert_eq!(doc["broken"], "{not json");

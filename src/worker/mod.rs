@@ -8,6 +8,7 @@ pub mod decode;
 pub mod document;
 pub mod health;
 pub mod pipeline;
+pub mod prepare_pool;
 pub mod process;
 pub mod run;
 pub mod shard;

@@ -19,7 +19,7 @@ use super::dead_letter::Why;
 use super::decode::cloudwatch::Limits;
 use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
 use super::health::ShardCounters;
-use super::process::{Outcome, dead_letter, process};
+use super::process::{Streamed, process_each};
 use super::sink::batch::{Ack, Acked, Encoded, ObjectMeta, Part, Span};
 use super::sink::{EncodeError, Sink};
 use super::transform::Compiled;
@@ -53,6 +53,9 @@ pub enum PipelineError {
         /// Why.
         reason: String,
     },
+    /// Preparing a record panicked (a bug).
+    #[error("preparing a record panicked: {0}")]
+    Panicked(String),
     /// Another holder of the shard wrote the object that starts at this
     /// record: the shard reads again from its checkpoint, and finds it.
     #[error("record {sequence}: {reason}; reading again from the checkpoint")]
@@ -73,8 +76,11 @@ pub struct PartLimits {
     pub max_bytes: usize,
     /// Largest inflated payload accepted.
     pub decode: Limits,
-    /// Longest a record may take to prepare before it is dead-lettered (`too_slow`).
+    /// CPU time a record may take to prepare before it is dead-lettered (`too_slow`).
     pub budget: Duration,
+    /// Bytes of encoded documents a record may become before it is
+    /// dead-lettered (`too_large`).
+    pub max_output: usize,
 }
 
 /// What a record became.
@@ -104,10 +110,12 @@ pub struct Prepared {
     pub meta: Option<ObjectMeta>,
 }
 
-/// Decodes, transforms and encodes one record of `shard` for `sink` (pure).
-/// A record that cannot be decoded, is over its budget, or has a document
-/// the sink cannot encode becomes a dead letter. Fails only when even the dead
-/// letter cannot be encoded.
+/// Decodes, transforms and encodes one record of `shard` for `sink` (pure),
+/// one document at a time. A record that cannot be decoded, is over its
+/// budget, has a document the sink cannot encode, or becomes more than
+/// `max_output` bytes of documents (a small record of many tiny events can
+/// become a thousand times its size) becomes a dead letter. Fails only when
+/// even the dead letter cannot be encoded.
 pub fn prepare<S: Sink>(
     shard: &str,
     record: &Record,
@@ -122,38 +130,49 @@ pub fn prepare<S: Sink>(
         encoded,
         meta,
     };
-    let letter = match process(shard, record, transforms, limits.decode, limits.budget) {
-        Outcome::Control => return Ok(prepared(Kind::Control, Encoded::default(), None)),
-        Outcome::Documents(docs) => {
-            let meta = docs.first().map(object_meta);
-            let mut encoded = Encoded::default();
-            let result = docs.iter().enumerate().try_for_each(|(i, doc)| {
-                encoded.push(|out| sink.encode(doc, out))?;
-                if i == 0 {
-                    // The first document's size sizes the rest, in one
-                    // allocation of at most a batch: a huge first event
-                    // followed by many small ones must not reserve their product.
-                    let guess = encoded.byte_len().saturating_mul(docs.len()) / 4 * 5;
-                    encoded.reserve(guess.min(limits.max_bytes));
-                }
-                Ok::<(), EncodeError>(())
-            });
-            match result {
-                Ok(()) => return Ok(prepared(Kind::Documents(docs.len()), encoded, meta)),
-                Err(e) => dead_letter(
-                    shard,
-                    record,
-                    Why {
-                        reason: "encode",
-                        message: e.to_string(),
-                        status: None,
-                        error_type: None,
-                    },
-                ),
+    // Documents come to several times the compressed record: room for that
+    // at once (touched only as written), at most a batch.
+    let mut encoded =
+        Encoded::with_capacity(record.data.len().saturating_mul(8).min(limits.max_bytes));
+    let mut meta = None;
+    let streamed = process_each(
+        shard,
+        record,
+        transforms,
+        limits.decode,
+        limits.budget,
+        &mut |doc| {
+            if meta.is_none() {
+                meta = Some(object_meta(&doc));
             }
-        }
-        Outcome::Rejected(letter) => *letter,
+            encoded
+                .push(|out| sink.encode(&doc, out))
+                .map_err(|e| Why {
+                    reason: "encode",
+                    message: e.to_string(),
+                    status: None,
+                    error_type: None,
+                })?;
+            if encoded.byte_len() > limits.max_output {
+                return Err(Why {
+                    reason: "too_large",
+                    message: format!(
+                        "its documents come to more than {} bytes",
+                        limits.max_output
+                    ),
+                    status: None,
+                    error_type: None,
+                });
+            }
+            Ok(())
+        },
+    );
+    let letter = match streamed {
+        Streamed::Control => return Ok(prepared(Kind::Control, Encoded::default(), None)),
+        Streamed::Events(events) => return Ok(prepared(Kind::Documents(events), encoded, meta)),
+        Streamed::Rejected(letter) => *letter,
     };
+    drop(encoded);
     let reason = letter.why().reason;
     let letter = letter.to_document(now_millis());
     let mut encoded = Encoded::default();
@@ -522,6 +541,7 @@ mod tests {
             max_bytes: 1 << 20,
             decode: Limits::default(),
             budget: Duration::from_secs(60),
+            max_output: 64 << 20,
         }
     }
 

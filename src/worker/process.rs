@@ -1,17 +1,18 @@
 //! One Kinesis record through decode and transforms (pure): the documents to
-//! deliver, nothing (a control message), or a dead letter for a record that
-//! cannot be decoded or takes longer than its budget, so a shard never wedges
-//! and never drops silently.
+//! deliver, handed on one at a time, nothing (a control message), or a dead
+//! letter for a record that cannot be decoded, takes more CPU than its budget
+//! or becomes more than its share of documents, so a shard never wedges, never
+//! drops silently, and no record costs more than its limits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::dead_letter::{DeadLetter, Origin, Why};
 use super::decode::cloudwatch::{Decoded, Limits, decode};
 use super::document::{Document, from_data};
-use super::transform::{Compiled, apply_into};
+use super::transform::{Compiled, apply_each};
 use crate::aws::kinesis::Record;
 
-/// What a record turned into.
+/// What a record turned into, its documents gathered (see [`process_each`]).
 #[derive(Debug)]
 pub enum Outcome {
     /// Documents to deliver, in event order.
@@ -22,9 +23,19 @@ pub enum Outcome {
     Rejected(Box<DeadLetter>),
 }
 
-/// Decodes and transforms one record of `shard`. Work past `budget` stops at
-/// the next event and the record becomes a `too_slow` dead letter: whatever a
-/// record holds, its cost is bounded.
+/// What a record turned into, its documents handed on (see [`process_each`]).
+#[derive(Debug)]
+pub enum Streamed {
+    /// Every document was handed on; the record held this many events.
+    Events(usize),
+    /// A CloudWatch Logs control message: nothing to deliver.
+    Control,
+    /// The record cannot be delivered as documents: what was handed on is to
+    /// be dropped, and this delivered instead.
+    Rejected(Box<DeadLetter>),
+}
+
+/// Decodes and transforms one record of `shard`, gathering its documents.
 pub fn process(
     shard: &str,
     record: &Record,
@@ -32,9 +43,39 @@ pub fn process(
     limits: Limits,
     budget: Duration,
 ) -> Outcome {
-    let started = Instant::now();
+    let mut docs = Vec::new();
+    let streamed = process_each(shard, record, transforms, limits, budget, &mut |doc| {
+        docs.push(doc);
+        Ok(())
+    });
+    match streamed {
+        Streamed::Events(_) => Outcome::Documents(docs),
+        Streamed::Control => Outcome::Control,
+        Streamed::Rejected(letter) => Outcome::Rejected(letter),
+    }
+}
+
+/// How often (in documents) the CPU time is looked at: reading a thread's
+/// clock is a system call.
+const CLOCK_EVERY: usize = 64;
+
+/// Decodes and transforms one record of `shard`, handing each document to
+/// `each` as it is made: no record's documents are held at once. `each` may
+/// refuse one (it cannot be encoded, or the record grew past what it may
+/// become), which makes the record a dead letter; so does CPU time past
+/// `budget` (the thread's own, so a loaded machine does not make a record too
+/// slow), looked at every few documents.
+pub fn process_each(
+    shard: &str,
+    record: &Record,
+    transforms: &[Compiled],
+    limits: Limits,
+    budget: Duration,
+    each: &mut dyn FnMut(Document) -> Result<(), Why>,
+) -> Streamed {
+    let clock = ThreadClock::start();
     let data = match decode(&record.data, limits) {
-        Ok(Decoded::Control) => return Outcome::Control,
+        Ok(Decoded::Control) => return Streamed::Control,
         Ok(Decoded::Data(data)) => data,
         Err(error) => {
             let why = Why {
@@ -43,26 +84,78 @@ pub fn process(
                 status: None,
                 error_type: None,
             };
-            return Outcome::Rejected(Box::new(dead_letter(shard, record, why)));
+            return Streamed::Rejected(Box::new(dead_letter(shard, record, why)));
         }
     };
-    let mut docs = Vec::with_capacity(data.log_events.len());
-    for (i, doc) in from_data(data).enumerate() {
-        apply_into(transforms, doc, &mut docs);
-        if started.elapsed() > budget {
-            let why = Why {
-                reason: "too_slow",
-                message: format!(
-                    "processing took longer than its budget of {budget:?} (stopped after {} events)",
-                    i + 1
-                ),
-                status: None,
-                error_type: None,
-            };
-            return Outcome::Rejected(Box::new(dead_letter(shard, record, why)));
+    let events = data.log_events.len();
+    let mut handed = 0usize;
+    let mut refused: Option<Why> = None;
+    for doc in from_data(data) {
+        let mut hand = |doc: Document| {
+            handed += 1;
+            if handed.is_multiple_of(CLOCK_EVERY) && clock.elapsed() > budget {
+                refused = Some(too_slow(budget, handed));
+                return false;
+            }
+            match each(doc) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused = Some(why);
+                    false
+                }
+            }
+        };
+        if !apply_each(transforms, doc, &mut hand) {
+            break;
         }
     }
-    Outcome::Documents(docs)
+    if refused.is_none() && clock.elapsed() > budget {
+        refused = Some(too_slow(budget, handed));
+    }
+    match refused {
+        Some(why) => Streamed::Rejected(Box::new(dead_letter(shard, record, why))),
+        None => Streamed::Events(events),
+    }
+}
+
+fn too_slow(budget: Duration, handed: usize) -> Why {
+    Why {
+        reason: "too_slow",
+        message: format!(
+            "processing took more than its budget of {budget:?} of CPU time (stopped after {handed} documents)"
+        ),
+        status: None,
+        error_type: None,
+    }
+}
+
+/// The CPU time the calling thread has used since it started.
+struct ThreadClock(Duration);
+
+impl ThreadClock {
+    fn start() -> ThreadClock {
+        ThreadClock(thread_cpu())
+    }
+
+    fn elapsed(&self) -> Duration {
+        thread_cpu().saturating_sub(self.0)
+    }
+}
+
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut now) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The dead letter of a whole record of `shard`.
@@ -194,7 +287,7 @@ mod tests {
             doc["@dead_letter"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("after 1 events"),
+                .contains("CPU time"),
             "{doc:?}"
         );
         assert!(matches!(

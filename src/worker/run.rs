@@ -242,6 +242,10 @@ async fn work<S: Sink>(
             max_inflated_bytes: usize::try_from(config.max_inflated_bytes.0).unwrap_or(usize::MAX),
         },
         budget: config.processing_budget.into(),
+        max_output: usize::try_from(config.max_inflated_bytes.0)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4),
+        prepares: crate::worker::prepare_pool::PreparePool::per_core(),
         renew_interval: leases.renew_interval.into(),
         lease_duration: leases.duration.into(),
         checkpoint_interval: leases.checkpoint_interval.into(),
@@ -394,17 +398,9 @@ async fn coordinate<S: Sink>(
     let mut leases = store.list().await?;
     // Only new shards need a lease created; list again when any was.
     let mut created = false;
-    let mut earlier = None;
     for shard in &shards {
         if !leases.iter().any(|l| l.shard_id() == shard.id) {
-            if earlier.is_none() {
-                earlier = Some(store.earlier_checkpoints().await?);
-            }
-            let adopted = earlier.as_ref().and_then(|e| e.get(&shard.id));
-            if let Some(checkpoint) = adopted {
-                tracing::info!(shard = %shard.id, ?checkpoint, "resuming from the checkpoint of an earlier lease of this stream");
-            }
-            store.ensure(&shard.id, &shard.parents, adopted).await?;
+            store.ensure(&shard.id, &shard.parents).await?;
             created = true;
         }
     }
@@ -414,7 +410,17 @@ async fn coordinate<S: Sink>(
     let mut kept = Vec::with_capacity(leases.len());
     for lease in leases {
         let gone = !shards.iter().any(|s| s.id == lease.shard_id());
-        if gone && lease.holder().is_none() {
+        // The lease of a shard the stream no longer has goes once nobody
+        // reads it: unheld, expired, or ours without a task.
+        let unread = lease.holder().is_none()
+            || store.expired(&lease)
+            || (lease.holder() == Some(shared.identity.as_str())
+                && !held.tasks.contains_key(lease.shard_id()));
+        if gone && unread {
+            tracing::info!(
+                shard = lease.shard_id(),
+                "deleting the lease of a shard the stream no longer has"
+            );
             store.delete(&lease).await?;
         } else {
             kept.push(lease);

@@ -22,6 +22,7 @@ use super::health::{ShardCounters, ShardHealth, SinkHealth};
 use super::pipeline::{
     Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, prepare,
 };
+use super::prepare_pool::PreparePool;
 use super::sink::batch::Acked;
 use super::sink::driver::{Closed, DriverHandle, Room};
 use super::sink::{Part, Sink, SinkError};
@@ -68,8 +69,12 @@ pub struct ShardContext<S> {
     pub metrics: Arc<WorkerMetrics>,
     /// Decode limits.
     pub decode: Limits,
-    /// Longest a record may take to prepare before it is dead-lettered.
+    /// CPU time a record may take to prepare before it is dead-lettered.
     pub budget: Duration,
+    /// Bytes of documents a record may become before it is dead-lettered.
+    pub max_output: usize,
+    /// The threads records are prepared on.
+    pub prepares: PreparePool,
     /// How often leases are renewed.
     pub renew_interval: Duration,
     /// How long a lease lasts unrenewed: a holder that cannot renew within
@@ -112,6 +117,9 @@ pub struct Resume {
 
 type Probing = Pin<Box<dyn Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send>>;
 
+/// Records prepared together, and those left for later.
+type PreparedSome = Result<(Vec<Prepared>, Vec<Record>), PipelineError>;
+
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
 /// come from the shard's reader, in order.
 pub async fn run<S: Sink, L: HeldLease>(
@@ -126,6 +134,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         max_bytes: context.driver.limits().max_bytes,
         decode: context.decode,
         budget: context.budget,
+        max_output: context.max_output,
     };
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
     let mut pipeline = ShardPipeline::new(
@@ -145,31 +154,45 @@ pub async fn run<S: Sink, L: HeldLease>(
         shard: resume.shard,
         pipeline,
         raw: VecDeque::new(),
+        ready: VecDeque::new(),
         pending: VecDeque::new(),
         sent: 0,
         written: resume.checkpoint,
         last_write: Instant::now(),
         probed: None,
     };
-    // A record being prepared off the runtime, and an object sink's probe:
+    // Records being prepared off the runtime, and an object sink's probe:
     // each in its own branch, so that neither delays a renewal.
-    let mut preparing: Option<JoinHandle<Result<Prepared, PipelineError>>> = None;
+    let mut preparing: Option<JoinHandle<PreparedSome>> = None;
     let mut probing: Option<Probing> = None;
     let mut end: Option<Vec<String>> = None;
     loop {
         if let Some(children) = &end
             && task.pipeline.in_flight() == 0
             && preparing.is_none()
+            && task.ready.is_empty()
+            && task.raw.is_empty()
         {
             tracing::info!(shard = %task.shard, ?children, "shard read to its end and delivered");
             return task.finish().await;
         }
+        // Prepared records are taken one at a time, as the sink takes their parts.
+        while task.pending.is_empty()
+            && probing.is_none()
+            && let Some(prepared) = task.ready.pop_front()
+        {
+            match task.accept(prepared) {
+                Ok(probe) => probing = probe,
+                Err(exit) => return exit,
+            }
+        }
         if task.pending.is_empty()
+            && task.ready.is_empty()
             && preparing.is_none()
             && probing.is_none()
-            && let Some(record) = task.raw.pop_front()
+            && !task.raw.is_empty()
         {
-            preparing = Some(task.prepare(record));
+            preparing = Some(task.prepare_some());
         }
         // An object sink's shard has one object in flight at a time, so that
         // objects land in order and a replay finds where they ended.
@@ -180,7 +203,7 @@ pub async fn run<S: Sink, L: HeldLease>(
             .map(|p| p.encoded().byte_len());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
-        let busy = preparing.is_some() || probing.is_some();
+        let busy = preparing.is_some() || probing.is_some() || !task.ready.is_empty();
         let can_read = task.pending.is_empty() && task.raw.is_empty() && !busy && end.is_none();
         let object_due = task.pipeline.object_due().filter(|_| !busy);
         let result = tokio::select! {
@@ -199,11 +222,15 @@ pub async fn run<S: Sink, L: HeldLease>(
             prepared = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
                 preparing = None;
                 match prepared {
-                    Ok(Ok(prepared)) => task.accept(prepared).map(|probe| {
-                        probing = probe;
-                    }),
+                    Ok(Ok((prepared, rest))) => {
+                        task.ready.extend(prepared);
+                        for record in rest.into_iter().rev() {
+                            task.raw.push_front(record);
+                        }
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(ShardExit::Failed(e.to_string())),
-                    Err(e) => Err(ShardExit::Failed(format!("preparing a record: {e}"))),
+                    Err(e) => Err(ShardExit::Failed(format!("preparing records: {e}"))),
                 }
             }
             end_at = async { probing.as_mut().expect("guarded").await }, if probing.is_some() => {
@@ -230,7 +257,13 @@ pub async fn run<S: Sink, L: HeldLease>(
                     task.pipeline.counters.health.read_error = Some(error);
                     Ok(())
                 }
-                Some(Err(e)) => Err(ShardExit::Failed(e.to_string())),
+                Some(Err(e)) => {
+                    // Said on the lease before the shard stops (a denied read,
+                    // a shard that is gone): the status names it.
+                    task.pipeline.counters.health.read_error = Some(e.to_string());
+                    let _ = task.maintain(true).await;
+                    Err(ShardExit::Failed(e.to_string()))
+                }
                 None => Err(ShardExit::Failed("the reader stopped".into())),
             },
         };
@@ -249,6 +282,8 @@ struct ShardTask<S, L> {
     pipeline: ShardPipeline,
     /// Records read and not yet prepared.
     raw: VecDeque<Record>,
+    /// Records prepared and not yet taken by the pipeline.
+    ready: VecDeque<Prepared>,
     pending: VecDeque<Part>,
     /// Parts handed to the driver and not yet acknowledged.
     sent: usize,
@@ -274,21 +309,41 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         self.raw.extend(records);
     }
 
-    /// Prepares a record on the blocking pool: decoding a large record (or a
-    /// hostile one, up to its budget) must not hold the runtime's threads,
-    /// where every shard's renewals run.
-    fn prepare(&self, record: Record) -> JoinHandle<Result<Prepared, PipelineError>> {
+    /// Prepares the records read, in order, on the blocking pool: decoding a
+    /// large record (or a hostile one, up to its budget) must not hold the
+    /// runtime's threads, where every shard's renewals run. Records go
+    /// together, to spare a thread hand-over each, until their documents
+    /// fill a batch; the rest are given back, still compressed.
+    fn prepare_some(&mut self) -> JoinHandle<PreparedSome> {
         let context = self.context.clone();
         let shard = self.shard.clone();
         let limits = *self.pipeline.limits();
-        tokio::task::spawn_blocking(move || {
-            prepare(
-                &shard,
-                &record,
-                &context.transforms,
-                &*context.sink,
-                &limits,
-            )
+        let records: Vec<Record> = self.raw.drain(..).collect();
+        tokio::spawn(async move {
+            let pool = context.prepares.clone();
+            let prepared = pool
+                .run(move || {
+                    let mut out = Vec::new();
+                    let mut bytes = 0;
+                    let mut records = records.into_iter();
+                    for record in records.by_ref() {
+                        let prepared = prepare(
+                            &shard,
+                            &record,
+                            &context.transforms,
+                            &*context.sink,
+                            &limits,
+                        )?;
+                        bytes += prepared.encoded.byte_len();
+                        out.push(prepared);
+                        if bytes >= limits.max_bytes {
+                            break;
+                        }
+                    }
+                    Ok((out, records.collect()))
+                })
+                .await;
+            prepared.unwrap_or_else(|e| Err(PipelineError::Panicked(e.to_string())))
         })
     }
 
@@ -423,6 +478,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     /// for, within a renewal interval; then the checkpoint and the release.
     async fn stop(mut self, mut acks: mpsc::UnboundedReceiver<Acked>) -> ShardExit {
         self.raw.clear();
+        self.ready.clear();
         self.pending.clear();
         self.context.driver.flush();
         let deadline = Instant::now() + self.context.renew_interval;

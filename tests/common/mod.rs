@@ -342,6 +342,22 @@ pub async fn install_crd(client: &kube::Client) {
         .expect("watch the CRD");
 }
 
+/// Prints a fault trial's line, and appends it to `LOGSUB_TRIALS_FILE` when
+/// set (`make test` prints them all at its end).
+pub fn report(line: &str) {
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("LOGSUB_TRIALS_FILE") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
 /// One fault trial's outcome, checked and printed on one line: every event
 /// sent is there once (as a document or a dead letter), none twice, none lost.
 pub fn trial(
@@ -354,13 +370,13 @@ pub fn trial(
     let unique: std::collections::BTreeSet<&String> = delivered.iter().collect();
     let duplicates = delivered.len() - unique.len();
     let lost = sent.iter().filter(|s| !unique.contains(s)).count();
-    eprintln!(
+    report(&format!(
         "trial {name}: sent {}, delivered {}, unique {}, duplicates {duplicates}, dead-lettered {dead_lettered}, lost {lost}, recovery {:.1}s",
         sent.len(),
         delivered.len(),
         unique.len(),
         recovery.as_secs_f64()
-    );
+    ));
     assert_eq!(lost, 0, "{name}: events lost");
     assert_eq!(duplicates, 0, "{name}: events delivered twice");
 }

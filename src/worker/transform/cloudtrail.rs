@@ -9,7 +9,19 @@ use super::merge;
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch.
-pub fn apply(mut doc: Document) -> Vec<Document> {
+pub fn apply(doc: Document) -> Vec<Document> {
+    let mut out = Vec::new();
+    each(doc, &mut |d| {
+        out.push(d);
+        true
+    });
+    out
+}
+
+/// As [`apply`], handing each document to `out` as it is made, until `out`
+/// says to stop (returns false); whether it went to the end. A batch of many
+/// records is never held whole as documents.
+pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
     let event = match doc.get(MESSAGE) {
         Some(Value::String(text)) if text.trim_start().starts_with('{') => {
             serde_json::from_str::<Map<String, Value>>(text).ok()
@@ -17,10 +29,14 @@ pub fn apply(mut doc: Document) -> Vec<Document> {
         _ => None,
     };
     let Some(mut event) = event else {
-        return vec![doc];
+        return out(doc);
     };
     match event.remove("Records") {
-        Some(Value::Array(records)) if !records.is_empty() => {
+        // Only a batch of events is split; anything else in `Records` stays
+        // one document, as it came.
+        Some(Value::Array(records))
+            if !records.is_empty() && records.iter().all(Value::is_object) =>
+        {
             let id = doc
                 .get(ID)
                 .and_then(Value::as_str)
@@ -30,23 +46,25 @@ pub fn apply(mut doc: Document) -> Vec<Document> {
             // message: copying the whole batch's text into each of its records
             // would cost the square of its size.
             doc.remove(MESSAGE);
-            let mut out = Vec::with_capacity(records.len());
             for (i, record) in records.into_iter().enumerate() {
                 let mut one = doc.clone();
                 one.insert(ID, Value::String(format!("{id}-{i}")));
                 one.insert(MESSAGE, Value::String(record.to_string()));
-                out.push(match record {
+                let one = match record {
                     Value::Object(fields) => with_event(one, fields),
                     _ => one,
-                });
+                };
+                if !out(one) {
+                    return false;
+                }
             }
-            out
+            true
         }
         Some(other) => {
             event.insert("Records".into(), other);
-            vec![with_event(doc, event)]
+            out(with_event(doc, event))
         }
-        None => vec![with_event(doc, event)],
+        None => out(with_event(doc, event)),
     }
 }
 

@@ -39,26 +39,30 @@ impl Compiled {
 /// Runs `transforms` in order over one event's document.
 pub fn apply(transforms: &[Compiled], doc: Document) -> Vec<Document> {
     let mut out = Vec::with_capacity(1);
-    apply_into(transforms, doc, &mut out);
+    apply_each(transforms, doc, &mut |d| {
+        out.push(d);
+        true
+    });
     out
 }
 
-/// Runs `transforms` in order over one event's document, appending the
-/// documents it becomes to `out` (no allocation for the usual one-to-one case).
-pub fn apply_into(transforms: &[Compiled], doc: Document, out: &mut Vec<Document>) {
+/// Runs `transforms` in order over one event's document, handing each
+/// document it becomes to `out` as soon as it is made, until `out` says to
+/// stop (returns false); whether it went to the end. No transform holds all
+/// the documents of an event at once.
+pub fn apply_each(
+    transforms: &[Compiled],
+    doc: Document,
+    out: &mut dyn FnMut(Document) -> bool,
+) -> bool {
     let Some((first, rest)) = transforms.split_first() else {
-        out.push(doc);
-        return;
+        return out(doc);
     };
     match first {
-        Compiled::Json => apply_into(rest, json::apply(doc), out),
-        Compiled::VpcFlowLog(format) => apply_into(rest, vpc_flow::apply(format, doc), out),
-        Compiled::Lambda => apply_into(rest, lambda::apply(doc), out),
-        Compiled::CloudTrail => {
-            for doc in cloudtrail::apply(doc) {
-                apply_into(rest, doc, out);
-            }
-        }
+        Compiled::Json => apply_each(rest, json::apply(doc), out),
+        Compiled::VpcFlowLog(format) => apply_each(rest, vpc_flow::apply(format, doc), out),
+        Compiled::Lambda => apply_each(rest, lambda::apply(doc), out),
+        Compiled::CloudTrail => cloudtrail::each(doc, &mut |d| apply_each(rest, d, out)),
     }
 }
 

@@ -35,6 +35,18 @@ pub enum Item {
         /// The error type, e.g. `rejected_execution_exception`.
         error_type: String,
     },
+    /// Refused because of the index, not the document (403: a write block or
+    /// missing privileges; 404: no such index and none may be made): no
+    /// document could be stored there now. The delivery is retried, and the
+    /// status says why.
+    Unwritable {
+        /// The item's status.
+        status: u16,
+        /// The error type, e.g. `cluster_block_exception`.
+        error_type: String,
+        /// The error's reason.
+        reason: String,
+    },
     /// Refused for good (a mapping error, a bad document): dead-letter it.
     Rejected {
         /// The item's status.
@@ -169,6 +181,11 @@ pub fn classify(status: u16, body: &[u8], documents: usize) -> Result<Vec<Item>,
                     status: s,
                     error_type,
                 },
+                s @ (401 | 403 | 404 | 405 | 407) => Item::Unwritable {
+                    status: s,
+                    error_type,
+                    reason,
+                },
                 s => Item::Rejected {
                     status: s,
                     error_type,
@@ -263,6 +280,18 @@ mod tests {
                     error_type: "unavailable_shards_exception".into()
                 },
             ]
+        );
+    }
+
+    /// Items refused because of the index (a write block, missing privileges,
+    /// no such index) say nothing against the document: never dead-lettered.
+    #[test]
+    fn items_refused_because_of_the_index() {
+        let blocked = br#"{"took":1,"errors":true,"items":[{"create":{"_index":"cwl","_id":"1","status":403,"error":{"type":"cluster_block_exception","reason":"index [cwl] blocked by: [FORBIDDEN/8/index write (api)];"}}},{"create":{"_index":"gone","_id":"2","status":404,"error":{"type":"index_not_found_exception","reason":"no such index [gone]"}}}]}"#;
+        let items = classify(200, blocked, 2).unwrap();
+        assert!(
+            items.iter().all(|i| matches!(i, Item::Unwritable { .. })),
+            "{items:?}"
         );
     }
 

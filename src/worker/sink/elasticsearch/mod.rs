@@ -414,6 +414,16 @@ impl Elasticsearch {
                     Item::Created | Item::Duplicate => delivered.dead_lettered.push(i),
                     // The document goes again: refused again, dead-lettered again.
                     Item::Retry { .. } => delivered.retry.push(i),
+                    Item::Unwritable {
+                        status,
+                        error_type,
+                        reason,
+                    } => {
+                        return Err(SinkError::new(
+                            "unwritable",
+                            format!("dead letters: {status} {error_type}: {reason}"),
+                        ));
+                    }
                     Item::Rejected { status: 413, .. } if keep > MIN_KEEP => {
                         smaller.push((i, letter));
                     }
@@ -675,6 +685,18 @@ impl Sink for Elasticsearch {
                 Item::Created | Item::Duplicate => {}
                 Item::Retry { .. } => delivered.retry.push(i),
                 Item::Rejected { .. } => rejected.push((i, item)),
+                Item::Unwritable {
+                    status,
+                    error_type,
+                    reason,
+                } => {
+                    // The index takes nothing now: all again, later (what was
+                    // stored answers 409), and the status says why.
+                    return Err(SinkError::new(
+                        "unwritable",
+                        format!("{status} {error_type}: {reason}"),
+                    ));
+                }
             }
         }
         if !rejected.is_empty() {

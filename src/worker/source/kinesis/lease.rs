@@ -25,7 +25,8 @@ use crate::worker::health::ShardHealth;
 pub const SUBSCRIPTION_LABEL: &str = "logsub.io/subscription";
 /// Label naming the stream a lease's checkpoint belongs to (see [`stream_key`]).
 pub const STREAM_LABEL: &str = "logsub.io/stream";
-const STREAM_ARN_ANNOTATION: &str = "logsub.io/stream-arn";
+/// Annotation naming the stream of a lease's checkpoint, for people.
+pub const STREAM_ARN_ANNOTATION: &str = "logsub.io/stream-arn";
 const SHARD_ANNOTATION: &str = "logsub.io/shard-id";
 const PARENTS_ANNOTATION: &str = "logsub.io/parent-shards";
 const CHECKPOINT_ANNOTATION: &str = "logsub.io/checkpoint";
@@ -109,9 +110,10 @@ impl ShardLease {
     pub fn checkpoint(&self) -> Checkpoint {
         match self.annotation(CHECKPOINT_ANNOTATION) {
             Some(SHARD_END) => Checkpoint::ShardEnd,
-            Some(s) => SequenceNumber::parse(s)
-                .map(Checkpoint::At)
-                .unwrap_or(Checkpoint::None),
+            Some(s) => SequenceNumber::parse(s).map(Checkpoint::At).unwrap_or_else(|_| {
+                tracing::warn!(lease = self.name(), checkpoint = s, "a checkpoint that is no sequence number; the shard starts at its start position");
+                Checkpoint::None
+            }),
             None => Checkpoint::None,
         }
     }
@@ -170,7 +172,6 @@ pub struct LeaseStore {
     /// The stream's [`stream_key`], and its ARN and creation time.
     stream: String,
     stream_arn: String,
-    stream_created: Option<i64>,
     worker: String,
     duration: Duration,
     /// When this worker first saw each lease at its current resourceVersion.
@@ -193,7 +194,6 @@ impl LeaseStore {
             subscription: subscription.to_owned(),
             stream: stream_key(stream_arn, stream_created),
             stream_arn: stream_arn.to_owned(),
-            stream_created,
             worker: worker.to_owned(),
             duration,
             observed: HashMap::new(),
@@ -261,70 +261,33 @@ impl LeaseStore {
             .collect()
     }
 
-    /// The checkpoints of the leases this subscription's workers wrote before
-    /// leases named their stream, by shard: one made after the stream was
-    /// created can only be of this stream (it has the only ARN these workers
-    /// were given since), so an upgrade resumes instead of reading the stream
-    /// again. Read once, when new leases are made.
-    pub async fn earlier_checkpoints(&self) -> Result<HashMap<String, Checkpoint>, LeaseError> {
-        let selector = format!("{SUBSCRIPTION_LABEL}={},!{STREAM_LABEL}", self.subscription);
-        let leases = self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await?;
-        let created = self
-            .stream_created
-            .and_then(|ms| Timestamp::from_millisecond(ms).ok());
-        Ok(leases
-            .items
-            .into_iter()
-            .filter(|lease| {
-                let made = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                match (created, made) {
-                    (Some(created), Some(made)) => made >= created,
-                    // Without a creation time nothing tells streams apart.
-                    _ => false,
-                }
-            })
-            .map(|lease| ShardLease { lease })
-            .filter(|lease| lease.checkpoint() != Checkpoint::None)
-            .map(|lease| (lease.shard_id().to_owned(), lease.checkpoint()))
-            .collect())
+    /// The labels every lease of this store carries.
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (SUBSCRIPTION_LABEL.to_owned(), self.subscription.clone()),
+            (STREAM_LABEL.to_owned(), self.stream.clone()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "logsub".to_owned(),
+            ),
+        ])
     }
 
-    /// Creates the lease of a newly discovered shard, starting at `adopted`
-    /// when given; an existing one is kept.
-    pub async fn ensure(
-        &self,
-        shard_id: &str,
-        parents: &[String],
-        adopted: Option<&Checkpoint>,
-    ) -> Result<(), LeaseError> {
-        let mut annotations = BTreeMap::from([
+    /// Creates the lease of a newly discovered shard; an existing one is
+    /// kept. One that exists under its name without the labels this store
+    /// lists by (edited by hand) gets them back: else it would be neither
+    /// listed nor made again, and its shard never read.
+    pub async fn ensure(&self, shard_id: &str, parents: &[String]) -> Result<(), LeaseError> {
+        let annotations = BTreeMap::from([
             (SHARD_ANNOTATION.to_owned(), shard_id.to_owned()),
             (PARENTS_ANNOTATION.to_owned(), parents.join(",")),
             (STREAM_ARN_ANNOTATION.to_owned(), self.stream_arn.clone()),
         ]);
-        match adopted {
-            Some(Checkpoint::At(seq)) => {
-                annotations.insert(CHECKPOINT_ANNOTATION.to_owned(), seq.as_str().to_owned());
-            }
-            Some(Checkpoint::ShardEnd) => {
-                annotations.insert(CHECKPOINT_ANNOTATION.to_owned(), SHARD_END.to_owned());
-            }
-            _ => {}
-        }
+        let name = self.lease_name(shard_id);
         let lease = Lease {
             metadata: ObjectMeta {
-                name: Some(self.lease_name(shard_id)),
-                labels: Some(BTreeMap::from([
-                    (SUBSCRIPTION_LABEL.to_owned(), self.subscription.clone()),
-                    (STREAM_LABEL.to_owned(), self.stream.clone()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "logsub".to_owned(),
-                    ),
-                ])),
+                name: Some(name.clone()),
+                labels: Some(self.labels()),
                 annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
@@ -335,7 +298,31 @@ impl LeaseStore {
         };
         match self.api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let Some(mut existing) = self.api.get_opt(&name).await? else {
+                    return Ok(());
+                };
+                let labels = existing.metadata.labels.get_or_insert_with(BTreeMap::new);
+                let missing = self
+                    .labels()
+                    .into_iter()
+                    .any(|(k, v)| labels.get(&k) != Some(&v));
+                if missing {
+                    tracing::warn!(lease = %name, "a lease lost its labels; putting them back");
+                    labels.extend(self.labels());
+                    match self
+                        .api
+                        .replace(&name, &PostParams::default(), &existing)
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Someone wrote it meanwhile: looked at again next round.
+                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }

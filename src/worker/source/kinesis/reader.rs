@@ -79,6 +79,10 @@ pub struct ShardReader {
     backoff: Backoff,
     /// Since when reads have been failing, and whether that was said.
     failing: Option<(Instant, bool)>,
+    /// Records asked for per call: about a second's worth at the byte limit,
+    /// from the size of the records read so far, so that a shard of large
+    /// records holds a few MiB in reads, not the 10 MiB Kinesis may answer.
+    per_call: i32,
 }
 
 impl ShardReader {
@@ -90,6 +94,7 @@ impl ShardReader {
         limits: ReaderLimits,
     ) -> ShardReader {
         let limits_backoff = limits.max_backoff;
+        let limits_records = limits.records_per_call;
         ShardReader {
             stream,
             shard: shard.into(),
@@ -101,6 +106,7 @@ impl ShardReader {
             next_call: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), limits_backoff),
             failing: None,
+            per_call: limits_records,
         }
     }
 
@@ -163,11 +169,7 @@ impl ShardReader {
                 self.stream.iterator(&self.shard, &position).await?
             }
         };
-        let page = match self
-            .stream
-            .records(&iterator, self.limits.records_per_call)
-            .await
-        {
+        let page = match self.stream.records(&iterator, self.per_call).await {
             Ok(page) => page,
             Err(e) => {
                 if e.class != ErrorClass::ExpiredIterator {
@@ -177,6 +179,12 @@ impl ShardReader {
             }
         };
         let bytes: u64 = page.records.iter().map(|r| r.data.len() as u64).sum();
+        if let Some(average) = bytes.checked_div(page.records.len() as u64) {
+            let fits = self.limits.max_bytes_per_second / average.max(1);
+            self.per_call = i32::try_from(fits)
+                .unwrap_or(i32::MAX)
+                .clamp(1, self.limits.records_per_call);
+        }
         let budget =
             Duration::from_secs_f64(bytes as f64 / self.limits.max_bytes_per_second as f64);
         let pause = if page.records.is_empty() {
