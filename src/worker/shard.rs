@@ -117,6 +117,11 @@ pub struct Resume {
 
 type Probing = Pin<Box<dyn Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send>>;
 
+/// Bytes of documents a shard prepares ahead of what the sink has taken:
+/// enough records at once to spare a thread hand-over each, few enough that
+/// a stalled sink holds little beyond its own buffer.
+const PREPARE_AHEAD: usize = 256 << 10;
+
 /// Records prepared together, and those left for later.
 type PreparedSome = Result<(Vec<Prepared>, Vec<Record>), PipelineError>;
 
@@ -313,7 +318,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     /// large record (or a hostile one, up to its budget) must not hold the
     /// runtime's threads, where every shard's renewals run. Records go
     /// together, to spare a thread hand-over each, until their documents
-    /// fill a batch; the rest are given back, still compressed.
+    /// come to [`PREPARE_AHEAD`]; the rest are given back, still compressed.
     fn prepare_some(&mut self) -> JoinHandle<PreparedSome> {
         let context = self.context.clone();
         let shard = self.shard.clone();
@@ -336,7 +341,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                         )?;
                         bytes += prepared.encoded.byte_len();
                         out.push(prepared);
-                        if bytes >= limits.max_bytes {
+                        if bytes >= PREPARE_AHEAD.min(limits.max_bytes) {
                             break;
                         }
                     }
