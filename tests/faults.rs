@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::pipeline::{
-    Setup, first_published, metric, published_health, put, setup, stop, worker_with_admin,
+    Setup, metric, published, published_health, put, setup, stop, worker_with_admin,
 };
 use common::search::create_index;
 use common::{eventually, fault_node, stack, unique};
@@ -132,12 +132,7 @@ async fn outage(http: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     // The workers say so on their leases while it lasts.
-    let ns = setup.ns.name.clone();
-    let failing = eventually("the sink error on a lease", Duration::from_secs(10), || {
-        let ns = ns.clone();
-        async move { first_published(&ns, "sinkError").await }
-    })
-    .await;
+    let failing = published(&setup.ns.name, "sinkError", Duration::from_secs(10)).await;
     assert!(failing.starts_with("unavailable"), "{failing}");
     fault_node("start");
     let outage = down.elapsed();
@@ -262,12 +257,7 @@ async fn a_whole_request_refusal_is_retried_never_dropped() {
     let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
     let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
     put(&setup, "a", &batch).await;
-    let ns = setup.ns.name.clone();
-    let said = eventually("the refusal on the lease", Duration::from_secs(60), || {
-        let ns = ns.clone();
-        async move { first_published(&ns, "sinkError").await }
-    })
-    .await;
+    let said = published(&setup.ns.name, "sinkError", Duration::from_secs(60)).await;
     assert!(
         said.starts_with("unexpected_status") && said.contains("405"),
         "{said}"
@@ -335,11 +325,7 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     }
     put(&setup, "a", &[r#"{"n": "many", "s": "a"}"#.to_owned()]).await;
     let ns = setup.ns.name.clone();
-    let blocked = eventually("a shard blocked", Duration::from_secs(60), || {
-        let ns = ns.clone();
-        async move { first_published(&ns, "blocked").await }
-    })
-    .await;
+    let blocked = published(&ns, "blocked", Duration::from_secs(60)).await;
     assert!(
         blocked.contains("the dead-letter index refused the dead letter too"),
         "{blocked}"
@@ -457,12 +443,7 @@ async fn a_write_blocked_index_is_waited_for_not_dead_lettered() {
     let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
     let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
     put(&setup, "a", &batch).await;
-    let ns = setup.ns.name.clone();
-    let said = eventually("the block on the lease", Duration::from_secs(60), || {
-        let ns = ns.clone();
-        async move { first_published(&ns, "sinkError").await }
-    })
-    .await;
+    let said = published(&setup.ns.name, "sinkError", Duration::from_secs(60)).await;
     assert!(
         said.starts_with("unwritable") && said.contains("cluster_block_exception"),
         "{said}"

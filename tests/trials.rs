@@ -9,9 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::controller::{identity, start_with};
-use common::pipeline::{
-    Delivered, first_published, published_health, put, setup, stop, worker_with_env,
-};
+use common::pipeline::{Delivered, published, published_health, put, setup, stop, worker_with_env};
 use common::search::create_index;
 use common::toxiproxy::Proxy;
 use common::{TestNamespace, eventually, kubeconfig_via, stack, trial, unique};
@@ -95,11 +93,7 @@ async fn a_kinesis_that_never_answers_is_reported_then_read_again() {
         .await;
     put(&setup, "app", &events(50, 50)).await;
     let ns = setup.ns.name.clone();
-    let reported = eventually("the stall on the lease", Duration::from_secs(120), || {
-        let ns = ns.clone();
-        async move { first_published(&ns, "readError").await }
-    })
-    .await;
+    let reported = published(&ns, "readError", Duration::from_secs(120)).await;
     assert!(reported.contains("no read has succeeded"), "{reported}");
     assert_eq!(got.len(), 50, "nothing read while Kinesis does not answer");
 

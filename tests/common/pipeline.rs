@@ -317,10 +317,13 @@ pub async fn published_health(ns: &str) -> Vec<Value> {
 }
 
 /// What the holder of some lease of `ns` publishes under `key` (e.g.
-/// `sinkError`), once one does.
-pub async fn first_published(ns: &str, key: &str) -> Option<String> {
-    published_health(ns)
-        .await
-        .into_iter()
-        .find_map(|h| h[key].as_str().map(str::to_owned))
+/// `sinkError`), awaited for up to `within`.
+pub async fn published(ns: &str, key: &str, within: Duration) -> String {
+    super::eventually(&format!("{key} on a lease"), within, || async {
+        published_health(ns)
+            .await
+            .into_iter()
+            .find_map(|h| h[key].as_str().map(str::to_owned))
+    })
+    .await
 }

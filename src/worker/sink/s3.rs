@@ -159,6 +159,19 @@ impl S3 {
         }
     }
 
+    /// Best effort: an upload left open is only storage, which a bucket
+    /// lifecycle rule for incomplete uploads removes.
+    async fn abort(&self, key: &str, upload: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .send()
+            .await;
+    }
+
     async fn put_in_parts(
         &self,
         key: &str,
@@ -207,14 +220,7 @@ impl S3 {
                 ),
                 Err(e) => {
                     // Leave no orphaned parts behind; the whole object is retried.
-                    let _ = self
-                        .client
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(&id)
-                        .send()
-                        .await;
+                    self.abort(key, &id).await;
                     return Err(failure(classify(e)));
                 }
             }
@@ -236,14 +242,7 @@ impl S3 {
         match completed {
             Ok(_) => Ok(Written::Stored),
             Err(e) if precondition_failed(&e) => {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&id)
-                    .send()
-                    .await;
+                self.abort(key, &id).await;
                 Ok(Written::Exists)
             }
             Err(e) => Err(failure(classify(e))),
