@@ -16,6 +16,71 @@ pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
     (year, month, day)
 }
 
+/// The day count since 1970-01-01 of a proleptic Gregorian date (Hinnant's
+/// `days_from_civil`), the inverse of [`civil_from_days`].
+pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix milliseconds of an RFC 3339 time (`2019-06-19T00:18:31Z`,
+/// `2026-11-25T19:44:28.711+02:00`); None for anything else, a day that is
+/// not in its month included. Text from a log line becomes a document's time
+/// only through this, so the time a search cluster is given is always one it
+/// takes.
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |at: usize, width: usize| -> Option<i64> {
+        b.get(at..at + width)?.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let mut at = 19;
+    let mut millis = 0;
+    if sep(at, b".") {
+        let digits = b[at + 1..]
+            .iter()
+            .take_while(|d| d.is_ascii_digit())
+            .count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        millis = num(at + 1, digits.min(3))? * 10i64.pow(3 - digits.min(3) as u32);
+        at += 1 + digits;
+    }
+    let offset = match b.get(at..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 && sep(at + 3, b":") => {
+            let (h, m) = (num(at + 1, 2)?, num(at + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = h * 60 + m;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    let (m, d) = (u32::try_from(month).ok()?, u32::try_from(day).ok()?);
+    let days = days_from_civil(year as i32, m, d);
+    let valid_date = (1..=12).contains(&m) && civil_from_days(days) == (year as i32, m, d);
+    if !valid_date || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
+    Some(secs * 1000 + millis)
+}
+
 /// Waits until `at`; without one, forever (a disabled timer in a `select!`).
 pub async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -81,6 +146,49 @@ mod tests {
         ];
         for (millis, want) in cases {
             assert_eq!(rfc3339_millis(millis), want, "{millis}");
+        }
+    }
+
+    #[test]
+    fn reads_rfc3339_and_nothing_else() {
+        let times = [
+            ("2019-06-19T00:18:31Z", 1_560_903_511_000),
+            ("2026-11-25T19:44:28.711Z", 1_795_635_868_711),
+            ("2026-11-25T21:44:28.711+02:00", 1_795_635_868_711),
+            ("2026-11-25T19:44:28.7119999z", 1_795_635_868_711),
+            ("2026-11-25 14:14:28.7-05:30", 1_795_635_868_700),
+            ("2000-02-29T00:00:00Z", 951_782_400_000),
+            ("1969-12-31T23:59:59.999Z", -1),
+        ];
+        for (text, millis) in times {
+            assert_eq!(parse_rfc3339_millis(text), Some(millis), "{text}");
+            assert_eq!(
+                parse_rfc3339_millis(&rfc3339_millis(millis)),
+                Some(millis),
+                "{text}"
+            );
+        }
+        for text in [
+            "not a time",
+            "",
+            "2019-06-19",
+            "2019-06-19T00:18:31",
+            "2019-02-29T00:00:00Z",
+            "2019-04-31T00:00:00Z",
+            "2019-13-01T00:00:00Z",
+            "2019-06-19T24:00:00Z",
+            "2019-06-19T00:60:00Z",
+            "2019-06-19T00:00:60Z",
+            "2019-06-19T00:00:00.Z",
+            "2019-06-19T00:00:00.1234567890Z",
+            "2019-06-19T00:00:00+2:00",
+            "2019-06-19T00:00:00+02:00x",
+            "2019-06-19T00:00:00+24:00",
+            "2019-06-19T00:00:00Zjunk",
+            "+019-06-19T00:00:00Z",
+            "2019-06-19T00:00:00\u{00e9}",
+        ] {
+            assert_eq!(parse_rfc3339_millis(text), None, "{text:?}");
         }
     }
 }

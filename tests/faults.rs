@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::pipeline::{
-    Setup, metric, published, published_health, put, setup, stop, worker_with_admin,
+    Setup, metric, published, published_health, put, put_at, setup, stop, worker_with_admin,
 };
 use common::search::create_index;
 use common::{eventually, fault_node, stack, unique};
@@ -281,6 +281,66 @@ async fn a_whole_request_refusal_is_retried_never_dropped() {
     setup.ns.delete().await;
 }
 
+/// A CloudTrail line anyone can write to the log group, with an `eventTime`
+/// that is no time, in an index that maps it as a date (as the first real
+/// event makes it): the document is refused and becomes one dead letter in
+/// the same index, at a time the index takes; the shard goes on.
+#[tokio::test]
+async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
+    let base = stack().var("OPENSEARCH_URL");
+    let setup = setup(1, &["a"]).await;
+    let index = unique("eventtime").to_lowercase();
+    let dates = json!({"type": "date"});
+    create_index(
+        base,
+        &index,
+        1,
+        json!({"properties": {"@timestamp": dates, "eventTime": dates}}),
+    )
+    .await;
+    setup.configure(
+        &format!("{{elasticsearch: {{endpoint: '{base}', index: '{index}'}}}}"),
+        "[{cloudTrail: {}}]",
+    );
+    let (tx, _stdout) = mpsc::unbounded_channel();
+    let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
+    let event = |n: usize, time: &str| format!(r#"{{"eventTime":"{time}","eventName":"E{n}"}}"#);
+    let lines = vec![
+        event(0, "2026-11-20T10:00:00Z"),
+        event(1, "not a time"),
+        event(2, "2026-11-20T10:00:01Z"),
+    ];
+    put(&setup, "a", &lines).await;
+    let http = reqwest::Client::new();
+    each_once(&http, base, &index, 3).await;
+    let found: Value = http
+        .post(format!("{base}/{index}/_search"))
+        .json(&json!({"query": {"exists": {"field": "@dead_letter"}}}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let hits = found["hits"]["hits"].as_array().expect("hits");
+    assert_eq!(hits.len(), 1, "{found}");
+    let letter = &hits[0]["_source"];
+    assert_eq!(letter["@dead_letter"]["reason"], "refused", "{letter}");
+    assert!(
+        letter["@dead_letter"]["document"]
+            .as_str()
+            .is_some_and(|d| d.contains("not a time")),
+        "{letter}"
+    );
+    let health = published_health(&setup.ns.name).await;
+    assert!(
+        health.iter().all(|h| h.get("blocked").is_none()),
+        "{health:?}"
+    );
+    stop(child).await;
+    setup.ns.delete().await;
+}
+
 /// A document the index refuses whose dead letter the dead-letter index
 /// refuses too (a strict mapping): nothing stores it. Its shard stops at that
 /// record, saying so on its lease and in a metric naming shard and record;
@@ -414,59 +474,105 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     setup.ns.delete().await;
 }
 
-/// An index that takes no document now (a write block, as ILM or an operator
-/// sets one) refuses every item with 403: that says nothing against the
-/// documents, so none is dead-lettered. The delivery is retried, the lease
-/// says why, and once the block is lifted every event is stored once.
+/// An index that takes no document now (a write block, as ILM sets on
+/// yesterday's daily index) refuses every item with 403: that says nothing
+/// against the documents, so none is dead-lettered, and nothing else waits
+/// for them: late events for that index are retried alone while today's are
+/// stored beside them, and the lease says why the whole time. Once the block
+/// is lifted each is stored once.
 #[tokio::test]
-async fn a_write_blocked_index_is_waited_for_not_dead_lettered() {
+async fn a_write_blocked_index_holds_back_only_its_own_documents() {
+    const DAY: i64 = 86_400_000;
     let http = reqwest::Client::new();
     let base = stack().var("OPENSEARCH_URL");
-    let setup = setup(1, &["a"]).await;
-    let index = unique("blocked").to_lowercase();
-    let dead = format!("{index}-dead");
-    create_index(base, &index, 1, json!({})).await;
-    let blocked = http
-        .put(format!("{base}/{index}/_settings"))
-        .json(&json!({"index.blocks.write": true}))
-        .send()
-        .await
-        .expect("block");
-    assert!(blocked.status().is_success());
+    let setup = setup(2, &["a", "b"]).await;
+    let prefix = unique("blocked").to_lowercase();
+    let daily = |ms: i64| {
+        let (y, m, d) = logsub::time::civil_from_days(ms.div_euclid(DAY));
+        format!("{prefix}-{y:04}.{m:02}.{d:02}")
+    };
+    let now = logsub::time::now_millis();
+    let (old, today, dead) = (daily(now - DAY), daily(now), format!("{prefix}-dead"));
+    create_index(base, &old, 1, json!({})).await;
+    block_writes(&http, base, &old, true).await;
     setup.configure(
         &format!(
-            "{{elasticsearch: {{endpoint: '{base}', index: '{index}', deadLetterIndex: '{dead}'}}}}"
+            "{{elasticsearch: {{endpoint: '{base}', index: '{prefix}-%Y.%m.%d', deadLetterIndex: '{dead}'}}}}"
         ),
         "[{json: {}}]",
     );
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, _) = worker_with_admin(&setup.config, "worker-1", tx);
-    let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
-    put(&setup, "a", &batch).await;
+    let late: Vec<String> = (0..5).map(|i| format!(r#"{{"late": {i}}}"#)).collect();
+    put_at(&setup, "a", now - DAY, &late).await;
     let said = published(&setup.ns.name, "sinkError", Duration::from_secs(60)).await;
     assert!(
         said.starts_with("unwritable") && said.contains("cluster_block_exception"),
         "{said}"
     );
+    let all_say_why = || async {
+        let health = published_health(&setup.ns.name).await;
+        let why = |h: &Value| {
+            h["sinkError"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("unwritable"))
+        };
+        (health.len() == 2 && health.iter().all(why))
+            .then_some(())
+            .ok_or(health)
+    };
+    eventually("both leases say why", Duration::from_secs(30), || async {
+        all_say_why().await.ok()
+    })
+    .await;
+    for n in 0..10 {
+        let stream = ["a", "b"][n % 2];
+        put_at(&setup, stream, now, &[format!(r#"{{"n": {n}}}"#)]).await;
+        eventually("today's events stored", Duration::from_secs(60), || async {
+            (common::search::count(base, &today).await > n as u64).then_some(())
+        })
+        .await;
+        if let Err(health) = all_say_why().await {
+            panic!("others stored beside them hide the late ones: {health:?}");
+        }
+    }
     assert_eq!(
         common::search::count(base, &dead).await,
         0,
         "nothing dead-lettered"
     );
-    let lifted = http
-        .put(format!("{base}/{index}/_settings"))
-        .json(&json!({"index.blocks.write": null}))
-        .send()
-        .await
-        .expect("lift");
-    assert!(lifted.status().is_success());
+    block_writes(&http, base, &old, false).await;
     let started = tokio::time::Instant::now();
-    each_once(&http, base, &index, batch.len()).await;
+    each_once(&http, base, &old, late.len()).await;
+    each_once(&http, base, &today, 10).await;
+    eventually("the lease clear", Duration::from_secs(30), || async {
+        let health = published_health(&setup.ns.name).await;
+        health
+            .iter()
+            .all(|h| h.get("sinkError").is_none())
+            .then_some(())
+    })
+    .await;
     assert_eq!(common::search::count(base, &dead).await, 0);
     common::report(&format!(
-        "trial write-blocked-index: sent 20, delivered 20, unique 20, duplicates 0, dead-lettered 0, lost 0, recovery {:.1}s",
+        "trial write-blocked-index: sent 15, delivered 15, unique 15, duplicates 0, dead-lettered 0, lost 0, recovery {:.1}s; 10 stored beside 5 held back",
         started.elapsed().as_secs_f64()
     ));
     stop(child).await;
     setup.ns.delete().await;
+}
+
+/// Sets or lifts `index.blocks.write` on `index`.
+async fn block_writes(http: &reqwest::Client, base: &str, index: &str, block: bool) {
+    let set = http
+        .put(format!("{base}/{index}/_settings"))
+        .json(&json!({"index.blocks.write": if block { json!(true) } else { Value::Null }}))
+        .send()
+        .await
+        .expect("block");
+    assert!(
+        set.status().is_success(),
+        "{}",
+        set.text().await.unwrap_or_default()
+    );
 }

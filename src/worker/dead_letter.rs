@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::document::{Document, ID, LOG_GROUP, LOG_STREAM, MESSAGE, OWNER, TIMESTAMP};
-use crate::time::rfc3339_millis;
+use crate::time::{parse_rfc3339_millis, rfc3339_millis};
 
 /// The field holding everything about a dead letter.
 pub const DEAD_LETTER: &str = "@dead_letter";
@@ -142,7 +142,12 @@ impl DeadLetter {
                 .map(str::to_owned)
                 .or(known.id)
                 .unwrap_or_else(|| format!("deadletter-{}-{}", origin.shard, origin.sequence)),
-            time: known.timestamp,
+            // Only a time: the refused document's own may be what was refused.
+            time: known
+                .timestamp
+                .as_deref()
+                .and_then(parse_rfc3339_millis)
+                .map(rfc3339_millis),
             fields,
             content: Content::Document(String::from_utf8_lossy(source).into_owned()),
             index: index.map(str::to_owned),
@@ -321,5 +326,21 @@ mod tests {
         assert!(encoded.len() < 3 * KEEP_TEXT, "{} bytes", encoded.len());
         let smaller = serde_json::to_vec(&letter.to_document_within(0, 1000)).unwrap();
         assert!(smaller.len() < 3000, "{} bytes", smaller.len());
+    }
+
+    #[test]
+    fn a_refused_time_is_not_the_dead_letter_s() {
+        let source = br#"{"@id":"1","@timestamp":"not a time","eventTime":"not a time"}"#;
+        let why = Why {
+            reason: "refused",
+            message: "mapper_parsing_exception".into(),
+            status: Some(400),
+            error_type: Some("mapper_parsing_exception".into()),
+        };
+        let letter = DeadLetter::document(origin(), None, source, None, why);
+        assert_eq!(
+            letter.to_document(0)["@timestamp"],
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

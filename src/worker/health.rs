@@ -2,7 +2,9 @@
 //! that shard's delivery is going; the controller folds these into the
 //! LogSubscription's status (one writer per object: workers write leases).
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,32 +41,62 @@ pub struct ShardHealth {
     pub blocked: Option<String>,
 }
 
-/// How the sink is doing, shared by the driver (writer) and the shard tasks
-/// (readers, when they publish).
+/// How the sink is doing, shared by the driver's deliveries (writers) and the
+/// shard tasks (readers, when they publish). Each delivery that is failing
+/// says why until it is stored, so one that is stuck (an index that takes
+/// nothing) stays on the status while others succeed beside it.
 #[derive(Debug, Default)]
 pub struct SinkHealth {
-    error: Mutex<Option<String>>,
+    troubles: Mutex<BTreeMap<u64, String>>,
+    next: AtomicU64,
 }
 
 impl SinkHealth {
-    /// A delivery succeeded: the sink is healthy again.
-    pub fn ok(&self) {
-        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        if error.is_some() {
-            tracing::info!("sink delivering again");
-            *error = None;
+    /// A delivery's own entry, withdrawn when it is dropped.
+    pub fn watch(self: &Arc<Self>) -> Trouble {
+        Trouble {
+            health: self.clone(),
+            id: self.next.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// A delivery failed.
-    pub fn failed(&self, e: &SinkError) {
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(format!("{}: {}", e.category, e.message));
+    /// The longest-standing failure, if any delivery is failing.
+    pub fn error(&self) -> Option<String> {
+        self.lock().values().next().cloned()
     }
 
-    /// The current failure, if any.
-    pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, String>> {
+        self.troubles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What one delivery says about the sink while it lasts.
+#[derive(Debug)]
+pub struct Trouble {
+    health: Arc<SinkHealth>,
+    id: u64,
+}
+
+impl Trouble {
+    /// The delivery is failing, for this reason.
+    pub fn failed(&self, e: &SinkError) {
+        self.health
+            .lock()
+            .insert(self.id, format!("{}: {}", e.category, e.message));
+    }
+
+    /// The delivery no longer fails.
+    pub fn ok(&self) {
+        let mut troubles = self.health.lock();
+        if troubles.remove(&self.id).is_some() && troubles.is_empty() {
+            tracing::info!("sink delivering again");
+        }
+    }
+}
+
+impl Drop for Trouble {
+    fn drop(&mut self) {
+        self.ok();
     }
 }
 
@@ -131,8 +163,11 @@ mod tests {
             },
             0,
         );
-        let sink = SinkHealth::default();
-        sink.failed(&SinkError::new("unavailable", "connection refused"));
+        let sink = Arc::new(SinkHealth::default());
+        let stuck = sink.watch();
+        let delivery = sink.watch();
+        stuck.failed(&SinkError::new("unwritable", "403 cluster_block_exception"));
+        delivery.failed(&SinkError::new("unavailable", "connection refused"));
         let h = c.snapshot(&sink);
         assert_eq!(
             (h.worker.as_str(), h.delivered, h.dead_lettered),
@@ -146,10 +181,17 @@ mod tests {
         assert_eq!(h.last_delivery.as_deref(), Some("1970-01-01T00:00:00.000Z"));
         assert_eq!(
             h.sink_error.as_deref(),
-            Some("unavailable: connection refused")
+            Some("unwritable: 403 cluster_block_exception"),
+            "the longest-standing"
         );
         assert_eq!(h.millis_behind_latest, None);
-        sink.ok();
+        delivery.ok();
+        assert_eq!(
+            c.snapshot(&sink).sink_error.as_deref(),
+            Some("unwritable: 403 cluster_block_exception"),
+            "another delivery's success does not clear a stuck one"
+        );
+        drop(stuck);
         assert_eq!(c.snapshot(&sink).sink_error, None);
         let json = serde_json::to_string(&c.snapshot(&sink)).unwrap();
         assert_eq!(

@@ -170,16 +170,17 @@ pub fn worker_with_env(
 }
 
 pub async fn put(setup: &Setup, stream: &str, messages: &[String]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    put_at(setup, stream, logsub::time::now_millis(), messages).await;
+}
+
+/// [`put`], the events timed from `at` (ms since the epoch) on.
+pub async fn put_at(setup: &Setup, stream: &str, at: i64, messages: &[String]) {
     let events = messages
         .iter()
         .enumerate()
         .map(|(i, m)| {
             InputLogEvent::builder()
-                .timestamp(now + i as i64)
+                .timestamp(at + i as i64)
                 .message(m)
                 .build()
                 .expect("event")

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use super::SinkError;
 use crate::api::UtcHour;
 use crate::worker::checkpoint::watermark::SequenceNumber;
 
@@ -298,6 +299,9 @@ impl Part {
 pub struct Delivered {
     /// Documents refused for now (e.g. throttled), to be sent again.
     pub retry: Vec<usize>,
+    /// Why the first of `retry` was refused: shown on the status while it
+    /// lasts (at once for `unwritable`, whose index takes nothing now).
+    pub refused: Option<SinkError>,
     /// Documents refused for good and stored as dead letters instead.
     pub dead_lettered: Vec<usize>,
     /// Documents refused for good whose dead letter was refused too, and why:
@@ -526,7 +530,7 @@ pub(crate) mod tests {
         e
     }
 
-    fn seq(n: u64) -> SequenceNumber {
+    pub(crate) fn seq(n: u64) -> SequenceNumber {
         SequenceNumber::parse(&n.to_string()).unwrap()
     }
 
@@ -633,7 +637,7 @@ pub(crate) mod tests {
                 retry: vec![1],
                 dead_lettered: vec![0],
                 failed: vec![(4, "the dead-letter index refused it".into())],
-                superseded: None,
+                ..Delivered::default()
             })
             .unwrap();
         let acked: Vec<Acked> = std::iter::from_fn(|| rx.try_recv().ok()).collect();

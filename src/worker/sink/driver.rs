@@ -14,11 +14,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher, Part};
-use super::{Sink, SinkError};
+use super::{Delivered, Sink, SinkError};
 use crate::retry::Backoff;
 use crate::telemetry::{ErrorLabels, SinkErrorLabels, WorkerMetrics};
 use crate::time::sleep_until;
-use crate::worker::health::SinkHealth;
+use crate::worker::health::{SinkHealth, Trouble};
 
 /// Batch limits and the buffer's size.
 #[derive(Clone, Debug)]
@@ -115,6 +115,7 @@ pub fn spawn<S: Sink>(
     };
     let batcher = Batcher::new(limits.max_docs, limits.max_bytes, limits.max_wait);
     let driver = Driver {
+        slots: Arc::new(Semaphore::new(sink.concurrency().max(1))),
         sink,
         metrics,
         health,
@@ -128,6 +129,11 @@ struct Driver<S> {
     sink: Arc<S>,
     metrics: Arc<WorkerMetrics>,
     health: Arc<SinkHealth>,
+    /// One per delivery the sink takes at once. A delivery holds its slot
+    /// while it retries, except one whose documents have been refused for
+    /// long (an index that takes nothing): it waits without, so the rest of
+    /// the worker's documents go on past it.
+    slots: Arc<Semaphore>,
     in_flight: JoinSet<()>,
 }
 
@@ -172,16 +178,19 @@ impl<S: Sink> Driver<S> {
         }
     }
 
-    /// Starts delivering `batch` once fewer than the sink's concurrency are out.
+    /// Starts delivering `batch` once a slot is free.
     async fn launch(&mut self, batch: Batch) {
-        while self.in_flight.len() >= self.sink.concurrency().max(1) {
-            if let Some(done) = self.in_flight.join_next().await {
-                reap(done);
+        let slot = loop {
+            tokio::select! {
+                slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => reap(done),
             }
-        }
+        };
         let (sink, metrics, health) =
             (self.sink.clone(), self.metrics.clone(), self.health.clone());
-        self.in_flight.spawn(deliver(sink, batch, metrics, health));
+        let slots = self.slots.clone();
+        self.in_flight
+            .spawn(deliver(sink, batch, metrics, health, (slots, Some(slot))));
     }
 }
 
@@ -193,6 +202,10 @@ fn reap(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// How long documents may be refused for now (throttled, a shard not yet
+/// allocated) before the status says the sink is failing.
+const REFUSED_FOR_LONG: Duration = Duration::from_secs(10);
+
 /// Delivers a batch until every document is stored (or is stored nowhere,
 /// which fails its part and stops its shard), retrying with backoff. Parts
 /// whose shard task has gone are abandoned before each attempt.
@@ -201,9 +214,14 @@ async fn deliver<S: Sink>(
     batch: Batch,
     metrics: Arc<WorkerMetrics>,
     health: Arc<SinkHealth>,
+    (slots, mut slot): (Arc<Semaphore>, Option<OwnedSemaphorePermit>),
 ) {
     // Capped at 10 s: once the sink is back, the backlog drains within seconds.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let trouble = health.watch();
+    // Since when documents of this batch are refused for now, attempt after
+    // attempt: a moment of throttling is not a failing sink, a minute is.
+    let mut refused_since = None;
     let mut pending = Some(batch);
     while let Some(mut batch) = pending.take() {
         let abandoned = batch.abandon();
@@ -217,7 +235,10 @@ async fn deliver<S: Sink>(
         if batch.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
+        if slot.is_none() {
+            slot = Some(slots.clone().acquire_owned().await.expect("never closed"));
+        }
+        let started = Instant::now();
         let result = sink.deliver(&batch).await;
         metrics
             .sink_request_seconds
@@ -225,43 +246,22 @@ async fn deliver<S: Sink>(
         metrics.sink_requests.inc();
         match result {
             Ok(delivered) => {
-                health.ok();
-                let refused =
-                    delivered.retry.len() + delivered.dead_lettered.len() + delivered.failed.len();
-                let stored = batch.len().saturating_sub(refused);
-                metrics.sent_events.inc_by(stored as u64);
-                let resent: usize = if delivered.retry.is_empty() {
-                    0
+                count(&metrics, &batch, &delivered);
+                let refused = !delivered.retry.is_empty();
+                if refused {
+                    let since = *refused_since.get_or_insert(started);
+                    let why = refusal(&batch, &delivered);
+                    if why.category == "unwritable" || since.elapsed() >= REFUSED_FOR_LONG {
+                        trouble.failed(&why);
+                        slot = None;
+                    }
                 } else {
-                    let mut retry = delivered.retry.clone();
-                    retry.sort_unstable();
-                    batch
-                        .docs()
-                        .enumerate()
-                        .filter(|(i, _)| retry.binary_search(i).is_ok())
-                        .map(|(_, d)| d.len())
-                        .sum()
-                };
-                metrics
-                    .sent_bytes
-                    .inc_by(batch.byte_len().saturating_sub(resent) as u64);
-                metrics
-                    .sink_dead_lettered_events
-                    .inc_by(delivered.dead_lettered.len() as u64);
-                for (_, reason) in &delivered.failed {
-                    metrics.sink_failed_events.inc();
-                    tracing::error!(%reason, "a document and its dead letter were both refused; its shard stops there");
-                }
-                let retry = !delivered.retry.is_empty();
-                if retry {
-                    metrics
-                        .sink_retried_events
-                        .inc_by(delivered.retry.len() as u64);
-                } else {
+                    refused_since = None;
+                    trouble.ok();
                     backoff.reset();
                 }
                 pending = batch.settle(&delivered);
-                if retry {
+                if refused {
                     let wait = backoff.next_wait();
                     tracing::debug!(
                         documents = pending.as_ref().map_or(0, Batch::len),
@@ -272,7 +272,7 @@ async fn deliver<S: Sink>(
                 }
             }
             Err(e) => {
-                failed(&metrics, &health, &e);
+                failed(&metrics, &trouble, &e);
                 let wait = backoff.next_wait();
                 tracing::warn!(
                     error = %e,
@@ -288,8 +288,59 @@ async fn deliver<S: Sink>(
     }
 }
 
-fn failed(metrics: &WorkerMetrics, health: &SinkHealth, e: &SinkError) {
-    health.failed(e);
+/// Why documents of `batch` are sent again, as the status shows it.
+fn refusal(batch: &Batch, delivered: &Delivered) -> SinkError {
+    let (category, why) = delivered
+        .refused
+        .as_ref()
+        .map_or(("refused_for_now", ""), |r| {
+            (r.category, r.message.as_str())
+        });
+    SinkError::new(
+        category,
+        format!(
+            "{} of {} documents refused: {why}",
+            delivered.retry.len(),
+            batch.len()
+        ),
+    )
+}
+
+/// Counts what the sink made of an attempt.
+fn count(metrics: &WorkerMetrics, batch: &Batch, delivered: &Delivered) {
+    let refused = delivered.retry.len() + delivered.dead_lettered.len() + delivered.failed.len();
+    metrics
+        .sent_events
+        .inc_by(batch.len().saturating_sub(refused) as u64);
+    let resent: usize = if delivered.retry.is_empty() {
+        0
+    } else {
+        let mut retry = delivered.retry.clone();
+        retry.sort_unstable();
+        batch
+            .docs()
+            .enumerate()
+            .filter(|(i, _)| retry.binary_search(i).is_ok())
+            .map(|(_, d)| d.len())
+            .sum()
+    };
+    metrics
+        .sent_bytes
+        .inc_by(batch.byte_len().saturating_sub(resent) as u64);
+    metrics
+        .sink_dead_lettered_events
+        .inc_by(delivered.dead_lettered.len() as u64);
+    for (_, reason) in &delivered.failed {
+        metrics.sink_failed_events.inc();
+        tracing::error!(%reason, "a document and its dead letter were both refused; its shard stops there");
+    }
+    metrics
+        .sink_retried_events
+        .inc_by(delivered.retry.len() as u64);
+}
+
+fn failed(metrics: &WorkerMetrics, trouble: &Trouble, e: &SinkError) {
+    trouble.failed(e);
     metrics
         .sink_errors
         .get_or_create(&SinkErrorLabels {
@@ -309,7 +360,7 @@ mod tests {
 
     use super::*;
     use crate::worker::document::Document;
-    use crate::worker::sink::batch::tests::part;
+    use crate::worker::sink::batch::tests::{part, seq};
     use crate::worker::sink::batch::{Acked, Stored};
     use crate::worker::sink::{Delivered, EncodeError};
 
@@ -420,5 +471,124 @@ mod tests {
         sink.fail.store(0, Ordering::Relaxed);
         let room = tokio::time::timeout(Duration::from_secs(60), handle.reserve(2)).await;
         assert!(room.is_ok(), "delivery gave the room back");
+    }
+
+    /// Refuses every document that starts with `x` while `blocked` (its index
+    /// takes nothing), and every document for the first `throttled` attempts.
+    /// Notes the health the worker would publish at each attempt.
+    #[derive(Default)]
+    struct Refusing {
+        blocked: std::sync::atomic::AtomicBool,
+        throttled: AtomicUsize,
+        stored: Mutex<Vec<String>>,
+        health: Mutex<Option<Arc<SinkHealth>>>,
+        seen: Mutex<Vec<Option<String>>>,
+    }
+
+    impl Sink for Refusing {
+        fn encode(&self, _: &Document, _: &mut Vec<u8>) -> Result<(), EncodeError> {
+            unreachable!("parts are built by the test")
+        }
+
+        async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
+            let health = self.health.lock().unwrap().clone().unwrap();
+            self.seen.lock().unwrap().push(health.error());
+            let throttled = self
+                .throttled
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            let mut delivered = Delivered::default();
+            for (i, doc) in batch.docs().enumerate() {
+                let doc = String::from_utf8(doc.to_vec()).unwrap();
+                if doc.starts_with('x') && self.blocked.load(Ordering::Relaxed) {
+                    delivered.retry.push(i);
+                    delivered.refused = Some(SinkError::new(
+                        "unwritable",
+                        "403 cluster_block_exception: index [old] blocked",
+                    ));
+                } else if throttled {
+                    delivered.retry.push(i);
+                    delivered.refused = Some(SinkError::new(
+                        "refused_for_now",
+                        "429 es_rejected_execution_exception",
+                    ));
+                } else {
+                    self.stored.lock().unwrap().push(doc);
+                }
+            }
+            Ok(delivered)
+        }
+    }
+
+    fn refusing(sink: Refusing) -> (Arc<Refusing>, Arc<SinkHealth>) {
+        let health = Arc::new(SinkHealth::default());
+        *sink.health.lock().unwrap() = Some(health.clone());
+        (Arc::new(sink), health)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_its_index_refuses_holds_only_its_part_and_stays_on_the_status() {
+        let (sink, health) = refusing(Refusing {
+            blocked: true.into(),
+            ..Refusing::default()
+        });
+        // One delivery at a time: the stuck one must not keep it.
+        let limits = DriverLimits::new(10, 1 << 20, Duration::from_millis(50), 1);
+        let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let send = |docs: &[&str], n| {
+            let (handle, p) = (handle.clone(), part(docs, n, &tx));
+            async move {
+                let room = handle.reserve(p.encoded().byte_len()).await.unwrap();
+                handle.send(p, room).unwrap();
+            }
+        };
+        send(&["x-late"], 1).await;
+        send(&["a"], 2).await;
+        assert_eq!(
+            acks.recv().await.unwrap().sequence,
+            seq(2),
+            "delivered beside it"
+        );
+        let said = health.error().unwrap_or_default();
+        assert!(
+            said.starts_with("unwritable: 1 of 2 documents refused: 403 cluster_block_exception"),
+            "{said}"
+        );
+        for n in 3..6 {
+            send(&["b"], n).await;
+            assert_eq!(acks.recv().await.unwrap().sequence, seq(n), "and after it");
+            assert!(health.error().is_some(), "their success does not hide it");
+        }
+        sink.blocked.store(false, Ordering::Relaxed);
+        let acked = acks.recv().await.unwrap();
+        assert_eq!((acked.sequence, acked.result.is_ok()), (seq(1), true));
+        assert_eq!(health.error(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_for_a_moment_are_no_failure_and_for_long_are() {
+        let (sink, health) = refusing(Refusing {
+            throttled: 9.into(),
+            ..Refusing::default()
+        });
+        let limits = DriverLimits::new(10, 1 << 20, Duration::from_millis(50), 1);
+        let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let p = part(&["a"], 1, &tx);
+        let room = handle.reserve(p.encoded().byte_len()).await.unwrap();
+        handle.send(p, room).unwrap();
+        assert!(acks.recv().await.unwrap().result.is_ok());
+        let seen = sink.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 10);
+        // Waits from 100 ms, doubling, each jittered to between half and all
+        // of it: the first 6 come to under 10 s, the first 8 to over.
+        assert!(seen[..8].iter().all(Option::is_none), "{seen:?}");
+        assert_eq!(
+            seen[9].as_deref(),
+            Some("refused_for_now: 1 of 1 documents refused: 429 es_rejected_execution_exception")
+        );
+        assert_eq!(health.error(), None, "stored at last");
+        assert_eq!(sink.stored.lock().unwrap().as_slice(), ["a"]);
     }
 }

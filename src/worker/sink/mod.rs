@@ -71,7 +71,7 @@ pub trait Sink: Send + Sync + 'static {
 pub struct EncodeError(pub String);
 
 /// A delivery that failed as a whole; the driver retries it with backoff.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
     /// A stable category for metrics and status (`io`, `unavailable`, `denied`, …).

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::merge;
+use crate::time::{parse_rfc3339_millis, rfc3339_millis};
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch.
@@ -69,8 +70,13 @@ pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
 }
 
 fn with_event(mut doc: Document, event: Map<String, Value>) -> Document {
-    if let Some(Value::String(time)) = event.get("eventTime") {
-        doc.insert(TIMESTAMP, Value::String(time.clone()));
+    // Anyone who writes to the log group writes this text: only a time
+    // becomes the document's (in one form, which every index and object key
+    // reads alike); anything else stays the event's own field.
+    if let Some(Value::String(time)) = event.get("eventTime")
+        && let Some(millis) = parse_rfc3339_millis(time)
+    {
+        doc.insert(TIMESTAMP, Value::String(rfc3339_millis(millis)));
     }
     merge(&mut doc, event);
     doc
@@ -98,7 +104,7 @@ mod tests {
     fn one_event_becomes_fields_at_its_event_time() {
         let [out] = <[Document; 1]>::try_from(apply(doc(START_LOGGING))).unwrap();
         assert_eq!(out["@id"], "3195");
-        assert_eq!(out["@timestamp"], "2019-06-19T00:18:31Z");
+        assert_eq!(out["@timestamp"], "2019-06-19T00:18:31.000Z");
         assert_eq!(out["eventName"], "StartLogging");
         assert_eq!(out["userIdentity"]["userName"], "Mary_Major");
         assert_eq!(out["sourceIPAddress"], "203.0.113.64");
@@ -116,7 +122,7 @@ mod tests {
         assert_eq!(out[0]["@id"], "3195-0");
         assert_eq!(out[1]["@id"], "3195-1");
         assert_eq!(out[1]["eventName"], "StopLogging");
-        assert_eq!(out[1]["@timestamp"], "2019-06-19T00:19:00Z");
+        assert_eq!(out[1]["@timestamp"], "2019-06-19T00:19:00.000Z");
         assert!(out[1]["@message"].as_str().unwrap().contains("StopLogging"));
         assert!(out.iter().all(|d| d.get("Records").is_none()));
         assert_eq!(
@@ -135,6 +141,26 @@ mod tests {
                 out[0]["@timestamp"], "2019-06-19T00:18:40.000Z",
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn an_event_time_that_is_no_time_stays_the_event_s_own_field() {
+        for time in [
+            "not a time",
+            "2019-02-30T00:00:00Z",
+            "2019-06-19T00:18:31+02:00",
+        ] {
+            let out = apply(doc(&format!(
+                r#"{{"eventTime":"{time}","eventName":"Evil"}}"#
+            )));
+            assert_eq!(out[0]["eventTime"], time);
+            let want = if time.ends_with("+02:00") {
+                "2019-06-18T22:18:31.000Z"
+            } else {
+                "2019-06-19T00:18:40.000Z"
+            };
+            assert_eq!(out[0]["@timestamp"], want, "{time}");
         }
     }
 }

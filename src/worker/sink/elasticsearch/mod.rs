@@ -413,16 +413,8 @@ impl Elasticsearch {
                 match item {
                     Item::Created | Item::Duplicate => delivered.dead_lettered.push(i),
                     // The document goes again: refused again, dead-lettered again.
-                    Item::Retry { .. } => delivered.retry.push(i),
-                    Item::Unwritable {
-                        status,
-                        error_type,
-                        reason,
-                    } => {
-                        return Err(SinkError::new(
-                            "unwritable",
-                            format!("dead letters: {status} {error_type}: {reason}"),
-                        ));
+                    Item::Retry { .. } | Item::Unwritable { .. } => {
+                        refuse(delivered, i, &item, "dead letters: ");
                     }
                     Item::Rejected { status: 413, .. } if keep > MIN_KEEP => {
                         smaller.push((i, letter));
@@ -563,6 +555,36 @@ fn write_create(index: &str, doc: &Document, out: &mut Vec<u8>) -> Result<(), En
     Ok(())
 }
 
+/// Sends document `i` again, and keeps why: an index that takes nothing now
+/// says so before documents merely refused for now (429, 503).
+fn refuse(delivered: &mut Delivered, i: usize, item: &Item, what: &str) {
+    delivered.retry.push(i);
+    let why = match item {
+        Item::Unwritable {
+            status,
+            error_type,
+            reason,
+        } => SinkError::new(
+            "unwritable",
+            format!("{what}{status} {error_type}: {reason}"),
+        ),
+        Item::Retry { status, error_type } => {
+            if delivered.refused.is_some() {
+                return;
+            }
+            SinkError::new("refused_for_now", format!("{what}{status} {error_type}"))
+        }
+        _ => return,
+    };
+    if delivered
+        .refused
+        .as_ref()
+        .is_none_or(|r| r.category != "unwritable")
+    {
+        delivered.refused = Some(why);
+    }
+}
+
 fn failure(f: &Failure) -> SinkError {
     match f {
         Failure::Retry {
@@ -683,20 +705,10 @@ impl Sink for Elasticsearch {
         for (i, item) in items.iter().enumerate() {
             match item {
                 Item::Created | Item::Duplicate => {}
-                Item::Retry { .. } => delivered.retry.push(i),
+                // Only these go again: the rest of the batch, and the shards
+                // it came from, go on.
+                Item::Retry { .. } | Item::Unwritable { .. } => refuse(&mut delivered, i, item, ""),
                 Item::Rejected { .. } => rejected.push((i, item)),
-                Item::Unwritable {
-                    status,
-                    error_type,
-                    reason,
-                } => {
-                    // The index takes nothing now: all again, later (what was
-                    // stored answers 409), and the status says why.
-                    return Err(SinkError::new(
-                        "unwritable",
-                        format!("{status} {error_type}: {reason}"),
-                    ));
-                }
             }
         }
         if !rejected.is_empty() {
