@@ -101,6 +101,7 @@ impl<S: Sink> Harness<S> {
                     log_group: "/conformance".into(),
                     owner: "123456789012".into(),
                 },
+                written: None,
             };
             Part::object(encoded, span, Some(ack))
         } else {

@@ -7,7 +7,9 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::pipeline::{forget_checkpoints, metric, put, setup, stop, worker_with_admin};
+use common::pipeline::{
+    forget_checkpoints, metric, published, put, setup, stop, worker_with_admin,
+};
 use common::{eventually, unique};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -125,8 +127,101 @@ async fn objects_hold_every_event_once_and_a_replay_finds_the_same_objects() {
         "the same objects, no more"
     );
     assert_eq!(second, first, "with the same documents");
+
+    // Objects under the keys of earlier releases (`<first>-<last>`): a replay
+    // finds them and writes none of their records again.
+    let mut legacy = BTreeMap::new();
+    for o in common::s3::objects(&s3, &bucket).await {
+        let last = o.last.expect("logsub-last");
+        let old = o.key.replace(".json.gz", &format!("-{last}.json.gz"));
+        s3.copy_object()
+            .bucket(&bucket)
+            .copy_source(format!("{bucket}/{}", o.key))
+            .key(&old)
+            .send()
+            .await
+            .expect("copy");
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(&o.key)
+            .send()
+            .await
+            .expect("delete");
+        legacy.insert(old, o.docs);
+    }
+    let replay = |name: &'static str| {
+        let (setup, sent) = (&setup, sent.len() as f64);
+        async move {
+            forget_checkpoints(&setup.ns.name).await;
+            let (tx, _stdout) = mpsc::unbounded_channel();
+            let (child, admin) = worker_with_admin(&setup.config, name, tx);
+            (child, admin, sent)
+        }
+    };
+    let (third, admin, want) = replay("worker-3").await;
+    eventually(
+        "the replay over old keys",
+        Duration::from_secs(60),
+        || async {
+            let delivered = metric(admin, "component_sent_events_total").await?;
+            (delivered == want).then_some(())
+        },
+    )
+    .await;
+    stop(third).await;
+    let after = objects(&s3, &bucket).await;
+    assert!(after == legacy, "no object added: {:?}", after.keys());
+
+    // An object logsub did not write where one of its own goes: the sink
+    // says so on the status and waits; moved away, delivery goes on.
+    for key in legacy.keys() {
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("delete");
+    }
+    let taken = first.keys().next().expect("an object").clone();
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&taken)
+        .body(b"not ours".to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    let (fourth, _, _) = replay("worker-4").await;
+    let said = published(&setup.ns.name, "sinkError", Duration::from_secs(60)).await;
+    assert!(
+        said.starts_with("conflict") && said.contains(&taken),
+        "{said}"
+    );
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&taken)
+        .send()
+        .await
+        .expect("delete");
+    let every_event_once = || async {
+        let all = common::s3::objects(&s3, &bucket).await;
+        let ids: HashSet<String> = all
+            .iter()
+            .flat_map(|o| &o.docs)
+            .filter_map(|d| d["@id"].as_str().map(str::to_owned))
+            .collect();
+        let docs: usize = all.iter().map(|o| o.docs.len()).sum();
+        (docs == sent.len() && ids.len() == sent.len()).then_some(())
+    };
+    eventually(
+        "every event written again",
+        Duration::from_secs(60),
+        every_event_once,
+    )
+    .await;
+    stop(fourth).await;
+    assert!(every_event_once().await.is_some(), "and no more");
     eprintln!(
-        "S3: {} events in {} objects; a replay found the same objects",
+        "S3: {} events in {} objects; replays found the same objects, under old keys too",
         sent.len(),
         first.len()
     );

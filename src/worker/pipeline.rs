@@ -20,7 +20,7 @@ use super::decode::cloudwatch::Limits;
 use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
 use super::health::ShardCounters;
 use super::process::{Streamed, process_each};
-use super::sink::batch::{Ack, Acked, Encoded, ObjectMeta, Part, Span};
+use super::sink::batch::{Ack, Acked, Earlier, Encoded, ObjectMeta, Part, Span};
 use super::sink::{EncodeError, Sink};
 use super::transform::Compiled;
 use crate::api::UtcHour;
@@ -218,8 +218,8 @@ struct Objects {
     /// Whether objects may exist beyond the checkpoint: asked for each new
     /// object until one is not there.
     probing: bool,
-    /// The record a probe was answered for, and where that object ended.
-    probed: Option<(SequenceNumber, Option<SequenceNumber>)>,
+    /// The record a probe was answered for, and the object found there.
+    probed: Option<(SequenceNumber, Option<Earlier>)>,
 }
 
 struct OpenObject {
@@ -228,8 +228,9 @@ struct OpenObject {
     last: SequenceNumber,
     meta: ObjectMeta,
     opened: Instant,
-    /// Where this object must end (an earlier one ended there).
-    cut_at: Option<SequenceNumber>,
+    /// The object an earlier holder wrote from the same first record: this
+    /// one ends where it did.
+    earlier: Option<Earlier>,
     /// Its documents that are dead letters.
     dead_letters: usize,
 }
@@ -286,17 +287,17 @@ impl ShardPipeline {
     }
 
     /// The answer to a [`Probe`]: where the object ended, if it exists.
-    pub fn probed(&mut self, probe: &Probe, end: Option<SequenceNumber>) {
+    pub fn probed(&mut self, probe: &Probe, earlier: Option<Earlier>) {
         if let Some(objects) = &mut self.objects {
-            objects.probing = end.is_some();
-            objects.probed = Some((probe.first.clone(), end));
+            objects.probing = earlier.is_some();
+            objects.probed = Some((probe.first.clone(), earlier));
         }
     }
 
     /// When the open object must be cut, if it may be cut by time.
     pub fn object_due(&self) -> Option<Instant> {
         let open = self.objects.as_ref()?.open.as_ref()?;
-        open.cut_at
+        open.earlier
             .is_none()
             .then_some(open.opened + self.objects.as_ref()?.max_wait)
     }
@@ -317,11 +318,16 @@ impl ShardPipeline {
 
     fn close(&self, open: OpenObject) -> Part {
         let ack = self.ack(&open.first);
+        let written = open
+            .earlier
+            .filter(|earlier| earlier.last == open.last)
+            .map(|earlier| earlier.key);
         let span = Span {
             shard: self.shard.clone(),
             first: open.first,
             last: open.last,
             meta: open.meta,
+            written,
         };
         Part::object(open.encoded, span, Some(ack)).with_dead_letters(open.dead_letters)
     }
@@ -417,8 +423,8 @@ impl ShardPipeline {
                 return Ok(());
             }
             None => {
-                let cut_at = match &objects.probed {
-                    Some((first, end)) if first == seq => end.clone(),
+                let earlier = match &objects.probed {
+                    Some((first, earlier)) if first == seq => earlier.clone(),
                     _ => None,
                 };
                 objects.open = Some(OpenObject {
@@ -427,7 +433,7 @@ impl ShardPipeline {
                     last: seq.clone(),
                     meta: meta.unwrap_or_default(),
                     opened: Instant::now(),
-                    cut_at,
+                    earlier,
                     dead_letters,
                 });
                 // The object's first record holds the watermark for all of it.
@@ -444,8 +450,8 @@ impl ShardPipeline {
         let full = objects
             .open
             .as_ref()
-            .is_some_and(|open| match &open.cut_at {
-                Some(end) => seq >= end,
+            .is_some_and(|open| match &open.earlier {
+                Some(earlier) => *seq >= earlier.last,
                 None => {
                     open.encoded.len() >= limits.max_docs
                         || open.encoded.byte_len() >= limits.max_bytes
@@ -663,10 +669,12 @@ mod tests {
                     let (probe, prepared) = *probed;
                     // An earlier holder wrote an object from record 1 to 2,
                     // and none from record 3.
-                    let end =
-                        (probe.first.as_str() == "1").then(|| SequenceNumber::parse("2").unwrap());
+                    let earlier = (probe.first.as_str() == "1").then(|| Earlier {
+                        last: SequenceNumber::parse("2").unwrap(),
+                        key: "s/1.json.gz".into(),
+                    });
                     assert_eq!(probe.meta.log_group, "g");
-                    p.probed(&probe, end);
+                    p.probed(&probe, earlier);
                     probes.push(probe.first.to_string());
                     assert!(matches!(
                         p.accept(prepared, &metrics, &mut parts).unwrap(),
@@ -690,6 +698,15 @@ mod tests {
         // Cut at record 2 as before; from record 3 on the limits cut (5
         // documents: 3 records).
         assert_eq!(spans, [("1", "2", 4), ("3", "5", 6)]);
+        let written: Vec<Option<&str>> = parts
+            .iter()
+            .map(|part| part.span().and_then(|s| s.written.as_deref()))
+            .collect();
+        assert_eq!(
+            written,
+            [Some("s/1.json.gz"), None],
+            "only the replay is there already"
+        );
         // Record 6 stays open until its time is up.
         assert!(p.object_due().is_some());
         let last = p.cut_now().expect("the open object");

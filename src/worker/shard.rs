@@ -25,7 +25,7 @@ use super::pipeline::{
 use super::prepare_pool::PreparePool;
 use super::sink::batch::Acked;
 use super::sink::driver::{Closed, DriverHandle, Room};
-use super::sink::{Part, Sink, SinkError};
+use super::sink::{Earlier, Part, Sink, SinkError};
 use super::source::kinesis::lease::{Checkpoint, LeaseError};
 use super::source::kinesis::reader::Read;
 use super::transform::Compiled;
@@ -115,7 +115,7 @@ pub struct Resume {
     pub counters: ShardCounters,
 }
 
-type Probing = Pin<Box<dyn Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send>>;
+type Probing = Pin<Box<dyn Future<Output = Result<Option<Earlier>, SinkError>> + Send>>;
 
 /// Bytes of documents a shard prepares ahead of what the sink has taken:
 /// enough records at once to spare a thread hand-over each, few enough that
@@ -375,18 +375,18 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     }
 
     /// The answer to a probe: the record waiting for it is accepted now.
-    fn probed(&mut self, end: Result<Option<SequenceNumber>, SinkError>) -> Result<(), ShardExit> {
+    fn probed(&mut self, found: Result<Option<Earlier>, SinkError>) -> Result<(), ShardExit> {
         // A failed look-up fails the shard: its lease is taken again later,
         // and nothing was handed over for the records not yet accepted.
-        let end =
-            end.map_err(|e| ShardExit::Failed(format!("looking for earlier objects: {e}")))?;
+        let earlier =
+            found.map_err(|e| ShardExit::Failed(format!("looking for earlier objects: {e}")))?;
         let Some((probe, prepared)) = self.probed.take() else {
             return Ok(());
         };
-        if let Some(end) = &end {
-            tracing::info!(shard = %self.shard, first = %probe.first, last = %end, "an earlier holder wrote this object; cutting the replay at its end");
+        if let Some(earlier) = &earlier {
+            tracing::info!(shard = %self.shard, first = %probe.first, last = %earlier.last, key = %earlier.key, "an earlier holder wrote this object; cutting the replay at its end");
         }
-        self.pipeline.probed(&probe, end);
+        self.pipeline.probed(&probe, earlier);
         match self
             .pipeline
             .accept(prepared, &self.context.metrics, &mut self.pending)

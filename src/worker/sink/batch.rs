@@ -197,6 +197,18 @@ pub struct Span {
     pub last: SequenceNumber,
     /// From its first document.
     pub meta: ObjectMeta,
+    /// The key of an object an earlier holder of the shard wrote from
+    /// exactly these records: there is nothing to write.
+    pub written: Option<String>,
+}
+
+/// An object an earlier holder of a shard wrote, found by a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Earlier {
+    /// Its last record: the replay cuts there.
+    pub last: SequenceNumber,
+    /// Its key.
+    pub key: String,
 }
 
 /// Documents of one record (all, or a run of them), or of a run of records for

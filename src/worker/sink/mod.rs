@@ -12,7 +12,7 @@ pub mod stdout;
 
 use std::future::Future;
 
-pub use batch::{Batch, Delivered, Encoded, ObjectMeta, Part, Span};
+pub use batch::{Batch, Delivered, Earlier, Encoded, ObjectMeta, Part, Span};
 
 use super::checkpoint::watermark::SequenceNumber;
 use super::document::Document;
@@ -50,16 +50,15 @@ pub trait Sink: Send + Sync + 'static {
         false
     }
 
-    /// For an object sink: where the object that starts at record `first` of
-    /// `shard` ended, if an earlier holder wrote one, so that a replay cuts its
-    /// batch at the same record and overwrites that object rather than adding
-    /// another.
+    /// For an object sink: the object that starts at record `first` of
+    /// `shard`, if an earlier holder wrote one, so that a replay cuts its
+    /// batch at the same record and adds no other object.
     fn resume_cut(
         &self,
         shard: &str,
         first: &SequenceNumber,
         meta: &ObjectMeta,
-    ) -> impl Future<Output = Result<Option<SequenceNumber>, SinkError>> + Send {
+    ) -> impl Future<Output = Result<Option<Earlier>, SinkError>> + Send {
         let _ = (shard, first, meta);
         std::future::ready(Ok(None))
     }

@@ -15,7 +15,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 
-use super::{Batch, Delivered, EncodeError, ObjectMeta, Sink, SinkError, Span};
+use super::{Batch, Delivered, Earlier, EncodeError, ObjectMeta, Sink, SinkError, Span};
 use crate::api::{Compression, Template};
 use crate::aws::{AwsError, ErrorClass, classify};
 use crate::worker::checkpoint::watermark::SequenceNumber;
@@ -35,6 +35,15 @@ enum Written {
     Stored,
     /// An object of that key is there already.
     Exists,
+}
+
+/// What a key holds.
+enum AtKey {
+    Nothing,
+    /// An object logsub wrote, up to this record.
+    Ours(SequenceNumber),
+    /// An object without logsub's metadata.
+    Foreign,
 }
 
 /// The S3 sink.
@@ -104,8 +113,8 @@ impl S3 {
         self.key_of(&span.shard, &span.first, &span.meta)
     }
 
-    /// The last record of the object at `key`, if there is one.
-    async fn last_of_object(&self, key: &str) -> Result<Option<SequenceNumber>, SinkError> {
+    /// What is at `key`.
+    async fn at_key(&self, key: &str) -> Result<AtKey, SinkError> {
         match self
             .client
             .head_object()
@@ -117,8 +126,9 @@ impl S3 {
             Ok(head) => Ok(head
                 .metadata()
                 .and_then(|m| m.get(LAST))
-                .and_then(|last| SequenceNumber::parse(last).ok())),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+                .and_then(|last| SequenceNumber::parse(last).ok())
+                .map_or(AtKey::Foreign, AtKey::Ours)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(AtKey::Nothing),
             Err(e) => Err(failure(classify(e))),
         }
     }
@@ -348,6 +358,10 @@ impl Sink for S3 {
         let span = batch
             .span()
             .ok_or_else(|| SinkError::new("bug", "an S3 batch without its records"))?;
+        if let Some(key) = &span.written {
+            tracing::debug!(%key, "object written before from the same records; not again");
+            return Ok(Delivered::default());
+        }
         let key = self.key(span);
         let body =
             body(batch, self.compression).map_err(|e| SinkError::new("encode", e.to_string()))?;
@@ -356,19 +370,34 @@ impl Sink for S3 {
                 tracing::debug!(%key, documents = batch.len(), "object written");
                 Ok(Delivered::default())
             }
-            // A replay of an object written before: the same records, cut
-            // where the earlier object ended.
-            Written::Exists if self.last_of_object(&key).await? == Some(span.last.clone()) => {
-                tracing::debug!(%key, "object written before; the replay ends where it did");
-                Ok(Delivered::default())
-            }
-            Written::Exists => Ok(Delivered {
-                superseded: Some(format!(
-                    "another holder of the shard wrote {key} meanwhile, to another record than {}",
-                    span.last
+            Written::Exists => match self.at_key(&key).await? {
+                // A replay of an object written before: the same records, cut
+                // where the earlier object ended.
+                AtKey::Ours(last) if last == span.last => {
+                    tracing::debug!(%key, "object written before; the replay ends where it did");
+                    Ok(Delivered::default())
+                }
+                AtKey::Ours(_) => Ok(Delivered {
+                    superseded: Some(format!(
+                        "another holder of the shard wrote {key} meanwhile, to another record than {}",
+                        span.last
+                    )),
+                    ..Delivered::default()
+                }),
+                // Gone since: write it again.
+                AtKey::Nothing => Err(SinkError::new(
+                    "unavailable",
+                    format!("{key} was there, then was not"),
                 )),
-                ..Delivered::default()
-            }),
+                // Neither replaced nor taken for ours: someone must move it.
+                AtKey::Foreign => Err(SinkError::new(
+                    "conflict",
+                    format!(
+                        "{key} holds an object logsub did not write (no {LAST} metadata); \
+                         move it away and delivery goes on"
+                    ),
+                )),
+            },
         }
     }
 
@@ -386,12 +415,10 @@ impl Sink for S3 {
         shard: &str,
         first: &SequenceNumber,
         meta: &ObjectMeta,
-    ) -> Result<Option<SequenceNumber>, SinkError> {
-        if let Some(last) = self
-            .last_of_object(&self.key_of(shard, first, meta))
-            .await?
-        {
-            return Ok(Some(last));
+    ) -> Result<Option<Earlier>, SinkError> {
+        let key = self.key_of(shard, first, meta);
+        if let AtKey::Ours(last) = self.at_key(&key).await? {
+            return Ok(Some(Earlier { last, key }));
         }
         // Objects written before keys named the first record only.
         let directory = self.directory(shard, meta);
@@ -406,8 +433,15 @@ impl Sink for S3 {
         Ok(listed
             .contents()
             .iter()
-            .filter_map(|o| last_of(o.key()?, &directory, first))
-            .max())
+            .filter_map(|o| {
+                let key = o.key()?;
+                let last = last_of(key, &directory, first)?;
+                Some(Earlier {
+                    last,
+                    key: key.to_owned(),
+                })
+            })
+            .max_by(|a, b| a.last.cmp(&b.last)))
     }
 }
 
@@ -483,6 +517,7 @@ mod tests {
             first: SequenceNumber::parse("1").unwrap(),
             last: SequenceNumber::parse("2").unwrap(),
             meta: meta(),
+            written: None,
         };
         let ack = super::super::batch::Ack {
             to: tx,
