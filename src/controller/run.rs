@@ -77,6 +77,22 @@ pub async fn run(
     // A standby is ready too: it is healthy and takes over when the leader goes.
     ready.set(true);
 
+    // Loaded before leading (it may wait on the instance metadata service):
+    // a leader's renewals start the moment it holds the lease.
+    // CloudWatch Logs and Kinesis control calls answer in well under a
+    // second: a hanging one is abandoned and the reconcile retried.
+    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        crate::aws::timeouts(Duration::from_secs(10), Duration::from_secs(30)),
+    );
+    if let Some(region) = &options.settings.region {
+        sdk = sdk.region(aws_config::Region::new(region.clone()));
+    }
+    let sdk = sdk.load().await;
+    if sdk.region().is_none() {
+        tracing::warn!(
+            "no default AWS region (--region, AWS_REGION or a profile): LogSubscriptions without spec.region are InvalidSpec"
+        );
+    }
     let mut election = options.leader_lease.as_ref().map(|(namespace, name)| {
         Election::new(
             client.clone(),
@@ -98,20 +114,6 @@ pub async fn run(
     metrics.leader.set(1);
     let leading = metrics.leader.clone();
 
-    // CloudWatch Logs and Kinesis control calls answer in well under a
-    // second: a hanging one is abandoned and the reconcile retried.
-    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-        crate::aws::timeouts(Duration::from_secs(10), Duration::from_secs(30)),
-    );
-    if let Some(region) = &options.settings.region {
-        sdk = sdk.region(aws_config::Region::new(region.clone()));
-    }
-    let sdk = sdk.load().await;
-    if sdk.region().is_none() {
-        tracing::warn!(
-            "no default AWS region (--region, AWS_REGION or a profile): LogSubscriptions without spec.region are InvalidSpec"
-        );
-    }
     let ctx = Arc::new(Context {
         aws: Aws::new(
             sdk,
