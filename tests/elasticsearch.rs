@@ -150,11 +150,11 @@ async fn delivers_once_with_dead_letters(base: &str) {
             .iter()
             .any(|d| d["log_status"] == "NODATA" && d.get("srcaddr").is_none())
     );
-    // A CloudTrail event lands in the index of its eventTime.
+    // A CloudTrail event lands in the index of its eventTime, in UTC milliseconds.
     let trail = by_stream("trail");
     assert_eq!(trail.len(), 1);
     assert_eq!(trail[0]["eventName"], "StartLogging");
-    assert_eq!(trail[0]["@timestamp"], "2026-11-20T10:00:00Z");
+    assert_eq!(trail[0]["@timestamp"], "2026-11-20T10:00:00.000Z");
     assert_eq!(trail[0]["userIdentity"]["userName"], "Mary_Major");
     let lambda = by_stream("lambda");
     assert_eq!(lambda.len(), 2);
