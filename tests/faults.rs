@@ -182,16 +182,9 @@ async fn too_large(http: &reqwest::Client, base: &str) {
     batch.insert(30, big);
     put(&setup, "a", &batch).await;
     each_once(http, base, &index, batch.len()).await;
-    let found: Value = http
-        .post(format!("{base}/{index}/_search"))
-        .json(&json!({"query": {"exists": {"field": "@dead_letter"}}}))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    let letter = &found["hits"]["hits"][0]["_source"];
+    let letters = dead_letters(http, base, &index).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
     assert_eq!(letter["@dead_letter"]["reason"], "too_large", "{letter}");
     assert_eq!(letter["@dead_letter"]["status"], 413);
     assert_eq!(letter["@dead_letter"]["truncated"], true);
@@ -313,18 +306,9 @@ async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
     put(&setup, "a", &lines).await;
     let http = reqwest::Client::new();
     each_once(&http, base, &index, 3).await;
-    let found: Value = http
-        .post(format!("{base}/{index}/_search"))
-        .json(&json!({"query": {"exists": {"field": "@dead_letter"}}}))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    let hits = found["hits"]["hits"].as_array().expect("hits");
-    assert_eq!(hits.len(), 1, "{found}");
-    let letter = &hits[0]["_source"];
+    let letters = dead_letters(&http, base, &index).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
     assert_eq!(letter["@dead_letter"]["reason"], "refused", "{letter}");
     assert!(
         letter["@dead_letter"]["document"]
@@ -560,6 +544,25 @@ async fn a_write_blocked_index_holds_back_only_its_own_documents() {
     ));
     stop(child).await;
     setup.ns.delete().await;
+}
+
+/// The dead letters in `index`.
+async fn dead_letters(http: &reqwest::Client, base: &str, index: &str) -> Vec<Value> {
+    let found: Value = http
+        .post(format!("{base}/{index}/_search"))
+        .json(&json!({"query": {"exists": {"field": "@dead_letter"}}}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    found["hits"]["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|hit| hit["_source"].clone())
+        .collect()
 }
 
 /// Sets or lifts `index.blocks.write` on `index`.
