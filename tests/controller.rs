@@ -900,6 +900,105 @@ async fn what_cannot_work_is_refused_or_shown_and_deletion_does_not_hang() {
     ns.delete().await;
 }
 
+/// Objects someone else made under the workers' names are never taken: the
+/// LogSubscription says `NameConflict` and changes nothing of them, and its
+/// deletion (under `Delete`) leaves them as they were.
+#[tokio::test]
+async fn objects_of_the_workers_names_made_by_others_are_left_alone() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (_, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "taken", 1).await;
+    let kubeconfig = identity(&ns).await;
+    let _controller = start(&ns, &kubeconfig, "10s");
+    let theirs: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "payments-worker", "labels": {"app": "payments"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "payments"}},
+            "template": {
+                "metadata": {"labels": {"app": "payments"}},
+                "spec": {"containers": [{"name": "payments", "image": "payments:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    let deployments = ns.api::<Deployment>();
+    let made = deployments
+        .create(&Default::default(), &theirs)
+        .await
+        .expect("their Deployment");
+    let config: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "payments-worker"},
+        "data": {"theirs": "yes"},
+    }))
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .create(&Default::default(), &config)
+        .await
+        .expect("their ConfigMap");
+
+    let mut lsub = without_workers(
+        "payments",
+        json!({"names": ["/taken/a"]}),
+        json!({"existing": {"name": stream}}),
+    );
+    lsub["spec"]["deletionPolicy"] = json!("Delete");
+    create(&ns, lsub).await;
+    let message = wait_for(&ns, "payments", "NameConflict", SETTLE, |l| {
+        let workers = l
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "WorkersAvailable")?;
+        (workers.status == "False" && workers.reason == "NameConflict")
+            .then(|| workers.message.clone())
+    })
+    .await;
+    assert!(message.contains("payments-worker"), "{message}");
+    let unchanged = |d: &Deployment| {
+        d.metadata.uid == made.metadata.uid
+            && d.metadata.owner_references.is_none()
+            && d.spec
+                .template
+                .spec
+                .as_ref()
+                .map(|p| p.containers[0].image.clone())
+                == Some(Some("payments:1".into()))
+    };
+    let now = deployments.get("payments-worker").await.expect("theirs");
+    assert!(unchanged(&now), "{:?}", now.metadata);
+    let kept = ns
+        .api::<ConfigMap>()
+        .get("payments-worker")
+        .await
+        .expect("theirs");
+    assert_eq!(
+        kept.data
+            .unwrap_or_default()
+            .get("theirs")
+            .map(String::as_str),
+        Some("yes")
+    );
+
+    delete_all(&ns).await;
+    let after = deployments
+        .get("payments-worker")
+        .await
+        .expect("still there");
+    assert!(unchanged(&after), "{:?}", after.metadata);
+    assert!(after.metadata.deletion_timestamp.is_none());
+    ns.delete().await;
+}
+
 /// GitOps: every example, applied server-side and reconciled by the
 /// controller (finalizer added, status written), shows no drift in
 /// `kubectl diff --server-side`, so Argo CD and Flux see it in sync.

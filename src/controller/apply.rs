@@ -1,11 +1,13 @@
 //! Idempotent writes: the workers' objects by server-side apply, and the status.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::Error;
 use super::resources::workload::Workload;
 use crate::api::{LogSubscription, LogSubscriptionStatus};
 
@@ -17,7 +19,20 @@ fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-async fn apply_one<K>(client: &kube::Client, object: &K) -> Result<K, kube::Error>
+/// Whether `meta` is controlled by the object with `uid`.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Applies `object`, which is controlled by its owner, unless an object of
+/// its name exists that the owner does not control: taking over what someone
+/// else made (by force, as applies here do) is never the point.
+async fn apply_one<K>(client: &kube::Client, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -25,15 +40,31 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-    api.patch(&object.name_any(), &params(), &Patch::Apply(object))
-        .await
+    let name = object.name_any();
+    let owner = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+        .unwrap_or_default();
+    if let Some(existing) = api.get_opt(&name).await?
+        && !controlled_by(existing.meta(), &owner)
+    {
+        return Err(Error::NameTaken {
+            kind: K::kind(&()).into_owned(),
+            name,
+        });
+    }
+    // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
+    Ok(api.patch(&name, &params(), &Patch::Apply(object)).await?)
 }
 
 /// Applies the workers' objects, the Deployment last so that what it mounts
 /// and runs as exists when its pods start. Returns the applied Deployment.
-pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, kube::Error> {
+pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, Error> {
     apply_one(client, &w.service_account).await?;
     apply_one(client, &w.role).await?;
     apply_one(client, &w.role_binding).await?;
@@ -57,4 +88,35 @@ pub async fn status(
     api.patch_status(&lsub.name_any(), &params(), &Patch::Apply(body))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    #[test]
+    fn only_a_controller_reference_with_the_uid_makes_it_ours() {
+        let owner = |uid: &str, controller: Option<bool>| OwnerReference {
+            uid: uid.into(),
+            controller,
+            ..OwnerReference::default()
+        };
+        let meta = |refs: Vec<OwnerReference>| ObjectMeta {
+            owner_references: Some(refs),
+            ..ObjectMeta::default()
+        };
+        assert!(controlled_by(&meta(vec![owner("u", Some(true))]), "u"));
+        assert!(
+            !controlled_by(&meta(vec![owner("u", None)]), "u"),
+            "owned, not controlled"
+        );
+        assert!(!controlled_by(&meta(vec![owner("v", Some(true))]), "u"));
+        assert!(!controlled_by(&ObjectMeta::default(), "u"));
+        assert!(
+            !controlled_by(&meta(vec![owner("", Some(true))]), ""),
+            "no uid is no owner"
+        );
+    }
 }

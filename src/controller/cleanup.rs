@@ -105,13 +105,26 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
     let namespace = lsub.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let workers = super::resources::workload::workload_name(lsub);
-    match deployments
-        .delete(&workers, &DeleteParams::foreground())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(e),
+    let uid = lsub.uid().unwrap_or_default();
+    // Only our own workers: a Deployment of that name someone else made stays.
+    let ours = deployments
+        .get_opt(&workers)
+        .await?
+        .filter(|d| super::apply::controlled_by(&d.metadata, &uid));
+    if ours.is_some() {
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: ours.and_then(|d| d.metadata.uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::foreground()
+        };
+        match deployments.delete(&workers, &params).await {
+            Ok(_) => {}
+            // Gone, or replaced by another object meanwhile (409): not ours to delete.
+            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {}
+            Err(e) => return Err(e),
+        }
     }
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!(

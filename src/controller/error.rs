@@ -18,6 +18,17 @@ pub enum Error {
     /// The workers' objects could not be built.
     #[error("{0}")]
     Build(#[from] BuildError),
+    /// An object the workers need exists under their name, and this
+    /// LogSubscription does not control it: it is left alone.
+    #[error(
+        "a {kind} {name} exists that this LogSubscription does not control; it is left as it is (rename or remove it)"
+    )]
+    NameTaken {
+        /// The object's kind.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
     /// Adding or removing the finalizer failed, or the step it guards did.
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -38,6 +49,7 @@ impl Error {
                 _ => "aws_transient",
             },
             Error::Build(_) => "invalid_object",
+            Error::NameTaken { .. } => "name_conflict",
             Error::Finalizer(e) => match e.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",

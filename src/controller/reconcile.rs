@@ -297,6 +297,7 @@ fn workers_failure(e: &Error) -> Check {
             Check::failed("WorkersRefused", message)
         }
         Error::Build(_) => Check::failed("WorkersRefused", message),
+        Error::NameTaken { .. } => Check::failed("NameConflict", message),
         _ => Check::pending("WorkersUnavailable", message),
     }
 }
@@ -752,6 +753,14 @@ async fn sync_workers(
     let namespace = lsub.namespace().unwrap_or_default();
     let name = workload::workload_name(lsub);
     let current = observe::deployment(&ctx.client, &namespace, &name).await?;
+    if let Some(d) = &current
+        && !apply::controlled_by(&d.metadata, &lsub.uid().unwrap_or_default())
+    {
+        return Err(Error::NameTaken {
+            kind: "Deployment".into(),
+            name,
+        });
+    }
     let stale = current.as_ref().is_none_or(|d| {
         let template_hash = |d: &k8s_openapi::api::apps::v1::Deployment| {
             d.spec
