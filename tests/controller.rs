@@ -11,7 +11,8 @@ use std::time::Duration;
 use aws_sdk_cloudwatchlogs::Client as Logs;
 use aws_sdk_kinesis::Client as Kinesis;
 use common::controller::{
-    aws_secret, condition, create, delete_all, identity, start, wait_for, without_workers,
+    aws_secret, condition, create, delete_all, failed_for, identity, start, wait_for,
+    without_workers,
 };
 use common::search::count;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
@@ -877,15 +878,8 @@ async fn what_cannot_work_is_refused_or_shown_and_deletion_does_not_hang() {
     negative["spec"]["workers"] = json!({"replicas": 1, "resources": {"requests": {"cpu": "-1"}}});
     create(&ns, negative).await;
     let message = wait_for(&ns, "negative", "WorkersRefused", SETTLE, |l| {
-        let workers = l
-            .status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "WorkersAvailable")?;
-        let ready = condition(l, "Ready")?;
-        (workers.status == "False" && workers.reason == "WorkersRefused" && ready.0 == "False")
-            .then(|| workers.message.clone())
+        let message = failed_for(l, "WorkersAvailable", "WorkersRefused")?;
+        (condition(l, "Ready")?.0 == "False").then_some(message)
     })
     .await;
     assert!(
@@ -953,14 +947,7 @@ async fn objects_of_the_workers_names_made_by_others_are_left_alone() {
     lsub["spec"]["deletionPolicy"] = json!("Delete");
     create(&ns, lsub).await;
     let message = wait_for(&ns, "payments", "NameConflict", SETTLE, |l| {
-        let workers = l
-            .status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "WorkersAvailable")?;
-        (workers.status == "False" && workers.reason == "NameConflict")
-            .then(|| workers.message.clone())
+        failed_for(l, "WorkersAvailable", "NameConflict")
     })
     .await;
     assert!(message.contains("payments-worker"), "{message}");

@@ -222,6 +222,17 @@ pub fn condition(lsub: &LogSubscription, type_: &str) -> Option<(String, String)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The message of condition `type_` when it is False for `reason`.
+pub fn failed_for(lsub: &LogSubscription, type_: &str, reason: &str) -> Option<String> {
+    let c = lsub
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    (c.status == "False" && c.reason == reason).then(|| c.message.clone())
+}
+
 /// Waits until `check` holds for the LogSubscription `name`.
 pub async fn wait_for<T>(
     ns: &TestNamespace,

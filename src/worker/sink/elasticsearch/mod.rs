@@ -568,10 +568,7 @@ fn refuse(delivered: &mut Delivered, i: usize, item: &Item, what: &str) {
             "unwritable",
             format!("{what}{status} {error_type}: {reason}"),
         ),
-        Item::Retry { status, error_type } => {
-            if delivered.refused.is_some() {
-                return;
-            }
+        Item::Retry { status, error_type } if delivered.refused.is_none() => {
             SinkError::new("refused_for_now", format!("{what}{status} {error_type}"))
         }
         _ => return,
