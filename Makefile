@@ -18,11 +18,9 @@ stack-up:
 stack-down:
 	hack/stack.sh down
 
-# Regenerates the committed CRD (and the chart's copy) from the Rust types.
+# Regenerates the committed CRDs (and the chart's and deploy/'s copies) from the Rust types.
 crd:
-	cargo run --quiet -- crd > crds/logsubscription.yaml
-	cp crds/logsubscription.yaml charts/logsub/crds/logsubscription.yaml
-	cp crds/logsubscription.yaml deploy/crds/logsubscription.yaml
+	for dir in crds charts/logsub/crds deploy/crds; do cargo run --quiet -- crd --out-dir $$dir || exit 1; done
 
 # Renders the chart with its defaults into deploy/ (the kustomize install).
 deploy:

@@ -32,8 +32,12 @@ pub enum LogFormat {
 /// What to run.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the LogSubscription CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (LogSubscription, LogSubscriptionPolicy) as YAML.
+    Crd {
+        /// Write each CRD to its own file in this directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Print the controller's ClusterRole (what it may do in Kubernetes) as YAML.
     Rbac,
     /// Reconcile LogSubscriptions: subscription filters, streams, workers, status.

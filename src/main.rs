@@ -16,7 +16,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
     match cli.command {
-        Command::Crd => print(&logsub::api::crd_yaml()),
+        Command::Crd { out_dir: None } => print(&logsub::api::crd_yaml()),
+        Command::Crd { out_dir: Some(dir) } => write_crds(&dir),
         Command::Rbac => print(&logsub::controller::resources::rbac::cluster_role_yaml()),
         Command::Controller(args) => controller(args),
         Command::Worker(args) => worker(args),
@@ -32,6 +33,16 @@ fn print(text: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_crds(dir: &std::path::Path) -> ExitCode {
+    for (file, yaml) in logsub::api::crd_files() {
+        if let Err(e) = std::fs::write(dir.join(file), yaml) {
+            tracing::error!(error = %e, file, "cannot write the CRD");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn controller(args: ControllerArgs) -> ExitCode {

@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use logsub::api::{LogSubscription, crd_yaml};
-
-const CRD_FILE: &str = "crds/logsubscription.yaml";
+use logsub::api::{LogSubscription, crd_files};
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -13,15 +11,17 @@ fn repo_file(path: &str) -> String {
 }
 
 #[test]
-fn committed_crd_is_current() {
-    assert!(
-        repo_file(CRD_FILE) == crd_yaml(),
-        "{CRD_FILE} is out of date with the Rust types; regenerate it with:\n    cargo run -- crd > {CRD_FILE}"
-    );
+fn committed_crds_are_current() {
+    for (file, yaml) in crd_files() {
+        assert!(
+            repo_file(&format!("crds/{file}")) == yaml,
+            "crds/{file} is out of date with the Rust types; regenerate it with `make crd`"
+        );
+    }
 }
 
 #[test]
-fn crd_command_prints_the_committed_crd() {
+fn crd_command_prints_the_committed_crds() {
     let out = Command::new(env!("CARGO_BIN_EXE_logsub"))
         .arg("crd")
         .output()
@@ -31,9 +31,13 @@ fn crd_command_prints_the_committed_crd() {
         "logsub crd failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let committed: String = crd_files()
+        .into_iter()
+        .map(|(file, _)| repo_file(&format!("crds/{file}")))
+        .collect();
     assert!(
-        out.stdout == repo_file(CRD_FILE).into_bytes(),
-        "`logsub crd` differs from {CRD_FILE}; regenerate it with:\n    cargo run -- crd > {CRD_FILE}"
+        out.stdout == committed.into_bytes(),
+        "`logsub crd` differs from crds/; regenerate it with `make crd`"
     );
 }
 
@@ -105,4 +109,27 @@ fn examples_cover_the_named_scenarios() {
         trail_s3,
         "an example archives CloudTrail to S3, gzip, Hive-style"
     );
+}
+
+/// Every example policy reads, and parses into rules that allow something:
+/// a regex that does not compile would make it allow nothing.
+#[test]
+fn example_policies_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/policies/") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let policy: logsub::api::LogSubscriptionPolicy = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} does not deserialize: {e}", path.display()));
+        let parsed = logsub::controller::authorize::Policy::new(&policy);
+        assert!(
+            parsed.broken().is_none(),
+            "{}: {:?}",
+            path.display(),
+            parsed.broken()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 1, "an example policy");
 }

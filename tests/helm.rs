@@ -67,27 +67,28 @@ fn the_chart_lints_clean() {
 
 #[test]
 fn the_chart_crd_is_the_generated_crd() {
-    let generated = logsub::api::crd_yaml();
-    for path in [
-        "crds/logsubscription.yaml",
-        "charts/logsub/crds/logsubscription.yaml",
-    ] {
-        let file = std::fs::read_to_string(repo().join(path)).expect(path);
-        assert!(file == generated, "{path} is stale: run `make crd`");
+    for (file, generated) in logsub::api::crd_files() {
+        for dir in ["crds", "charts/logsub/crds", "deploy/crds"] {
+            let path = format!("{dir}/{file}");
+            let have = std::fs::read_to_string(repo().join(&path)).expect(&path);
+            assert!(have == generated, "{path} is stale: run `make crd`");
+        }
     }
 }
 
 #[test]
 fn the_cluster_role_grants_what_the_controller_calls() {
+    use logsub::controller::resources::rbac;
     let rendered = documents(&template(None, &[]).expect("default values render"));
-    let role = rendered
+    let roles: Vec<ClusterRole> = rendered
         .into_iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole");
-    let role = ClusterRole::deserialize(role).expect("a ClusterRole");
+        .filter(|d| d["kind"] == "ClusterRole")
+        .map(|d| ClusterRole::deserialize(d).expect("a ClusterRole"))
+        .collect();
+    let rules: Vec<_> = roles.into_iter().map(|r| r.rules).collect();
     assert_eq!(
-        role.rules,
-        logsub::controller::resources::rbac::cluster_role().rules,
+        rules,
+        [rbac::cluster_role().rules, rbac::policy_reader_role().rules],
         "the chart's rules are `logsub rbac`'s"
     );
 }
@@ -244,7 +245,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
 
     let client = stack().kube().await;
     common::install_crd(&client).await;
-    let watched = TestNamespace::new(&client).await;
+    // Only the chart's own policy selects the watched namespace.
+    let watched = TestNamespace::labelled(&client, "test", &[(common::OWN_POLICIES, "true")]).await;
     let home = TestNamespace::new(&client).await;
     let env = aws_secret(&watched).await;
     // The controller reads its AWS credentials from the same Secret's keys.
@@ -277,6 +279,12 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
             "extraEnv": env,
         },
         "metrics": {"port": free_port(), "bindAddress": "127.0.0.1"},
+        // The chart's default policy, kept to this test's namespace (other
+        // tests on the stack write their own).
+        "policy": {
+            "name": release,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": watched.name}},
+        },
     });
     let values_file = std::env::temp_dir().join(format!("{release}-values.json"));
     std::fs::write(&values_file, values.to_string()).unwrap();
@@ -412,6 +420,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     assert!(cluster_roles.get_opt(&release).await.unwrap().is_none());
     let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(client.clone());
     assert!(bindings.get_opt(&release).await.unwrap().is_none());
+    let policies: kube::Api<logsub::api::LogSubscriptionPolicy> = kube::Api::all(client.clone());
+    assert!(policies.get_opt(&release).await.unwrap().is_none());
     assert!(
         home.api::<k8s_openapi::api::core::v1::ServiceAccount>()
             .get_opt(&release)

@@ -186,8 +186,11 @@ fn the_image_runs_alone_as_the_dockerfile_says() {
     );
     assert_eq!(
         String::from_utf8(crd.stdout).unwrap(),
-        std::fs::read_to_string(repo().join("crds/logsubscription.yaml")).unwrap(),
-        "the image's binary prints the committed CRD"
+        logsub::api::crd_files()
+            .into_iter()
+            .map(|(file, _)| std::fs::read_to_string(repo().join("crds").join(file)).unwrap())
+            .collect::<String>(),
+        "the image's binary prints the committed CRDs"
     );
     let help = Command::new(host_program("chroot"))
         .args([

@@ -1,10 +1,11 @@
-//! The `LogSubscription` API (`logsub.io/v1alpha1`).
+//! The `LogSubscription` and `LogSubscriptionPolicy` API (`logsub.io/v1alpha1`).
 //!
 //! Doc comments on every field become `kubectl explain` text. What the schema can
 //! check (formats, enums, bounds, exclusivity through CEL) is checked at admission;
 //! [`validate`](LogSubscriptionSpec::validate) covers the rest.
 
 mod crd;
+mod policy;
 mod sink;
 mod source;
 mod status;
@@ -14,12 +15,17 @@ mod transform;
 mod validate;
 mod workers;
 
-pub use crd::{crd, crd_yaml};
+pub use crd::{crd, crd_files, crd_yaml, policy_crd};
+pub use policy::{
+    ElasticsearchRule, LogGroupRules, LogSubscriptionPolicy, LogSubscriptionPolicySpec,
+    ManagedStreamRule, NamespaceSelection, RoleRules, S3Rule, SinkRules, StreamRules,
+};
 pub use sink::{
     ApiKeyAuth, AwsSigV4Auth, BasicAuth, Compression, DeadLetter, ElasticsearchAuth,
     ElasticsearchSink, ElasticsearchTarget, IndexTemplateSpec, S3Sink, SecretKeyRef, SecretRef,
     SigV4Service, Sink, StorageClass, TlsSpec,
 };
+pub(crate) use source::glob_matches;
 pub use source::{Distribution, LogGroupSelector, SourceSpec};
 pub use status::{
     Condition, DeliveryStatus, FilterState, LogGroupStatus, LogSubscriptionStatus, WorkersStatus,

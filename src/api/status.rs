@@ -11,8 +11,9 @@ pub struct LogSubscriptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, StreamReady, SubscriptionFilterReady, WorkersAvailable and
-    /// Delivering; Ready carries the reason of the first one that is not True.
+    /// Ready, Permitted, StreamReady, SubscriptionFilterReady, WorkersAvailable
+    /// and Delivering; Ready carries the reason of the first one that is False,
+    /// else of the first that is Unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -78,6 +79,9 @@ pub enum FilterState {
     DestinationUnreachable,
     /// Another error; see the message.
     Failed,
+    /// Named by the spec, but no LogSubscriptionPolicy permitting this
+    /// LogSubscription allows the log group: it gets no filter.
+    NotPermitted,
 }
 
 /// Desired and available worker pods.

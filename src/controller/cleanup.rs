@@ -98,34 +98,11 @@ fn region(lsub: &LogSubscription, ctx: &Context) -> Option<String> {
 /// must not resume from them. (Under `Retain` they stay, so that one reading
 /// the kept stream again resumes where this one stopped.)
 async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(), kube::Error> {
-    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Api, DeleteParams, ListParams};
 
+    stop_workers(lsub, ctx).await?;
     let namespace = lsub.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let workers = super::resources::workload::workload_name(lsub);
-    let uid = lsub.uid().unwrap_or_default();
-    // Only our own workers: a Deployment of that name someone else made stays.
-    let ours = deployments
-        .get_opt(&workers)
-        .await?
-        .filter(|d| super::apply::controlled_by(&d.metadata, &uid));
-    if ours.is_some() {
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: ours.and_then(|d| d.metadata.uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::foreground()
-        };
-        match deployments.delete(&workers, &params).await {
-            Ok(_) => {}
-            // Gone, or replaced by another object meanwhile (409): not ours to delete.
-            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {}
-            Err(e) => return Err(e),
-        }
-    }
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!(
         "{}={}",
@@ -153,4 +130,37 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Deletes the workers' Deployment, if this LogSubscription controls it (one
+/// of that name someone else made stays). Their leases, and so their
+/// checkpoints, stay.
+pub async fn stop_workers(lsub: &LogSubscription, ctx: &Context) -> Result<(), kube::Error> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, DeleteParams};
+
+    let namespace = lsub.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let workers = super::resources::workload::workload_name(lsub);
+    let uid = lsub.uid().unwrap_or_default();
+    let ours = deployments
+        .get_opt(&workers)
+        .await?
+        .filter(|d| super::apply::controlled_by(&d.metadata, &uid));
+    let Some(ours) = ours else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: ours.metadata.uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::foreground()
+    };
+    match deployments.delete(&workers, &params).await {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by another object meanwhile (409): not ours to delete.
+        Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -29,6 +29,10 @@ pub enum Error {
         /// Its name.
         name: String,
     },
+    /// The policies or the namespace could not be read, so whether the
+    /// LogSubscription is permitted is not known: nothing is done.
+    #[error("authorizing: {0}")]
+    Authorize(String),
     /// Adding or removing the finalizer failed, or the step it guards did.
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -50,6 +54,7 @@ impl Error {
             },
             Error::Build(_) => "invalid_object",
             Error::NameTaken { .. } => "name_conflict",
+            Error::Authorize(_) => "authorize",
             Error::Finalizer(e) => match e.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",

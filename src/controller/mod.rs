@@ -1,12 +1,14 @@
 //! The controller: makes AWS and the cluster match each LogSubscription.
 //!
-//! A reconcile validates the spec, observes the stream, the log groups and the
+//! A reconcile validates the spec, authorizes it against the
+//! LogSubscriptionPolicies, observes the stream, the log groups and the
 //! workers, plans the writes (pure), applies them and writes the status
 //! (server-side apply). AWS is observed at most once per resync period for an
 //! unchanged LogSubscription; the reconciles between only refresh the workers'
 //! state and the delivery health they publish.
 
 pub mod apply;
+pub mod authorize;
 pub mod cleanup;
 pub mod error;
 pub mod leader;
@@ -16,6 +18,7 @@ pub mod reconcile;
 pub mod resources;
 pub mod run;
 pub mod status;
+pub mod tenancy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +92,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the controller remembers of each LogSubscription between reconciles.
     pub memory: Memory,
+    /// The LogSubscriptionPolicies and namespace labels.
+    pub tenancy: tenancy::Tenancy,
 }
 
 /// CloudWatch Logs and Kinesis clients per region, sharing one configuration,
@@ -190,6 +195,8 @@ pub struct AwsView {
 pub struct Memo {
     /// The generation AWS was last synced for.
     pub generation: Option<i64>,
+    /// The policies (name, version) that permitted it when AWS was last synced.
+    pub permitted: Option<Vec<(String, String)>>,
     /// When AWS was last synced.
     pub synced: Option<Instant>,
     /// When the log group selection was last resolved, and what it selected.
@@ -208,6 +215,7 @@ impl Default for Memo {
     fn default() -> Self {
         Memo {
             generation: None,
+            permitted: None,
             synced: None,
             scanned: None,
             aws: None,

@@ -13,10 +13,12 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Resource, ResourceExt};
 
+use super::authorize::{Grant, NotPermitted};
 use super::error::{Error, aws_reason, filter_failure};
 use super::plan::{self, Filter, StreamAction};
 use super::resources::{config::worker_config, workload};
 use super::status::{self as conditions, Check, Observed};
+use super::tenancy::{AuthorizeError, Watches};
 use super::{AwsView, Context, Memo, apply, cleanup, observe};
 use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
 use crate::aws::kinesis::Streams;
@@ -129,6 +131,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         Err(errors) => {
             let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
             let observed = Observed {
+                permitted: waiting(),
                 stream: Check::failed("InvalidSpec", errors.clone()),
                 filters: waiting(),
                 workers: waiting(),
@@ -147,17 +150,34 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
+    let grant = match ctx.tenancy.authorize(lsub).await {
+        Ok(grant) => grant,
+        Err(AuthorizeError::NotPermitted(refusal)) => {
+            return withdraw(lsub, ctx, region, &refusal, &previous, events).await;
+        }
+        Err(AuthorizeError::Unknown(e)) => return Err(Error::Authorize(e)),
+    };
+    let permitted = Check::ready(
+        "PolicyAllows",
+        format!(
+            "allowed by LogSubscriptionPolicy {}",
+            grant.names().join(", ")
+        ),
+    );
+
     let now = Instant::now();
     let resync = ctx.settings.resync;
     let mut memo = ctx.memory.get(&uid);
     let due = memo.aws.is_none()
+        || memo.permitted.as_ref() != Some(&grant.fingerprint())
         || memo.generation != lsub.metadata.generation
         || memo.synced.is_none_or(|at| now >= at + resync)
         || memo.retry_at.is_some_and(|at| now >= at);
     let view = match (&memo.aws, due) {
         (Some(view), false) => view.clone(),
         _ => {
-            let view = sync_aws(lsub, ctx, region, &mut memo, &previous, &mut events).await;
+            let view = sync_aws(lsub, ctx, region, &grant, &mut memo, &previous, &mut events).await;
+            memo.permitted = Some(grant.fingerprint());
             memo.aws = Some(view.clone());
             memo.synced = Some(now);
             memo.generation = lsub.metadata.generation;
@@ -196,6 +216,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
                             "the workers' objects are not applied",
                         );
                         let observed = Observed {
+                            permitted: permitted.clone(),
                             stream: view.stream.clone(),
                             filters: view.filters.clone(),
                             workers: check,
@@ -234,6 +255,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
             }
         };
     let observed = Observed {
+        permitted,
         stream: view.stream.clone(),
         filters: view.filters.clone(),
         workers: workers_check,
@@ -302,6 +324,125 @@ fn workers_failure(e: &Error) -> Check {
     }
 }
 
+/// A LogSubscription no policy permits any more (or ever): its filters come
+/// off and its workers stop, so nothing of it flows. Its stream and its
+/// checkpoints stay, so that being permitted again resumes where it stopped.
+async fn withdraw(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    region: &str,
+    refusal: &NotPermitted,
+    previous: &LogSubscriptionStatus,
+    mut events: Events,
+) -> Result<Action, Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let mut memo = ctx.memory.get(&uid);
+    let mut groups: Vec<String> = memo.scanned.take().map(|(_, n)| n).unwrap_or_default();
+    groups.extend(
+        previous
+            .log_groups
+            .iter()
+            .filter(|g| g.filter != FilterState::NotPermitted)
+            .map(|g| g.name.clone()),
+    );
+    groups.sort();
+    groups.dedup();
+    let left = remove_filters(ctx, region, &lsub.aws_name(), &groups, &mut events).await;
+    super::cleanup::stop_workers(lsub, ctx).await?;
+    // Permitted again, everything is synced afresh.
+    memo.aws = None;
+    memo.permitted = None;
+    let retry = !left.is_empty();
+    if retry {
+        memo.scanned = Some((
+            Instant::now(),
+            left.iter().map(|g| g.name.clone()).collect(),
+        ));
+    }
+    let wait = if retry {
+        memo.backoff.next_wait()
+    } else {
+        memo.backoff.reset();
+        ctx.settings.status_interval
+    };
+    ctx.memory.put(&uid, memo);
+
+    let message = refusal.to_string();
+    if ready_reason(previous) != Some("NotPermitted") {
+        events.warning("NotPermitted", "Authorize", message.clone());
+    }
+    let waiting = || Check::pending("NotPermitted", "waiting for a policy to permit it");
+    let observed = Observed {
+        permitted: Check::failed("NotPermitted", message),
+        stream: waiting(),
+        filters: match left.first() {
+            Some(g) => Check::pending(
+                "FiltersRemaining",
+                format!(
+                    "removing the filter from {} log group(s): {}: {}",
+                    left.len(),
+                    g.name,
+                    g.message.as_deref().unwrap_or_default()
+                ),
+            ),
+            None => waiting(),
+        },
+        workers: waiting(),
+        delivering: waiting(),
+    };
+    let status = LogSubscriptionStatus {
+        observed_generation: lsub.metadata.generation,
+        conditions: conditions_of(lsub, &observed, previous),
+        stream_arn: previous.stream_arn.clone(),
+        sink: Some(conditions::sink_summary(&lsub.spec.sink)),
+        log_group_count: Some(0),
+        log_groups: conditions::listed_groups(&left),
+        workers: None,
+        delivery: previous.delivery.clone(),
+    };
+    finish(lsub, ctx, previous, &status, events).await?;
+    Ok(Action::requeue(wait))
+}
+
+/// Removes the filter `name` from each of `groups` that has it; returns the
+/// groups it could not be removed from, with why.
+async fn remove_filters(
+    ctx: &Context,
+    region: &str,
+    name: &str,
+    groups: &[String],
+    events: &mut Events,
+) -> Vec<LogGroupStatus> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let (logs, _) = ctx.aws.clients(region);
+    let mut left = Vec::new();
+    for (group, described) in observe::groups(&logs, groups).await {
+        let result = match described {
+            Ok(Some(g)) if g.filters.iter().any(|f| f.name == name) => {
+                logs.delete_filter(&group, name).await.map(|()| {
+                    events.normal(
+                        "SubscriptionFilterDeleted",
+                        "DeleteSubscriptionFilter",
+                        format!("removed filter {name} from {group}: not permitted"),
+                    );
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            left.push(LogGroupStatus {
+                name: group,
+                filter: filter_failure(&e).state,
+                message: Some(format!("{}: {}", e.code, e.message)),
+            });
+        }
+    }
+    left
+}
+
 /// Writes the status when it changed, then publishes the events.
 async fn finish(
     lsub: &LogSubscription,
@@ -337,13 +478,16 @@ async fn sync_aws(
     lsub: &LogSubscription,
     ctx: &Context,
     region: &str,
+    grant: &Grant,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> AwsView {
     let stream = sync_stream(lsub, ctx, region, previous, events).await;
     let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
-        (Some(arn), true) => sync_filters(lsub, ctx, region, arn, memo, previous, events).await,
+        (Some(arn), true) => {
+            sync_filters(lsub, ctx, region, arn, grant, memo, previous, events).await
+        }
         _ => (
             Check::pending("WaitingForStream", "the stream is not usable yet"),
             previous.log_groups.clone(),
@@ -571,11 +715,13 @@ async fn sync_stream(
 /// Puts the filter on every selected log group and removes it from groups
 /// that left the selection. Returns the check, the groups' states, how many
 /// are selected, and whether to retry soon.
+#[allow(clippy::too_many_arguments)]
 async fn sync_filters(
     lsub: &LogSubscription,
     ctx: &Context,
     region: &str,
     arn: &str,
+    grant: &Grant,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
@@ -591,12 +737,14 @@ async fn sync_filters(
         .as_ref()
         .map(|(_, names)| names.clone())
         .unwrap_or_default();
+    let fresh = memo.generation == lsub.metadata.generation
+        && memo.permitted.as_ref() == Some(&grant.fingerprint());
     let selected = match &memo.scanned {
-        Some((at, names)) if now < *at + rescan && memo.generation == lsub.metadata.generation => {
-            names.clone()
-        }
+        Some((at, names)) if now < *at + rescan && fresh => names.clone(),
+        // Only what the policy allows is ever selected.
         _ => match observe::selection(&logs, &source.log_groups).await {
-            Ok(names) => {
+            Ok(mut names) => {
+                names.retain(|name| grant.allows_group(name));
                 memo.scanned = Some((now, names.clone()));
                 names
             }
@@ -607,9 +755,30 @@ async fn sync_filters(
             }
         },
     };
+    // Named groups the policy does not allow are shown, never subscribed.
+    let refused: Vec<LogGroupStatus> = source
+        .log_groups
+        .names
+        .iter()
+        .filter(|name| !grant.allows_group(name) && source.log_groups.selects(name, None))
+        .map(|name| LogGroupStatus {
+            name: name.clone(),
+            filter: FilterState::NotPermitted,
+            message: Some(format!(
+                "no log group rule of LogSubscriptionPolicy {} allows it",
+                grant.names().join(", ")
+            )),
+        })
+        .collect();
     // Our filter may still be on groups the last status listed.
     let mut candidates = selected.clone();
-    candidates.extend(previous.log_groups.iter().map(|g| g.name.clone()));
+    candidates.extend(
+        previous
+            .log_groups
+            .iter()
+            .filter(|g| g.filter != FilterState::NotPermitted)
+            .map(|g| g.name.clone()),
+    );
     candidates.extend(before);
     candidates.sort();
     candidates.dedup();
@@ -629,7 +798,7 @@ async fn sync_filters(
             .map(|g| g.filter)
     };
 
-    let mut states = Vec::new();
+    let mut states = refused;
     let mut retry = false;
     let mut found = Vec::new();
     for (name, described) in observe::groups(&logs, &candidates).await {
@@ -790,15 +959,18 @@ async fn sync_workers(
     Ok(conditions::workers(&deployment, lsub.spec.workers.replicas))
 }
 
-/// Runs `reconcile` for every LogSubscription until `shutdown` resolves.
+/// Runs `reconcile` for every LogSubscription until `shutdown` resolves;
+/// `watches` fill the context's policy and namespace caches.
 pub async fn control(
     ctx: Arc<Context>,
+    watches: Watches,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 
     let client = ctx.client.clone();
+    let (policy_changes, namespace_changes) = watches.into_streams(&client);
     let (lsubs, deployments): (Api<LogSubscription>, Api<Deployment>) =
         match &ctx.settings.namespace {
             Some(ns) => (
@@ -845,8 +1017,26 @@ pub async fn control(
         },
         Default::default(),
     );
-    Controller::for_stream(changes, reader)
+    let in_namespace = {
+        let reader = reader.clone();
+        move |namespace: String| {
+            reader
+                .state()
+                .into_iter()
+                .filter(|l| l.namespace().as_deref() == Some(namespace.as_str()))
+                .map(|l| kube::runtime::reflector::ObjectRef::from_obj(&*l))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut controller = Controller::for_stream(changes, reader)
         .owns_stream(deployments)
+        .reconcile_all_on(policy_changes);
+    if let Some(namespaces) = namespace_changes {
+        // A namespace's labels decide which policies select it.
+        controller = controller
+            .reconcile_on(namespaces.flat_map(move |ns| futures::stream::iter(in_namespace(ns))));
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -857,7 +1047,7 @@ pub async fn control(
         .await;
 }
 
-fn hash_of<T: std::hash::Hash>(value: &T) -> u64 {
+pub(super) fn hash_of<T: std::hash::Hash>(value: &T) -> u64 {
     use std::hash::Hasher;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut hasher);

@@ -114,7 +114,13 @@ pub async fn run(
     metrics.leader.set(1);
     let leading = metrics.leader.clone();
 
+    let (tenancy, watches) = super::tenancy::tenancy(
+        &client,
+        options.settings.namespace.as_deref(),
+        options.settings.status_interval,
+    );
     let ctx = Arc::new(Context {
+        tenancy,
         aws: Aws::new(
             sdk,
             options.settings.aws_endpoint.clone(),
@@ -135,12 +141,12 @@ pub async fn run(
     let outcome = match (&election, lease) {
         (Some(election), Some(lease)) => {
             tokio::select! {
-                () = reconcile::control(ctx, shutdown.clone()) => Ok(()),
+                () = reconcile::control(ctx, watches, shutdown.clone()) => Ok(()),
                 lost = election.hold(lease) => Err(RunError::Election(lost)),
             }
         }
         _ => {
-            reconcile::control(ctx, shutdown).await;
+            reconcile::control(ctx, watches, shutdown).await;
             Ok(())
         }
     };

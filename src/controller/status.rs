@@ -2,9 +2,10 @@
 //! and delivery health folded from what the workers publish on their leases.
 //!
 //! Conditions follow the conventions Argo CD and Flux read: `Ready` summarises,
-//! carrying the reason of the first check that is not true; `Reconciling` is
-//! present (True) while something is still on its way; `Stalled` is present
-//! (True) while something needs a change to go on. `lastTransitionTime` moves
+//! carrying the reason of the first check that is false, else of the first
+//! that is unknown; `Reconciling` is present (True) while something is still
+//! on its way; `Stalled` is present (True) while something needs a change to
+//! go on. `lastTransitionTime` moves
 //! only when a condition's status does.
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -87,6 +88,8 @@ impl Check {
 /// What was observed of a subscription, one check per condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
+    /// `Permitted`: whether a LogSubscriptionPolicy allows the spec.
+    pub permitted: Check,
     /// `StreamReady`.
     pub stream: Check,
     /// `SubscriptionFilterReady`.
@@ -106,6 +109,7 @@ pub fn conditions(
     now: Timestamp,
 ) -> Vec<Condition> {
     let checks = [
+        ("Permitted", &observed.permitted),
         ("StreamReady", &observed.stream),
         ("SubscriptionFilterReady", &observed.filters),
         ("WorkersAvailable", &observed.workers),
@@ -125,9 +129,16 @@ pub fn conditions(
             last_transition_time: since,
         }
     };
+    // A stuck check says more than one on its way (an invalid spec leaves
+    // the policy check waiting, for instance): it is the one Ready names.
     let first_not_ready = checks
         .iter()
-        .find(|(_, check)| !matches!(check, Check::Ready { .. }));
+        .find(|(_, check)| matches!(check, Check::Failed { .. }))
+        .or_else(|| {
+            checks
+                .iter()
+                .find(|(_, check)| matches!(check, Check::Pending { .. }))
+        });
     let mut out = vec![match first_not_ready {
         None => condition("Ready", "True", "Ready", "delivering to the sink"),
         Some((type_, check)) => {
@@ -168,6 +179,7 @@ pub fn filter_reason(state: FilterState) -> &'static str {
         FilterState::InvalidFilterPattern => "InvalidFilterPattern",
         FilterState::DestinationUnreachable => "DestinationUnreachable",
         FilterState::Failed => "FilterFailed",
+        FilterState::NotPermitted => "NotPermitted",
     }
 }
 
@@ -423,6 +435,7 @@ mod tests {
 
     fn all_ready() -> Observed {
         Observed {
+            permitted: ready("PolicyAllows"),
             stream: ready("StreamActive"),
             filters: ready("FiltersActive"),
             workers: ready("MinimumReplicasAvailable"),
@@ -474,7 +487,7 @@ mod tests {
             ("True", Some(3))
         );
         assert!(find(&c, "Reconciling").is_none() && find(&c, "Stalled").is_none());
-        assert_eq!(c.len(), 5);
+        assert_eq!(c.len(), 6);
     }
 
     #[test]

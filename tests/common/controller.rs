@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use logsub::api::LogSubscription;
 use serde_json::{Value, json};
@@ -29,15 +29,17 @@ pub struct Controller {
 pub async fn identity(ns: &TestNamespace) -> PathBuf {
     let client = stack().kube().await;
     super::install_crd(&client).await;
-    let role = logsub::controller::resources::rbac::cluster_role();
-    Api::<ClusterRole>::all(client.clone())
-        .patch(
-            logsub::controller::resources::rbac::CLUSTER_ROLE,
-            &PatchParams::apply("logsub-tests").force(),
-            &Patch::Apply(&role),
-        )
-        .await
-        .expect("apply the controller's ClusterRole");
+    use logsub::controller::resources::rbac;
+    for role in [rbac::cluster_role(), rbac::policy_reader_role()] {
+        Api::<ClusterRole>::all(client.clone())
+            .patch(
+                role.metadata.name.as_deref().expect("named"),
+                &PatchParams::apply("logsub-tests").force(),
+                &Patch::Apply(&role),
+            )
+            .await
+            .expect("apply the controller's ClusterRoles");
+    }
     let accounts: Api<ServiceAccount> = ns.api();
     let account = serde_json::from_value(json!({"metadata": {"name": "logsub-controller"}}))
         .expect("service account");
@@ -55,6 +57,21 @@ pub async fn identity(ns: &TestNamespace) -> PathBuf {
         .create(&PostParams::default(), &binding)
         .await
         .expect("bind the ClusterRole in the namespace");
+    // Policies are cluster-scoped: read cluster-wide.
+    let reader: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("logsub-controller-policies-{}", ns.name)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::POLICY_READER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            reader.metadata.name.as_deref().expect("named"),
+            &PatchParams::apply("logsub-tests").force(),
+            &Patch::Apply(&reader),
+        )
+        .await
+        .expect("bind the policy reader");
     let token = accounts
         .create_token_request(
             "logsub-controller",
@@ -350,4 +367,28 @@ pub async fn log_group(logs: &aws_sdk_cloudwatchlogs::Client, name: &str, stream
         .send()
         .await
         .expect("create log stream");
+}
+
+/// Puts `messages` into the log stream `stream` of `group`, one millisecond apart.
+pub async fn put_events(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    messages: &[String],
+) {
+    let now = logsub::time::now_millis();
+    let events = messages.iter().enumerate().map(|(i, m)| {
+        aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+            .timestamp(now + i64::try_from(i).expect("few events"))
+            .message(m)
+            .build()
+            .expect("an event")
+    });
+    logs.put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .set_log_events(Some(events.collect()))
+        .send()
+        .await
+        .expect("put log events");
 }

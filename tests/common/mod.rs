@@ -277,11 +277,23 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn new(client: &kube::Client) -> TestNamespace {
-        let name = unique("test");
+        Self::labelled(client, "test", &[]).await
+    }
+
+    /// A namespace named `<prefix>-<unique>` with `labels`.
+    pub async fn labelled(
+        client: &kube::Client,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> TestNamespace {
+        let name = unique(prefix);
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
             kube::Api::all(client.clone());
-        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
-            .expect("namespace");
+        let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let ns = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "labels": labels}}),
+        )
+        .expect("namespace");
         namespaces
             .create(&kube::api::PostParams::default(), &ns)
             .await
@@ -311,6 +323,15 @@ impl TestNamespace {
     }
 
     pub async fn delete(self) {
+        // A controller identity made here may hold a cluster-wide binding.
+        let bindings: kube::Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
+            kube::Api::all(self.client.clone());
+        let _ = bindings
+            .delete(
+                &format!("logsub-controller-policies-{}", self.name),
+                &kube::api::DeleteParams::default(),
+            )
+            .await;
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
             kube::Api::all(self.client.clone());
         let _ = namespaces
@@ -319,27 +340,64 @@ impl TestNamespace {
     }
 }
 
-/// Applies the LogSubscription CRD as `logsub crd` prints it and waits until it is served.
+/// A label that keeps a namespace out of [`TEST_POLICY`]: tests of policies
+/// give their namespaces only the policies they write.
+pub const OWN_POLICIES: &str = "logsub.io/own-policies";
+/// The policy that lets every other test namespace do anything, as the
+/// chart's `default` policy does on a single-team cluster.
+pub const TEST_POLICY: &str = "logsub-tests";
+
+/// Applies the CRDs as `logsub crd` prints them, waits until they are
+/// served, and applies [`TEST_POLICY`].
 pub async fn install_crd(client: &kube::Client) {
-    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = kube::Api::all(client.clone());
-    let crd = logsub::api::crd();
-    let name = crd.metadata.name.clone().expect("crd name");
-    crds.patch(
-        &name,
-        &kube::api::PatchParams::apply("logsub-tests").force(),
-        &kube::api::Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the CRD");
-    let established = kube::runtime::wait::await_condition(
-        crds,
-        &name,
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in [logsub::api::crd(), logsub::api::policy_crd()] {
+        let name = crd.metadata.name.clone().expect("crd name");
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("logsub-tests").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
         .await
-        .expect("CRD Established within 30 s")
-        .expect("watch the CRD");
+        .expect("apply the CRD");
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .expect("CRD Established within 30 s")
+            .expect("watch the CRD");
+    }
+    let policy: logsub::api::LogSubscriptionPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscriptionPolicy",
+        "metadata": {"name": TEST_POLICY},
+        "spec": {
+            "namespaces": {"selector": {"matchExpressions": [{"key": OWN_POLICIES, "operator": "DoesNotExist"}]}},
+            "logGroups": {"patterns": [".*"]},
+            "streams": {"managed": {"onDemand": true}, "existing": ["*"]},
+            "sinks": {
+                "elasticsearch": [
+                    {"endpoint": "https://*:*"},
+                    {"endpoint": "http://*:*", "credentialsOverHttp": true},
+                ],
+                "s3": [{"bucket": "*", "endpoint": "*", "credentialsOverHttp": true}],
+            },
+            "roles": {"delivery": ["*"]},
+        },
+    }))
+    .expect("the tests' policy");
+    kube::Api::<logsub::api::LogSubscriptionPolicy>::all(client.clone())
+        .patch(
+            TEST_POLICY,
+            &kube::api::PatchParams::apply("logsub-tests").force(),
+            &kube::api::Patch::Apply(&policy),
+        )
+        .await
+        .expect("apply the tests' policy");
 }
 
 /// Prints a fault trial's line, and appends it to `LOGSUB_TRIALS_FILE` when

@@ -1,0 +1,370 @@
+//! Tenancy on the stack: LogSubscriptionPolicies decide what each namespace's
+//! LogSubscriptions may do. Each test plays a tenant trying to reach what its
+//! policy does not allow, against a controller with the least-privilege
+//! identity of `logsub rbac`; the namespaces carry `OWN_POLICIES`, so only
+//! the policies written here select them.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::Client as Logs;
+use common::controller::{
+    aws_secret, condition, create, delete_all, failed_for, identity, start, wait_for,
+};
+use common::search::count;
+use common::{OWN_POLICIES, TestNamespace, active_stream, eventually, stack, unique};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use logsub::api::{FilterState, LogSubscription, LogSubscriptionPolicy};
+use serde_json::{Value, json};
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/CWLtoKinesis";
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// Applies the policy `name` with `spec`.
+async fn policy(client: &kube::Client, name: &str, spec: Value) {
+    let policy: LogSubscriptionPolicy = serde_json::from_value(json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscriptionPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a policy");
+    Api::<LogSubscriptionPolicy>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("logsub-tests").force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("apply the policy");
+}
+
+async fn remove_policy(client: &kube::Client, name: &str) {
+    let _ = Api::<LogSubscriptionPolicy>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// The names of the filters on `group`.
+async fn filter_names(logs: &Logs, group: &str) -> Vec<String> {
+    logs.describe_subscription_filters()
+        .log_group_name(group)
+        .send()
+        .await
+        .expect("describe filters")
+        .subscription_filters()
+        .iter()
+        .filter_map(|f| f.filter_name().map(str::to_owned))
+        .collect()
+}
+
+fn lsub(name: &str, groups: Value, stream: Value, sink: Value, workers: Value) -> Value {
+    json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"logGroups": groups, "roleArn": ROLE, "rescanInterval": "30s"},
+            "stream": stream,
+            "sink": sink,
+            "workers": workers,
+        }
+    })
+}
+
+fn group_state(l: &LogSubscription, group: &str) -> Option<FilterState> {
+    l.status
+        .as_ref()?
+        .log_groups
+        .iter()
+        .find(|g| g.name == group)
+        .map(|g| g.filter)
+}
+
+/// team-a may use only `/<run>/team-a/` log groups, its own stream and one
+/// sink host. Each attack of a tenant is refused with the field named, and
+/// nothing of it reaches AWS or runs; a namespace no policy selects may do
+/// nothing at all.
+#[tokio::test]
+async fn a_tenant_gets_only_what_its_policy_allows() {
+    let client = stack().kube().await;
+    common::install_crd(&client).await;
+    let team_a = TestNamespace::labelled(&client, "team-a", &[(OWN_POLICIES, "true")]).await;
+    let team_b = TestNamespace::labelled(&client, "team-b", &[(OWN_POLICIES, "true")]).await;
+    let aws = stack().aws().await;
+    let logs = Logs::new(&aws);
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (stream_a, _) = active_stream(&kinesis, "team-a", 1).await;
+    let (_, arn_b) = active_stream(&kinesis, "team-b", 1).await;
+    let run = unique("tenancy");
+    let (ours, theirs) = (format!("/{run}/team-a/api"), format!("/{run}/team-b/api"));
+    for g in [&ours, &theirs] {
+        common::controller::log_group(&logs, g, "s").await;
+    }
+    let search = stack().var("OPENSEARCH_URL").to_owned();
+    let name = unique("team-a");
+    policy(
+        &client,
+        &name,
+        json!({
+            "namespaces": {"names": [team_a.name]},
+            "logGroups": {"prefixes": [format!("/{run}/team-a/")]},
+            "streams": {"existing": [stream_a]},
+            "sinks": {"elasticsearch": [{"endpoint": search}]},
+            "roles": {"delivery": [ROLE]},
+        }),
+    )
+    .await;
+    let _a = start(&team_a, &identity(&team_a).await, "10s");
+    let _b = start(&team_b, &identity(&team_b).await, "10s");
+
+    let none = json!({"replicas": 0});
+    let sink = json!({"elasticsearch": {"endpoint": search, "index": "team-a"}});
+    let stream = json!({"existing": {"name": stream_a}});
+    // Pattern `.`: every log group of the account, narrowed to team-a's.
+    create(
+        &team_a,
+        lsub(
+            "everything",
+            json!({"pattern": "."}),
+            stream.clone(),
+            sink.clone(),
+            none.clone(),
+        ),
+    )
+    .await;
+    // A named group of team-b's: shown NotPermitted, never subscribed.
+    create(
+        &team_a,
+        lsub(
+            "named",
+            json!({"names": [ours, theirs]}),
+            stream.clone(),
+            sink.clone(),
+            none.clone(),
+        ),
+    )
+    .await;
+    // team-b's stream, another host, an API key over http.
+    let refused = [
+        (
+            "their-stream",
+            lsub(
+                "their-stream",
+                json!({"names": [ours]}),
+                json!({"existing": {"arn": arn_b}}),
+                sink.clone(),
+                none.clone(),
+            ),
+            "spec.stream.existing.arn",
+        ),
+        (
+            "other-host",
+            lsub(
+                "other-host",
+                json!({"names": [ours]}),
+                stream.clone(),
+                json!({"elasticsearch": {"endpoint": "http://127.0.0.2:9200", "index": "team-a"}}),
+                none.clone(),
+            ),
+            "spec.sink.elasticsearch.endpoint",
+        ),
+        (
+            "key-over-http",
+            lsub(
+                "key-over-http",
+                json!({"names": [ours]}),
+                stream.clone(),
+                json!({"elasticsearch": {"endpoint": search, "index": "team-a", "auth": {"apiKey": {"secretRef": {"name": "key"}}}}}),
+                json!({"replicas": 1}),
+            ),
+            "spec.sink.elasticsearch.auth",
+        ),
+    ];
+    for (_, spec, _) in &refused {
+        create(&team_a, spec.clone()).await;
+    }
+    create(
+        &team_b,
+        lsub(
+            "anything",
+            json!({"names": [theirs]}),
+            json!({"existing": {"arn": arn_b}}),
+            json!({"s3": {"bucket": "team-b-logs"}}),
+            none.clone(),
+        ),
+    )
+    .await;
+
+    let everything = wait_for(&team_a, "everything", "filters ready", SETTLE, |l| {
+        (condition(l, "SubscriptionFilterReady")?.0 == "True").then(|| l.clone())
+    })
+    .await;
+    let status = everything.status.unwrap();
+    assert_eq!(status.log_group_count, Some(1), "{:?}", status.log_groups);
+    assert_eq!(status.log_groups[0].name, ours);
+    let named = wait_for(
+        &team_a,
+        "named",
+        "the named group of team-b NotPermitted",
+        SETTLE,
+        |l| {
+            (group_state(l, &theirs)? == FilterState::NotPermitted
+                && group_state(l, &ours)? == FilterState::Active)
+                .then(|| l.clone())
+        },
+    )
+    .await;
+    assert_eq!(condition(&named, "Ready").unwrap().1, "NotPermitted");
+    for (lsub, _, field) in &refused {
+        let message = wait_for(&team_a, lsub, "NotPermitted", SETTLE, |l| {
+            failed_for(l, "Permitted", "NotPermitted")
+        })
+        .await;
+        assert!(
+            message.starts_with(&format!(
+                "{field}: not allowed by LogSubscriptionPolicy {name}"
+            )),
+            "{lsub}: {message}"
+        );
+    }
+    let message = wait_for(&team_b, "anything", "NotPermitted", SETTLE, |l| {
+        failed_for(l, "Permitted", "NotPermitted")
+    })
+    .await;
+    assert!(
+        message.contains("no LogSubscriptionPolicy selects"),
+        "{message}"
+    );
+    // What AWS holds: team-a's two permitted filters on its own group only.
+    let mut on_ours = filter_names(&logs, &ours).await;
+    on_ours.sort();
+    assert_eq!(
+        on_ours,
+        [
+            format!("logsub-{}-everything", team_a.name),
+            format!("logsub-{}-named", team_a.name)
+        ]
+    );
+    assert!(
+        filter_names(&logs, &theirs).await.is_empty(),
+        "team-b's group is untouched"
+    );
+    let deployments = team_a.api::<Deployment>();
+    assert!(
+        deployments
+            .get_opt("key-over-http-worker")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    delete_all(&team_a).await;
+    delete_all(&team_b).await;
+    remove_policy(&client, &name).await;
+    team_a.delete().await;
+    team_b.delete().await;
+}
+
+/// A policy that stops allowing a LogSubscription takes its filters off and
+/// stops its workers, and says why; restored, delivery resumes from the
+/// checkpoints with nothing lost and nothing twice.
+#[tokio::test]
+async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
+    let client = stack().kube().await;
+    common::install_crd(&client).await;
+    let ns = TestNamespace::labelled(&client, "tenant", &[(OWN_POLICIES, "true")]).await;
+    let aws = stack().aws().await;
+    let logs = Logs::new(&aws);
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (stream, _) = active_stream(&kinesis, "withdrawn", 1).await;
+    let group = format!("/{}/app", unique("withdrawn"));
+    common::controller::log_group(&logs, &group, "app-1").await;
+    let search = stack().var("OPENSEARCH_URL").to_owned();
+    let index = unique("withdrawn");
+    let name = unique("tenant");
+    let allowing = |endpoint: &str| {
+        json!({
+            "namespaces": {"selector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
+            "logGroups": {"names": [group]},
+            "streams": {"existing": [stream]},
+            "sinks": {"elasticsearch": [{"endpoint": endpoint}]},
+            "roles": {"delivery": [ROLE]},
+        })
+    };
+    policy(&client, &name, allowing(&search)).await;
+    let env = aws_secret(&ns).await;
+    let _controller = start(&ns, &identity(&ns).await, "10s");
+    create(
+        &ns,
+        lsub(
+            "app",
+            json!({"names": [group]}),
+            json!({"existing": {"name": stream}}),
+            json!({"elasticsearch": {"endpoint": search, "index": index}}),
+            json!({"replicas": 1, "env": env, "batch": {"maxWait": "200ms"}}),
+        ),
+    )
+    .await;
+    let ready = || {
+        wait_for(&ns, "app", "Ready", SETTLE, |l| {
+            (condition(l, "Ready")? == ("True".into(), "Ready".into())).then_some(())
+        })
+    };
+    ready().await;
+    let put = |from: usize| {
+        let messages: Vec<String> = (from..from + 20).map(|i| format!("event {i}")).collect();
+        let logs = logs.clone();
+        let group = group.clone();
+        async move {
+            common::controller::put_events(&logs, &group, "app-1", &messages).await;
+        }
+    };
+    put(0).await;
+    let delivered = |n: u64| {
+        let (search, index) = (search.clone(), index.clone());
+        eventually("documents delivered", SETTLE, move || {
+            let (search, index) = (search.clone(), index.clone());
+            async move { (count(&search, &index).await == n).then_some(()) }
+        })
+    };
+    delivered(20).await;
+
+    // The sink host is no longer allowed.
+    policy(&client, &name, allowing("https://search.elsewhere.example")).await;
+    let message = wait_for(&ns, "app", "NotPermitted", SETTLE, |l| {
+        failed_for(l, "Permitted", "NotPermitted")
+    })
+    .await;
+    assert!(
+        message.starts_with("spec.sink.elasticsearch.endpoint"),
+        "{message}"
+    );
+    let ours = format!("logsub-{}-app", ns.name);
+    eventually("the filter removed", SETTLE, || async {
+        (!filter_names(&logs, &group).await.contains(&ours)).then_some(())
+    })
+    .await;
+    eventually("the workers stopped", SETTLE, || async {
+        ns.api::<Deployment>()
+            .get_opt("app-worker")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    policy(&client, &name, allowing(&search)).await;
+    ready().await;
+    assert!(filter_names(&logs, &group).await.contains(&ours));
+    put(20).await;
+    // Each document's id is its event's: 40 documents are the 40 events, once each.
+    delivered(40).await;
+
+    delete_all(&ns).await;
+    remove_policy(&client, &name).await;
+    ns.delete().await;
+}
