@@ -313,7 +313,7 @@ async fn the_controllers_log_groups_and_filters_round_trip() {
     let group = logs.group(&first).await.expect("group");
     assert_eq!(group.filters.len(), 2, "{group:?}");
     assert_eq!(
-        filters(&[group], |_| true, &want),
+        filters(&[group], |_| true, &want, &[]),
         [Action::Keep(first.clone())],
         "read back exactly as put"
     );

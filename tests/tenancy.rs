@@ -368,3 +368,106 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
     remove_policy(&client, &name).await;
     ns.delete().await;
 }
+
+/// Filter names of earlier releases collide (`a-b`/`c` and `a`/`b-c` are both
+/// `logsub-a-b-c`): a filter of its name that sends to a stream this
+/// LogSubscription never used is not its own, through resyncs and its
+/// deletion, and the other tenant's delivery goes on untouched.
+#[tokio::test]
+async fn a_colliding_name_never_takes_another_tenants_filter() {
+    let client = stack().kube().await;
+    common::install_crd(&client).await;
+    let run = unique("clash");
+    let first = TestNamespace::named(&client, &format!("{run}-a-b"), &[]).await;
+    let second = TestNamespace::named(&client, &format!("{run}-a"), &[]).await;
+    let aws = stack().aws().await;
+    let logs = Logs::new(&aws);
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (stream_x, arn_x) = active_stream(&kinesis, "clash-x", 1).await;
+    let (stream_y, _) = active_stream(&kinesis, "clash-y", 1).await;
+    let group = format!("/{run}/shared");
+    common::controller::log_group(&logs, &group, "s").await;
+    let _first = start(&first, &identity(&first).await, "5s");
+    let none = json!({"replicas": 0});
+    let sink = json!({"s3": {"bucket": "unused"}});
+    let names = json!({"names": [group]});
+    create(
+        &first,
+        lsub(
+            "c",
+            names.clone(),
+            json!({"existing": {"name": stream_x}}),
+            sink.clone(),
+            none.clone(),
+        ),
+    )
+    .await;
+    wait_for(&first, "c", "the first tenant's filter", SETTLE, |l| {
+        (group_state(l, &group)? == FilterState::Active).then_some(())
+    })
+    .await;
+    let filter = format!("logsub-{run}-a-b-c");
+    let destination = || async {
+        logs.describe_subscription_filters()
+            .log_group_name(&group)
+            .send()
+            .await
+            .expect("describe filters")
+            .subscription_filters()
+            .iter()
+            .find(|f| f.filter_name() == Some(filter.as_str()))
+            .and_then(|f| f.destination_arn().map(str::to_owned))
+    };
+    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
+
+    let second_controller = start(&second, &identity(&second).await, "5s");
+    create(
+        &second,
+        lsub(
+            "b-c",
+            names.clone(),
+            json!({"existing": {"name": stream_y}}),
+            sink.clone(),
+            none.clone(),
+        ),
+    )
+    .await;
+    let message = wait_for(&second, "b-c", "the clash shown", SETTLE, |l| {
+        let g = l
+            .status
+            .as_ref()?
+            .log_groups
+            .iter()
+            .find(|g| g.name == group)?;
+        (g.filter == FilterState::Failed).then(|| g.message.clone().unwrap_or_default())
+    })
+    .await;
+    assert!(message.contains("is not ours"), "{message}");
+    // Through two more syncs of the second tenant's AWS state.
+    let describes = "logsub_controller_aws_calls_total";
+    let label = ["operation=\"DescribeSubscriptionFilters\""];
+    let seen = second_controller.metric(describes, &label).await;
+    eventually("two more syncs", SETTLE, || async {
+        (second_controller.metric(describes, &label).await >= seen + 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
+    // Deleting the second tenant's LogSubscription leaves the first's filter.
+    delete_all(&second).await;
+    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
+    let lsub = first
+        .api::<LogSubscription>()
+        .get("c")
+        .await
+        .expect("the first tenant's");
+    assert_eq!(group_state(&lsub, &group), Some(FilterState::Active));
+
+    delete_all(&first).await;
+    assert_eq!(
+        destination().await,
+        None,
+        "the first tenant's own deletion removes it"
+    );
+    first.delete().await;
+    second.delete().await;
+}

@@ -56,19 +56,32 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
     }
     groups.sort();
     groups.dedup();
-    for group in &groups {
-        // Only ours, by name; a group already gone takes our filter with it.
-        logs.delete_filter(group, &name).await?;
+    // Only ours: our name, sending to the stream the status recorded (a
+    // filter is put only toward a stream the status then names). A group
+    // already gone takes our filter with it.
+    let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.clone());
+    let mut removed = 0;
+    if let Some(recorded) = &recorded {
+        for (group, described) in observe::groups(&logs, &groups).await {
+            let ours = described?.is_some_and(|g| {
+                g.filters
+                    .iter()
+                    .any(|f| f.name == name && f.destination_arn == *recorded)
+            });
+            if ours {
+                logs.delete_filter(&group, &name).await?;
+                removed += 1;
+            }
+        }
     }
-    let mut note = format!("removed filter {name} from {} log group(s)", groups.len());
+    let mut note = format!("removed filter {name} from {removed} log group(s)");
     // A name Kinesis cannot hold never named a stream.
     let creatable = name.len() <= crate::api::MAX_STREAM_NAME_LEN;
     if let (Some(StreamRef::Managed(_)), true) = (lsub.spec.stream.reference(), creatable) {
-        let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref());
+        // Only a stream tagged with our UID is ours: the status naming it is
+        // no proof, since others may write the status.
         if let Some(info) = streams.describe(Some(&name), None).await? {
-            if recorded == Some(info.arn.as_str())
-                || created_for(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await?
-            {
+            if created_for(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await? {
                 streams.delete(&info.arn).await?;
                 note.push_str(&format!(" and deleted stream {name}"));
             } else {

@@ -209,6 +209,8 @@ pub struct Memo {
     pub retry_at: Option<Instant>,
     /// Each shard lease's resourceVersion, and since when it has been seen.
     pub leases: HashMap<String, (String, Instant)>,
+    /// The managed stream (ARN) found tagged with this LogSubscription's UID.
+    pub owned_stream: Option<String>,
 }
 
 impl Default for Memo {
@@ -222,6 +224,7 @@ impl Default for Memo {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             retry_at: None,
             leases: HashMap::new(),
+            owned_stream: None,
         }
     }
 }

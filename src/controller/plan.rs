@@ -1,7 +1,8 @@
 //! What to do about subscription filters (pure): from the log groups as
 //! observed, the selection and the filter the spec wants, the writes that make
-//! them match. Only our filter (named `logsub-<namespace>-<name>`) is ever
-//! written or deleted; filters of other names are left as they are.
+//! them match. Only our filter (named `logsub-<namespace>-<name>`, sending to
+//! a stream this LogSubscription uses or recorded) is ever written or
+//! deleted; other filters are left as they are.
 
 use crate::api::{Distribution, ManagedStream};
 use crate::aws::kinesis::{Capacity, StreamInfo, StreamStatus};
@@ -44,16 +45,34 @@ pub enum Action {
     Delete(String),
     /// Selected, but two filters of other names hold the group's slots.
     Blocked(String),
+    /// A filter of our name sends somewhere this LogSubscription never sent
+    /// (the destination given): not ours, so left alone.
+    Foreign(String, String),
 }
 
 /// The writes that make `groups` carry `want` exactly where `selected` says.
-pub fn filters(groups: &[Group], selected: impl Fn(&str) -> bool, want: &Filter) -> Vec<Action> {
+/// A filter of our name is ours only when it sends to `want`'s destination
+/// or to one in `recorded` (the stream the status last named): the name
+/// alone proves nothing.
+pub fn filters(
+    groups: &[Group],
+    selected: impl Fn(&str) -> bool,
+    want: &Filter,
+    recorded: &[&str],
+) -> Vec<Action> {
+    let ours = |f: &Filter| {
+        f.destination_arn == want.destination_arn || recorded.contains(&f.destination_arn.as_str())
+    };
     groups
         .iter()
         .filter_map(|group| {
-            let ours = group.filters.iter().find(|f| f.name == want.name);
+            let named = group.filters.iter().find(|f| f.name == want.name);
             let name = group.name.clone();
-            match (selected(&group.name), ours) {
+            match (selected(&group.name), named) {
+                (true, Some(filter)) if !ours(filter) => {
+                    Some(Action::Foreign(name, filter.destination_arn.clone()))
+                }
+                (false, Some(filter)) if !ours(filter) => None,
                 (true, Some(filter)) if filter == want => Some(Action::Keep(name)),
                 (true, Some(_)) => Some(Action::Put(name)),
                 (true, None) if group.filters.len() >= FILTERS_PER_GROUP => {
@@ -212,6 +231,8 @@ mod tests {
     fn each_group_gets_what_it_needs() {
         let want = filter("logsub-ns-app", "ERROR");
         let ours_stale = filter("logsub-ns-app", "WARN");
+        let mut before = filter("logsub-ns-app", "ERROR");
+        before.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/before".into();
         let mut elsewhere = filter("logsub-ns-app", "ERROR");
         elsewhere.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/other".into();
         let foreign = |n: &str| filter(n, "");
@@ -219,25 +240,34 @@ mod tests {
             group("/app/fresh", &[]),
             group("/app/current", std::slice::from_ref(&want)),
             group("/app/stale", &[ours_stale]),
-            group("/app/redirected", &[elsewhere]),
+            group("/app/moved", std::slice::from_ref(&before)),
+            group("/app/redirected", std::slice::from_ref(&elsewhere)),
             group("/app/one-foreign", &[foreign("audit")]),
             group("/app/full", &[foreign("audit"), foreign("siem")]),
             group("/app/full-with-ours", &[foreign("audit"), want.clone()]),
             group("/other/left", &[want.clone(), foreign("audit")]),
+            group("/other/left-before", std::slice::from_ref(&before)),
+            group("/other/theirs", std::slice::from_ref(&elsewhere)),
             group("/other/never", &[foreign("audit")]),
         ];
-        let actions = filters(&groups, |g| g.starts_with("/app/"), &want);
+        let recorded = ["arn:aws:kinesis:us-east-1:1:stream/before"];
+        let actions = filters(&groups, |g| g.starts_with("/app/"), &want, &recorded);
         assert_eq!(
             actions,
             [
                 Action::Put("/app/fresh".into()),
                 Action::Keep("/app/current".into()),
                 Action::Put("/app/stale".into()),
-                Action::Put("/app/redirected".into()),
+                Action::Put("/app/moved".into()),
+                Action::Foreign(
+                    "/app/redirected".into(),
+                    "arn:aws:kinesis:us-east-1:1:stream/other".into()
+                ),
                 Action::Put("/app/one-foreign".into()),
                 Action::Blocked("/app/full".into()),
                 Action::Keep("/app/full-with-ours".into()),
                 Action::Delete("/other/left".into()),
+                Action::Delete("/other/left-before".into()),
             ]
         );
     }

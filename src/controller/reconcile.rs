@@ -347,7 +347,11 @@ async fn withdraw(
     );
     groups.sort();
     groups.dedup();
-    let left = remove_filters(ctx, region, &lsub.aws_name(), &groups, &mut events).await;
+    let left = match previous.stream_arn.as_deref() {
+        Some(arn) => remove_filters(ctx, region, &lsub.aws_name(), arn, &groups, &mut events).await,
+        // Filters are put only toward a stream the status then names.
+        None => Vec::new(),
+    };
     super::cleanup::stop_workers(lsub, ctx).await?;
     // Permitted again, everything is synced afresh.
     memo.aws = None;
@@ -404,12 +408,14 @@ async fn withdraw(
     Ok(Action::requeue(wait))
 }
 
-/// Removes the filter `name` from each of `groups` that has it; returns the
-/// groups it could not be removed from, with why.
+/// Removes the filter `name` sending to `destination` (ours: a filter of
+/// that name sending elsewhere is not) from each of `groups` that has it;
+/// returns the groups it could not be removed from, with why.
 async fn remove_filters(
     ctx: &Context,
     region: &str,
     name: &str,
+    destination: &str,
     groups: &[String],
     events: &mut Events,
 ) -> Vec<LogGroupStatus> {
@@ -420,7 +426,11 @@ async fn remove_filters(
     let mut left = Vec::new();
     for (group, described) in observe::groups(&logs, groups).await {
         let result = match described {
-            Ok(Some(g)) if g.filters.iter().any(|f| f.name == name) => {
+            Ok(Some(g))
+                if g.filters
+                    .iter()
+                    .any(|f| f.name == name && f.destination_arn == destination) =>
+            {
                 logs.delete_filter(&group, name).await.map(|()| {
                     events.normal(
                         "SubscriptionFilterDeleted",
@@ -483,7 +493,7 @@ async fn sync_aws(
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> AwsView {
-    let stream = sync_stream(lsub, ctx, region, previous, events).await;
+    let stream = sync_stream(lsub, ctx, region, memo, previous, events).await;
     let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
         (Some(arn), true) => {
             sync_filters(lsub, ctx, region, arn, grant, memo, previous, events).await
@@ -533,6 +543,7 @@ async fn sync_stream(
     lsub: &LogSubscription,
     ctx: &Context,
     region: &str,
+    memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> StreamSync {
@@ -597,13 +608,14 @@ async fn sync_stream(
     };
     let (_, streams) = ctx.aws.clients(region);
     let uid = lsub.uid().unwrap_or_default();
-    // A stream of our name that this LogSubscription has not recorded is
-    // someone else's, unless it carries our UID.
+    // A stream of our name is ours only when it carries our UID: the status
+    // could be written by others, so naming it there proves nothing. Checked
+    // once per stream and remembered.
     if let Some(i) = &info
-        && previous.stream_arn.as_deref() != Some(i.arn.as_str())
+        && memo.owned_stream.as_deref() != Some(i.arn.as_str())
     {
         match created_for(&streams, &i.arn, &uid).await {
-            Ok(true) => {}
+            Ok(true) => memo.owned_stream = Some(i.arn.clone()),
             Ok(false) => {
                 return failed(
                     (
@@ -822,7 +834,8 @@ async fn sync_filters(
         }
     }
 
-    let actions = plan::filters(&found, is_selected, &want);
+    let recorded: Vec<&str> = previous.stream_arn.as_deref().into_iter().collect();
+    let actions = plan::filters(&found, is_selected, &want, &recorded);
     let written: Vec<(plan::Action, Result<(), AwsError>)> = futures::stream::iter(actions)
         .map(|action| {
             let logs = &logs;
@@ -831,7 +844,9 @@ async fn sync_filters(
                 let result = match &action {
                     plan::Action::Put(group) => logs.put_filter(group, want).await,
                     plan::Action::Delete(group) => logs.delete_filter(group, &want.name).await,
-                    plan::Action::Keep(_) | plan::Action::Blocked(_) => Ok(()),
+                    plan::Action::Keep(_)
+                    | plan::Action::Blocked(_)
+                    | plan::Action::Foreign(..) => Ok(()),
                 };
                 (action, result)
             }
@@ -874,6 +889,13 @@ async fn sync_filters(
                     plan::FILTERS_PER_GROUP
                 );
                 (group, FilterState::LimitExceeded, Some(message))
+            }
+            (plan::Action::Foreign(group, destination), _) => {
+                let message = format!(
+                    "a filter named {} exists that sends to {destination}, where this LogSubscription never sent: it is not ours and is left alone",
+                    want.name
+                );
+                (group, FilterState::Failed, Some(message))
             }
             (plan::Action::Put(group) | plan::Action::Delete(group), Err(e)) => {
                 let failure = filter_failure(&e);

@@ -286,7 +286,16 @@ impl TestNamespace {
         prefix: &str,
         labels: &[(&str, &str)],
     ) -> TestNamespace {
-        let name = unique(prefix);
+        Self::named(client, &unique(prefix), labels).await
+    }
+
+    /// The namespace `name`, with `labels`.
+    pub async fn named(
+        client: &kube::Client,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> TestNamespace {
+        let name = name.to_owned();
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
             kube::Api::all(client.clone());
         let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
