@@ -364,6 +364,36 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
     // Each document's id is its event's: 40 documents are the 40 events, once each.
     delivered(40).await;
 
+    // A spec that passes the schema but not validation cannot be authorized:
+    // nothing of it runs, so no later policy change can be dodged that way.
+    ns.api::<LogSubscription>()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"source": {"rescanInterval": "10s"}}})),
+        )
+        .await
+        .expect("an invalid spec");
+    wait_for(&ns, "app", "InvalidSpec", SETTLE, |l| {
+        (condition(l, "Ready")?.1 == "InvalidSpec").then_some(())
+    })
+    .await;
+    eventually(
+        "the filter removed from an invalid spec",
+        SETTLE,
+        || async { (!filter_names(&logs, &group).await.contains(&ours)).then_some(()) },
+    )
+    .await;
+    eventually("its workers stopped", SETTLE, || async {
+        ns.api::<Deployment>()
+            .get_opt("app-worker")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
     delete_all(&ns).await;
     remove_policy(&client, &name).await;
     ns.delete().await;

@@ -114,7 +114,11 @@ impl Policy {
             ));
         }
         let spec = &lsub.spec;
-        self.stream_refusal(spec.stream.reference()?)
+        // Validation refuses such a spec first; here it must not pass either.
+        let Some(stream) = spec.stream.reference() else {
+            return Some(Refusal::new("spec.stream", "names no stream"));
+        };
+        self.stream_refusal(stream)
             .or_else(|| {
                 let role = &spec.source.role_arn;
                 (!any_glob(&self.spec.roles.delivery, role)).then(|| {

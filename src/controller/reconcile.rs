@@ -145,8 +145,21 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
             if ready_reason(&previous) != Some("InvalidSpec") {
                 events.warning("InvalidSpec", "Validate", errors);
             }
+            // A spec that cannot be authorized keeps nothing running: what
+            // was permitted before must not outlive a policy change meanwhile.
+            let mut status = status;
+            let mut next = Action::await_change();
+            if let Some(region) = &region {
+                let (left, wait) = take_down(lsub, ctx, region, &previous, &mut events).await?;
+                status.log_group_count = Some(0);
+                status.log_groups = conditions::listed_groups(&left);
+                status.workers = None;
+                if !left.is_empty() {
+                    next = Action::requeue(wait);
+                }
+            }
             finish(lsub, ctx, &previous, &status, events).await?;
-            return Ok(Action::await_change());
+            return Ok(next);
         }
     };
 
@@ -335,42 +348,7 @@ async fn withdraw(
     previous: &LogSubscriptionStatus,
     mut events: Events,
 ) -> Result<Action, Error> {
-    let uid = lsub.uid().unwrap_or_default();
-    let mut memo = ctx.memory.get(&uid);
-    let mut groups: Vec<String> = memo.scanned.take().map(|(_, n)| n).unwrap_or_default();
-    groups.extend(
-        previous
-            .log_groups
-            .iter()
-            .filter(|g| g.filter != FilterState::NotPermitted)
-            .map(|g| g.name.clone()),
-    );
-    groups.sort();
-    groups.dedup();
-    let left = match previous.stream_arn.as_deref() {
-        Some(arn) => remove_filters(ctx, region, &lsub.aws_name(), arn, &groups, &mut events).await,
-        // Filters are put only toward a stream the status then names.
-        None => Vec::new(),
-    };
-    super::cleanup::stop_workers(lsub, ctx).await?;
-    // Permitted again, everything is synced afresh.
-    memo.aws = None;
-    memo.permitted = None;
-    let retry = !left.is_empty();
-    if retry {
-        memo.scanned = Some((
-            Instant::now(),
-            left.iter().map(|g| g.name.clone()).collect(),
-        ));
-    }
-    let wait = if retry {
-        memo.backoff.next_wait()
-    } else {
-        memo.backoff.reset();
-        ctx.settings.status_interval
-    };
-    ctx.memory.put(&uid, memo);
-
+    let (left, wait) = take_down(lsub, ctx, region, previous, &mut events).await?;
     let message = refusal.to_string();
     if ready_reason(previous) != Some("NotPermitted") {
         events.warning("NotPermitted", "Authorize", message.clone());
@@ -406,6 +384,55 @@ async fn withdraw(
     };
     finish(lsub, ctx, previous, &status, events).await?;
     Ok(Action::requeue(wait))
+}
+
+/// Takes the filters off and stops the workers of a LogSubscription that may
+/// not run; returns the groups whose filter could not be removed yet, and
+/// when to look again.
+async fn take_down(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    region: &str,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> Result<(Vec<LogGroupStatus>, Duration), Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let mut memo = ctx.memory.get(&uid);
+    let mut groups: Vec<String> = memo.scanned.take().map(|(_, n)| n).unwrap_or_default();
+    groups.extend(
+        previous
+            .log_groups
+            .iter()
+            .filter(|g| g.filter != FilterState::NotPermitted)
+            .map(|g| g.name.clone()),
+    );
+    groups.sort();
+    groups.dedup();
+    let left = match previous.stream_arn.as_deref() {
+        Some(arn) => remove_filters(ctx, region, &lsub.aws_name(), arn, &groups, events).await,
+        // Filters are put only toward a stream the status then names.
+        None => Vec::new(),
+    };
+    super::cleanup::stop_workers(lsub, ctx).await?;
+    // Permitted again, everything is synced afresh.
+    memo.aws = None;
+    memo.permitted = None;
+    let retry = !left.is_empty();
+    if retry {
+        memo.scanned = Some((
+            Instant::now(),
+            left.iter().map(|g| g.name.clone()).collect(),
+        ));
+    }
+    let wait = if retry {
+        memo.backoff.next_wait()
+    } else {
+        memo.backoff.reset();
+        ctx.settings.status_interval
+    };
+    ctx.memory.put(&uid, memo);
+
+    Ok((left, wait))
 }
 
 /// Removes the filter `name` sending to `destination` (ours: a filter of

@@ -98,10 +98,14 @@ impl Tenancy {
         match &self.namespaces {
             Namespaces::Watched(store) => {
                 ready(store).await?;
-                Ok(store
+                // Not seen yet (just created): no labels would be a guess,
+                // which a selector like `DoesNotExist` would read as a match.
+                store
                     .get(&ObjectRef::new(namespace))
                     .map(|ns| ns.labels().clone())
-                    .unwrap_or_default())
+                    .ok_or_else(|| {
+                        AuthorizeError::Unknown(format!("namespace {namespace} not seen yet"))
+                    })
             }
             Namespaces::One { client, ttl, read } => {
                 let mut read = read.lock().await;
