@@ -343,19 +343,15 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
         "{message}"
     );
     let ours = format!("logsub-{}-app", ns.name);
-    eventually("the filter removed", SETTLE, || async {
-        (!filter_names(&logs, &group).await.contains(&ours)).then_some(())
-    })
-    .await;
-    eventually("the workers stopped", SETTLE, || async {
-        ns.api::<Deployment>()
-            .get_opt("app-worker")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    // Nothing of it runs: its filter is off the group and its workers are gone.
+    let stopped = |what: &'static str| {
+        eventually(what, SETTLE, || async {
+            let filtered = filter_names(&logs, &group).await.contains(&ours);
+            let workers = ns.api::<Deployment>().get_opt("app-worker").await.ok()?;
+            (!filtered && workers.is_none()).then_some(())
+        })
+    };
+    stopped("the filter removed and the workers stopped").await;
 
     policy(&client, &name, allowing(&search)).await;
     ready().await;
@@ -378,21 +374,7 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
         (condition(l, "Ready")?.1 == "InvalidSpec").then_some(())
     })
     .await;
-    eventually(
-        "the filter removed from an invalid spec",
-        SETTLE,
-        || async { (!filter_names(&logs, &group).await.contains(&ours)).then_some(()) },
-    )
-    .await;
-    eventually("its workers stopped", SETTLE, || async {
-        ns.api::<Deployment>()
-            .get_opt("app-worker")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    stopped("an invalid spec's filter removed and its workers stopped").await;
 
     delete_all(&ns).await;
     remove_policy(&client, &name).await;
