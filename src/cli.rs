@@ -38,10 +38,10 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Print the controller's ClusterRole (what it may do in Kubernetes) as YAML.
+    /// Print the ClusterRoles of the controller and its workers as YAML.
     Rbac,
     /// Reconcile LogSubscriptions: subscription filters, streams, workers, status.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Read a subscription's Kinesis stream and deliver its log events (what the
     /// worker pods run).
     Worker(WorkerArgs),
@@ -84,6 +84,10 @@ pub struct ControllerArgs {
     /// RoleBinding); every namespace when unset.
     #[arg(long, env = "LOGSUB_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// The ClusterRole bound to the workers: the one the controller may `bind`.
+    #[arg(long, env = "LOGSUB_WORKER_ROLE", default_value = "logsub-worker")]
+    pub worker_role: String,
 
     /// Elect a leader through a Lease, so several replicas are safe (one reconciles).
     #[arg(long, env = "LOGSUB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

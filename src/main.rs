@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Command::Crd { out_dir: None } => print(&logsub::api::crd_yaml()),
         Command::Crd { out_dir: Some(dir) } => write_crds(&dir),
         Command::Rbac => print(&logsub::controller::resources::rbac::cluster_role_yaml()),
-        Command::Controller(args) => controller(args),
+        Command::Controller(args) => controller(*args),
         Command::Worker(args) => worker(args),
     }
 }
@@ -56,6 +56,8 @@ fn controller(args: ControllerArgs) -> ExitCode {
             resync: args.resync_period,
             status_interval: args.status_interval,
             namespace: args.namespace,
+            worker_role: args.worker_role,
+            identity: None,
         },
         admin_addr: args.admin_addr,
         leader_lease: args.leader_election.then(|| {

@@ -290,8 +290,9 @@ async fn the_controllers_log_groups_and_filters_round_trip() {
     let groups = logs.log_groups(Some(&prefix)).await.expect("log groups");
     assert_eq!(groups.len(), 55, "every page");
 
+    // The name as the controller gives it: a `/` is allowed in filter names.
     let want = Filter {
-        name: "logsub-ns-app".into(),
+        name: "logsub/ns/app".into(),
         pattern: "ERROR".into(),
         destination_arn: arn.clone(),
         role_arn: Some("arn:aws:iam::123456789012:role/CWLtoKinesis".into()),
@@ -313,8 +314,11 @@ async fn the_controllers_log_groups_and_filters_round_trip() {
     let group = logs.group(&first).await.expect("group");
     assert_eq!(group.filters.len(), 2, "{group:?}");
     assert_eq!(
-        filters(&[group], |_| true, &want, &[]),
-        [Action::Keep(first.clone())],
+        filters(&[group], |_| true, &want, "logsub-ns-app", &[]),
+        [Action::Keep {
+            group: first.clone(),
+            name: want.name.clone()
+        }],
         "read back exactly as put"
     );
 

@@ -11,14 +11,14 @@ use std::time::Duration;
 use aws_sdk_cloudwatchlogs::Client as Logs;
 use aws_sdk_kinesis::Client as Kinesis;
 use common::controller::{
-    aws_secret, condition, create, delete_all, failed_for, identity, put_events, start, wait_for,
-    without_workers,
+    aws_secret, can_i, condition, create, delete_all, failed_for, filters, identity, put_events,
+    start, wait_for, without_workers,
 };
 use common::search::count;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use logsub::api::{FilterState, LogSubscription};
 use serde_json::json;
@@ -33,28 +33,6 @@ async fn clients() -> (Logs, Kinesis) {
 
 async fn log_group(logs: &Logs, name: &str) {
     common::controller::log_group(logs, name, "app-1").await;
-}
-
-/// The filters on `group`, by name: (pattern, destination, role).
-async fn filters(logs: &Logs, group: &str) -> BTreeMap<String, (String, String, String)> {
-    logs.describe_subscription_filters()
-        .log_group_name(group)
-        .send()
-        .await
-        .expect("describe filters")
-        .subscription_filters()
-        .iter()
-        .map(|f| {
-            (
-                f.filter_name().unwrap_or_default().to_owned(),
-                (
-                    f.filter_pattern().unwrap_or_default().to_owned(),
-                    f.destination_arn().unwrap_or_default().to_owned(),
-                    f.role_arn().unwrap_or_default().to_owned(),
-                ),
-            )
-        })
-        .collect()
 }
 
 async fn foreign_filter(logs: &Logs, group: &str, name: &str, arn: &str) {
@@ -134,7 +112,7 @@ async fn a_subscription_is_reconciled_end_to_end() {
     )
     .await;
 
-    let ours = format!("logsub-{}-app", ns.name);
+    let ours = format!("logsub/{}/app", ns.name);
     let lsub = wait_for(&ns, "app", "Ready=True", SETTLE, |l| {
         (condition(l, "Ready")? == ("True".into(), "Ready".into())).then(|| l.clone())
     })
@@ -182,14 +160,22 @@ async fn a_subscription_is_reconciled_end_to_end() {
             .unwrap()
             .is_some()
     );
-    assert!(ns.api::<Role>().get_opt(name).await.unwrap().is_some());
-    assert!(
-        ns.api::<RoleBinding>()
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    // Bound to the workers' ClusterRole, for them and for the controller,
+    // which writes Leases here through it.
+    let binding = ns
+        .api::<RoleBinding>()
+        .get("app-worker-leases")
+        .await
+        .unwrap();
+    assert_eq!(binding.role_ref.name, "logsub-worker");
+    assert!(can_i(&ns.name, name, "update", "leases", &ns.name));
+    assert!(can_i(
+        &ns.name,
+        "logsub-controller",
+        "delete",
+        "leases",
+        &ns.name
+    ));
     let config = ns.api::<ConfigMap>().get(name).await.unwrap();
     assert!(config.data.unwrap()["worker.yaml"].contains(&arn));
     let deployment = ns.api::<Deployment>().get(name).await.unwrap();
@@ -433,8 +419,8 @@ async fn a_managed_stream_follows_its_subscription() {
     create(&ns, managed("deleted", &group, "Delete")).await;
     create(&ns, managed("kept", &group, "Retain")).await;
     let (deleted, kept) = (
-        format!("logsub-{}-deleted", ns.name),
-        format!("logsub-{}-kept", ns.name),
+        format!("logsub_{}_deleted", ns.name),
+        format!("logsub_{}_kept", ns.name),
     );
     for name in ["deleted", "kept"] {
         wait_for(&ns, name, "StreamReady and filters", SETTLE, |l| {
@@ -464,8 +450,9 @@ async fn a_managed_stream_follows_its_subscription() {
             .any(|t| t.key() == "logsub.io/uid" && t.value() == Some(uid.as_str())),
         "{tags:?}"
     );
+    let filter = |name: &str| format!("logsub/{}/{name}", ns.name);
     let on_group = filters(&logs, &group).await;
-    assert!(on_group.contains_key(&deleted) && on_group.contains_key(&kept));
+    assert!(on_group.contains_key(&filter("deleted")) && on_group.contains_key(&filter("kept")));
 
     // A shard count change is applied with UpdateShardCount.
     ns.api::<LogSubscription>()
@@ -494,7 +481,7 @@ async fn a_managed_stream_follows_its_subscription() {
         "Retain keeps it"
     );
     let on_group = filters(&logs, &group).await;
-    assert!(!on_group.contains_key(&deleted) && on_group.contains_key(&kept));
+    assert!(!on_group.contains_key(&filter("deleted")) && on_group.contains_key(&filter("kept")));
     ns.delete().await;
 }
 
@@ -586,7 +573,7 @@ async fn problems_become_conditions() {
     let states = group_states(&full_lsub);
     assert_eq!(states[&full], FilterState::LimitExceeded);
     assert_eq!(states[&fine], FilterState::Active);
-    let ours = format!("logsub-{}-full", ns.name);
+    let ours = format!("logsub/{}/full", ns.name);
     let on_full = filters(&logs, &full).await;
     assert_eq!(on_full.keys().collect::<Vec<_>>(), ["audit", "siem"]);
     assert!(filters(&logs, &fine).await.contains_key(&ours));

@@ -272,10 +272,28 @@ async fn delivers_to_a_data_stream(base: &str) {
     let setup = setup(1, &["app"]).await;
     let name = unique("logs").to_lowercase();
     let stream = format!("{name}-default");
+    // The template as an earlier release named it, edited since (`team`):
+    // renamed, edits kept, as two templates of one priority cannot cover
+    // the same indices.
+    let earlier = format!("{name}-earlier");
+    let keyword = json!({"type": "keyword"});
+    let earlier_put = http
+        .put(format!("{base}/_index_template/{earlier}"))
+        .json(&json!({
+            "index_patterns": [stream],
+            "priority": 200,
+            "data_stream": {},
+            "template": {"mappings": {"properties": {"@log_group": keyword, "team": keyword}}},
+            "_meta": {"managed_by": "logsub"},
+        }))
+        .send()
+        .await
+        .expect("the earlier template");
+    assert!(earlier_put.status().is_success(), "{earlier_put:?}");
     setup.configure(
         &format!(
             "{{elasticsearch: {{endpoint: '{base}', dataStream: '{stream}', \
-             indexTemplate: {{name: '{name}', shards: 1, replicas: 0}}}}}}"
+             indexTemplate: {{name: '{name}', replaces: '{earlier}', shards: 1, replicas: 0}}}}}}"
         ),
         "[{json: {}}]",
     );
@@ -317,10 +335,16 @@ async fn delivers_to_a_data_stream(base: &str) {
     let installed = &template["index_templates"][0]["index_template"];
     assert_eq!(installed["index_patterns"], json!([stream]));
     assert!(installed["data_stream"].is_object(), "{template}");
-    assert_eq!(
-        installed["template"]["mappings"]["properties"]["@log_group"]["type"],
-        "keyword"
-    );
+    let properties = &installed["template"]["mappings"]["properties"];
+    assert_eq!(properties["@log_group"]["type"], "keyword");
+    assert_eq!(properties["team"]["type"], "keyword", "the edit is kept");
+    assert_eq!(installed["priority"], 200);
+    let gone = http
+        .get(format!("{base}/_index_template/{earlier}"))
+        .send()
+        .await
+        .expect("the earlier template");
+    assert_eq!(gone.status(), 404, "the earlier template is replaced");
     stop(child).await;
     setup.ns.delete().await;
 }

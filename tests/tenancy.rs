@@ -6,11 +6,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client as Logs;
 use common::controller::{
-    aws_secret, condition, create, delete_all, failed_for, identity, start, wait_for,
+    aws_secret, can_i, condition, create, delete_all, failed_for, filters, identity, start,
+    wait_for,
 };
 use common::search::count;
 use common::{OWN_POLICIES, TestNamespace, active_stream, eventually, stack, unique};
@@ -47,16 +49,17 @@ async fn remove_policy(client: &kube::Client, name: &str) {
         .await;
 }
 
-/// The names of the filters on `group`.
+/// The names of the filters on `group`, in order.
 async fn filter_names(logs: &Logs, group: &str) -> Vec<String> {
-    logs.describe_subscription_filters()
-        .log_group_name(group)
-        .send()
+    filters(logs, group).await.into_keys().collect()
+}
+
+/// The filters on `group`: name → destination.
+async fn destinations(logs: &Logs, group: &str) -> BTreeMap<String, String> {
+    filters(logs, group)
         .await
-        .expect("describe filters")
-        .subscription_filters()
-        .iter()
-        .filter_map(|f| f.filter_name().map(str::to_owned))
+        .into_iter()
+        .map(|(name, (_, destination, _))| (name, destination))
         .collect()
 }
 
@@ -147,7 +150,8 @@ async fn a_tenant_gets_only_what_its_policy_allows() {
         ),
     )
     .await;
-    // team-b's stream, another host, an API key over http.
+    // team-b's stream, another host, an endpoint in the workers' environment,
+    // an API key over http.
     let refused = [
         (
             "their-stream",
@@ -170,6 +174,17 @@ async fn a_tenant_gets_only_what_its_policy_allows() {
                 none.clone(),
             ),
             "spec.sink.elasticsearch.endpoint",
+        ),
+        (
+            "env-endpoint",
+            lsub(
+                "env-endpoint",
+                json!({"names": [ours]}),
+                stream.clone(),
+                sink.clone(),
+                json!({"replicas": 1, "env": [{"name": "AWS_ENDPOINT_URL_KINESIS", "value": "http://127.0.0.2:4566"}]}),
+            ),
+            "spec.workers.env[0]",
         ),
         (
             "key-over-http",
@@ -239,13 +254,11 @@ async fn a_tenant_gets_only_what_its_policy_allows() {
         "{message}"
     );
     // What AWS holds: team-a's two permitted filters on its own group only.
-    let mut on_ours = filter_names(&logs, &ours).await;
-    on_ours.sort();
     assert_eq!(
-        on_ours,
+        filter_names(&logs, &ours).await,
         [
-            format!("logsub-{}-everything", team_a.name),
-            format!("logsub-{}-named", team_a.name)
+            format!("logsub/{}/everything", team_a.name),
+            format!("logsub/{}/named", team_a.name)
         ]
     );
     assert!(
@@ -292,6 +305,8 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
             "streams": {"existing": [stream]},
             "sinks": {"elasticsearch": [{"endpoint": endpoint}]},
             "roles": {"delivery": [ROLE]},
+            // The stack's credentials and its AWS endpoint: trusted here.
+            "workers": {"env": ["*"]},
         })
     };
     policy(&client, &name, allowing(&search)).await;
@@ -342,7 +357,7 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
         message.starts_with("spec.sink.elasticsearch.endpoint"),
         "{message}"
     );
-    let ours = format!("logsub-{}-app", ns.name);
+    let ours = format!("logsub/{}/app", ns.name);
     // Nothing of it runs: its filter is off the group and its workers are gone.
     let stopped = |what: &'static str| {
         eventually(what, SETTLE, || async {
@@ -381,12 +396,14 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
     ns.delete().await;
 }
 
-/// Filter names of earlier releases collide (`a-b`/`c` and `a`/`b-c` are both
-/// `logsub-a-b-c`): a filter of its name that sends to a stream this
-/// LogSubscription never used is not its own, through resyncs and its
-/// deletion, and the other tenant's delivery goes on untouched.
+/// Filter names of earlier releases collide (`a-b`/`c` and `a`/`b-c` were
+/// both `logsub-a-b-c`). Today's cannot: the two tenants keep two
+/// independent filters through resyncs and the deletion of one. A filter of
+/// the earlier name belongs only to the LogSubscription whose stream it
+/// sends to, which renames it once the group has a free slot; the other
+/// leaves it alone.
 #[tokio::test]
-async fn a_colliding_name_never_takes_another_tenants_filter() {
+async fn colliding_names_keep_two_independent_filters() {
     let client = stack().kube().await;
     common::install_crd(&client).await;
     let run = unique("clash");
@@ -396,9 +413,26 @@ async fn a_colliding_name_never_takes_another_tenants_filter() {
     let logs = Logs::new(&aws);
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     let (stream_x, arn_x) = active_stream(&kinesis, "clash-x", 1).await;
-    let (stream_y, _) = active_stream(&kinesis, "clash-y", 1).await;
+    let (stream_y, arn_y) = active_stream(&kinesis, "clash-y", 1).await;
     let group = format!("/{run}/shared");
     common::controller::log_group(&logs, &group, "s").await;
+    // What an earlier version left for the second tenant: its filter under
+    // the name both tenants had then.
+    let legacy = format!("logsub-{run}-a-b-c");
+    logs.put_subscription_filter()
+        .log_group_name(&group)
+        .filter_name(&legacy)
+        .filter_pattern("")
+        .destination_arn(&arn_y)
+        .role_arn(ROLE)
+        .send()
+        .await
+        .expect("the earlier version's filter");
+    let (first_filter, second_filter) = (
+        format!("logsub/{}/c", first.name),
+        format!("logsub/{}/b-c", second.name),
+    );
+
     let _first = start(&first, &identity(&first).await, "5s");
     let none = json!({"replicas": 0});
     let sink = json!({"s3": {"bucket": "unused"}});
@@ -418,19 +452,14 @@ async fn a_colliding_name_never_takes_another_tenants_filter() {
         (group_state(l, &group)? == FilterState::Active).then_some(())
     })
     .await;
-    let filter = format!("logsub-{run}-a-b-c");
-    let destination = || async {
-        logs.describe_subscription_filters()
-            .log_group_name(&group)
-            .send()
-            .await
-            .expect("describe filters")
-            .subscription_filters()
-            .iter()
-            .find(|f| f.filter_name() == Some(filter.as_str()))
-            .and_then(|f| f.destination_arn().map(str::to_owned))
-    };
-    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
+    // The earlier filter sends to the other tenant's stream: not the first's.
+    assert_eq!(
+        destinations(&logs, &group).await,
+        BTreeMap::from([
+            (legacy.clone(), arn_y.clone()),
+            (first_filter.clone(), arn_x.clone())
+        ])
+    );
 
     let second_controller = start(&second, &identity(&second).await, "5s");
     create(
@@ -444,17 +473,17 @@ async fn a_colliding_name_never_takes_another_tenants_filter() {
         ),
     )
     .await;
-    let message = wait_for(&second, "b-c", "the clash shown", SETTLE, |l| {
-        let g = l
-            .status
-            .as_ref()?
-            .log_groups
-            .iter()
-            .find(|g| g.name == group)?;
-        (g.filter == FilterState::Failed).then(|| g.message.clone().unwrap_or_default())
+    wait_for(&second, "b-c", "the second tenant's filter", SETTLE, |l| {
+        (group_state(l, &group)? == FilterState::Active).then_some(())
     })
     .await;
-    assert!(message.contains("is not ours"), "{message}");
+    // The group's two slots are taken: the second keeps its filter under the
+    // earlier name rather than lose a moment of delivery.
+    let both = BTreeMap::from([
+        (legacy.clone(), arn_y.clone()),
+        (first_filter.clone(), arn_x.clone()),
+    ]);
+    assert_eq!(destinations(&logs, &group).await, both);
     // Through two more syncs of the second tenant's AWS state.
     let describes = "logsub_controller_aws_calls_total";
     let label = ["operation=\"DescribeSubscriptionFilters\""];
@@ -463,23 +492,187 @@ async fn a_colliding_name_never_takes_another_tenants_filter() {
         (second_controller.metric(describes, &label).await >= seen + 2.0).then_some(())
     })
     .await;
-    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
-    // Deleting the second tenant's LogSubscription leaves the first's filter.
-    delete_all(&second).await;
-    assert_eq!(destination().await.as_deref(), Some(arn_x.as_str()));
-    let lsub = first
-        .api::<LogSubscription>()
-        .get("c")
-        .await
-        .expect("the first tenant's");
-    assert_eq!(group_state(&lsub, &group), Some(FilterState::Active));
+    assert_eq!(destinations(&logs, &group).await, both);
+    for (ns, name) in [(&first, "c"), (&second, "b-c")] {
+        let lsub = ns.api::<LogSubscription>().get(name).await.expect("it");
+        assert_eq!(
+            group_state(&lsub, &group),
+            Some(FilterState::Active),
+            "{name}"
+        );
+    }
 
+    // Deleting the first tenant's LogSubscription leaves the second's
+    // filter, which then takes its own name in the freed slot: put, then
+    // the earlier one removed.
     delete_all(&first).await;
-    assert_eq!(
-        destination().await,
-        None,
-        "the first tenant's own deletion removes it"
+    let renamed = BTreeMap::from([(second_filter.clone(), arn_y.clone())]);
+    eventually("the second's filter renamed", SETTLE, || async {
+        (destinations(&logs, &group).await == renamed).then_some(())
+    })
+    .await;
+    delete_all(&second).await;
+    assert!(
+        destinations(&logs, &group).await.is_empty(),
+        "the second tenant's own deletion removes its filter"
     );
     first.delete().await;
     second.delete().await;
+}
+
+/// The controller's ClusterRole, bound cluster-wide as the chart does by
+/// default: its token cannot write node heartbeats or other components'
+/// leader Leases, and may bind only the workers' ClusterRole.
+#[tokio::test]
+async fn the_controller_cannot_write_leases_it_does_not_manage() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use logsub::controller::resources::rbac;
+
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    // Applies every ClusterRole of `logsub rbac`.
+    identity(&ns).await;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "cluster-wide"}})).expect("account");
+    ns.api::<ServiceAccount>()
+        .create(&Default::default(), &account)
+        .await
+        .expect("create the account");
+    let binding_name = format!("logsub-controller-{}", ns.name);
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": binding_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CLUSTER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "cluster-wide", "namespace": ns.name}],
+    }))
+    .expect("binding");
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    bindings
+        .create(&Default::default(), &binding)
+        .await
+        .expect("bind cluster-wide");
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        can_i(&ns.name, "cluster-wide", verb, resource, namespace)
+    };
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !can(verb, "leases", "kube-node-lease"),
+            "{verb} node leases"
+        );
+        assert!(
+            !can(verb, "leases", "kube-system"),
+            "{verb} kube-system leases"
+        );
+    }
+    assert!(can("list", "leases", &ns.name), "reads the workers' health");
+    assert!(can(
+        "bind",
+        &format!("clusterroles/{}", rbac::WORKER_ROLE),
+        &ns.name
+    ));
+    assert!(!can("bind", "clusterroles/cluster-admin", &ns.name));
+    assert!(!can("escalate", "clusterroles", &ns.name));
+    assert!(!can("create", "roles", &ns.name));
+    let _ = bindings
+        .delete(&binding_name, &DeleteParams::default())
+        .await;
+    ns.delete().await;
+}
+
+/// Each LogSubscription's AWS calls are made as the role it names, the
+/// controller's and its workers' alike. Proved from the emulator's side: a
+/// role of another account switches the emulator to that account, where
+/// the same log group and stream names are other resources. Each
+/// subscription's filter lands on its own account's group, toward its own
+/// account's stream, and its workers read that stream; the controller's own
+/// account holds none of it.
+#[tokio::test]
+async fn each_subscription_acts_as_the_role_it_names() {
+    use aws_sdk_kinesis::Client as Kinesis;
+    use common::controller::put_events;
+
+    let client = stack().kube().await;
+    common::install_crd(&client).await;
+    let aws = stack().aws().await;
+    // STS is served where the other AWS APIs are.
+    let sts = aws
+        .to_builder()
+        .endpoint_url(stack().var("AWS_ENDPOINT_URL_KINESIS"))
+        .build();
+    let run = unique("roles");
+    let group = format!("/{run}/app");
+    let search = stack().var("OPENSEARCH_URL").to_owned();
+    let mut accounts = Vec::new();
+    for (name, account) in [("first", "111111111111"), ("second", "222222222222")] {
+        let role = format!("arn:aws:iam::{account}:role/logsub-{run}");
+        let assumed = logsub::aws::assuming(&aws, &sts, &role, None, "logsub-tests").await;
+        let logs = Logs::new(&assumed);
+        common::controller::log_group(&logs, &group, "s").await;
+        let arn = common::stream_named(&Kinesis::new(&assumed), &run, 1).await;
+        assert!(arn.contains(account), "{arn}");
+        // A namespace and controller each: the workers of one node share
+        // its network, and each controller gives its own an admin port.
+        let ns = TestNamespace::new(&client).await;
+        let controller = start(&ns, &identity(&ns).await, "10s");
+        accounts.push((name, role, logs, arn, ns, controller));
+    }
+    for (name, role, _, _, ns, _) in &accounts {
+        let env = aws_secret(ns).await;
+        let mut spec = lsub(
+            name,
+            json!({"names": [group]}),
+            json!({"existing": {"name": run}}),
+            json!({"elasticsearch": {"endpoint": search, "index": format!("{run}-{name}")}}),
+            json!({"replicas": 1, "env": env, "batch": {"maxWait": "200ms"}}),
+        );
+        spec["spec"]["aws"] = json!({"roleArn": role});
+        create(ns, spec).await;
+    }
+    for (name, _, logs, arn, ns, _) in &accounts {
+        let lsub = wait_for(ns, name, "Ready", SETTLE, |l| {
+            (condition(l, "Ready")? == ("True".into(), "Ready".into())).then(|| l.clone())
+        })
+        .await;
+        assert_eq!(
+            lsub.status.as_ref().and_then(|s| s.stream_arn.as_deref()),
+            Some(arn.as_str())
+        );
+        assert_eq!(
+            destinations(logs, &group).await,
+            BTreeMap::from([(format!("logsub/{}/{name}", ns.name), arn.clone())]),
+            "{name}: its filter, on its account's group"
+        );
+    }
+    let own = Logs::new(&aws)
+        .describe_log_groups()
+        .log_group_name_prefix(&group)
+        .send()
+        .await
+        .expect("the controller's own account");
+    assert!(
+        own.log_groups().is_empty(),
+        "nothing in the controller's account"
+    );
+
+    // Each account's events reach its subscription's index only.
+    for (i, (name, _, logs, ..)) in accounts.iter().enumerate() {
+        let messages: Vec<String> = (0..=i).map(|n| format!("{name} {n}")).collect();
+        put_events(logs, &group, "s", &messages).await;
+    }
+    for (i, (name, ..)) in accounts.iter().enumerate() {
+        let index = format!("{run}-{name}");
+        let want = u64::try_from(i + 1).expect("small");
+        eventually("each account's events in its index", SETTLE, || async {
+            (count(&search, &index).await == want).then_some(())
+        })
+        .await;
+    }
+
+    // Deletion removes each filter in its own account.
+    for (name, _, logs, _, ns, controller) in accounts {
+        delete_all(&ns).await;
+        assert!(destinations(&logs, &group).await.is_empty(), "{name}");
+        drop(controller);
+        ns.delete().await;
+    }
 }

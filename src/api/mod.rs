@@ -18,7 +18,7 @@ mod workers;
 pub use crd::{crd, crd_files, crd_yaml, policy_crd};
 pub use policy::{
     ElasticsearchRule, LogGroupRules, LogSubscriptionPolicy, LogSubscriptionPolicySpec,
-    ManagedStreamRule, NamespaceSelection, RoleRules, S3Rule, SinkRules, StreamRules,
+    ManagedStreamRule, NamespaceSelection, RoleRules, S3Rule, SinkRules, StreamRules, WorkerRules,
 };
 pub use sink::{
     ApiKeyAuth, AwsSigV4Auth, BasicAuth, Compression, DeadLetter, ElasticsearchAuth,
@@ -72,6 +72,12 @@ pub struct LogSubscriptionSpec {
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     pub region: Option<String>,
 
+    /// The AWS identity of this LogSubscription's CloudWatch Logs and Kinesis
+    /// calls, the controller's and the workers' alike: a role they assume.
+    /// Without it, the controller's own identity and the workers' ServiceAccount's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsIdentity>,
+
     /// Which log groups to subscribe and how their events are filtered.
     pub source: SourceSpec,
 
@@ -104,6 +110,22 @@ pub struct LogSubscriptionSpec {
     pub workers: WorkersSpec,
 }
 
+/// A role to assume (STS AssumeRole), possibly in another account: the log
+/// groups and the stream are then that account's.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsIdentity {
+    /// The role's ARN, e.g. `arn:aws:iam::111111111111:role/team-a-logsub`. It
+    /// must trust the controller's and the workers' identities.
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$"))]
+    pub role_arn: String,
+
+    /// The external ID the role's trust policy requires, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224), regex(pattern = r"^[\w+=,.@:/-]+$"))]
+    pub external_id: Option<String>,
+}
+
 /// What happens to the AWS resources of a deleted LogSubscription.
 #[derive(
     Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq,
@@ -117,11 +139,52 @@ pub enum DeletionPolicy {
 }
 
 impl LogSubscription {
-    /// The name of the subscription filter this LogSubscription owns on each log
-    /// group, and of its managed stream: `logsub-<namespace>-<name>`.
-    pub fn aws_name(&self) -> String {
-        let namespace = self.metadata.namespace.as_deref().unwrap_or("default");
-        let name = self.metadata.name.as_deref().unwrap_or_default();
+    fn namespace_and_name(&self) -> (&str, &str) {
+        (
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            self.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The name of the subscription filter this LogSubscription owns on each
+    /// log group: `logsub/<namespace>/<name>`. Neither a namespace nor a
+    /// name can hold a `/`, so no two LogSubscriptions share it.
+    pub fn filter_name(&self) -> String {
+        let (namespace, name) = self.namespace_and_name();
+        format!("logsub/{namespace}/{name}")
+    }
+
+    /// The name of its managed stream and of its index template:
+    /// `logsub_<namespace>_<name>` (Kinesis and search allow no `/`, and
+    /// neither a namespace nor a name can hold a `_`).
+    pub fn resource_name(&self) -> String {
+        let (namespace, name) = self.namespace_and_name();
+        format!("logsub_{namespace}_{name}")
+    }
+
+    /// The name earlier versions gave all three, `logsub-<namespace>-<name>`,
+    /// which two LogSubscriptions can share (`a-b`/`c` and `a`/`b-c`): what
+    /// carries it is renamed, or kept, only when it is provably ours.
+    pub fn legacy_name(&self) -> String {
+        let (namespace, name) = self.namespace_and_name();
         format!("logsub-{namespace}-{name}")
+    }
+
+    /// The name of the managed stream: the earlier one when the status
+    /// records a stream of that name (a stream cannot be renamed), else
+    /// [`resource_name`](Self::resource_name).
+    pub fn stream_name(&self) -> String {
+        let legacy = self.legacy_name();
+        let recorded = self
+            .status
+            .as_ref()
+            .and_then(|s| s.stream_arn.as_deref())
+            .and_then(|arn| arn.rsplit_once(":stream/"))
+            .map(|(_, name)| name);
+        if recorded == Some(legacy.as_str()) {
+            legacy
+        } else {
+            self.resource_name()
+        }
     }
 }

@@ -41,6 +41,10 @@ pub struct LogSubscriptionPolicySpec {
     /// The IAM roles a LogSubscription may name.
     #[serde(default)]
     pub roles: RoleRules,
+
+    /// What the worker pods may be given.
+    #[serde(default)]
+    pub workers: WorkerRules,
 }
 
 /// Namespaces by name and/or by labels.
@@ -190,4 +194,31 @@ pub struct RoleRules {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(min = 1, max = 2048)))]
     pub delivery: Vec<String>,
+
+    /// Roles a LogSubscription may name in `aws.roleArn`: the identity of its
+    /// CloudWatch Logs and Kinesis calls, and so the account they reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 2048)))]
+    pub aws: Vec<String>,
+
+    /// Roles the workers' ServiceAccount may be annotated to assume (IRSA:
+    /// `workers.serviceAccount.annotations["eks.amazonaws.com/role-arn"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 2048)))]
+    pub workers: Vec<String>,
+}
+
+/// What the worker pods may be given.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRules {
+    /// Names of the environment variables `workers.env` may set, where `*`
+    /// matches any run of characters (e.g. `AWS_ACCESS_KEY_ID`, `RUST_*`).
+    /// Variables that redirect or re-identify the workers
+    /// (`AWS_ENDPOINT_URL*`, `*_PROXY`, `AWS_ROLE_ARN`, `AWS_CA_BUNDLE`,
+    /// `SSL_CERT_*`) take what they read, and the credentials they hold, past
+    /// the sink and role rules: list them only for namespaces trusted so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    pub env: Vec<String>,
 }

@@ -12,7 +12,7 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<ExistingStream>,
 
-    /// A stream created for this LogSubscription, named `logsub-<namespace>-<name>`,
+    /// A stream created for this LogSubscription, named `logsub_<namespace>_<name>`,
     /// tagged with its UID, and deleted with it under `deletionPolicy: Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedStream>,

@@ -76,7 +76,7 @@ impl super::LogSubscription {
                 format!("must be at most {MAX_NAME_LEN} characters: it is a label value on the workers and their leases"),
             );
         }
-        let aws_name = self.aws_name();
+        let aws_name = self.stream_name();
         if self.spec.stream.managed.is_some() && aws_name.len() > MAX_STREAM_NAME_LEN {
             errors.add(
                 "spec.stream.managed",

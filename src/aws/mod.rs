@@ -61,6 +61,31 @@ impl AwsError {
     }
 }
 
+/// `base` acting as the role `role_arn`: STS AssumeRole through `sts` (its
+/// identity, region and endpoint), with the session name `session`. Clients
+/// built from the result cache the credentials and refresh them before
+/// they expire.
+pub async fn assuming(
+    base: &aws_config::SdkConfig,
+    sts: &aws_config::SdkConfig,
+    role_arn: &str,
+    external_id: Option<&str>,
+    session: &str,
+) -> aws_config::SdkConfig {
+    let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name(session)
+        .configure(sts);
+    if let Some(id) = external_id {
+        role = role.external_id(id);
+    }
+    let provider = role.build().await;
+    base.to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
 /// Deadlines of every AWS call: one `attempt` (a request that hangs is
 /// abandoned and, if the SDK's retries allow, sent again), the whole call with
 /// its retries (`operation`), and connecting. No call waits forever.
@@ -109,14 +134,16 @@ pub fn class_of_code(code: &str) -> ErrorClass {
 }
 
 /// Classifies an SDK error: transport failures and 5xx are transient, else by code.
-pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
 ) -> AwsError {
     let code = err.code().map(str::to_owned);
+    // Without a service's message (a role that cannot be assumed, a
+    // connection refused), the chain of causes says what went wrong.
     let message = err
         .message()
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{err:?}"));
+        .unwrap_or_else(|| aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string());
     let class = match (&err, code.as_deref()) {
         (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ErrorClass::Transient,
         (_, Some(code)) => class_of_code(code),

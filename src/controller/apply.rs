@@ -66,10 +66,17 @@ where
 /// and runs as exists when its pods start. Returns the applied Deployment.
 pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, Error> {
     apply_one(client, &w.service_account).await?;
-    apply_one(client, &w.role).await?;
-    apply_one(client, &w.role_binding).await?;
+    binding(client, &w.role_binding).await?;
     apply_one(client, &w.config_map).await?;
     apply_one(client, &w.deployment).await
+}
+
+/// Applies the workers' RoleBinding.
+pub async fn binding(
+    client: &kube::Client,
+    binding: &k8s_openapi::api::rbac::v1::RoleBinding,
+) -> Result<(), Error> {
+    apply_one(client, binding).await.map(drop)
 }
 
 /// Writes `status` with server-side apply of the status subresource only.

@@ -16,6 +16,9 @@ use crate::api::{
     ElasticsearchRule, LogSubscription, LogSubscriptionPolicy, S3Rule, Sink, StreamRef,
 };
 
+/// The ServiceAccount annotation that names the IAM role its pods assume.
+const IRSA_ROLE: &str = "eks.amazonaws.com/role-arn";
+
 /// A policy, parsed once for the many LogSubscriptions it is checked against.
 #[derive(Debug)]
 pub struct Policy {
@@ -118,7 +121,19 @@ impl Policy {
         let Some(stream) = spec.stream.reference() else {
             return Some(Refusal::new("spec.stream", "names no stream"));
         };
-        self.stream_refusal(stream)
+        let identity = spec.aws.as_ref().map(|a| &a.role_arn);
+        identity
+            .filter(|role| !any_glob(&self.spec.roles.aws, role))
+            .map(|role| {
+                Refusal::new(
+                    "spec.aws.roleArn",
+                    format!(
+                        "{role} is not among roles.aws {}",
+                        list(&self.spec.roles.aws)
+                    ),
+                )
+            })
+            .or_else(|| self.stream_refusal(stream))
             .or_else(|| {
                 let role = &spec.source.role_arn;
                 (!any_glob(&self.spec.roles.delivery, role)).then(|| {
@@ -137,6 +152,37 @@ impl Policy {
                 }
                 Sink::S3(s3) => s3_refusal(s3, &self.spec.sinks.s3),
             })
+            .or_else(|| self.workers_refusal(&spec.workers))
+    }
+
+    /// The workers' environment and IRSA role: either can send what they
+    /// read, or act, past every other rule.
+    fn workers_refusal(&self, workers: &crate::api::WorkersSpec) -> Option<Refusal> {
+        let allowed = &self.spec.workers.env;
+        let env = workers
+            .env
+            .iter()
+            .enumerate()
+            .find(|(_, e)| !any_glob(allowed, &e.name));
+        if let Some((i, var)) = env {
+            return Some(Refusal::new(
+                &format!("spec.workers.env[{i}]"),
+                format!("{} is not among workers.env {}", var.name, list(allowed)),
+            ));
+        }
+        let role = workers
+            .service_account
+            .as_ref()
+            .and_then(|sa| sa.annotations.get(IRSA_ROLE))?;
+        (!any_glob(&self.spec.roles.workers, role)).then(|| {
+            Refusal::new(
+                "spec.workers.serviceAccount.annotations",
+                format!(
+                    "{IRSA_ROLE} {role} is not among roles.workers {}",
+                    list(&self.spec.roles.workers)
+                ),
+            )
+        })
     }
 
     fn stream_refusal(&self, stream: StreamRef<'_>) -> Option<Refusal> {
@@ -576,7 +622,11 @@ spec:
     s3:
       - {bucket: team-a-archive, prefixes: [team-a/]}
       - {bucket: "team-a-local*", endpoint: "http://127.0.0.1:*", credentialsOverHttp: true}
-  roles: {delivery: ["arn:aws:iam::111111111111:role/team-a-*"]}
+  roles:
+    delivery: ["arn:aws:iam::111111111111:role/team-a-*"]
+    workers: ["arn:aws:iam::111111111111:role/team-a-worker"]
+    aws: ["arn:aws:iam::111111111111:role/team-a-logsub"]
+  workers: {env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "RUST_*"]}
 "#,
         )
     }
@@ -749,6 +799,68 @@ spec: {spec}
             ),
         );
         assert!(refusal(&role).unwrap().starts_with("spec.source.roleArn"));
+        // The identity of its AWS calls, and so the account they reach.
+        let assumed = |role: &str| {
+            lsub(
+                "team-a",
+                &format!(
+                    r#"{{aws: {{roleArn: "{role}"}}, source: {SOURCE}, stream: {STREAM}, sink: {SINK}}}"#
+                ),
+            )
+        };
+        assert_eq!(
+            refusal(&assumed("arn:aws:iam::111111111111:role/team-a-logsub")),
+            None
+        );
+        assert!(
+            refusal(&assumed("arn:aws:iam::222222222222:role/team-b-logsub"))
+                .unwrap()
+                .starts_with("spec.aws.roleArn: not allowed")
+        );
+        // The workers' environment and identity: an endpoint or proxy
+        // variable would carry what they read past the sink rules.
+        let workers = |workers: &str| {
+            lsub(
+                "team-a",
+                &format!(
+                    "{{source: {SOURCE}, stream: {STREAM}, sink: {SINK}, workers: {workers}}}"
+                ),
+            )
+        };
+        let key = r#"{name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: aws, key: id}}}"#;
+        let irsa = |role: &str| {
+            format!(
+                r#"{{serviceAccount: {{annotations: {{eks.amazonaws.com/role-arn: "{role}"}}}}}}"#
+            )
+        };
+        for (spec, want) in [
+            (
+                format!("{{env: [{key}, {{name: RUST_LOG, value: debug}}]}}"),
+                None,
+            ),
+            (
+                format!("{{env: [{key}, {{name: AWS_ENDPOINT_URL_KINESIS, value: http://evil}}]}}"),
+                Some("spec.workers.env[1]: not allowed"),
+            ),
+            (
+                "{env: [{name: HTTPS_PROXY, value: http://evil}]}".to_owned(),
+                Some("spec.workers.env[0]: not allowed"),
+            ),
+            (irsa("arn:aws:iam::111111111111:role/team-a-worker"), None),
+            (
+                irsa("arn:aws:iam::111111111111:role/admin"),
+                Some("spec.workers.serviceAccount.annotations: not allowed"),
+            ),
+        ] {
+            let got = refusal(&workers(&spec));
+            match want {
+                None => assert_eq!(got, None, "{spec}"),
+                Some(prefix) => assert!(
+                    got.as_deref().is_some_and(|m| m.starts_with(prefix)),
+                    "{spec}: {got:?}"
+                ),
+            }
+        }
     }
 
     /// Policies select namespaces by name or labels; none selecting is a refusal.

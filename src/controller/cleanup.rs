@@ -42,8 +42,20 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
         // call: nothing of it is in AWS, and no region is guessed to look.
         return Ok("no AWS region was ever known for it: nothing to remove in AWS".to_owned());
     };
-    let (logs, streams) = ctx.aws.clients(&region);
-    let name = lsub.aws_name();
+    let scope = super::Scope::of(lsub, region);
+    let note = remove_from_aws(lsub, ctx, &scope).await;
+    ctx.aws.forget(&scope);
+    note
+}
+
+/// Removes `lsub`'s filters and managed stream in `scope`; says what it did.
+async fn remove_from_aws(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &super::Scope,
+) -> Result<String, Error> {
+    let (logs, streams) = ctx.aws.clients(scope).await;
+    let (name, legacy) = (lsub.filter_name(), lsub.legacy_name());
     // The groups the status lists, and what the selection holds now (a spec
     // changed just before deletion may not have reached the status).
     let mut groups: Vec<String> = lsub
@@ -63,24 +75,29 @@ async fn delete(lsub: &LogSubscription, ctx: &Context) -> Result<String, Error> 
     let mut removed = 0;
     if let Some(recorded) = &recorded {
         for (group, described) in observe::groups(&logs, &groups).await {
-            let ours = described?.is_some_and(|g| {
-                g.filters
-                    .iter()
-                    .any(|f| f.name == name && f.destination_arn == *recorded)
-            });
-            if ours {
-                logs.delete_filter(&group, &name).await?;
+            let ours = described?
+                .into_iter()
+                .flat_map(|g| g.filters)
+                .filter(|f| (f.name == name || f.name == legacy) && f.destination_arn == *recorded);
+            for filter in ours {
+                logs.delete_filter(&group, &filter.name).await?;
                 removed += 1;
             }
         }
     }
     let mut note = format!("removed filter {name} from {removed} log group(s)");
+    // Today's name, and the earlier one a stream made before may carry.
+    let mut names = vec![lsub.resource_name(), lsub.stream_name()];
+    names.dedup();
     // A name Kinesis cannot hold never named a stream.
-    let creatable = name.len() <= crate::api::MAX_STREAM_NAME_LEN;
-    if let (Some(StreamRef::Managed(_)), true) = (lsub.spec.stream.reference(), creatable) {
-        // Only a stream tagged with our UID is ours: the status naming it is
-        // no proof, since others may write the status.
-        if let Some(info) = streams.describe(Some(&name), None).await? {
+    names.retain(|n| n.len() <= crate::api::MAX_STREAM_NAME_LEN);
+    if let Some(StreamRef::Managed(_)) = lsub.spec.stream.reference() {
+        for name in names {
+            // Only a stream tagged with our UID is ours: the status naming it
+            // is no proof, since others may write the status.
+            let Some(info) = streams.describe(Some(&name), None).await? else {
+                continue;
+            };
             if created_for(&streams, &info.arn, &lsub.uid().unwrap_or_default()).await? {
                 streams.delete(&info.arn).await?;
                 note.push_str(&format!(" and deleted stream {name}"));
@@ -139,6 +156,14 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // The binding through which the controller deletes them is gone
+            // already (a foreground deletion takes it first): the leases
+            // name a stream that goes too, so no one resumes from them, and
+            // a deletion must not hang on them.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::warn!(lease = %lease.name_any(), error = %s, "cannot delete a checkpoint lease; left behind");
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
     }

@@ -55,17 +55,25 @@ pub struct Settings {
     pub status_interval: Duration,
     /// The one namespace watched, or all.
     pub namespace: Option<String>,
+    /// The ClusterRole bound to the workers (the controller may bind no other).
+    pub worker_role: String,
+    /// The controller's own identity, learnt from the API server at start.
+    pub identity: Option<k8s_openapi::api::rbac::v1::Subject>,
 }
 
 impl Settings {
     /// How every worker runs: the controller's image, its AWS endpoint (before
     /// the spec's own environment), its admin address.
     pub fn worker_runtime(&self) -> Runtime {
+        // STS too: the workers assume a LogSubscription's role there.
         let env = self
             .aws_endpoint
             .iter()
-            .map(|e| EnvVar {
-                name: "AWS_ENDPOINT_URL_KINESIS".to_owned(),
+            .flat_map(|e| {
+                ["AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_STS"].map(|name| (name, e))
+            })
+            .map(|(name, e)| EnvVar {
+                name: name.to_owned(),
                 value: Some(e.clone()),
                 ..EnvVar::default()
             })
@@ -74,6 +82,8 @@ impl Settings {
             image: self.image.clone(),
             env,
             admin_addr: self.worker_admin_addr,
+            worker_role: self.worker_role.clone(),
+            controller: self.identity.clone(),
         }
     }
 }
@@ -103,8 +113,8 @@ pub struct Aws {
     base: SdkConfig,
     endpoint: Option<String>,
     counter: CallCounter,
-    clients: Mutex<HashMap<String, (Logs, Streams)>>,
-    described: Mutex<HashMap<(String, String), (Instant, StreamInfo)>>,
+    clients: Mutex<HashMap<Scope, (Logs, Streams)>>,
+    described: Mutex<HashMap<(Scope, String), (Instant, StreamInfo)>>,
 }
 
 impl Aws {
@@ -127,48 +137,138 @@ impl Aws {
             .or_else(|| self.base.region().map(ToString::to_string))
     }
 
-    /// The clients of `region`.
-    pub fn clients(&self, region: &str) -> (Logs, Streams) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(region.to_owned())
-            .or_insert_with(|| {
-                let mut logs = aws_sdk_cloudwatchlogs::config::Builder::from(&self.base)
-                    .region(aws_config::Region::new(region.to_owned()))
-                    .interceptor(self.counter.clone());
-                let mut kinesis = aws_sdk_kinesis::config::Builder::from(&self.base)
-                    .region(aws_config::Region::new(region.to_owned()))
-                    .interceptor(self.counter.clone());
+    /// The clients of `scope`: its region, as the role it names (assumed
+    /// from the controller's own identity, its credentials cached by the
+    /// clients and refreshed before they expire) or as the controller.
+    pub async fn clients(&self, scope: &Scope) -> (Logs, Streams) {
+        if let Some(found) = self.lock_clients().get(scope) {
+            return found.clone();
+        }
+        let region = aws_config::Region::new(scope.region.clone());
+        let config = match &scope.role {
+            None => self.base.clone(),
+            Some(role) => {
+                let mut sts = self.base.to_builder().region(region.clone());
                 if let Some(endpoint) = &self.endpoint {
-                    logs = logs.endpoint_url(endpoint);
-                    kinesis = kinesis.endpoint_url(endpoint);
+                    sts = sts.endpoint_url(endpoint);
                 }
-                (
-                    Logs::new(aws_sdk_cloudwatchlogs::Client::from_conf(logs.build())),
-                    Streams::new(aws_sdk_kinesis::Client::from_conf(kinesis.build())),
+                let identity = &role.identity;
+                crate::aws::assuming(
+                    &self.base,
+                    &sts.build(),
+                    &identity.role_arn,
+                    identity.external_id.as_deref(),
+                    &role.session,
                 )
-            })
+                .await
+            }
+        };
+        let mut logs = aws_sdk_cloudwatchlogs::config::Builder::from(&config)
+            .region(region.clone())
+            .interceptor(self.counter.clone());
+        let mut kinesis = aws_sdk_kinesis::config::Builder::from(&config)
+            .region(region)
+            .interceptor(self.counter.clone());
+        if let Some(endpoint) = &self.endpoint {
+            logs = logs.endpoint_url(endpoint);
+            kinesis = kinesis.endpoint_url(endpoint);
+        }
+        let built = (
+            Logs::new(aws_sdk_cloudwatchlogs::Client::from_conf(logs.build())),
+            Streams::new(aws_sdk_kinesis::Client::from_conf(kinesis.build())),
+        );
+        self.lock_clients()
+            .entry(scope.clone())
+            .or_insert(built)
             .clone()
     }
 
-    /// A cached description of the existing stream `key` in `region`, younger than `ttl`.
-    pub fn cached_stream(&self, region: &str, key: &str, ttl: Duration) -> Option<StreamInfo> {
+    /// Drops the clients of a scope of its own (a role's session), once
+    /// its LogSubscription is gone.
+    pub fn forget(&self, scope: &Scope) {
+        if scope.role.is_some() {
+            self.lock_clients().remove(scope);
+            let mut described = self.described.lock().unwrap_or_else(|e| e.into_inner());
+            described.retain(|(s, _), _| s != scope);
+        }
+    }
+
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<Scope, (Logs, Streams)>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A cached description of the existing stream `key` in `scope`, younger than `ttl`.
+    pub fn cached_stream(&self, scope: &Scope, key: &str, ttl: Duration) -> Option<StreamInfo> {
         let described = self.described.lock().unwrap_or_else(|e| e.into_inner());
         described
-            .get(&(region.to_owned(), key.to_owned()))
+            .get(&(scope.clone(), key.to_owned()))
             .filter(|(at, _)| at.elapsed() < ttl)
             .map(|(_, info)| info.clone())
     }
 
-    /// Remembers the description of the existing stream `key` in `region`.
-    pub fn cache_stream(&self, region: &str, key: &str, info: &StreamInfo) {
+    /// Remembers the description of the existing stream `key` in `scope`.
+    pub fn cache_stream(&self, scope: &Scope, key: &str, info: &StreamInfo) {
         let mut described = self.described.lock().unwrap_or_else(|e| e.into_inner());
         described.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(3600));
         described.insert(
-            (region.to_owned(), key.to_owned()),
+            (scope.clone(), key.to_owned()),
             (Instant::now(), info.clone()),
         );
     }
+}
+
+/// Where a LogSubscription's AWS calls go, and as whom: its region, and the
+/// role it names (`spec.aws`), else the controller's own identity. Streams
+/// and log groups of one name in two scopes are two different things.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The region.
+    pub region: String,
+    /// The role assumed for the calls.
+    pub role: Option<AssumedRole>,
+}
+
+impl Scope {
+    /// `lsub`'s calls in `region`.
+    pub fn of(lsub: &crate::api::LogSubscription, region: String) -> Scope {
+        let role = lsub.spec.aws.as_ref().map(|identity| AssumedRole {
+            identity: identity.clone(),
+            session: session_name(lsub, ""),
+        });
+        Scope { region, role }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.role {
+            Some(role) => write!(f, "{} as {}", self.region, role.identity.role_arn),
+            None => f.write_str(&self.region),
+        }
+    }
+}
+
+/// A role to assume, and the session name its calls carry (what CloudTrail
+/// shows beside each of them).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AssumedRole {
+    /// The role and its external ID.
+    pub identity: crate::api::AwsIdentity,
+    /// The session name.
+    pub session: String,
+}
+
+/// The session name of `lsub`'s assumed role: `<namespace>.<name>` (no
+/// namespace holds a dot) and `suffix`, within STS's 64 characters.
+pub fn session_name(lsub: &crate::api::LogSubscription, suffix: &str) -> String {
+    use kube::ResourceExt;
+    let mut name = format!(
+        "{}.{}",
+        lsub.namespace().unwrap_or_default(),
+        lsub.name_any()
+    );
+    name.truncate(64 - suffix.len());
+    name + suffix
 }
 
 /// What was last seen of a LogSubscription's AWS resources.
@@ -211,6 +311,8 @@ pub struct Memo {
     pub leases: HashMap<String, (String, Instant)>,
     /// The managed stream (ARN) found tagged with this LogSubscription's UID.
     pub owned_stream: Option<String>,
+    /// Where (region, role) AWS was last synced: its filters are there.
+    pub scope: Option<Scope>,
 }
 
 impl Default for Memo {
@@ -225,6 +327,7 @@ impl Default for Memo {
             retry_at: None,
             leases: HashMap::new(),
             owned_stream: None,
+            scope: None,
         }
     }
 }

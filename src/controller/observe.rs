@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
-use super::Aws;
 use super::plan::Group;
+use super::{Aws, Scope};
 use crate::api::{LogGroupSelector, StreamRef};
 use crate::aws::kinesis::StreamInfo;
 use crate::aws::logs::Logs;
@@ -26,24 +26,24 @@ const DESCRIBE_CONCURRENCY: usize = 8;
 /// existing stream's description is shared between LogSubscriptions for `ttl`.
 pub async fn stream(
     aws: &Aws,
-    region: &str,
+    scope: &Scope,
     reference: StreamRef<'_>,
     managed: &str,
     ttl: Duration,
 ) -> Result<Option<StreamInfo>, AwsError> {
-    let (_, streams) = aws.clients(region);
+    let (_, streams) = aws.clients(scope).await;
     let (name, arn, cacheable) = match reference {
         StreamRef::Name(name) => (Some(name), None, true),
         StreamRef::Arn(arn) => (None, Some(arn), true),
         StreamRef::Managed(_) => (Some(managed), None, false),
     };
     let key = name.or(arn).unwrap_or_default();
-    if cacheable && let Some(info) = aws.cached_stream(region, key, ttl) {
+    if cacheable && let Some(info) = aws.cached_stream(scope, key, ttl) {
         return Ok(Some(info));
     }
     let info = streams.describe(name, arn).await?;
     if cacheable && let Some(info) = info.as_ref().filter(|i| i.status.usable()) {
-        aws.cache_stream(region, key, info);
+        aws.cache_stream(scope, key, info);
     }
     Ok(info)
 }

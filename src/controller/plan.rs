@@ -1,8 +1,8 @@
 //! What to do about subscription filters (pure): from the log groups as
 //! observed, the selection and the filter the spec wants, the writes that make
-//! them match. Only our filter (named `logsub-<namespace>-<name>`, sending to
-//! a stream this LogSubscription uses or recorded) is ever written or
-//! deleted; other filters are left as they are.
+//! them match. Only our filter (named `logsub/<namespace>/<name>`, or as
+//! earlier versions named it, sending to a stream this LogSubscription uses
+//! or recorded) is ever written or deleted; other filters are left as they are.
 
 use crate::api::{Distribution, ManagedStream};
 use crate::aws::kinesis::{Capacity, StreamInfo, StreamStatus};
@@ -37,12 +37,17 @@ pub struct Group {
 /// One thing to do (or not) about one log group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Our filter is there as wanted.
-    Keep(String),
-    /// Put our filter: missing, changed behind our back, or the spec changed.
-    Put(String),
-    /// The group left the selection: remove our filter.
-    Delete(String),
+    /// Our filter `name` is on `group` as wanted.
+    Keep { group: String, name: String },
+    /// Put the wanted filter on `group` under `name`: missing, changed
+    /// behind our back, or the spec changed.
+    Put { group: String, name: String },
+    /// Remove our filter `name` from `group`: the group left the selection,
+    /// or the filter was renamed.
+    Delete { group: String, name: String },
+    /// Put the wanted filter under its name, then remove ours of the
+    /// earlier name `from`: both deliver meanwhile, so no event is missed.
+    Rename { group: String, from: String },
     /// Selected, but two filters of other names hold the group's slots.
     Blocked(String),
     /// A filter of our name sends somewhere this LogSubscription never sent
@@ -50,40 +55,94 @@ pub enum Action {
     Foreign(String, String),
 }
 
+impl Action {
+    /// The log group it concerns.
+    pub fn group(&self) -> &str {
+        match self {
+            Action::Keep { group, .. }
+            | Action::Put { group, .. }
+            | Action::Delete { group, .. }
+            | Action::Rename { group, .. }
+            | Action::Blocked(group)
+            | Action::Foreign(group, _) => group,
+        }
+    }
+}
+
 /// The writes that make `groups` carry `want` exactly where `selected` says.
 /// A filter of our name is ours only when it sends to `want`'s destination
 /// or to one in `recorded` (the stream the status last named): the name
-/// alone proves nothing.
+/// alone proves nothing. Ours under the `legacy` name is renamed to
+/// `want`'s where the group has a free slot, and kept under it where not.
 pub fn filters(
     groups: &[Group],
     selected: impl Fn(&str) -> bool,
     want: &Filter,
+    legacy: &str,
     recorded: &[&str],
 ) -> Vec<Action> {
     let ours = |f: &Filter| {
         f.destination_arn == want.destination_arn || recorded.contains(&f.destination_arn.as_str())
     };
-    groups
-        .iter()
-        .filter_map(|group| {
-            let named = group.filters.iter().find(|f| f.name == want.name);
-            let name = group.name.clone();
-            match (selected(&group.name), named) {
-                (true, Some(filter)) if !ours(filter) => {
-                    Some(Action::Foreign(name, filter.destination_arn.clone()))
-                }
-                (false, Some(filter)) if !ours(filter) => None,
-                (true, Some(filter)) if filter == want => Some(Action::Keep(name)),
-                (true, Some(_)) => Some(Action::Put(name)),
-                (true, None) if group.filters.len() >= FILTERS_PER_GROUP => {
-                    Some(Action::Blocked(name))
-                }
-                (true, None) => Some(Action::Put(name)),
-                (false, Some(_)) => Some(Action::Delete(name)),
-                (false, None) => None,
+    let mut actions = Vec::new();
+    for group in groups {
+        let find = |name: &str| group.filters.iter().find(|f| f.name == name);
+        let named = find(&want.name);
+        let old = find(legacy).filter(|f| legacy != want.name && ours(f));
+        let g = || group.name.clone();
+        if !selected(&group.name) {
+            for filter in [named.filter(|f| ours(f)), old].into_iter().flatten() {
+                actions.push(Action::Delete {
+                    group: g(),
+                    name: filter.name.clone(),
+                });
             }
-        })
-        .collect()
+            continue;
+        }
+        // Under which name our filter stays on this group, and as what it is there.
+        let (name, existing) = match (named, old) {
+            (Some(filter), old) if ours(filter) => {
+                if let Some(old) = old {
+                    actions.push(Action::Delete {
+                        group: g(),
+                        name: old.name.clone(),
+                    });
+                }
+                (&want.name, Some(filter))
+            }
+            (Some(_), Some(old)) => (&old.name, Some(old)),
+            (Some(filter), None) => {
+                actions.push(Action::Foreign(g(), filter.destination_arn.clone()));
+                continue;
+            }
+            (None, Some(old)) if group.filters.len() < FILTERS_PER_GROUP => {
+                actions.push(Action::Rename {
+                    group: g(),
+                    from: old.name.clone(),
+                });
+                continue;
+            }
+            (None, Some(old)) => (&old.name, Some(old)),
+            (None, None) if group.filters.len() >= FILTERS_PER_GROUP => {
+                actions.push(Action::Blocked(g()));
+                continue;
+            }
+            (None, None) => (&want.name, None),
+        };
+        let as_wanted = existing.is_some_and(|f| {
+            *f == Filter {
+                name: name.clone(),
+                ..want.clone()
+            }
+        });
+        let (group, name) = (g(), name.clone());
+        actions.push(if as_wanted {
+            Action::Keep { group, name }
+        } else {
+            Action::Put { group, name }
+        });
+    }
+    actions
 }
 
 /// What to do about a managed stream.
@@ -229,12 +288,17 @@ mod tests {
     /// Observed × desired → action, one row each.
     #[test]
     fn each_group_gets_what_it_needs() {
-        let want = filter("logsub-ns-app", "ERROR");
-        let ours_stale = filter("logsub-ns-app", "WARN");
-        let mut before = filter("logsub-ns-app", "ERROR");
+        let want = filter("logsub/ns/app", "ERROR");
+        let ours_stale = filter("logsub/ns/app", "WARN");
+        let mut before = filter("logsub/ns/app", "ERROR");
         before.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/before".into();
-        let mut elsewhere = filter("logsub-ns-app", "ERROR");
+        let mut elsewhere = filter("logsub/ns/app", "ERROR");
         elsewhere.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/other".into();
+        let legacy = filter("logsub-ns-app", "ERROR");
+        let legacy_stale = filter("logsub-ns-app", "WARN");
+        // `ns-app`/… of another LogSubscription: its legacy name is ours too.
+        let mut legacy_theirs = filter("logsub-ns-app", "ERROR");
+        legacy_theirs.destination_arn = "arn:aws:kinesis:us-east-1:1:stream/other".into();
         let foreign = |n: &str| filter(n, "");
         let groups = [
             group("/app/fresh", &[]),
@@ -245,29 +309,69 @@ mod tests {
             group("/app/one-foreign", &[foreign("audit")]),
             group("/app/full", &[foreign("audit"), foreign("siem")]),
             group("/app/full-with-ours", &[foreign("audit"), want.clone()]),
+            group("/app/legacy", std::slice::from_ref(&legacy)),
+            group("/app/legacy-full", &[foreign("audit"), legacy_stale]),
+            group("/app/legacy-and-new", &[legacy.clone(), want.clone()]),
+            group("/app/legacy-theirs", std::slice::from_ref(&legacy_theirs)),
+            group(
+                "/app/legacy-redirected",
+                &[elsewhere.clone(), legacy.clone()],
+            ),
             group("/other/left", &[want.clone(), foreign("audit")]),
             group("/other/left-before", std::slice::from_ref(&before)),
+            group("/other/left-legacy", &[legacy.clone(), want.clone()]),
             group("/other/theirs", std::slice::from_ref(&elsewhere)),
+            group("/other/legacy-theirs", std::slice::from_ref(&legacy_theirs)),
             group("/other/never", &[foreign("audit")]),
         ];
         let recorded = ["arn:aws:kinesis:us-east-1:1:stream/before"];
-        let actions = filters(&groups, |g| g.starts_with("/app/"), &want, &recorded);
+        let actions = filters(
+            &groups,
+            |g| g.starts_with("/app/"),
+            &want,
+            "logsub-ns-app",
+            &recorded,
+        );
+        let at = |group: &str, name: &str| (group.to_owned(), name.to_owned());
+        let keep = |g, n| {
+            let (group, name) = at(g, n);
+            Action::Keep { group, name }
+        };
+        let put = |g, n| {
+            let (group, name) = at(g, n);
+            Action::Put { group, name }
+        };
+        let delete = |g, n| {
+            let (group, name) = at(g, n);
+            Action::Delete { group, name }
+        };
         assert_eq!(
             actions,
             [
-                Action::Put("/app/fresh".into()),
-                Action::Keep("/app/current".into()),
-                Action::Put("/app/stale".into()),
-                Action::Put("/app/moved".into()),
+                put("/app/fresh", "logsub/ns/app"),
+                keep("/app/current", "logsub/ns/app"),
+                put("/app/stale", "logsub/ns/app"),
+                put("/app/moved", "logsub/ns/app"),
                 Action::Foreign(
                     "/app/redirected".into(),
                     "arn:aws:kinesis:us-east-1:1:stream/other".into()
                 ),
-                Action::Put("/app/one-foreign".into()),
+                put("/app/one-foreign", "logsub/ns/app"),
                 Action::Blocked("/app/full".into()),
-                Action::Keep("/app/full-with-ours".into()),
-                Action::Delete("/other/left".into()),
-                Action::Delete("/other/left-before".into()),
+                keep("/app/full-with-ours", "logsub/ns/app"),
+                Action::Rename {
+                    group: "/app/legacy".into(),
+                    from: "logsub-ns-app".into()
+                },
+                put("/app/legacy-full", "logsub-ns-app"),
+                delete("/app/legacy-and-new", "logsub-ns-app"),
+                keep("/app/legacy-and-new", "logsub/ns/app"),
+                put("/app/legacy-theirs", "logsub/ns/app"),
+                keep("/app/legacy-redirected", "logsub-ns-app"),
+                delete("/other/left", "logsub/ns/app"),
+                delete("/other/left-before", "logsub/ns/app"),
+                delete("/other/left-legacy", "logsub/ns/app"),
+                delete("/other/left-legacy", "logsub-ns-app"),
             ]
         );
     }

@@ -19,7 +19,7 @@ use super::plan::{self, Filter, StreamAction};
 use super::resources::{config::worker_config, workload};
 use super::status::{self as conditions, Check, Observed};
 use super::tenancy::{AuthorizeError, Watches};
-use super::{AwsView, Context, Memo, apply, cleanup, observe};
+use super::{AwsView, Context, Memo, Scope, apply, cleanup, observe};
 use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
 use crate::aws::kinesis::Streams;
 use crate::aws::{AwsError, ErrorClass};
@@ -124,10 +124,10 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
         (Ok(()), None) => Err(
             "no AWS region: set spec.region, or the controller's --region (AWS_REGION)".to_owned(),
         ),
-        (Ok(()), Some(region)) => Ok(region),
+        (Ok(()), Some(region)) => Ok(region.clone()),
     };
-    let region = match invalid {
-        Ok(region) => region,
+    let scope = match invalid {
+        Ok(region) => Scope::of(lsub, region),
         Err(errors) => {
             let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
             let observed = Observed {
@@ -149,8 +149,9 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
             // was permitted before must not outlive a policy change meanwhile.
             let mut status = status;
             let mut next = Action::await_change();
-            if let Some(region) = &region {
-                let (left, wait) = take_down(lsub, ctx, region, &previous, &mut events).await?;
+            if let Some(region) = region {
+                let scope = Scope::of(lsub, region);
+                let (left, wait) = take_down(lsub, ctx, &scope, &previous, &mut events).await?;
                 status.log_group_count = Some(0);
                 status.log_groups = conditions::listed_groups(&left);
                 status.workers = None;
@@ -166,7 +167,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let grant = match ctx.tenancy.authorize(lsub).await {
         Ok(grant) => grant,
         Err(AuthorizeError::NotPermitted(refusal)) => {
-            return withdraw(lsub, ctx, region, &refusal, &previous, events).await;
+            return withdraw(lsub, ctx, &scope, &refusal, &previous, events).await;
         }
         Err(AuthorizeError::Unknown(e)) => return Err(Error::Authorize(e)),
     };
@@ -189,7 +190,22 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let view = match (&memo.aws, due) {
         (Some(view), false) => view.clone(),
         _ => {
-            let view = sync_aws(lsub, ctx, region, &grant, &mut memo, &previous, &mut events).await;
+            // Moved to another region or role: its filters there come off
+            // first (they send to the stream the status names).
+            if let (Some(before), Some(arn)) = (memo.scope.clone(), &previous.stream_arn)
+                && before != scope
+            {
+                let groups = listed_or_scanned(&memo, &previous);
+                let why = "the LogSubscription moved to another region or role";
+                let left =
+                    remove_filters(ctx, &before, lsub, (arn, why), &groups, &mut events).await;
+                if !left.is_empty() {
+                    tracing::warn!(%before, groups = left.len(), "filters left where the LogSubscription was before");
+                }
+                memo.owned_stream = None;
+            }
+            memo.scope = Some(scope.clone());
+            let view = sync_aws(lsub, ctx, &scope, &grant, &mut memo, &previous, &mut events).await;
             memo.permitted = Some(grant.fingerprint());
             memo.aws = Some(view.clone());
             memo.synced = Some(now);
@@ -205,17 +221,25 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let (workers_check, workers, delivering, delivery) =
         match (&view.stream_arn, view.stream_usable) {
             (Some(arn), true) => {
-                if due {
-                    observe::adopt_earlier_leases(
-                        &ctx.client,
-                        &lsub.namespace().unwrap_or_default(),
-                        &lsub.name_any(),
-                        previous.stream_arn.as_deref(),
-                        (arn, view.stream_created),
-                    )
-                    .await?;
-                }
-                let (workers, counts) = match sync_workers(lsub, ctx, region, &view, due).await {
+                let applied = async {
+                    if due {
+                        // The binding first: through it the controller may
+                        // write the workers' Leases.
+                        let runtime = ctx.settings.worker_runtime();
+                        let binding = workload::workers_binding(lsub, &runtime)?;
+                        apply::binding(&ctx.client, &binding).await?;
+                        observe::adopt_earlier_leases(
+                            &ctx.client,
+                            &lsub.namespace().unwrap_or_default(),
+                            &lsub.name_any(),
+                            previous.stream_arn.as_deref(),
+                            (arn, view.stream_created),
+                        )
+                        .await?;
+                    }
+                    sync_workers(lsub, ctx, &scope, &view, due).await
+                };
+                let (workers, counts) = match applied.await {
                     Ok(synced) => synced,
                     // Said on the status rather than only retried: a refusal
                     // (an invalid object, a missing permission) waits for a change.
@@ -343,12 +367,12 @@ fn workers_failure(e: &Error) -> Check {
 async fn withdraw(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: &str,
+    scope: &Scope,
     refusal: &NotPermitted,
     previous: &LogSubscriptionStatus,
     mut events: Events,
 ) -> Result<Action, Error> {
-    let (left, wait) = take_down(lsub, ctx, region, previous, &mut events).await?;
+    let (left, wait) = take_down(lsub, ctx, scope, previous, &mut events).await?;
     let message = refusal.to_string();
     if ready_reason(previous) != Some("NotPermitted") {
         events.warning("NotPermitted", "Authorize", message.clone());
@@ -386,19 +410,13 @@ async fn withdraw(
     Ok(Action::requeue(wait))
 }
 
-/// Takes the filters off and stops the workers of a LogSubscription that may
-/// not run; returns the groups whose filter could not be removed yet, and
-/// when to look again.
-async fn take_down(
-    lsub: &LogSubscription,
-    ctx: &Context,
-    region: &str,
-    previous: &LogSubscriptionStatus,
-    events: &mut Events,
-) -> Result<(Vec<LogGroupStatus>, Duration), Error> {
-    let uid = lsub.uid().unwrap_or_default();
-    let mut memo = ctx.memory.get(&uid);
-    let mut groups: Vec<String> = memo.scanned.take().map(|(_, n)| n).unwrap_or_default();
+/// The groups our filter may be on: those last selected and those the status lists.
+fn listed_or_scanned(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec<String> {
+    let mut groups: Vec<String> = memo
+        .scanned
+        .as_ref()
+        .map(|(_, n)| n.clone())
+        .unwrap_or_default();
     groups.extend(
         previous
             .log_groups
@@ -408,8 +426,31 @@ async fn take_down(
     );
     groups.sort();
     groups.dedup();
+    groups
+}
+
+/// Takes the filters off and stops the workers of a LogSubscription that may
+/// not run; returns the groups whose filter could not be removed yet, and
+/// when to look again.
+async fn take_down(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &Scope,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> Result<(Vec<LogGroupStatus>, Duration), Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let mut memo = ctx.memory.get(&uid);
+    let groups = listed_or_scanned(&memo, previous);
+    memo.scanned = None;
+    // Where its filters were put, which may not be where the spec now points
+    // (a role the policy refuses is never assumed when that is known).
+    let scope = memo.scope.clone().unwrap_or_else(|| scope.clone());
     let left = match previous.stream_arn.as_deref() {
-        Some(arn) => remove_filters(ctx, region, &lsub.aws_name(), arn, &groups, events).await,
+        Some(arn) => {
+            let why = "it may not run";
+            remove_filters(ctx, &scope, lsub, (arn, why), &groups, events).await
+        }
         // Filters are put only toward a stream the status then names.
         None => Vec::new(),
     };
@@ -435,49 +476,62 @@ async fn take_down(
     Ok((left, wait))
 }
 
-/// Removes the filter `name` sending to `destination` (ours: a filter of
-/// that name sending elsewhere is not) from each of `groups` that has it;
-/// returns the groups it could not be removed from, with why.
+/// Removes our filters (of `lsub`'s name or its earlier one, sending to
+/// `destination`: of those names sending elsewhere are not ours) from each of
+/// `groups` that has them; returns the groups they could not be removed
+/// from, with why.
 async fn remove_filters(
     ctx: &Context,
-    region: &str,
-    name: &str,
-    destination: &str,
+    scope: &Scope,
+    lsub: &LogSubscription,
+    (destination, why): (&str, &str),
     groups: &[String],
     events: &mut Events,
 ) -> Vec<LogGroupStatus> {
     if groups.is_empty() {
         return Vec::new();
     }
-    let (logs, _) = ctx.aws.clients(region);
+    let names = [lsub.filter_name(), lsub.legacy_name()];
+    let (logs, _) = ctx.aws.clients(scope).await;
     let mut left = Vec::new();
     for (group, described) in observe::groups(&logs, groups).await {
-        let result = match described {
-            Ok(Some(g))
-                if g.filters
-                    .iter()
-                    .any(|f| f.name == name && f.destination_arn == destination) =>
-            {
-                logs.delete_filter(&group, name).await.map(|()| {
-                    events.normal(
-                        "SubscriptionFilterDeleted",
-                        "DeleteSubscriptionFilter",
-                        format!("removed filter {name} from {group}: not permitted"),
-                    );
-                })
+        let ours: Vec<String> = match described {
+            Ok(Some(g)) => g
+                .filters
+                .into_iter()
+                .filter(|f| names.contains(&f.name) && f.destination_arn == destination)
+                .map(|f| f.name)
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                left.push(group_failed(group, &e));
+                continue;
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            left.push(LogGroupStatus {
-                name: group,
-                filter: filter_failure(&e).state,
-                message: Some(format!("{}: {}", e.code, e.message)),
-            });
+        for name in ours {
+            match logs.delete_filter(&group, &name).await {
+                Ok(()) => events.normal(
+                    "SubscriptionFilterDeleted",
+                    "DeleteSubscriptionFilter",
+                    format!("removed filter {name} from {group}: {why}"),
+                ),
+                Err(e) => {
+                    left.push(group_failed(group, &e));
+                    break;
+                }
+            }
         }
     }
     left
+}
+
+/// A group whose filter could not be written, and why.
+fn group_failed(group: String, e: &AwsError) -> LogGroupStatus {
+    LogGroupStatus {
+        name: group,
+        filter: filter_failure(e).state,
+        message: Some(format!("{}: {}", e.code, e.message)),
+    }
 }
 
 /// Writes the status when it changed, then publishes the events.
@@ -514,16 +568,16 @@ fn aws_check(e: &AwsError, doing: &str) -> (Check, bool) {
 async fn sync_aws(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: &str,
+    scope: &Scope,
     grant: &Grant,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> AwsView {
-    let stream = sync_stream(lsub, ctx, region, memo, previous, events).await;
+    let stream = sync_stream(lsub, ctx, scope, memo, previous, events).await;
     let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
         (Some(arn), true) => {
-            sync_filters(lsub, ctx, region, arn, grant, memo, previous, events).await
+            sync_filters(lsub, ctx, scope, arn, grant, memo, previous, events).await
         }
         _ => (
             Check::pending("WaitingForStream", "the stream is not usable yet"),
@@ -538,9 +592,16 @@ async fn sync_aws(
         memo.backoff.reset();
         memo.retry_at = None;
     }
+    // Until the stream in the spec is usable, the filters are not moved to
+    // it: the status goes on naming where they send, so that a withdrawal or
+    // a deletion still finds them.
+    let stream_arn = match (stream.usable, &previous.stream_arn) {
+        (false, Some(recorded)) => Some(recorded.clone()),
+        _ => stream.arn,
+    };
     AwsView {
         stream: stream.check,
-        stream_arn: stream.arn,
+        stream_arn,
         stream_created: stream.created,
         stream_usable: stream.usable,
         filters,
@@ -569,7 +630,7 @@ struct StreamSync {
 async fn sync_stream(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: &str,
+    scope: &Scope,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
@@ -591,23 +652,39 @@ async fn sync_stream(
             None,
         );
     };
-    let name = lsub.aws_name();
-    let info = match observe::stream(&ctx.aws, region, reference, &name, ctx.settings.resync).await
-    {
-        Ok(info) => info,
-        Err(e) => {
-            return failed(
-                aws_check(&e, "describing the stream"),
-                previous.stream_arn.clone(),
-            );
+    let mut name = lsub.stream_name();
+    let info = loop {
+        let info =
+            match observe::stream(&ctx.aws, scope, reference, &name, ctx.settings.resync).await {
+                Ok(info) => info,
+                Err(e) => {
+                    return failed(
+                        aws_check(&e, "describing the stream"),
+                        previous.stream_arn.clone(),
+                    );
+                }
+            };
+        // The earlier name is kept only for a managed stream made under it:
+        // the status may record an existing stream of that name read before.
+        let today = lsub.resource_name();
+        if let (StreamRef::Managed(_), Some(i)) = (reference, &info)
+            && name != today
+        {
+            let (_, streams) = ctx.aws.clients(scope).await;
+            let uid = lsub.uid().unwrap_or_default();
+            if !created_for(&streams, &i.arn, &uid).await.unwrap_or(true) {
+                name = today;
+                continue;
+            }
         }
+        break info;
     };
     let spec = match reference {
         StreamRef::Name(named) | StreamRef::Arn(named) => {
             return match info {
                 None => failed(
                     (
-                        Check::failed("StreamNotFound", format!("no stream {named} in {region}")),
+                        Check::failed("StreamNotFound", format!("no stream {named} in {scope}")),
                         true,
                     ),
                     None,
@@ -633,7 +710,7 @@ async fn sync_stream(
         }
         StreamRef::Managed(spec) => spec,
     };
-    let (_, streams) = ctx.aws.clients(region);
+    let (_, streams) = ctx.aws.clients(scope).await;
     let uid = lsub.uid().unwrap_or_default();
     // A stream of our name is ours only when it carries our UID: the status
     // could be written by others, so naming it there proves nothing. Checked
@@ -758,14 +835,14 @@ async fn sync_stream(
 async fn sync_filters(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: &str,
+    scope: &Scope,
     arn: &str,
     grant: &Grant,
     memo: &mut Memo,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
 ) -> (Check, Vec<LogGroupStatus>, usize, bool) {
-    let (logs, _) = ctx.aws.clients(region);
+    let (logs, _) = ctx.aws.clients(scope).await;
     let source = &lsub.spec.source;
     let rescan: Duration = source.rescan_interval.into();
     let now = Instant::now();
@@ -823,7 +900,7 @@ async fn sync_filters(
     candidates.dedup();
     let is_selected = |name: &str| selected.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
     let want = Filter {
-        name: lsub.aws_name(),
+        name: lsub.filter_name(),
         pattern: source.filter_pattern.clone(),
         destination_arn: arn.to_owned(),
         role_arn: Some(source.role_arn.clone()),
@@ -850,28 +927,35 @@ async fn sync_filters(
             }),
             Ok(None) => {}
             Err(e) => {
-                let failure = filter_failure(&e);
-                retry |= failure.retry;
-                states.push(LogGroupStatus {
-                    name,
-                    filter: failure.state,
-                    message: Some(format!("{}: {}", e.code, e.message)),
-                });
+                retry |= filter_failure(&e).retry;
+                states.push(group_failed(name, &e));
             }
         }
     }
 
     let recorded: Vec<&str> = previous.stream_arn.as_deref().into_iter().collect();
-    let actions = plan::filters(&found, is_selected, &want, &recorded);
+    let legacy = lsub.legacy_name();
+    let actions = plan::filters(&found, is_selected, &want, &legacy, &recorded);
     let written: Vec<(plan::Action, Result<(), AwsError>)> = futures::stream::iter(actions)
         .map(|action| {
             let logs = &logs;
             let want = &want;
             async move {
+                let named = |name: &str| Filter {
+                    name: name.to_owned(),
+                    ..want.clone()
+                };
                 let result = match &action {
-                    plan::Action::Put(group) => logs.put_filter(group, want).await,
-                    plan::Action::Delete(group) => logs.delete_filter(group, &want.name).await,
-                    plan::Action::Keep(_)
+                    plan::Action::Put { group, name } => logs.put_filter(group, &named(name)).await,
+                    plan::Action::Delete { group, name } => logs.delete_filter(group, name).await,
+                    // The new one delivers before the old one stops.
+                    plan::Action::Rename { group, from } => {
+                        match logs.put_filter(group, want).await {
+                            Ok(()) => logs.delete_filter(group, from).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    plan::Action::Keep { .. }
                     | plan::Action::Blocked(_)
                     | plan::Action::Foreign(..) => Ok(()),
                 };
@@ -883,23 +967,33 @@ async fn sync_filters(
         .await;
     for (action, result) in written {
         let (group, state, message) = match (action, result) {
-            (plan::Action::Keep(group), _) => (group, FilterState::Active, None),
-            (plan::Action::Put(group), Ok(())) => {
+            (plan::Action::Keep { group, .. }, _) => (group, FilterState::Active, None),
+            (plan::Action::Put { group, name }, Ok(())) => {
                 events.normal(
                     "SubscriptionFilterPut",
                     "PutSubscriptionFilter",
-                    format!("put filter {} on {group}", want.name),
+                    format!("put filter {name} on {group}"),
                 );
                 (group, FilterState::Active, None)
             }
-            (plan::Action::Delete(group), Ok(())) => {
+            (plan::Action::Rename { group, from }, Ok(())) => {
+                events.normal(
+                    "SubscriptionFilterRenamed",
+                    "PutSubscriptionFilter",
+                    format!("put filter {} on {group} in place of {from}", want.name),
+                );
+                (group, FilterState::Active, None)
+            }
+            (plan::Action::Delete { group, name }, Ok(())) => {
+                let why = if name == want.name {
+                    "which left the selection"
+                } else {
+                    "renamed"
+                };
                 events.normal(
                     "SubscriptionFilterDeleted",
                     "DeleteSubscriptionFilter",
-                    format!(
-                        "removed filter {} from {group}, which left the selection",
-                        want.name
-                    ),
+                    format!("removed filter {name} from {group}, {why}"),
                 );
                 continue;
             }
@@ -924,14 +1018,21 @@ async fn sync_filters(
                 );
                 (group, FilterState::Failed, Some(message))
             }
-            (plan::Action::Put(group) | plan::Action::Delete(group), Err(e)) => {
+            // A failed rename either left the old filter delivering or
+            // could not remove it: looked at again at the next resync.
+            (action, Err(e)) => {
                 let failure = filter_failure(&e);
                 retry |= failure.retry;
-                (
-                    group,
-                    failure.state,
-                    Some(format!("{}: {}", e.code, e.message)),
-                )
+                // A selected group's row is its put's, not the removal of
+                // its filter's earlier name (tried again soon).
+                if let plan::Action::Delete { group, name } = &action
+                    && *name != want.name
+                    && is_selected(group)
+                {
+                    continue;
+                }
+                let message = Some(format!("{}: {}", e.code, e.message));
+                (action.group().to_owned(), failure.state, message)
             }
         };
         if state != FilterState::Active
@@ -960,12 +1061,12 @@ async fn sync_filters(
 async fn sync_workers(
     lsub: &LogSubscription,
     ctx: &Context,
-    region: &str,
+    scope: &Scope,
     view: &AwsView,
     force: bool,
 ) -> Result<(Check, crate::api::WorkersStatus), Error> {
     let mut config = worker_config(lsub, view.stream_arn.as_deref().unwrap_or_default());
-    config.region.get_or_insert_with(|| region.to_owned());
+    config.region.get_or_insert_with(|| scope.region.clone());
     config.stream_created = view.stream_created;
     let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;
     let namespace = lsub.namespace().unwrap_or_default();

@@ -44,12 +44,55 @@ pub enum RunError {
         "cannot list LogSubscriptions (is the CRD installed, and may this identity list them?): {0}"
     )]
     Crd(#[source] kube::Error),
+    /// The API server does not say who the controller is (SelfSubjectReview).
+    #[error("cannot learn the controller's own identity (SelfSubjectReview): {0}")]
+    Identity(String),
     /// The admin server's address could not be bound.
     #[error("cannot serve the admin endpoints: {0}")]
     Admin(#[from] std::io::Error),
     /// Another replica took over.
     #[error(transparent)]
     Election(#[from] ElectionError),
+}
+
+/// The controller's own RBAC subject, which it binds beside its workers
+/// (through that binding it deletes their checkpoints). Asked of the API
+/// server (SelfSubjectReview, GA since 1.28) until it answers: a binding
+/// applied without it would take the controller out.
+async fn who_am_i(client: &kube::Client) -> Result<k8s_openapi::api::rbac::v1::Subject, RunError> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    for attempt in 1.. {
+        match reviews
+            .create(&Default::default(), &SelfSubjectReview::default())
+            .await
+        {
+            Ok(review) => {
+                let name = review
+                    .status
+                    .and_then(|s| s.user_info)
+                    .and_then(|u| u.username)
+                    .unwrap_or_default();
+                if name.is_empty() {
+                    return Err(RunError::Identity("the API server named no user".into()));
+                }
+                tracing::info!(identity = %name, "the controller's identity");
+                return Ok(super::resources::rbac::subject(&name));
+            }
+            // Refused or not served: waiting will not change that.
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => {
+                return Err(RunError::Identity(s.to_string()));
+            }
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, "cannot learn the controller's identity yet");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            Err(e) => return Err(RunError::Identity(e.to_string())),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Runs the controller until `shutdown` resolves (or leadership is lost).
@@ -74,6 +117,8 @@ pub async fn run(
         .list_metadata(&ListParams::default().limit(1))
         .await
         .map_err(RunError::Crd)?;
+    let mut options = options;
+    options.settings.identity = Some(who_am_i(&client).await?);
     // A standby is ready too: it is healthy and takes over when the leader goes.
     ready.set(true);
 

@@ -17,6 +17,10 @@ pub struct WorkerConfig {
     /// AWS region of the stream; the default chain's region when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// A role assumed to read the stream (`spec.aws`); the worker's own
+    /// identity (its ServiceAccount's) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role: Option<AssumeRole>,
     /// ARN of the Kinesis data stream.
     pub stream_arn: String,
     /// When the stream was created (Unix milliseconds), as the controller saw
@@ -45,6 +49,19 @@ pub struct WorkerConfig {
     /// record becomes a `too_slow` dead letter.
     #[serde(default = "default_processing_budget")]
     pub processing_budget: Duration,
+}
+
+/// A role to assume, and the session name its calls carry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssumeRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external ID its trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The session name.
+    pub session_name: String,
 }
 
 /// A LogSubscription by namespace and name.
@@ -154,8 +171,12 @@ pub struct ElasticsearchOutput {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IndexTemplateOutput {
-    /// The template's name, e.g. `logsub-observability-vpc-flow`.
+    /// The template's name, e.g. `logsub_observability_vpc-flow`.
     pub name: String,
+    /// An earlier name of this template: deleted when it is logsub's and
+    /// covers the same indices (two templates of one priority cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
     /// Primary shards of each new index.
     pub shards: i32,
     /// Replicas of each shard.
@@ -392,6 +413,11 @@ mod tests {
                 name: "vpc-flow".into(),
             },
             region: Some("us-east-1".into()),
+            assume_role: Some(AssumeRole {
+                role_arn: "arn:aws:iam::111111111111:role/team-a".into(),
+                external_id: Some("team-a".into()),
+                session_name: "observability.vpc-flow@worker".into(),
+            }),
             stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/flow-logs".into(),
             stream_created: Some(1_795_635_868_000),
             start_position: StartAt::AtTimestamp(1_795_635_868_711),

@@ -113,9 +113,24 @@ pub async fn run(
         aws = aws.region(aws_config::Region::new(region.clone()));
     }
     let aws = aws.load().await;
+    // The stream is read as the LogSubscription's role, when it names one;
+    // the sink is written with the worker's own identity.
+    let reader = match &config.assume_role {
+        Some(role) => {
+            crate::aws::assuming(
+                &aws,
+                &aws,
+                &role.role_arn,
+                role.external_id.as_deref(),
+                &role.session_name,
+            )
+            .await
+        }
+        None => aws.clone(),
+    };
     // The reader retries with its own backoff and says when reads stall;
     // retries inside the SDK would only hide a hanging endpoint longer.
-    let kinesis = aws_sdk_kinesis::config::Builder::from(&aws)
+    let kinesis = aws_sdk_kinesis::config::Builder::from(&reader)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
         .build();
     let stream = Stream::new(

@@ -30,7 +30,7 @@ pub async fn identity(ns: &TestNamespace) -> PathBuf {
     let client = stack().kube().await;
     super::install_crd(&client).await;
     use logsub::controller::resources::rbac;
-    for role in [rbac::cluster_role(), rbac::policy_reader_role()] {
+    for role in rbac::cluster_roles() {
         Api::<ClusterRole>::all(client.clone())
             .patch(
                 role.metadata.name.as_deref().expect("named"),
@@ -57,6 +57,17 @@ pub async fn identity(ns: &TestNamespace) -> PathBuf {
         .create(&PostParams::default(), &binding)
         .await
         .expect("bind the ClusterRole in the namespace");
+    // The leader Lease lives in the same namespace.
+    let election: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "logsub-controller-election"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::ELECTION_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &election)
+        .await
+        .expect("bind the election role in the namespace");
     // Policies are cluster-scoped: read cluster-wide.
     let reader: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": format!("logsub-controller-policies-{}", ns.name)},
@@ -367,6 +378,45 @@ pub async fn log_group(logs: &aws_sdk_cloudwatchlogs::Client, name: &str, stream
         .send()
         .await
         .expect("create log stream");
+}
+
+/// The subscription filters on `group`: name → (pattern, destination, role).
+pub async fn filters(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+) -> std::collections::BTreeMap<String, (String, String, String)> {
+    logs.describe_subscription_filters()
+        .log_group_name(group)
+        .send()
+        .await
+        .expect("describe filters")
+        .subscription_filters()
+        .iter()
+        .map(|f| {
+            (
+                f.filter_name().unwrap_or_default().to_owned(),
+                (
+                    f.filter_pattern().unwrap_or_default().to_owned(),
+                    f.destination_arn().unwrap_or_default().to_owned(),
+                    f.role_arn().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `kubectl auth can-i <verb> <resource> -n <namespace>` as the
+/// ServiceAccount `account` of `ns`: the API server's own answer.
+pub fn can_i(ns: &str, account: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let user = format!("system:serviceaccount:{ns}:{account}");
+    let out = stack().kubectl(&[
+        "auth", "can-i", verb, resource, "-n", namespace, "--as", &user,
+    ]);
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i answered {other:?}: {out:?}"),
+    }
 }
 
 /// Puts `messages` into the log stream `stream` of `group`, one millisecond apart.

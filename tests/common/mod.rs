@@ -229,25 +229,31 @@ pub async fn active_stream(
     shards: i32,
 ) -> (String, String) {
     let name = unique(prefix);
+    let arn = stream_named(client, &name, shards).await;
+    (name, arn)
+}
+
+/// Creates the stream `name` with `shards` shards and waits until it is
+/// ACTIVE; returns its ARN.
+pub async fn stream_named(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
     client
         .create_stream()
-        .stream_name(&name)
+        .stream_name(name)
         .shard_count(shards)
         .send()
         .await
         .expect("create stream");
-    let arn = eventually("an ACTIVE stream", Duration::from_secs(30), || async {
+    eventually("an ACTIVE stream", Duration::from_secs(30), || async {
         let s = client
             .describe_stream_summary()
-            .stream_name(&name)
+            .stream_name(name)
             .send()
             .await
             .ok()?
             .stream_description_summary?;
         (s.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(s.stream_arn)
     })
-    .await;
-    (name, arn)
+    .await
 }
 
 /// Polls `check` until it returns Some, or fails after `timeout` with `what`.
@@ -395,7 +401,8 @@ pub async fn install_crd(client: &kube::Client) {
                 ],
                 "s3": [{"bucket": "*", "endpoint": "*", "credentialsOverHttp": true}],
             },
-            "roles": {"delivery": ["*"]},
+            "roles": {"delivery": ["*"], "workers": ["*"], "aws": ["*"]},
+            "workers": {"env": ["*"]},
         },
     }))
     .expect("the tests' policy");

@@ -4,8 +4,8 @@
 
 use crate::api::{ElasticsearchAuth, LogSubscription, SecretKeyRef, Sink};
 use crate::worker::config::{
-    ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput, LeaseSettings, OutputSink,
-    S3Output, StartAt, SubscriptionRef, WorkerConfig,
+    AssumeRole, ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput, LeaseSettings,
+    OutputSink, S3Output, StartAt, SubscriptionRef, WorkerConfig,
 };
 
 /// Where the worker Pod mounts each Secret the sink names: `<SECRETS_DIR>/<name>/`.
@@ -51,6 +51,11 @@ pub fn worker_config(lsub: &LogSubscription, stream_arn: &str) -> WorkerConfig {
             name: lsub.metadata.name.clone().unwrap_or_default(),
         },
         region: spec.region.clone(),
+        assume_role: spec.aws.as_ref().map(|identity| AssumeRole {
+            role_arn: identity.role_arn.clone(),
+            external_id: identity.external_id.clone(),
+            session_name: crate::controller::session_name(lsub, "@worker"),
+        }),
         stream_arn: stream_arn.to_owned(),
         stream_created: None,
         start_position: StartAt::TrimHorizon,
@@ -90,7 +95,8 @@ fn sink(lsub: &LogSubscription) -> OutputSink {
             compress: true,
             concurrency: 4,
             index_template: es.index_template.as_ref().map(|t| IndexTemplateOutput {
-                name: lsub.aws_name(),
+                name: lsub.resource_name(),
+                replaces: Some(lsub.legacy_name()),
                 shards: t.shards,
                 replicas: t.replicas,
                 overwrite: t.overwrite,
@@ -170,8 +176,12 @@ spec:
         assert_eq!(
             es.index_template
                 .as_ref()
-                .map(|t| (t.name.as_str(), t.shards)),
-            Some(("logsub-observability-vpc-flow", 2))
+                .map(|t| (t.name.as_str(), t.replaces.as_deref(), t.shards)),
+            Some((
+                "logsub_observability_vpc-flow",
+                Some("logsub-observability-vpc-flow"),
+                2
+            ))
         );
         config.check().unwrap();
         // The worker reads back exactly what the controller writes.

@@ -1,5 +1,6 @@
-//! The workers' objects: ServiceAccount, Role and RoleBinding (their shard
-//! Leases, nothing more), ConfigMap (their configuration) and Deployment.
+//! The workers' objects: ServiceAccount, RoleBinding (of the workers'
+//! ClusterRole: their shard Leases, nothing more), ConfigMap (their
+//! configuration) and Deployment.
 //! Each carries the LogSubscription as its controller owner, so Kubernetes
 //! deletes them with it.
 
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
     Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,6 +41,11 @@ pub struct Runtime {
     /// Where the worker serves `/metrics`, `/healthz` and `/readyz`:
     /// `0.0.0.0:8080` in a pod network.
     pub admin_addr: std::net::SocketAddr,
+    /// The ClusterRole the workers are bound to.
+    pub worker_role: String,
+    /// The controller's own identity, bound beside the workers: it deletes
+    /// their Leases with the stream they checkpoint.
+    pub controller: Option<Subject>,
 }
 
 /// The objects of one LogSubscription's workers.
@@ -47,9 +53,8 @@ pub struct Runtime {
 pub struct Workload {
     /// Their identity (annotated for IRSA as the spec says).
     pub service_account: ServiceAccount,
-    /// What they may do: their Leases.
-    pub role: Role,
-    /// The Role, granted to the ServiceAccount.
+    /// The workers' ClusterRole (their Leases), granted in this namespace
+    /// to the ServiceAccount and the controller.
     pub role_binding: RoleBinding,
     /// Their configuration.
     pub config_map: ConfigMap,
@@ -64,6 +69,9 @@ pub enum BuildError {
     #[error("the LogSubscription has no {0} yet")]
     Missing(&'static str),
 }
+
+/// What the workers' RoleBinding adds to their objects' name.
+pub const BINDING_SUFFIX: &str = "-leases";
 
 /// The name of the workers' objects: `<subscription>-worker`.
 pub fn workload_name(lsub: &LogSubscription) -> String {
@@ -106,13 +114,8 @@ pub fn config_hash(yaml: &str) -> String {
         .collect()
 }
 
-/// Builds the workers' objects for `lsub`, run as `runtime` says, configured
-/// with `config`.
-pub fn workload(
-    lsub: &LogSubscription,
-    runtime: &Runtime,
-    config: &WorkerConfig,
-) -> Result<Workload, BuildError> {
+/// The metadata every worker object of `lsub` carries.
+fn object_meta(lsub: &LogSubscription) -> Result<ObjectMeta, BuildError> {
     let owner = lsub
         .controller_owner_ref(&())
         .ok_or(BuildError::Missing("uid"))?;
@@ -121,14 +124,36 @@ pub fn workload(
         .namespace
         .clone()
         .ok_or(BuildError::Missing("namespace"))?;
+    Ok(ObjectMeta {
+        name: Some(workload_name(lsub)),
+        namespace: Some(namespace),
+        labels: Some(labels(lsub)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The workers' RoleBinding alone: in place before the controller touches
+/// their Leases.
+pub fn workers_binding(
+    lsub: &LogSubscription,
+    runtime: &Runtime,
+) -> Result<RoleBinding, BuildError> {
+    Ok(role_binding(object_meta(lsub)?, runtime))
+}
+
+/// Builds the workers' objects for `lsub`, run as `runtime` says, configured
+/// with `config`.
+pub fn workload(
+    lsub: &LogSubscription,
+    runtime: &Runtime,
+    config: &WorkerConfig,
+) -> Result<Workload, BuildError> {
+    let base = object_meta(lsub)?;
     let name = workload_name(lsub);
     let meta = |annotations: Option<BTreeMap<String, String>>| ObjectMeta {
-        name: Some(name.clone()),
-        namespace: Some(namespace.clone()),
-        labels: Some(labels(lsub)),
         annotations,
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
+        ..base.clone()
     };
     let yaml = config.to_yaml();
     let hash = config_hash(&yaml);
@@ -146,31 +171,7 @@ pub fn workload(
             automount_service_account_token: Some(false),
             ..ServiceAccount::default()
         },
-        role: Role {
-            metadata: meta(None),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec!["coordination.k8s.io".into()]),
-                resources: Some(vec!["leases".into()]),
-                verbs: ["get", "list", "watch", "create", "update", "delete"]
-                    .map(String::from)
-                    .to_vec(),
-                ..PolicyRule::default()
-            }]),
-        },
-        role_binding: RoleBinding {
-            metadata: meta(None),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Role".into(),
-                name: name.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: name.clone(),
-                namespace: Some(namespace.clone()),
-                ..Subject::default()
-            }]),
-        },
+        role_binding: role_binding(meta(None), runtime),
         config_map: ConfigMap {
             metadata: meta(None),
             data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
@@ -178,6 +179,33 @@ pub fn workload(
         },
         deployment: deployment(lsub, meta(None), &name, runtime, &hash),
     })
+}
+
+/// Binds the workers' ClusterRole, in the namespace of `meta`, to the
+/// workers' ServiceAccount (of `meta`'s name) and the controller.
+fn role_binding(meta: ObjectMeta, runtime: &Runtime) -> RoleBinding {
+    let worker = Subject {
+        kind: "ServiceAccount".into(),
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone(),
+        ..Subject::default()
+    };
+    // A name of its own: earlier releases bound a Role under the workers'
+    // name, and a roleRef cannot change (nor could a rollback change it back).
+    let name = meta.name.as_deref().map(|n| format!("{n}{BINDING_SUFFIX}"));
+    RoleBinding {
+        metadata: ObjectMeta { name, ..meta },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: runtime.worker_role.clone(),
+        },
+        subjects: Some(
+            std::iter::once(worker)
+                .chain(runtime.controller.clone())
+                .collect(),
+        ),
+    }
 }
 
 /// The worker container's resources when the spec names none: a request that
@@ -410,16 +438,25 @@ spec:
                 ..EnvVar::default()
             }],
             admin_addr: "0.0.0.0:8080".parse().unwrap(),
+            worker_role: "logsub-worker".into(),
+            controller: Some(Subject {
+                kind: "ServiceAccount".into(),
+                name: "logsub".into(),
+                namespace: Some("logsub-system".into()),
+                ..Subject::default()
+            }),
         }
     }
 
     #[test]
     fn every_object_is_owned_named_and_labelled() {
         let w = built(&lsub());
+        assert_eq!(
+            w.role_binding.metadata.name.as_deref(),
+            Some("vpc-flow-worker-leases")
+        );
         for meta in [
             &w.service_account.metadata,
-            &w.role.metadata,
-            &w.role_binding.metadata,
             &w.config_map.metadata,
             &w.deployment.metadata,
         ] {
@@ -439,11 +476,29 @@ spec:
             w.service_account.metadata.annotations.as_ref().unwrap()["eks.amazonaws.com/role-arn"],
             "arn:aws:iam::123456789012:role/worker"
         );
-        let rules = w.role.rules.as_ref().unwrap();
-        assert_eq!(rules.len(), 1, "Leases only");
+    }
+
+    #[test]
+    fn the_workers_and_the_controller_are_bound_to_the_workers_cluster_role() {
+        let w = built(&lsub());
+        let role = &w.role_binding.role_ref;
         assert_eq!(
-            rules[0].resources.as_deref(),
-            Some(&["leases".to_owned()][..])
+            (role.kind.as_str(), role.name.as_str()),
+            ("ClusterRole", "logsub-worker")
+        );
+        let subjects: Vec<_> = w
+            .role_binding
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.namespace.as_deref().unwrap_or_default(), s.name.as_str()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                ("observability", "vpc-flow-worker"),
+                ("logsub-system", "logsub")
+            ]
         );
     }
 

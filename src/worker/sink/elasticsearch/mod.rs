@@ -182,13 +182,58 @@ impl Elasticsearch {
                 )));
             }
         }
-        let body = index_template(
+        let mut body = index_template(
             &self.pattern,
             matches!(self.target, Target::DataStream(_)),
             spec,
         );
+        if let Some(earlier) = &spec.replaces
+            && let Some(theirs) = self.earlier_template(earlier, &body).await?
+        {
+            // Renamed without a moment uncovered: the new one first, above
+            // it (two templates of one priority cannot cover the same
+            // indices), then the earlier one goes, then the new one takes
+            // its priority. Kept as it was, edits included, unless overwriting.
+            if !spec.overwrite {
+                body = theirs;
+            }
+            let mut above = body.clone();
+            above["priority"] = json!(body["priority"].as_u64().unwrap_or(200) + 1);
+            self.put_template(&path, &above).await?;
+            self.delete_template(earlier).await?;
+        }
+        self.put_template(&path, &body).await?;
+        Ok(Some(format!(
+            "index template {} installed for {}",
+            spec.name, self.pattern
+        )))
+    }
+
+    /// The index template `name` when logsub put it for the same indices as
+    /// `body` (an earlier release's name for this one); `None` for anything
+    /// else of that name, which is someone else's and stays.
+    async fn earlier_template(&self, name: &str, body: &Value) -> Result<Option<Value>, SinkError> {
+        let path = format!("/_index_template/{name}");
+        let (status, answer) = self.request(Method::Get, &path, None).await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
+        let found = answer["index_templates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| &t["index_template"])
+            .find(|t| {
+                t["_meta"]["managed_by"] == "logsub"
+                    && t["index_patterns"] == body["index_patterns"]
+            });
+        Ok(found.cloned())
+    }
+
+    async fn put_template(&self, path: &str, body: &Value) -> Result<(), SinkError> {
         let (status, answer) = self
-            .request(Method::Put, &path, Some(body.to_string().into_bytes()))
+            .request(Method::Put, path, Some(body.to_string().into_bytes()))
             .await?;
         if status != 200 {
             return Err(SinkError::new(
@@ -199,10 +244,22 @@ impl Elasticsearch {
                 ),
             ));
         }
-        Ok(Some(format!(
-            "index template {} installed for {}",
-            spec.name, self.pattern
-        )))
+        Ok(())
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<(), SinkError> {
+        let path = format!("/_index_template/{name}");
+        let (status, answer) = self.request(Method::Delete, &path, None).await?;
+        if !matches!(status, 200 | 404) {
+            return Err(SinkError::new(
+                "index_template",
+                format!(
+                    "DELETE {path} answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A JSON request; its status and body.
@@ -779,6 +836,7 @@ mod tests {
         assert_eq!(pattern_of("flow"), "flow");
         assert_eq!(pattern_of("a%%b-%H"), "a%b-*");
         let spec = IndexTemplateOutput {
+            replaces: None,
             name: "logsub-ns-flow".into(),
             shards: 2,
             replicas: 0,
