@@ -46,6 +46,10 @@ controller:
     - {name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: aws, key: AWS_ACCESS_KEY_ID}}}
     - {name: AWS_SECRET_ACCESS_KEY, valueFrom: {secretKeyRef: {name: aws, key: AWS_SECRET_ACCESS_KEY}}}
 metrics: {port: 18081, bindAddress: 127.0.0.1}
+# The controller watches logsub-demo only: so does its allow-all policy, which
+# would otherwise select the namespaces of tests run on the same stack.
+policy:
+  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: logsub-demo}}
 EOF
 
 say "a live flow: CloudWatch Logs → Kinesis → logsub workers → OpenSearch"

@@ -85,6 +85,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "LOGSUB_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// How long a running LogSubscription that no policy selects any more
+    /// keeps its filters and workers (a policy deleted and applied again,
+    /// as GitOps may replace one, must not stop delivery in between).
+    #[arg(long, env = "LOGSUB_WITHDRAW_GRACE", default_value = "30s", value_parser = duration)]
+    pub withdraw_grace: std::time::Duration,
+
     /// The ClusterRole bound to the workers: the one the controller may `bind`.
     #[arg(long, env = "LOGSUB_WORKER_ROLE", default_value = "logsub-worker")]
     pub worker_role: String,

@@ -57,6 +57,7 @@ fn controller(args: ControllerArgs) -> ExitCode {
             status_interval: args.status_interval,
             namespace: args.namespace,
             worker_role: args.worker_role,
+            withdraw_grace: args.withdraw_grace,
             identity: None,
         },
         admin_addr: args.admin_addr,

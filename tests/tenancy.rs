@@ -375,6 +375,26 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
     // Each document's id is its event's: 40 documents are the 40 events, once each.
     delivered(40).await;
 
+    // The policy deleted and applied again, as GitOps may replace one: the
+    // filter stays through the gap, and what is logged meanwhile arrives.
+    remove_policy(&client, &name).await;
+    let message = wait_for(&ns, "app", "no policy selects it", SETTLE, |l| {
+        failed_for(l, "Permitted", "NotPermitted")
+    })
+    .await;
+    assert!(
+        message.contains("no LogSubscriptionPolicy selects"),
+        "{message}"
+    );
+    put(40).await;
+    assert!(
+        filter_names(&logs, &group).await.contains(&ours),
+        "the filter stays within the grace period"
+    );
+    policy(&client, &name, allowing(&search)).await;
+    ready().await;
+    delivered(60).await;
+
     // A spec that passes the schema but not validation cannot be authorized:
     // nothing of it runs, so no later policy change can be dodged that way.
     ns.api::<LogSubscription>()

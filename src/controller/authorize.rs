@@ -398,9 +398,7 @@ impl EndpointRule {
     fn matches(&self, url: &url::Url) -> bool {
         let path = url.path();
         url.scheme() == self.scheme
-            && url
-                .host_str()
-                .is_some_and(|h| crate::api::glob_matches(&self.host, h))
+            && url.host_str().is_some_and(|h| host_matches(&self.host, h))
             && self
                 .port
                 .is_none_or(|p| url.port_or_known_default() == Some(p))
@@ -412,6 +410,22 @@ impl EndpointRule {
     }
 }
 
+/// Whether `host` matches the rule's `pattern`, where `*` alone is any host
+/// and otherwise matches within one DNS label, as a certificate's wildcard
+/// does: `*.team-a.example` is not `evil.example.team-a.example`'s.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let (patterns, labels): (Vec<&str>, Vec<&str>) =
+        (pattern.split('.').collect(), host.split('.').collect());
+    patterns.len() == labels.len()
+        && patterns
+            .iter()
+            .zip(&labels)
+            .all(|(p, l)| crate::api::glob_matches(p, l))
+}
+
 /// The sink's endpoint as the workers will reach it, or the refusal of one
 /// they cannot be checked against.
 fn endpoint(field: &str, endpoint: &str) -> Result<url::Url, Refusal> {
@@ -421,6 +435,15 @@ fn endpoint(field: &str, endpoint: &str) -> Result<url::Url, Refusal> {
         return Err(Refusal::new(
             field,
             "carries a user in the URL; give credentials through auth",
+        ));
+    }
+    // A server or proxy that decodes them could resolve a path outside the
+    // prefix the policy allows.
+    let path = url.path().to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "\\"].iter().any(|s| path.contains(s)) {
+        return Err(Refusal::new(
+            field,
+            "has an encoded '/', '\\' or '.' in its path",
         ));
     }
     Ok(url)
@@ -952,5 +975,34 @@ spec:
         assert!(rule("ftp://h").is_err() && rule("https://u@h").is_err() && rule("h").is_err());
         let url = url::Url::parse("http://[::1]:9200/x").unwrap();
         assert!(rule("http://[::1]:9200").unwrap().matches(&url));
+    }
+
+    #[test]
+    fn a_host_glob_stays_in_its_label_and_encoded_separators_are_refused() {
+        let rule = EndpointRule::parse("https://*.team-a.example:*/team-a").unwrap();
+        let matches = |u: &str| rule.matches(&url::Url::parse(u).unwrap());
+        assert!(matches("https://search.team-a.example:9200/team-a/x"));
+        assert!(!matches("https://evil.example.team-a.example/team-a"));
+        assert!(!matches("https://team-a.example/team-a"));
+        assert!(host_matches("*", "anything.at.all"));
+        assert!(host_matches(
+            "search-*.es.amazonaws.com",
+            "search-a.es.amazonaws.com"
+        ));
+        assert!(!host_matches(
+            "search-*.es.amazonaws.com",
+            "search-a.evil.es.amazonaws.com"
+        ));
+        // Encoded dot segments are resolved by the URL parser: outside the prefix.
+        assert!(!matches("https://search.team-a.example/team-a/%2e%2E/x"));
+        for path in [
+            "/team-a/..%2Fteam-b",
+            "/team-a/%2e%2e%2fteam-b",
+            "/team-a/..%5cteam-b",
+        ] {
+            let url = format!("https://search.team-a.example{path}");
+            assert!(endpoint("f", &url).is_err(), "{path}");
+        }
+        assert!(endpoint("f", "https://search.team-a.example/team-a/x").is_ok());
     }
 }

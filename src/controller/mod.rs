@@ -57,6 +57,9 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// The ClusterRole bound to the workers (the controller may bind no other).
     pub worker_role: String,
+    /// How long a LogSubscription that no policy selects any more keeps
+    /// running before its filters come off.
+    pub withdraw_grace: Duration,
     /// The controller's own identity, learnt from the API server at start.
     pub identity: Option<k8s_openapi::api::rbac::v1::Subject>,
 }
@@ -313,6 +316,8 @@ pub struct Memo {
     pub owned_stream: Option<String>,
     /// Where (region, role) AWS was last synced: its filters are there.
     pub scope: Option<Scope>,
+    /// Since when no policy has selected it (while it still runs).
+    pub unselected_since: Option<Instant>,
 }
 
 impl Default for Memo {
@@ -328,6 +333,7 @@ impl Default for Memo {
             leases: HashMap::new(),
             owned_stream: None,
             scope: None,
+            unselected_since: None,
         }
     }
 }

@@ -167,6 +167,11 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let grant = match ctx.tenancy.authorize(lsub).await {
         Ok(grant) => grant,
         Err(AuthorizeError::NotPermitted(refusal)) => {
+            if let NotPermitted::NoPolicy(_) = refusal
+                && let Some(grace) = grace_left(lsub, ctx)
+            {
+                return unselected(lsub, ctx, &refusal, grace, &previous, events).await;
+            }
             return withdraw(lsub, ctx, &scope, &refusal, &previous, events).await;
         }
         Err(AuthorizeError::Unknown(e)) => return Err(Error::Authorize(e)),
@@ -182,6 +187,7 @@ async fn apply(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error> {
     let now = Instant::now();
     let resync = ctx.settings.resync;
     let mut memo = ctx.memory.get(&uid);
+    memo.unselected_since = None;
     let due = memo.aws.is_none()
         || memo.permitted.as_ref() != Some(&grant.fingerprint())
         || memo.generation != lsub.metadata.generation
@@ -408,6 +414,60 @@ async fn withdraw(
     };
     finish(lsub, ctx, previous, &status, events).await?;
     Ok(Action::requeue(wait))
+}
+
+/// How much longer a running LogSubscription that no policy selects keeps
+/// running, if at all: one that does not run (any more) has nothing to keep.
+fn grace_left(lsub: &LogSubscription, ctx: &Context) -> Option<Duration> {
+    let uid = lsub.uid().unwrap_or_default();
+    let mut memo = ctx.memory.get(&uid);
+    memo.permitted.as_ref()?;
+    let now = Instant::now();
+    let since = *memo.unselected_since.get_or_insert(now);
+    ctx.memory.put(&uid, memo);
+    (since + ctx.settings.withdraw_grace)
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())
+}
+
+/// The status of a LogSubscription no policy selects, still running for
+/// `grace`: not permitted, everything else as last seen.
+async fn unselected(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    refusal: &NotPermitted,
+    grace: Duration,
+    previous: &LogSubscriptionStatus,
+    mut events: Events,
+) -> Result<Action, Error> {
+    let message = format!(
+        "{refusal}; its filters come off {}s after the last policy selecting it went, unless one selects it again",
+        ctx.settings.withdraw_grace.as_secs()
+    );
+    if ready_reason(previous) != Some("NotPermitted") {
+        events.warning("NotPermitted", "Authorize", message.clone());
+    }
+    let kept = |type_: &str| {
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map_or_else(|| Check::pending("Unknown", "not observed yet"), Check::of)
+    };
+    let observed = Observed {
+        permitted: Check::failed("NotPermitted", message),
+        stream: kept("StreamReady"),
+        filters: kept("SubscriptionFilterReady"),
+        workers: kept("WorkersAvailable"),
+        delivering: kept("Delivering"),
+    };
+    let status = LogSubscriptionStatus {
+        observed_generation: lsub.metadata.generation,
+        conditions: conditions_of(lsub, &observed, previous),
+        ..previous.clone()
+    };
+    finish(lsub, ctx, previous, &status, events).await?;
+    Ok(Action::requeue(grace))
 }
 
 /// The groups our filter may be on: those last selected and those the status lists.
@@ -950,10 +1010,15 @@ async fn sync_filters(
                     plan::Action::Delete { group, name } => logs.delete_filter(group, name).await,
                     // The new one delivers before the old one stops.
                     plan::Action::Rename { group, from } => {
-                        match logs.put_filter(group, want).await {
-                            Ok(()) => logs.delete_filter(group, from).await,
-                            Err(e) => Err(e),
+                        let put = logs.put_filter(group, want).await;
+                        // The new one delivers: an old one left behind is
+                        // removed at the next sync, as ours under both names.
+                        if put.is_ok()
+                            && let Err(e) = logs.delete_filter(group, from).await
+                        {
+                            tracing::warn!(%group, filter = %from, error = %e, "cannot remove the earlier filter yet");
                         }
+                        put
                     }
                     plan::Action::Keep { .. }
                     | plan::Action::Blocked(_)

@@ -42,6 +42,16 @@ pub enum Check {
 }
 
 impl Check {
+    /// The check a condition written before stands for.
+    pub fn of(condition: &Condition) -> Check {
+        let (reason, message) = (condition.reason.clone(), condition.message.clone());
+        match condition.status.as_str() {
+            "True" => Check::Ready { reason, message },
+            "False" => Check::Failed { reason, message },
+            _ => Check::Pending { reason, message },
+        }
+    }
+
     /// A check that is true.
     pub fn ready(reason: &str, message: impl Into<String>) -> Check {
         Check::Ready {
