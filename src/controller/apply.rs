@@ -62,11 +62,12 @@ where
     Ok(api.patch(&name, &params(), &Patch::Apply(object)).await?)
 }
 
-/// Applies the workers' objects, the Deployment last so that what it mounts
+/// Applies the workers' objects but their RoleBinding (see [`binding`]), the Deployment last so that what it mounts
 /// and runs as exists when its pods start. Returns the applied Deployment.
 pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, Error> {
     apply_one(client, &w.service_account).await?;
-    binding(client, &w.role_binding).await?;
+    // The RoleBinding is applied by the reconcile before it touches the
+    // workers' Leases, once per resync: not a second time here.
     apply_one(client, &w.config_map).await?;
     apply_one(client, &w.deployment).await
 }

@@ -470,6 +470,15 @@ async fn unselected(
     Ok(Action::requeue(grace))
 }
 
+/// The groups the status lists that may carry our filter (one NotPermitted never did).
+fn listed_groups(previous: &LogSubscriptionStatus) -> impl Iterator<Item = String> + '_ {
+    previous
+        .log_groups
+        .iter()
+        .filter(|g| g.filter != FilterState::NotPermitted)
+        .map(|g| g.name.clone())
+}
+
 /// The groups our filter may be on: those last selected and those the status lists.
 fn listed_or_scanned(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec<String> {
     let mut groups: Vec<String> = memo
@@ -477,13 +486,7 @@ fn listed_or_scanned(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec<Strin
         .as_ref()
         .map(|(_, n)| n.clone())
         .unwrap_or_default();
-    groups.extend(
-        previous
-            .log_groups
-            .iter()
-            .filter(|g| g.filter != FilterState::NotPermitted)
-            .map(|g| g.name.clone()),
-    );
+    groups.extend(listed_groups(previous));
     groups.sort();
     groups.dedup();
     groups
@@ -948,13 +951,7 @@ async fn sync_filters(
         .collect();
     // Our filter may still be on groups the last status listed.
     let mut candidates = selected.clone();
-    candidates.extend(
-        previous
-            .log_groups
-            .iter()
-            .filter(|g| g.filter != FilterState::NotPermitted)
-            .map(|g| g.name.clone()),
-    );
+    candidates.extend(listed_groups(previous));
     candidates.extend(before);
     candidates.sort();
     candidates.dedup();

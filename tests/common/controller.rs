@@ -47,32 +47,28 @@ pub async fn identity(ns: &TestNamespace) -> PathBuf {
         .create(&PostParams::default(), &account)
         .await
         .expect("create the controller's ServiceAccount");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "logsub-controller"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "logsub-controller"},
-        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
-    }))
-    .expect("binding");
-    ns.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind the ClusterRole in the namespace");
-    // The leader Lease lives in the same namespace.
-    let election: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "logsub-controller-election"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::ELECTION_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
-    }))
-    .expect("binding");
-    ns.api::<RoleBinding>()
-        .create(&PostParams::default(), &election)
-        .await
-        .expect("bind the election role in the namespace");
+    let subjects =
+        json!([{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}]);
+    let role_ref = |role: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role});
+    // The controller's rules in the namespace, where its leader Lease lives too.
+    for (name, role) in [
+        ("logsub-controller", rbac::CLUSTER_ROLE),
+        ("logsub-controller-election", rbac::ELECTION_ROLE),
+    ] {
+        let binding: RoleBinding = serde_json::from_value(
+            json!({"metadata": {"name": name}, "roleRef": role_ref(role), "subjects": subjects}),
+        )
+        .expect("binding");
+        ns.api::<RoleBinding>()
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("bind a ClusterRole in the namespace");
+    }
     // Policies are cluster-scoped: read cluster-wide.
     let reader: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": format!("logsub-controller-policies-{}", ns.name)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::POLICY_READER_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": "logsub-controller", "namespace": ns.name}],
+        "roleRef": role_ref(rbac::POLICY_READER_ROLE),
+        "subjects": subjects,
     }))
     .expect("binding");
     Api::<ClusterRoleBinding>::all(client.clone())
