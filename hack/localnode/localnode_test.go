@@ -1,15 +1,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestExpand(t *testing.T) {
@@ -220,5 +227,28 @@ func TestMergePodConditionsKeepsTransitionTimes(t *testing.T) {
 	}
 	if byType[corev1.ContainersReady].LastTransitionTime == then {
 		t.Error("a changed condition gets a new transition time")
+	}
+}
+
+func TestRegisterRetriesAConflictingStatusWrite(t *testing.T) {
+	client := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}})
+	conflicts := 0
+	client.PrependReactor("update", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "status" || conflicts == 2 {
+			return false, nil, nil
+		}
+		conflicts++
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "n", errors.New("the object has been modified"))
+	})
+	agent := &nodeAgent{client: client, name: "n", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := agent.register(context.Background()); err != nil {
+		t.Fatalf("register after %d conflicts: %v", conflicts, err)
+	}
+	node, err := client.CoreV1().Nodes().Get(context.Background(), "n", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conflicts != 2 || len(node.Status.Conditions) == 0 {
+		t.Fatalf("conflicts = %d, conditions = %v", conflicts, node.Status.Conditions)
 	}
 }

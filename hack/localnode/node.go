@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
 
@@ -50,10 +51,12 @@ func (n *nodeAgent) register(ctx context.Context) error {
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	if err := n.updateStatus(ctx); err != nil {
+	// The node lifecycle controller writes the status of a node that existed before
+	// this start (marking it unreachable), so the first write may meet a conflict.
+	if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error { return n.updateStatus(ctx) }); err != nil {
 		return err
 	}
-	return n.renewLease(ctx)
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error { return n.renewLease(ctx) })
 }
 
 func (n *nodeAgent) heartbeat(ctx context.Context) {
