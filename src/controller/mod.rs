@@ -11,12 +11,16 @@ pub mod apply;
 pub mod authorize;
 pub mod cleanup;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod leader;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod resources;
 pub mod run;
+#[cfg(test)]
+mod scenarios;
 pub mod status;
 pub mod tenancy;
 
@@ -25,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::runtime::events::Recorder;
 
@@ -116,6 +121,7 @@ pub struct Aws {
     base: SdkConfig,
     endpoint: Option<String>,
     counter: CallCounter,
+    interceptors: Vec<SharedInterceptor>,
     clients: Mutex<HashMap<Scope, (Logs, Streams)>>,
     described: Mutex<HashMap<(Scope, String), (Instant, StreamInfo)>>,
 }
@@ -127,9 +133,17 @@ impl Aws {
             base,
             endpoint,
             counter,
+            interceptors: Vec::new(),
             clients: Mutex::new(HashMap::new()),
             described: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also runs `interceptor` on every CloudWatch Logs and Kinesis call (the
+    /// unit tests answer calls so).
+    pub fn intercepted_by(mut self, interceptor: SharedInterceptor) -> Aws {
+        self.interceptors.push(interceptor);
+        self
     }
 
     /// The region of a LogSubscription that names `region` (or none): its
@@ -172,6 +186,10 @@ impl Aws {
         let mut kinesis = aws_sdk_kinesis::config::Builder::from(&config)
             .region(region)
             .interceptor(self.counter.clone());
+        for interceptor in &self.interceptors {
+            logs.push_interceptor(interceptor.clone());
+            kinesis.push_interceptor(interceptor.clone());
+        }
         if let Some(endpoint) = &self.endpoint {
             logs = logs.endpoint_url(endpoint);
             kinesis = kinesis.endpoint_url(endpoint);

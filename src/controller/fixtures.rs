@@ -1,0 +1,590 @@
+//! Scenarios for unit tests of the whole reconcile, in the manner of kube-rs's
+//! controller-rs: a mocked API server that expects the requests a scenario
+//! names, in order, and answers each as the scenario says; and a fake AWS
+//! layer, the SDK clients answered from an in-memory account (streams and
+//! log groups with their filters) through the SDK's own mock interceptor.
+//! Events are answered and collected apart, since when they are published is
+//! not what a scenario is about.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs as cwl;
+use aws_sdk_kinesis as kinesis;
+use aws_sdk_kinesis::error::ErrorMetadata;
+use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, RuleMode, mock};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use serde_json::{Value, json};
+
+use super::tenancy::{Namespaces, Tenancy};
+use super::{Aws, Context, Memory, Settings};
+use crate::api::{LogSubscription, LogSubscriptionPolicy};
+use crate::aws::CallCounter;
+use crate::telemetry::ControllerMetrics;
+
+/// The region of the fake account.
+pub const REGION: &str = "us-east-1";
+/// The fake account.
+pub const ACCOUNT: &str = "123456789012";
+
+// ---------------------------------------------------------------- API server
+
+/// How an expected request is answered: a status code and a body, from the
+/// request's body.
+type Answer = Box<dyn FnOnce(&Value) -> (u16, Value) + Send>;
+
+/// One request the scenario expects, and its answer.
+pub struct Expect {
+    method: Method,
+    path: String,
+    answer: Answer,
+}
+
+impl Expect {
+    /// `method` on `path` (without its query), answered by `answer`.
+    pub fn new(
+        method: Method,
+        path: impl Into<String>,
+        answer: impl FnOnce(&Value) -> (u16, Value) + Send + 'static,
+    ) -> Expect {
+        Expect {
+            method,
+            path: path.into(),
+            answer: Box::new(answer),
+        }
+    }
+
+    /// A GET of an object that does not exist.
+    pub fn missing(path: impl Into<String>) -> Expect {
+        Expect::new(Method::GET, path, |_| (404, not_found()))
+    }
+
+    /// A GET answered with `object`.
+    pub fn get(path: impl Into<String>, object: Value) -> Expect {
+        Expect::new(Method::GET, path, move |_| (200, object))
+    }
+
+    /// A server-side apply, answered with what was applied.
+    pub fn apply(path: impl Into<String>) -> Expect {
+        Expect::new(Method::PATCH, path, |body| (200, body.clone()))
+    }
+
+    /// A list answered with no items.
+    pub fn empty_list(path: impl Into<String>, kind: &str) -> Expect {
+        let kind = kind.to_owned();
+        Expect::new(Method::GET, path, move |_| {
+            (200, json!({"kind": kind, "metadata": {}, "items": []}))
+        })
+    }
+}
+
+/// What the API server saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Every request but Events: method, path and body.
+    pub requests: Vec<(Method, String, Value)>,
+    /// The reasons of the Events published.
+    pub events: Vec<String>,
+    /// Requests the scenario did not expect (answered 500).
+    pub unexpected: Vec<String>,
+}
+
+impl Seen {
+    /// The bodies of the requests `method` on `path`.
+    pub fn bodies(&self, method: &Method, path: &str) -> Vec<&Value> {
+        self.requests
+            .iter()
+            .filter(|(m, p, _)| m == method && p == path)
+            .map(|(_, _, b)| b)
+            .collect()
+    }
+}
+
+/// The mocked API server of one scenario.
+pub struct ApiServer {
+    script: Arc<Mutex<VecDeque<Expect>>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl ApiServer {
+    /// A client, and the server that answers it.
+    pub fn start() -> (kube::Client, ApiServer) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let server = ApiServer {
+            script: Arc::default(),
+            seen: Arc::default(),
+        };
+        let (script, record) = (server.script.clone(), server.seen.clone());
+        tokio::spawn(async move {
+            while let Some((request, reply)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (code, answer) = if path.contains("/events") {
+                    let reason = body["reason"].as_str().unwrap_or_default().to_owned();
+                    record.lock().unwrap().events.push(reason);
+                    (201, body)
+                } else {
+                    let mut seen = record.lock().unwrap();
+                    seen.requests
+                        .push((method.clone(), path.clone(), body.clone()));
+                    let mut script = script.lock().unwrap();
+                    match script.front() {
+                        Some(e) if e.method == method && e.path == path => {
+                            let e = script.pop_front().expect("front");
+                            (e.answer)(&body)
+                        }
+                        next => {
+                            let wanted = next.map(|e| format!("{} {}", e.method, e.path));
+                            seen.unexpected.push(format!(
+                                "{method} {path} (expected {})",
+                                wanted.as_deref().unwrap_or("nothing more")
+                            ));
+                            let status =
+                                json!({"kind": "Status", "code": 500, "message": "unexpected"});
+                            (500, status)
+                        }
+                    }
+                };
+                reply.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                        .expect("response"),
+                );
+            }
+        });
+        (client, server)
+    }
+
+    /// The requests expected next, in order.
+    pub fn expect(&self, steps: Vec<Expect>) {
+        self.script.lock().unwrap().extend(steps);
+    }
+
+    /// What was seen since the last time; fails unless every expected
+    /// request came and no other did.
+    pub fn verify(&self) -> Seen {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let left: Vec<String> = self
+            .script
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|e| format!("{} {}", e.method, e.path))
+            .collect();
+        assert!(
+            seen.unexpected.is_empty() && left.is_empty(),
+            "unexpected requests: {:#?}\nexpected but not made: {left:#?}\nall: {:#?}",
+            seen.unexpected,
+            seen.requests
+                .iter()
+                .map(|(m, p, _)| format!("{m} {p}"))
+                .collect::<Vec<_>>()
+        );
+        seen
+    }
+}
+
+/// A 404 Status.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+// ---------------------------------------------------------------- AWS
+
+/// A stream of the fake account.
+#[derive(Clone, Debug)]
+pub struct FakeStream {
+    /// Its ARN.
+    pub arn: String,
+    /// ACTIVE, CREATING…
+    pub status: kinesis::types::StreamStatus,
+    /// Open shards.
+    pub shards: i32,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A subscription filter of the fake account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeFilter {
+    /// Its name.
+    pub name: String,
+    /// Where it sends.
+    pub destination: String,
+}
+
+/// The fake account: what it holds, and each call made to it.
+#[derive(Debug, Default)]
+pub struct Account {
+    /// Streams by name.
+    pub streams: BTreeMap<String, FakeStream>,
+    /// Log groups by name, with their filters.
+    pub groups: BTreeMap<String, Vec<FakeFilter>>,
+    /// Each operation called, by name, in order.
+    pub calls: Vec<String>,
+}
+
+/// An in-memory AWS account the SDK clients are answered from.
+#[derive(Clone, Default)]
+pub struct FakeAws(pub Arc<Mutex<Account>>);
+
+fn error_meta(code: &str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code(code)
+        .message(format!("{code} (fake)"))
+        .build()
+}
+
+impl FakeAws {
+    /// An ACTIVE stream `name` with `shards` shards; its ARN.
+    pub fn stream(&self, name: &str, shards: i32) -> String {
+        let arn = format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}");
+        self.0.lock().unwrap().streams.insert(
+            name.to_owned(),
+            FakeStream {
+                arn: arn.clone(),
+                status: kinesis::types::StreamStatus::Active,
+                shards,
+                tags: BTreeMap::new(),
+            },
+        );
+        arn
+    }
+
+    /// A log group with `filters` (name, destination).
+    pub fn group(&self, name: &str, filters: &[(&str, &str)]) {
+        self.0.lock().unwrap().groups.insert(
+            name.to_owned(),
+            filters
+                .iter()
+                .map(|(n, d)| FakeFilter {
+                    name: (*n).to_owned(),
+                    destination: (*d).to_owned(),
+                })
+                .collect(),
+        );
+    }
+
+    /// The filters on `group`.
+    pub fn filters(&self, group: &str) -> Vec<FakeFilter> {
+        self.0
+            .lock()
+            .unwrap()
+            .groups
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The calls made so far, and forgets them.
+    pub fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap().calls)
+    }
+
+    /// The interceptor that answers every CloudWatch Logs and Kinesis call
+    /// the controller makes from the account.
+    pub fn interceptor(&self) -> SharedInterceptor {
+        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for rule in self.rules() {
+            interceptor = interceptor.with_rule(&rule);
+        }
+        SharedInterceptor::new(interceptor)
+    }
+
+    fn rules(&self) -> Vec<aws_smithy_mocks::Rule> {
+        let account = &self.0;
+        let with = |op: &'static str| {
+            let account = account.clone();
+            move || {
+                let mut a = account.lock().unwrap();
+                a.calls.push(op.to_owned());
+                drop(a);
+                account.clone()
+            }
+        };
+        let describe = with("DescribeStreamSummary");
+        let tags = with("ListTagsForStream");
+        let create = with("CreateStream");
+        let groups = with("DescribeLogGroups");
+        let filters = with("DescribeSubscriptionFilters");
+        let put = with("PutSubscriptionFilter");
+        let delete = with("DeleteSubscriptionFilter");
+        vec![
+            mock!(kinesis::Client::describe_stream_summary).then_compute_response(move |req| {
+                let account = describe();
+                let a = account.lock().unwrap();
+                let found = a.streams.iter().find(|(name, s)| {
+                    req.stream_name() == Some(name.as_str()) || req.stream_arn() == Some(&s.arn)
+                });
+                match found {
+                    None => MockResponse::Error(
+                        kinesis::operation::describe_stream_summary::DescribeStreamSummaryError::ResourceNotFoundException(
+                            kinesis::types::error::ResourceNotFoundException::builder()
+                                .meta(error_meta("ResourceNotFoundException"))
+                                .build(),
+                        ),
+                    ),
+                    Some((name, s)) => MockResponse::Output(
+                        kinesis::operation::describe_stream_summary::DescribeStreamSummaryOutput::builder()
+                            .stream_description_summary(
+                                kinesis::types::StreamDescriptionSummary::builder()
+                                    .stream_name(name)
+                                    .stream_arn(&s.arn)
+                                    .stream_status(s.status.clone())
+                                    .open_shard_count(s.shards)
+                                    .retention_period_hours(24)
+                                    .set_enhanced_monitoring(Some(Vec::new()))
+                                    .stream_creation_timestamp(kinesis::primitives::DateTime::from_secs(1_700_000_000))
+                                    .build()
+                                    .expect("summary"),
+                            )
+                            .build(),
+                    ),
+                }
+            }),
+            mock!(kinesis::Client::list_tags_for_stream).then_compute_output(move |req| {
+                let account = tags();
+                let a = account.lock().unwrap();
+                let tags = a
+                    .streams
+                    .values()
+                    .find(|s| req.stream_arn() == Some(&s.arn))
+                    .map(|s| s.tags.clone())
+                    .unwrap_or_default();
+                kinesis::operation::list_tags_for_stream::ListTagsForStreamOutput::builder()
+                    .set_tags(Some(
+                        tags.iter()
+                            .map(|(k, v)| kinesis::types::Tag::builder().key(k).value(v).build().expect("tag"))
+                            .collect(),
+                    ))
+                    .has_more_tags(false)
+                    .build()
+                    .expect("tags")
+            }),
+            mock!(kinesis::Client::create_stream).then_compute_output(move |req| {
+                let account = create();
+                let mut a = account.lock().unwrap();
+                let name = req.stream_name().unwrap_or_default().to_owned();
+                a.streams.insert(
+                    name.clone(),
+                    FakeStream {
+                        arn: format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"),
+                        status: kinesis::types::StreamStatus::Creating,
+                        shards: req.shard_count().unwrap_or(4),
+                        tags: req.tags().cloned().unwrap_or_default().into_iter().collect(),
+                    },
+                );
+                kinesis::operation::create_stream::CreateStreamOutput::builder().build()
+            }),
+            mock!(cwl::Client::describe_log_groups).then_compute_output(move |req| {
+                let account = groups();
+                let a = account.lock().unwrap();
+                let prefix = req.log_group_name_prefix().unwrap_or_default();
+                cwl::operation::describe_log_groups::DescribeLogGroupsOutput::builder()
+                    .set_log_groups(Some(
+                        a.groups
+                            .keys()
+                            .filter(|n| n.starts_with(prefix))
+                            .map(|n| cwl::types::LogGroup::builder().log_group_name(n).build())
+                            .collect(),
+                    ))
+                    .build()
+            }),
+            mock!(cwl::Client::describe_subscription_filters).then_compute_response(move |req| {
+                let account = filters();
+                let a = account.lock().unwrap();
+                match a.groups.get(req.log_group_name().unwrap_or_default()) {
+                    None => MockResponse::Error(
+                        cwl::operation::describe_subscription_filters::DescribeSubscriptionFiltersError::ResourceNotFoundException(
+                            cwl::types::error::ResourceNotFoundException::builder()
+                                .meta(error_meta("ResourceNotFoundException"))
+                                .build(),
+                        ),
+                    ),
+                    Some(filters) => MockResponse::Output(
+                        cwl::operation::describe_subscription_filters::DescribeSubscriptionFiltersOutput::builder()
+                            .set_subscription_filters(Some(
+                                filters
+                                    .iter()
+                                    .map(|f| {
+                                        cwl::types::SubscriptionFilter::builder()
+                                            .filter_name(&f.name)
+                                            .destination_arn(&f.destination)
+                                            .filter_pattern("")
+                                            .build()
+                                    })
+                                    .collect(),
+                            ))
+                            .build(),
+                    ),
+                }
+            }),
+            mock!(cwl::Client::put_subscription_filter).then_compute_response(move |req| {
+                let account = put();
+                let mut a = account.lock().unwrap();
+                let name = req.filter_name().unwrap_or_default().to_owned();
+                let destination = req.destination_arn().unwrap_or_default().to_owned();
+                let Some(filters) = a.groups.get_mut(req.log_group_name().unwrap_or_default()) else {
+                    return MockResponse::Error(
+                        cwl::operation::put_subscription_filter::PutSubscriptionFilterError::ResourceNotFoundException(
+                            cwl::types::error::ResourceNotFoundException::builder()
+                                .meta(error_meta("ResourceNotFoundException"))
+                                .build(),
+                        ),
+                    );
+                };
+                let full = filters.len() >= 2;
+                match filters.iter_mut().find(|f| f.name == name) {
+                    Some(f) => f.destination = destination,
+                    None if full => {
+                        return MockResponse::Error(
+                            cwl::operation::put_subscription_filter::PutSubscriptionFilterError::LimitExceededException(
+                                cwl::types::error::LimitExceededException::builder()
+                                    .meta(error_meta("LimitExceededException"))
+                                    .build(),
+                            ),
+                        );
+                    }
+                    None => filters.push(FakeFilter { name, destination }),
+                }
+                MockResponse::Output(
+                    cwl::operation::put_subscription_filter::PutSubscriptionFilterOutput::builder().build(),
+                )
+            }),
+            mock!(cwl::Client::delete_subscription_filter).then_compute_output(move |req| {
+                let account = delete();
+                let mut a = account.lock().unwrap();
+                if let Some(filters) = a.groups.get_mut(req.log_group_name().unwrap_or_default()) {
+                    filters.retain(|f| Some(f.name.as_str()) != req.filter_name());
+                }
+                cwl::operation::delete_subscription_filter::DeleteSubscriptionFilterOutput::builder().build()
+            }),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------- context
+
+/// The policies a test context authorizes against, changed as a watch would.
+pub struct Policies(reflector::store::Writer<LogSubscriptionPolicy>);
+
+impl Policies {
+    /// From now on, exactly `policies` exist.
+    pub fn set(&mut self, policies: Vec<LogSubscriptionPolicy>) {
+        self.0.apply_watcher_event(&Event::Init);
+        for policy in policies {
+            self.0.apply_watcher_event(&Event::InitApply(policy));
+        }
+        self.0.apply_watcher_event(&Event::InitDone);
+    }
+}
+
+/// A controller context over `client` and `aws`, with `policies` and the
+/// namespaces `namespaces` (name, labels) in its caches.
+pub fn context(
+    client: kube::Client,
+    aws: &FakeAws,
+    policies: Vec<LogSubscriptionPolicy>,
+    namespaces: &[(&str, BTreeMap<String, String>)],
+) -> (Arc<Context>, Policies) {
+    let (policy_store, policy_writer) = reflector::store();
+    let mut writer = Policies(policy_writer);
+    writer.set(policies);
+    let (namespace_store, mut namespace_writer) = reflector::store();
+    namespace_writer.apply_watcher_event(&Event::Init);
+    for (name, labels) in namespaces {
+        let mut meta =
+            kube::api::PartialObjectMeta::<k8s_openapi::api::core::v1::Namespace>::default();
+        meta.metadata.name = Some((*name).to_owned());
+        meta.metadata.labels = Some(labels.clone());
+        namespace_writer.apply_watcher_event(&Event::InitApply(meta));
+    }
+    namespace_writer.apply_watcher_event(&Event::InitDone);
+    // Kept alive: the store of a dropped writer is never ready again.
+    std::mem::forget(namespace_writer);
+
+    let sdk = aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new(REGION))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::for_tests(),
+            ),
+        )
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .build();
+    let metrics = Arc::new(ControllerMetrics::default());
+    let ctx = Arc::new(Context {
+        aws: Aws::new(sdk, None, CallCounter(metrics.aws_calls.clone()))
+            .intercepted_by(aws.interceptor()),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "logsub-controller".into(),
+                instance: None,
+            },
+        ),
+        settings: Settings {
+            image: "logsub:test".into(),
+            worker_admin_addr: "127.0.0.1:8080".parse().expect("address"),
+            region: Some(REGION.into()),
+            aws_endpoint: None,
+            resync: Duration::from_secs(300),
+            status_interval: Duration::from_secs(10),
+            namespace: None,
+            worker_role: "logsub-worker".into(),
+            withdraw_grace: Duration::ZERO,
+            identity: Some(k8s_openapi::api::rbac::v1::Subject {
+                kind: "ServiceAccount".into(),
+                name: "logsub".into(),
+                namespace: Some("logsub-system".into()),
+                ..Default::default()
+            }),
+        },
+        client,
+        metrics,
+        memory: Memory::default(),
+        tenancy: Tenancy::new(policy_store, Namespaces::Watched(namespace_store)),
+    });
+    (ctx, writer)
+}
+
+/// A LogSubscription `team-a/app` as it is once its finalizer is on,
+/// from `spec`.
+pub fn subscription(spec: Value) -> LogSubscription {
+    serde_json::from_value(json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {
+            "name": "app", "namespace": "team-a", "uid": "uid-app", "generation": 1,
+            "finalizers": [super::reconcile::FINALIZER],
+        },
+        "spec": spec,
+    }))
+    .expect("a LogSubscription")
+}
+
+/// A policy from its spec.
+pub fn policy(name: &str, spec: Value) -> LogSubscriptionPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscriptionPolicy",
+        "metadata": {"name": name, "resourceVersion": "1"},
+        "spec": spec,
+    }))
+    .expect("a LogSubscriptionPolicy")
+}

@@ -1,0 +1,334 @@
+//! The whole reconcile, against a mocked API server and a fake AWS account
+//! (see `fixtures`): what it reads and writes, in order, for each situation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::fixtures::{ApiServer, Expect, FakeAws, Policies, context, policy, subscription};
+use super::reconcile::reconcile;
+use super::{Context, fixtures};
+use crate::api::{LogSubscription, LogSubscriptionStatus};
+
+const BINDING: &str =
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/app-worker-leases";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team-a/leases";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team-a/deployments/app-worker";
+const ACCOUNT: &str = "/api/v1/namespaces/team-a/serviceaccounts/app-worker";
+const CONFIG: &str = "/api/v1/namespaces/team-a/configmaps/app-worker";
+const STATUS: &str = "/apis/logsub.io/v1alpha1/namespaces/team-a/logsubscriptions/app/status";
+
+/// A policy that lets `team-a` subscribe `/team-a/` groups into stream `shared`.
+fn team_a_policy() -> crate::api::LogSubscriptionPolicy {
+    policy(
+        "team-a",
+        json!({
+            "namespaces": {"names": ["team-a"]},
+            "logGroups": {"prefixes": ["/team-a/"]},
+            "streams": {"existing": ["shared"]},
+            "sinks": {"s3": [{"bucket": "team-a-logs"}]},
+            "roles": {"delivery": ["*"]},
+        }),
+    )
+}
+
+/// `pattern "."` into the existing stream `shared`, to S3.
+fn spec() -> Value {
+    json!({
+        "source": {
+            "logGroups": {"pattern": "."},
+            "roleArn": format!("arn:aws:iam::{}:role/CWLtoKinesis", fixtures::ACCOUNT),
+        },
+        "stream": {"existing": {"name": "shared"}},
+        "sink": {"s3": {"bucket": "team-a-logs"}},
+    })
+}
+
+struct Scenario {
+    server: ApiServer,
+    aws: FakeAws,
+    ctx: Arc<Context>,
+    policies: Policies,
+}
+
+impl Scenario {
+    fn new(policies: Vec<crate::api::LogSubscriptionPolicy>) -> Scenario {
+        let (client, server) = ApiServer::start();
+        let aws = FakeAws::default();
+        let (ctx, policies) = context(client, &aws, policies, &[("team-a", BTreeMap::new())]);
+        Scenario {
+            server,
+            aws,
+            ctx,
+            policies,
+        }
+    }
+
+    async fn reconcile(&self, lsub: &LogSubscription) -> Result<(), super::error::Error> {
+        let run = reconcile(Arc::new(lsub.clone()), self.ctx.clone());
+        tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .expect("a reconcile ends")
+            .map(drop)
+    }
+}
+
+/// The status write, answered with `lsub` holding what was written.
+fn status_write(lsub: &LogSubscription) -> Expect {
+    let object = serde_json::to_value(lsub).expect("json");
+    Expect::new(Method::PATCH, STATUS, move |body| {
+        let mut object = object;
+        object["status"] = body["status"].clone();
+        (200, object)
+    })
+}
+
+/// The status the reconcile wrote.
+fn written(seen: &fixtures::Seen) -> LogSubscriptionStatus {
+    let bodies = seen.bodies(&Method::PATCH, STATUS);
+    let body = bodies.last().expect("a status write");
+    serde_json::from_value(body["status"].clone()).expect("a status")
+}
+
+fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// The requests of a first sync with a usable stream: the binding, the
+/// earlier leases, the workers' objects (none exist), the leases, the status.
+fn first_sync(lsub: &LogSubscription) -> Vec<Expect> {
+    vec![
+        Expect::missing(BINDING),
+        Expect::apply(BINDING),
+        Expect::empty_list(LEASES, "LeaseList"),
+        Expect::missing(DEPLOYMENT),
+        Expect::missing(ACCOUNT),
+        Expect::apply(ACCOUNT),
+        Expect::missing(CONFIG),
+        Expect::apply(CONFIG),
+        Expect::missing(DEPLOYMENT),
+        Expect::apply(DEPLOYMENT),
+        Expect::empty_list(LEASES, "LeaseList"),
+        status_write(lsub),
+    ]
+}
+
+#[tokio::test]
+async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_workers() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    let stream = s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    s.aws.group("/team-b/db", &[]);
+    let lsub = subscription(spec());
+    s.server.expect(first_sync(&lsub));
+
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    let ours = vec![fixtures::FakeFilter {
+        name: "logsub/team-a/app".into(),
+        destination: stream.clone(),
+    }];
+    assert_eq!(s.aws.filters("/team-a/api"), ours);
+    assert!(
+        s.aws.filters("/team-b/db").is_empty(),
+        "a group the policy does not allow"
+    );
+    let status = written(&seen);
+    assert_eq!(status.stream_arn.as_deref(), Some(stream.as_str()));
+    assert_eq!(status.log_group_count, Some(1));
+    assert_eq!(condition(&status, "Permitted").0, "True");
+    assert_eq!(condition(&status, "StreamReady"), ("True", "StreamActive"));
+    assert_eq!(condition(&status, "SubscriptionFilterReady").0, "True");
+    // No worker has taken a shard yet: not Ready.
+    assert_eq!(condition(&status, "Ready").0, "False");
+    assert!(
+        seen.events.contains(&"SubscriptionFilterPut".to_owned()),
+        "{:?}",
+        seen.events
+    );
+    // The workers' Deployment is controlled by the LogSubscription.
+    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0];
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["uid"],
+        "uid-app"
+    );
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0].clone();
+    lsub.status = Some(written(&seen));
+    assert!(!s.aws.take_calls().is_empty());
+
+    // The workers read as applied; nothing changed: no write anywhere.
+    s.server.expect(vec![
+        Expect::get(DEPLOYMENT, deployment),
+        Expect::empty_list(LEASES, "LeaseList"),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    assert_eq!(s.aws.take_calls(), Vec::<String>::new());
+    assert!(seen.events.is_empty(), "{:?}", seen.events);
+}
+
+#[tokio::test]
+async fn without_a_policy_nothing_is_created_and_the_status_says_why() {
+    let s = Scenario::new(Vec::new());
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let lsub = subscription(spec());
+    s.server
+        .expect(vec![Expect::missing(DEPLOYMENT), status_write(&lsub)]);
+
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    assert_eq!(s.aws.take_calls(), Vec::<String>::new());
+    let status = written(&seen);
+    assert_eq!(condition(&status, "Permitted"), ("False", "NotPermitted"));
+    assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
+    assert_eq!(seen.events, ["NotPermitted"]);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_refused_before_any_aws_call() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    let mut spec = spec();
+    spec["stream"] = json!({"existing": {"name": "shared"}, "managed": {"shards": 1}});
+    let lsub = subscription(spec);
+    s.server
+        .expect(vec![Expect::missing(DEPLOYMENT), status_write(&lsub)]);
+
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    assert_eq!(s.aws.take_calls(), Vec::<String>::new());
+    let status = written(&seen);
+    assert_eq!(condition(&status, "StreamReady"), ("False", "InvalidSpec"));
+    assert_eq!(condition(&status, "Ready"), ("False", "InvalidSpec"));
+    assert_eq!(seen.events, ["InvalidSpec"]);
+}
+
+#[tokio::test]
+async fn a_deployment_of_the_workers_name_that_is_not_ours_is_never_written() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let lsub = subscription(spec());
+    let theirs = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app-worker", "namespace": "team-a", "uid": "someone-else"},
+        "spec": {"selector": {}, "template": {}},
+    });
+    s.server.expect(vec![
+        Expect::missing(BINDING),
+        Expect::apply(BINDING),
+        Expect::empty_list(LEASES, "LeaseList"),
+        Expect::get(DEPLOYMENT, theirs),
+        status_write(&lsub),
+    ]);
+
+    let result = s.reconcile(&lsub).await;
+
+    let error = result.expect_err("a name taken fails the reconcile");
+    assert_eq!(error.category(), "name_conflict", "{error}");
+    let seen = s.server.verify();
+    assert!(seen.bodies(&Method::PATCH, DEPLOYMENT).is_empty());
+    let status = written(&seen);
+    assert_eq!(
+        condition(&status, "WorkersAvailable"),
+        ("False", "NameConflict")
+    );
+}
+
+#[tokio::test]
+async fn a_group_full_of_other_filters_is_shown_and_left_alone() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    s.aws.stream("shared", 2);
+    let others = [("ops-1", "arn:x"), ("ops-2", "arn:y")];
+    s.aws.group("/team-a/full", &others);
+    let lsub = subscription(spec());
+    s.server.expect(first_sync(&lsub));
+
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    assert_eq!(s.aws.filters("/team-a/full").len(), 2);
+    assert!(
+        !s.aws
+            .take_calls()
+            .contains(&"PutSubscriptionFilter".to_owned())
+    );
+    let status = written(&seen);
+    assert_eq!(
+        status.log_groups[0].filter,
+        crate::api::FilterState::LimitExceeded
+    );
+    assert_eq!(
+        condition(&status, "SubscriptionFilterReady").0,
+        "False",
+        "{:?}",
+        status.conditions
+    );
+}
+
+#[tokio::test]
+async fn a_policy_withdrawn_takes_the_filters_off_and_stops_the_workers() {
+    let mut s = Scenario::new(vec![team_a_policy()]);
+    let stream = s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    // Another LogSubscription's filter on the group is not ours to remove.
+    s.aws
+        .group("/team-a/web", &[("logsub/team-b/app", "arn:other")]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0].clone();
+    lsub.status = Some(written(&seen));
+    assert_eq!(s.aws.filters("/team-a/web").len(), 2);
+
+    s.policies.set(Vec::new());
+    s.server.expect(vec![
+        Expect::get(DEPLOYMENT, deployment),
+        Expect::new(Method::DELETE, DEPLOYMENT, |_| {
+            (200, json!({"kind": "Status", "status": "Success"}))
+        }),
+        status_write(&lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    assert!(s.aws.filters("/team-a/api").is_empty());
+    assert_eq!(
+        s.aws.filters("/team-a/web"),
+        vec![fixtures::FakeFilter {
+            name: "logsub/team-b/app".into(),
+            destination: "arn:other".into()
+        }]
+    );
+    let status = written(&seen);
+    assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
+    assert_eq!(status.log_group_count, Some(0));
+    // The stream is kept: permitted again, the workers resume from their checkpoints.
+    assert_eq!(status.stream_arn.as_deref(), Some(stream.as_str()));
+}
