@@ -1,4 +1,6 @@
-//! Idempotent writes: the workers' objects by server-side apply, and the status.
+//! The writes of a reconcile, returning what happened: the subscription
+//! filters a plan names, the workers' objects (server-side apply, never over
+//! an object of their name that is not ours) and the status.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ObjectMeta;
@@ -7,9 +9,97 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::Error;
-use super::resources::workload::Workload;
+use super::plan::{Action, Filter, StreamAction};
+use super::resources::workload::{BuildError, Workload};
 use crate::api::{LogSubscription, LogSubscriptionStatus};
+use crate::aws::AwsError;
+use crate::aws::kinesis::{StreamInfo, Streams};
+use crate::aws::logs::Logs;
+
+/// How many subscription filters are written at once for one LogSubscription.
+const FILTER_CONCURRENCY: usize = 4;
+
+/// Why the workers' objects could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused or failed a call.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The objects could not be built from the spec.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// An object the workers need exists under their name, and this
+    /// LogSubscription does not control it: it is left alone.
+    #[error(
+        "a {kind} {name} exists that this LogSubscription does not control; it is left as it is (rename or remove it)"
+    )]
+    NameTaken {
+        /// The object's kind.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Carries out a managed stream's step: creates it `name`d and tagged
+/// with `tags`, changes its capacity or retention (`info`: as observed), or
+/// does nothing.
+pub async fn stream(
+    streams: &Streams,
+    name: &str,
+    action: &StreamAction,
+    info: Option<&StreamInfo>,
+    tags: &[(&str, &str)],
+) -> Result<(), AwsError> {
+    match (action, info) {
+        (StreamAction::Create(capacity), _) => streams.create(name, *capacity, tags).await,
+        (StreamAction::Resize(capacity), Some(i)) => streams.resize(i, *capacity).await,
+        (StreamAction::Retain(hours), Some(i)) => streams.set_retention(i, *hours).await,
+        _ => Ok(()),
+    }
+}
+
+/// Carries out the filter `actions` (`want` is the filter wanted, under
+/// today's name); returns each action with its outcome.
+pub async fn filters(
+    logs: &Logs,
+    want: &Filter,
+    actions: Vec<Action>,
+) -> Vec<(Action, Result<(), AwsError>)> {
+    use futures::StreamExt;
+    futures::stream::iter(actions)
+        .map(|action| {
+            async move {
+                let named = |name: &str| Filter {
+                    name: name.to_owned(),
+                    ..want.clone()
+                };
+                let result = match &action {
+                    Action::Put { group, name } => logs.put_filter(group, &named(name)).await,
+                    Action::Delete { group, name } => logs.delete_filter(group, name).await,
+                    // The new one delivers before the old one stops.
+                    Action::Rename { group, from } => {
+                        let put = logs.put_filter(group, want).await;
+                        // The new one delivers: an old one left behind is
+                        // removed at the next sync, as ours under both names.
+                        if put.is_ok()
+                            && let Err(e) = logs.delete_filter(group, from).await
+                        {
+                            tracing::warn!(%group, filter = %from, error = %e, "cannot remove the earlier filter yet");
+                        }
+                        put
+                    }
+                    Action::Keep { .. }
+                    | Action::Blocked(_)
+                    | Action::Foreign(..) => Ok(()),
+                };
+                (action, result)
+            }
+        })
+        .buffer_unordered(FILTER_CONCURRENCY)
+        .collect()
+        .await
+}
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "logsub-controller";
@@ -32,7 +122,7 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 /// Applies `object`, which is controlled by its owner, unless an object of
 /// its name exists that the owner does not control: taking over what someone
 /// else made (by force, as applies here do) is never the point.
-async fn apply_one<K>(client: &kube::Client, object: &K) -> Result<K, Error>
+async fn apply_one<K>(client: &kube::Client, object: &K) -> Result<K, ApplyError>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -53,7 +143,7 @@ where
     if let Some(existing) = api.get_opt(&name).await?
         && !controlled_by(existing.meta(), &owner)
     {
-        return Err(Error::NameTaken {
+        return Err(ApplyError::NameTaken {
             kind: K::kind(&()).into_owned(),
             name,
         });
@@ -64,7 +154,7 @@ where
 
 /// Applies the workers' objects but their RoleBinding (see [`binding`]), the Deployment last so that what it mounts
 /// and runs as exists when its pods start. Returns the applied Deployment.
-pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, Error> {
+pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, ApplyError> {
     apply_one(client, &w.service_account).await?;
     // The RoleBinding is applied by the reconcile before it touches the
     // workers' Leases, once per resync: not a second time here.
@@ -76,7 +166,7 @@ pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment,
 pub async fn binding(
     client: &kube::Client,
     binding: &k8s_openapi::api::rbac::v1::RoleBinding,
-) -> Result<(), Error> {
+) -> Result<(), ApplyError> {
     apply_one(client, binding).await.map(drop)
 }
 

@@ -7,7 +7,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::error::Error;
-use super::reconcile::created_for;
+use super::sync::created_for;
 use super::{Context, observe};
 use crate::api::{DeletionPolicy, LogSubscription, StreamRef};
 

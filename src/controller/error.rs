@@ -4,7 +4,7 @@
 
 use crate::api::FilterState;
 use crate::aws::{AwsError, ErrorClass};
-use crate::controller::resources::workload::BuildError;
+use crate::controller::apply::ApplyError;
 
 /// Why a reconcile failed; it is retried with per-object backoff.
 #[derive(Debug, thiserror::Error)]
@@ -15,20 +15,9 @@ pub enum Error {
     /// An AWS call failed where no condition can carry it (cleanup).
     #[error("AWS: {0}")]
     Aws(#[from] AwsError),
-    /// The workers' objects could not be built.
-    #[error("{0}")]
-    Build(#[from] BuildError),
-    /// An object the workers need exists under their name, and this
-    /// LogSubscription does not control it: it is left alone.
-    #[error(
-        "a {kind} {name} exists that this LogSubscription does not control; it is left as it is (rename or remove it)"
-    )]
-    NameTaken {
-        /// The object's kind.
-        kind: String,
-        /// Its name.
-        name: String,
-    },
+    /// The workers' objects could not be applied.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     /// The policies or the namespace could not be read, so whether the
     /// LogSubscription is permitted is not known: nothing is done.
     #[error("authorizing: {0}")]
@@ -43,17 +32,19 @@ impl Error {
     pub fn category(&self) -> &'static str {
         use kube::runtime::finalizer::Error as F;
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
-            Error::Kube(_) => "kubernetes",
+            Error::Kube(e) | Error::Apply(ApplyError::Kube(e)) => match e {
+                kube::Error::Api(s) if s.code == 409 => "conflict",
+                kube::Error::Api(s) if s.code == 403 => "forbidden",
+                _ => "kubernetes",
+            },
             Error::Aws(e) => match e.class {
                 ErrorClass::Throttled => "aws_throttled",
                 ErrorClass::Permanent if e.code.contains("AccessDenied") => "aws_access_denied",
                 ErrorClass::Permanent => "aws_permanent",
                 _ => "aws_transient",
             },
-            Error::Build(_) => "invalid_object",
-            Error::NameTaken { .. } => "name_conflict",
+            Error::Apply(ApplyError::Build(_)) => "invalid_object",
+            Error::Apply(ApplyError::NameTaken { .. }) => "name_conflict",
             Error::Authorize(_) => "authorize",
             Error::Finalizer(e) => match e.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),

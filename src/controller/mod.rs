@@ -6,6 +6,15 @@
 //! (server-side apply). AWS is observed at most once per resync period for an
 //! unchanged LogSubscription; the reconciles between only refresh the workers'
 //! state and the delivery health they publish.
+//!
+//! One module per stage: `validate` (the spec and its region, [`validate::Invalid`]),
+//! `authorize` with `tenancy` (the policies, [`tenancy::AuthorizeError`]),
+//! `observe` (reads only), `plan` (pure: the stream's step, the filters'
+//! actions, whether the workers' objects are applied), `apply` (the writes,
+//! [`apply::ApplyError`]) and `status` (pure: the checks, rows and Events from
+//! what happened). `sync` runs observe → plan → apply for AWS, `reconcile`
+//! runs the stages in order; `scenarios` tests the whole of it against a
+//! mocked API server and an in-memory AWS account (`fixtures`).
 
 pub mod apply;
 pub mod authorize;
@@ -22,7 +31,9 @@ pub mod run;
 #[cfg(test)]
 mod scenarios;
 pub mod status;
+pub mod sync;
 pub mod tenancy;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,13 @@
-//! What to do about subscription filters (pure): from the log groups as
+//! What to do (pure): about the stream, the workers' objects and the
+//! subscription filters. For filters: from the log groups as
 //! observed, the selection and the filter the spec wants, the writes that make
 //! them match. Only our filter (named `logsub/<namespace>/<name>`, or as
 //! earlier versions named it, sending to a stream this LogSubscription uses
 //! or recorded) is ever written or deleted; other filters are left as they are.
 
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::resources::workload::CONFIG_HASH;
 use crate::api::{Distribution, ManagedStream};
 use crate::aws::kinesis::{Capacity, StreamInfo, StreamStatus};
 
@@ -191,6 +195,50 @@ pub fn stream(spec: &ManagedStream, observed: Option<&StreamInfo>) -> StreamActi
     }
 }
 
+/// What to do with the workers' objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadStep {
+    /// The Deployment runs what is wanted: nothing to write.
+    Keep,
+    /// Apply them all (missing, changed, or `force`d once per resync).
+    Apply,
+}
+
+/// Whether the workers' objects are applied, from the `current` Deployment
+/// and the one `wanted`: their configuration (its hash on the pod template),
+/// their image (an upgraded controller rolls the workers to its own) and
+/// their replicas.
+pub fn workload(current: Option<&Deployment>, wanted: &Deployment, force: bool) -> WorkloadStep {
+    let template_hash = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH).cloned())
+    };
+    let images = |d: &Deployment| {
+        d.spec.template.spec.as_ref().map(|p| {
+            p.containers
+                .iter()
+                .map(|c| c.image.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    let replicas = |d: &Deployment| d.spec.replicas;
+    match current {
+        Some(d)
+            if !force
+                && template_hash(d) == template_hash(wanted)
+                && images(d) == images(wanted)
+                && replicas(d) == replicas(wanted) =>
+        {
+            WorkloadStep::Keep
+        }
+        _ => WorkloadStep::Apply,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +422,49 @@ mod tests {
                 delete("/other/left-legacy", "logsub-ns-app"),
             ]
         );
+    }
+
+    fn deployment(hash: &str, image: &str, replicas: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-worker"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {},
+                "template": {
+                    "metadata": {"annotations": {CONFIG_HASH: hash}},
+                    "spec": {"containers": [{"name": "worker", "image": image}]},
+                },
+            },
+        }))
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn the_workers_are_applied_when_missing_changed_or_forced() {
+        let wanted = deployment("h1", "logsub:2", 2);
+        assert_eq!(workload(None, &wanted, false), WorkloadStep::Apply);
+        assert_eq!(
+            workload(Some(&wanted.clone()), &wanted, false),
+            WorkloadStep::Keep
+        );
+        assert_eq!(
+            workload(Some(&wanted.clone()), &wanted, true),
+            WorkloadStep::Apply,
+            "once per resync, whatever it looks like"
+        );
+        for (current, what) in [
+            (deployment("h0", "logsub:2", 2), "configuration"),
+            (
+                deployment("h1", "logsub:1", 2),
+                "image (an upgraded controller)",
+            ),
+            (deployment("h1", "logsub:2", 1), "replicas"),
+        ] {
+            assert_eq!(
+                workload(Some(&current), &wanted, false),
+                WorkloadStep::Apply,
+                "{what}"
+            );
+        }
     }
 }

@@ -213,7 +213,7 @@ async fn without_a_policy_nothing_is_created_and_the_status_says_why() {
 async fn an_invalid_spec_is_refused_before_any_aws_call() {
     let s = Scenario::new(vec![team_a_policy()]);
     let mut spec = spec();
-    spec["stream"] = json!({"existing": {"name": "shared"}, "managed": {"shards": 1}});
+    spec["stream"] = json!({"existing": {"name": "shared"}, "managed": {"shardCount": 1}});
     let lsub = subscription(spec);
     s.server
         .expect(vec![Expect::missing(DEPLOYMENT), status_write(&lsub)]);
@@ -331,4 +331,98 @@ async fn a_policy_withdrawn_takes_the_filters_off_and_stops_the_workers() {
     assert_eq!(status.log_group_count, Some(0));
     // The stream is kept: permitted again, the workers resume from their checkpoints.
     assert_eq!(status.stream_arn.as_deref(), Some(stream.as_str()));
+}
+
+fn managed_policy() -> crate::api::LogSubscriptionPolicy {
+    policy(
+        "team-a",
+        json!({
+            "namespaces": {"names": ["team-a"]},
+            "logGroups": {"prefixes": ["/team-a/"]},
+            "streams": {"managed": {"maxShardCount": 4}},
+            "sinks": {"s3": [{"bucket": "team-a-logs"}]},
+            "roles": {"delivery": ["*"]},
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_managed_stream_is_created_tagged_as_ours_and_one_of_its_name_not_ours_is_refused() {
+    let s = Scenario::new(vec![managed_policy()]);
+    s.aws.group("/team-a/api", &[]);
+    let mut managed = spec();
+    managed["stream"] = json!({"managed": {"shardCount": 2}});
+    let lsub = subscription(managed.clone());
+    s.server.expect(vec![status_write(&lsub)]);
+
+    s.reconcile(&lsub).await.expect("reconciled");
+
+    let seen = s.server.verify();
+    let status = written(&seen);
+    assert_eq!(condition(&status, "StreamReady").1, "StreamCreating");
+    {
+        let account = s.aws.0.lock().unwrap();
+        let stream = &account.streams["logsub_team-a_app"];
+        assert_eq!(
+            stream.tags.get(super::sync::UID_TAG).map(String::as_str),
+            Some("uid-app")
+        );
+        assert_eq!(stream.shards, 2);
+    }
+    assert!(
+        s.aws.filters("/team-a/api").is_empty(),
+        "no filter before the stream is usable"
+    );
+
+    // The same name in another LogSubscription (another UID): not its stream.
+    let s = Scenario::new(vec![managed_policy()]);
+    s.aws.stream("logsub_team-a_app", 2);
+    let lsub = subscription(managed);
+    s.server.expect(vec![status_write(&lsub)]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let status = written(&seen);
+    assert_eq!(
+        condition(&status, "StreamReady"),
+        ("False", "StreamNameTaken")
+    );
+    let calls = s.aws.take_calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "CreateStream" || c.contains("Subscription")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_server_failing_the_workers_apply_is_shown_and_retried() {
+    let s = Scenario::new(vec![team_a_policy()]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let lsub = subscription(spec());
+    let mut script = first_sync(&lsub);
+    // The Deployment's apply answers 500; nothing after it is tried.
+    script.truncate(9);
+    script.push(Expect::new(Method::PATCH, DEPLOYMENT, |_| {
+        (
+            500,
+            json!({"kind": "Status", "code": 500, "message": "etcd timeout"}),
+        )
+    }));
+    script.push(status_write(&lsub));
+    s.server.expect(script);
+
+    let error = s.reconcile(&lsub).await.expect_err("retried with backoff");
+
+    assert_eq!(error.category(), "kubernetes", "{error}");
+    let seen = s.server.verify();
+    let status = written(&seen);
+    assert_eq!(
+        condition(&status, "WorkersAvailable"),
+        ("Unknown", "WorkersUnavailable")
+    );
+    // The filters stay: they were put before the workers' objects.
+    assert_eq!(s.aws.filters("/team-a/api").len(), 1);
+    assert_eq!(condition(&status, "SubscriptionFilterReady").0, "True");
 }

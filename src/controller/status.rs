@@ -12,8 +12,424 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{DeliveryStatus, FilterState, LogGroupStatus, Sink, WorkersStatus};
+use kube::runtime::events::{Event, EventType};
+
+use super::error::{aws_reason, filter_failure};
+use super::plan::{Action, FILTERS_PER_GROUP, Group, StreamAction};
+use crate::api::{
+    DeliveryStatus, FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, Sink,
+    WorkersStatus,
+};
+use crate::aws::kinesis::StreamInfo;
+use crate::aws::{AwsError, ErrorClass};
 use crate::worker::health::ShardHealth;
+
+/// The Events of one reconcile, published after its status is written.
+#[derive(Default)]
+pub struct Events(pub Vec<Event>);
+
+impl Events {
+    /// A Normal Event.
+    pub fn normal(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Normal, reason, action, note);
+    }
+
+    /// A Warning Event.
+    pub fn warning(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Warning, reason, action, note);
+    }
+
+    fn push(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.0.push(Event {
+            type_,
+            reason: reason.to_owned(),
+            // The Events API caps a note at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        });
+    }
+}
+
+/// The reason of the `Ready` condition of `status`.
+pub fn ready_reason(status: &LogSubscriptionStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str())
+}
+
+/// The status of `lsub` for `observed` at `now`, everything else kept from `previous`.
+pub fn with_checks(
+    lsub: &LogSubscription,
+    observed: &Observed,
+    previous: &LogSubscriptionStatus,
+    now: Timestamp,
+) -> LogSubscriptionStatus {
+    LogSubscriptionStatus {
+        observed_generation: lsub.metadata.generation,
+        conditions: conditions(
+            observed,
+            &previous.conditions,
+            lsub.metadata.generation,
+            now,
+        ),
+        ..previous.clone()
+    }
+}
+
+/// The status of a spec that cannot be acted on (`why`); `left` holds the
+/// groups whose filter could not come off yet, when the region is known.
+pub fn invalid(
+    lsub: &LogSubscription,
+    why: &str,
+    left: Option<&[LogGroupStatus]>,
+    previous: &LogSubscriptionStatus,
+    now: Timestamp,
+) -> LogSubscriptionStatus {
+    let waiting = || Check::pending("InvalidSpec", "waiting for a valid spec");
+    let observed = Observed {
+        permitted: waiting(),
+        stream: Check::failed("InvalidSpec", why),
+        filters: waiting(),
+        workers: waiting(),
+        delivering: waiting(),
+    };
+    let mut status = with_checks(lsub, &observed, previous, now);
+    if let Some(left) = left {
+        status.log_group_count = Some(0);
+        status.log_groups = listed_groups(left);
+        status.workers = None;
+    }
+    status
+}
+
+/// The status of a LogSubscription no policy permits (`why`): nothing of it
+/// runs; `left` holds the groups whose filter could not come off yet.
+pub fn withdrawn(
+    lsub: &LogSubscription,
+    why: &str,
+    left: &[LogGroupStatus],
+    previous: &LogSubscriptionStatus,
+    now: Timestamp,
+) -> LogSubscriptionStatus {
+    let waiting = || Check::pending("NotPermitted", "waiting for a policy to permit it");
+    let observed = Observed {
+        permitted: Check::failed("NotPermitted", why),
+        stream: waiting(),
+        filters: match left.first() {
+            Some(g) => Check::pending(
+                "FiltersRemaining",
+                format!(
+                    "removing the filter from {} log group(s): {}: {}",
+                    left.len(),
+                    g.name,
+                    g.message.as_deref().unwrap_or_default()
+                ),
+            ),
+            None => waiting(),
+        },
+        workers: waiting(),
+        delivering: waiting(),
+    };
+    LogSubscriptionStatus {
+        sink: Some(sink_summary(&lsub.spec.sink)),
+        log_group_count: Some(0),
+        log_groups: listed_groups(left),
+        workers: None,
+        ..with_checks(lsub, &observed, previous, now)
+    }
+}
+
+/// The status of a LogSubscription no policy selects that still runs for a
+/// grace period (`why`): not permitted, everything else as last seen.
+pub fn unselected(
+    lsub: &LogSubscription,
+    why: &str,
+    previous: &LogSubscriptionStatus,
+    now: Timestamp,
+) -> LogSubscriptionStatus {
+    let kept = |type_: &str| {
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map_or_else(|| Check::pending("Unknown", "not observed yet"), Check::of)
+    };
+    let observed = Observed {
+        permitted: Check::failed("NotPermitted", why),
+        stream: kept("StreamReady"),
+        filters: kept("SubscriptionFilterReady"),
+        workers: kept("WorkersAvailable"),
+        delivering: kept("Delivering"),
+    };
+    with_checks(lsub, &observed, previous, now)
+}
+
+/// How the workers stand, as far as they were reached.
+pub enum WorkersSeen {
+    /// The stream is not usable: no workers are applied.
+    NoStream,
+    /// Their objects could not be applied (the check says why).
+    NotApplied(Check),
+    /// Applied: their Deployment's state, and each shard as its lease shows.
+    Running {
+        /// `WorkersAvailable`, and the counts.
+        workers: (Check, WorkersStatus),
+        /// The shards.
+        shards: Vec<ShardState>,
+    },
+}
+
+/// The status of a permitted LogSubscription: `permitted` says by which
+/// policies, `view` is AWS as last synced, `seen` the workers.
+pub fn running(
+    lsub: &LogSubscription,
+    permitted: Check,
+    view: &super::AwsView,
+    seen: WorkersSeen,
+    previous: &LogSubscriptionStatus,
+    now: Timestamp,
+) -> LogSubscriptionStatus {
+    let desired = lsub.spec.workers.replicas;
+    let (workers_check, workers, delivering, delivery) = match seen {
+        WorkersSeen::NoStream => {
+            let waiting = || Check::pending("WaitingForStream", "the stream is not usable yet");
+            (
+                waiting(),
+                previous.workers.clone(),
+                waiting(),
+                previous.delivery.clone(),
+            )
+        }
+        WorkersSeen::NotApplied(check) => {
+            let observed = Observed {
+                permitted,
+                stream: view.stream.clone(),
+                filters: view.filters.clone(),
+                workers: check,
+                delivering: Check::pending(
+                    "WaitingForWorkers",
+                    "the workers' objects are not applied",
+                ),
+            };
+            return with_checks(lsub, &observed, previous, now);
+        }
+        WorkersSeen::Running {
+            workers: (check, counts),
+            shards,
+        } => {
+            let health: Vec<_> = shards.iter().filter_map(|s| s.health.clone()).collect();
+            (
+                check,
+                Some(counts),
+                self::delivering(&shards, desired),
+                (!health.is_empty()).then(|| self::delivery(&health)),
+            )
+        }
+    };
+    let observed = Observed {
+        permitted,
+        stream: view.stream.clone(),
+        filters: view.filters.clone(),
+        workers: workers_check,
+        delivering,
+    };
+    LogSubscriptionStatus {
+        stream_arn: view.stream_arn.clone(),
+        sink: Some(sink_summary(&lsub.spec.sink)),
+        log_group_count: Some(i32::try_from(view.selected).unwrap_or(i32::MAX)),
+        log_groups: listed_groups(&view.groups),
+        workers,
+        delivery,
+        ..with_checks(lsub, &observed, previous, now)
+    }
+}
+
+/// The check an AWS failure leaves, and whether retrying soon can help.
+pub fn aws_check(e: &AwsError, doing: &str) -> (Check, bool) {
+    let message = format!("{doing}: {}: {}", e.code, e.message);
+    match e.class {
+        ErrorClass::Permanent => (Check::failed(aws_reason(e), message), false),
+        _ => (Check::pending(aws_reason(e), message), true),
+    }
+}
+
+/// The check a managed stream's step leaves (`written`: how its write went;
+/// `info`: the stream as observed), with its Event; and whether to look
+/// again soon (anything but ready, or a failure retrying can help).
+pub fn stream_step(
+    name: &str,
+    action: &StreamAction,
+    info: Option<&StreamInfo>,
+    written: Result<(), AwsError>,
+    events: &mut Events,
+) -> (Check, bool) {
+    if let Err(e) = written {
+        let (check, retry) = aws_check(&e, "changing the stream");
+        if !retry {
+            events.warning(
+                check.reason(),
+                "SyncStream",
+                format!("{}: {}", e.code, e.message),
+            );
+        }
+        return (check, retry);
+    }
+    let check = match (action, info) {
+        (StreamAction::Create(capacity), _) => {
+            events.normal(
+                "StreamCreated",
+                "CreateStream",
+                format!("created stream {name} ({capacity:?})"),
+            );
+            Check::pending("StreamCreating", format!("creating stream {name}"))
+        }
+        (StreamAction::Wait(status), _) => Check::pending(
+            &format!("Stream{status:?}"),
+            format!("stream {name} is {status:?}"),
+        ),
+        (StreamAction::Resize(capacity), Some(i)) => {
+            events.normal(
+                "StreamResized",
+                "UpdateShardCount",
+                format!(
+                    "stream {name}: {} open shard(s) → {capacity:?}",
+                    i.open_shards
+                ),
+            );
+            Check::pending(
+                "StreamUpdating",
+                format!("resizing stream {name} to {capacity:?}"),
+            )
+        }
+        (StreamAction::Retain(hours), Some(i)) => {
+            events.normal(
+                "StreamRetentionChanged",
+                "UpdateRetention",
+                format!(
+                    "stream {name}: retention {} h → {hours} h",
+                    i.retention_hours
+                ),
+            );
+            Check::pending(
+                "StreamUpdating",
+                format!("changing the retention of stream {name}"),
+            )
+        }
+        (StreamAction::Ready, Some(i)) => {
+            Check::ready("StreamActive", format!("{} open shard(s)", i.open_shards))
+        }
+        (_, None) => Check::pending("StreamCreating", format!("creating stream {name}")),
+    };
+    let retry = !check.is_ready();
+    (check, retry)
+}
+
+/// The row of each group a filter action was for, from its outcome
+/// (`found`: the groups as observed; `want`: today's filter name; `was`: a
+/// group's state in the last status), with the Events to publish; and
+/// whether retrying soon can help. A filter removed from a group that left
+/// the selection leaves no row.
+pub fn filter_rows(
+    written: Vec<(Action, Result<(), AwsError>)>,
+    found: &[Group],
+    want: &str,
+    is_selected: impl Fn(&str) -> bool,
+    was: impl Fn(&str) -> Option<FilterState>,
+    events: &mut Events,
+) -> (Vec<LogGroupStatus>, bool) {
+    let mut rows = Vec::new();
+    let mut retry = false;
+    for (action, result) in written {
+        let (group, state, message) = match (action, result) {
+            (Action::Keep { group, .. }, _) => (group, FilterState::Active, None),
+            (Action::Put { group, name }, Ok(())) => {
+                events.normal(
+                    "SubscriptionFilterPut",
+                    "PutSubscriptionFilter",
+                    format!("put filter {name} on {group}"),
+                );
+                (group, FilterState::Active, None)
+            }
+            (Action::Rename { group, from }, Ok(())) => {
+                events.normal(
+                    "SubscriptionFilterRenamed",
+                    "PutSubscriptionFilter",
+                    format!("put filter {} on {group} in place of {from}", want),
+                );
+                (group, FilterState::Active, None)
+            }
+            (Action::Delete { group, name }, Ok(())) => {
+                let why = if name == want {
+                    "which left the selection"
+                } else {
+                    "renamed"
+                };
+                events.normal(
+                    "SubscriptionFilterDeleted",
+                    "DeleteSubscriptionFilter",
+                    format!("removed filter {name} from {group}, {why}"),
+                );
+                continue;
+            }
+            (Action::Blocked(group), _) => {
+                let others: Vec<&str> = found
+                    .iter()
+                    .find(|g| g.name == group)
+                    .map(|g| g.filters.iter().map(|f| f.name.as_str()).collect())
+                    .unwrap_or_default();
+                let message = format!(
+                    "the log group already holds {} subscription filters of other names ({}); CloudWatch Logs allows {}",
+                    others.len(),
+                    others.join(", "),
+                    FILTERS_PER_GROUP
+                );
+                (group, FilterState::LimitExceeded, Some(message))
+            }
+            (Action::Foreign(group, destination), _) => {
+                let message = format!(
+                    "a filter named {} exists that sends to {destination}, where this LogSubscription never sent: it is not ours and is left alone",
+                    want
+                );
+                (group, FilterState::Failed, Some(message))
+            }
+            // A failed rename either left the old filter delivering or
+            // could not remove it: looked at again at the next resync.
+            (action, Err(e)) => {
+                let failure = filter_failure(&e);
+                retry |= failure.retry;
+                // A selected group's row is its put's, not the removal of
+                // its filter's earlier name (tried again soon).
+                if let Action::Delete { group, name } = &action
+                    && *name != want
+                    && is_selected(group)
+                {
+                    continue;
+                }
+                let message = Some(format!("{}: {}", e.code, e.message));
+                (action.group().to_owned(), failure.state, message)
+            }
+        };
+        if state != FilterState::Active
+            && was(&group) != Some(state)
+            && state != FilterState::Pending
+        {
+            events.warning(
+                filter_reason(state),
+                "PutSubscriptionFilter",
+                format!("{group}: {}", message.as_deref().unwrap_or_default()),
+            );
+        }
+        rows.push(LogGroupStatus {
+            name: group,
+            filter: state,
+            message,
+        });
+    }
+    (rows, retry)
+}
 
 /// How one part of a subscription stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -767,5 +1183,127 @@ mod tests {
             Some(Time("2026-11-25T19:45:00Z".parse().unwrap()))
         );
         assert_eq!(delivery(&[]).last_delivered_time, None);
+    }
+
+    fn aws_error(code: &str) -> AwsError {
+        AwsError {
+            class: crate::aws::class_of_code(code),
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    fn info(shards: i32) -> StreamInfo {
+        StreamInfo {
+            name: "s".into(),
+            arn: "arn:s".into(),
+            status: crate::aws::kinesis::StreamStatus::Active,
+            open_shards: shards,
+            on_demand: false,
+            retention_hours: 24,
+            created_millis: None,
+        }
+    }
+
+    #[test]
+    fn a_stream_step_leaves_its_check_and_event() {
+        use crate::aws::kinesis::Capacity;
+        let mut events = Events::default();
+        let create = StreamAction::Create(Capacity::Shards(2));
+        let (check, retry) = stream_step("s", &create, None, Ok(()), &mut events);
+        assert_eq!((check.reason(), retry), ("StreamCreating", true));
+        let (check, retry) = stream_step(
+            "s",
+            &StreamAction::Ready,
+            Some(&info(2)),
+            Ok(()),
+            &mut events,
+        );
+        assert_eq!((check.reason(), retry), ("StreamActive", false));
+        let reasons: Vec<_> = events.0.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["StreamCreated"]);
+
+        // A refusal waits for a change and says so once; throttling retries quietly.
+        let mut events = Events::default();
+        let resize = StreamAction::Resize(Capacity::Shards(4));
+        let denied = Err(aws_error("AccessDeniedException"));
+        let (check, retry) = stream_step("s", &resize, Some(&info(2)), denied, &mut events);
+        assert!(matches!(check, Check::Failed { .. }) && !retry, "{check:?}");
+        assert_eq!(check.reason(), "AccessDenied");
+        let throttled = Err(aws_error("LimitExceededException"));
+        let (check, retry) = stream_step("s", &resize, Some(&info(2)), throttled, &mut events);
+        assert!(matches!(check, Check::Pending { .. }) && retry, "{check:?}");
+        assert_eq!(events.0.len(), 1);
+    }
+
+    #[test]
+    fn each_filter_write_becomes_a_row_and_an_event() {
+        let group = |name: &str, filters: &[&str]| Group {
+            name: name.into(),
+            filters: filters
+                .iter()
+                .map(|f| super::super::plan::Filter {
+                    name: (*f).into(),
+                    pattern: String::new(),
+                    destination_arn: "arn:other".into(),
+                    role_arn: None,
+                    distribution: None,
+                })
+                .collect(),
+        };
+        let found = [group("/full", &["a", "b"])];
+        let put = |g: &str, n: &str| Action::Put {
+            group: g.into(),
+            name: n.into(),
+        };
+        let delete = |g: &str, n: &str| Action::Delete {
+            group: g.into(),
+            name: n.into(),
+        };
+        let written = vec![
+            (put("/new", "ours"), Ok(())),
+            (delete("/left", "ours"), Ok(())),
+            (Action::Blocked("/full".into()), Ok(())),
+            (
+                put("/denied", "ours"),
+                Err(aws_error("AccessDeniedException")),
+            ),
+            // The earlier name of a selected group that will not go yet:
+            // its row is its put's.
+            (
+                delete("/new", "legacy"),
+                Err(aws_error("ThrottlingException")),
+            ),
+        ];
+        let selected = |g: &str| g != "/left";
+        let mut events = Events::default();
+        let (rows, retry) = filter_rows(written, &found, "ours", selected, |_| None, &mut events);
+        let states: Vec<_> = rows.iter().map(|r| (r.name.as_str(), r.filter)).collect();
+        assert_eq!(
+            states,
+            [
+                ("/new", FilterState::Active),
+                ("/full", FilterState::LimitExceeded),
+                ("/denied", FilterState::AccessDenied),
+            ]
+        );
+        assert!(
+            rows[1]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("(a, b)")
+        );
+        assert!(retry, "a throttled removal is tried again soon");
+        let reasons: Vec<_> = events.0.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "SubscriptionFilterPut",
+                "SubscriptionFilterDeleted",
+                "TooManyFilters",
+                "AccessDenied"
+            ]
+        );
     }
 }

@@ -1,0 +1,457 @@
+//! The AWS side of a reconcile, one stage after another for the stream and
+//! then the filters: observe (reads only), plan (pure, `plan`), apply (the
+//! writes, `apply`), and the checks and rows the status shows (pure,
+//! `status`). Also the taking down of a LogSubscription that may not run.
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+use super::authorize::Grant;
+use super::error::{Error, filter_failure};
+use super::plan::{self, Filter};
+use super::status::{self as conditions, Check, Events};
+use super::{AwsView, Context, Memo, Scope, apply, observe};
+use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
+use crate::aws::AwsError;
+use crate::aws::kinesis::Streams;
+
+/// The tag on a managed stream naming the LogSubscription's UID.
+pub const UID_TAG: &str = "logsub.io/uid";
+/// The tag on a managed stream naming the LogSubscription.
+pub const OWNER_TAG: &str = "logsub.io/owner";
+
+/// The groups the status lists that may carry our filter (one NotPermitted never did).
+fn listed_groups(previous: &LogSubscriptionStatus) -> impl Iterator<Item = String> + '_ {
+    previous
+        .log_groups
+        .iter()
+        .filter(|g| g.filter != FilterState::NotPermitted)
+        .map(|g| g.name.clone())
+}
+
+/// The groups our filter may be on: those last selected and those the status lists.
+pub(super) fn listed_or_scanned(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec<String> {
+    let mut groups: Vec<String> = memo
+        .scanned
+        .as_ref()
+        .map(|(_, n)| n.clone())
+        .unwrap_or_default();
+    groups.extend(listed_groups(previous));
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+/// Takes the filters off and stops the workers of a LogSubscription that may
+/// not run; returns the groups whose filter could not be removed yet, and
+/// when to look again.
+pub(super) async fn take_down(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &Scope,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> Result<(Vec<LogGroupStatus>, Duration), Error> {
+    let uid = lsub.uid().unwrap_or_default();
+    let mut memo = ctx.memory.get(&uid);
+    let groups = listed_or_scanned(&memo, previous);
+    memo.scanned = None;
+    // Where its filters were put, which may not be where the spec now points
+    // (a role the policy refuses is never assumed when that is known).
+    let scope = memo.scope.clone().unwrap_or_else(|| scope.clone());
+    let left = match previous.stream_arn.as_deref() {
+        Some(arn) => {
+            let why = "it may not run";
+            remove_filters(ctx, &scope, lsub, (arn, why), &groups, events).await
+        }
+        // Filters are put only toward a stream the status then names.
+        None => Vec::new(),
+    };
+    super::cleanup::stop_workers(lsub, ctx).await?;
+    // Permitted again, everything is synced afresh.
+    memo.aws = None;
+    memo.permitted = None;
+    let retry = !left.is_empty();
+    if retry {
+        memo.scanned = Some((
+            Instant::now(),
+            left.iter().map(|g| g.name.clone()).collect(),
+        ));
+    }
+    let wait = if retry {
+        memo.backoff.next_wait()
+    } else {
+        memo.backoff.reset();
+        ctx.settings.status_interval
+    };
+    ctx.memory.put(&uid, memo);
+
+    Ok((left, wait))
+}
+
+/// Removes our filters (of `lsub`'s name or its earlier one, sending to
+/// `destination`: of those names sending elsewhere are not ours) from each of
+/// `groups` that has them; returns the groups they could not be removed
+/// from, with why.
+pub(super) async fn remove_filters(
+    ctx: &Context,
+    scope: &Scope,
+    lsub: &LogSubscription,
+    (destination, why): (&str, &str),
+    groups: &[String],
+    events: &mut Events,
+) -> Vec<LogGroupStatus> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let names = [lsub.filter_name(), lsub.legacy_name()];
+    let (logs, _) = ctx.aws.clients(scope).await;
+    let mut left = Vec::new();
+    for (group, described) in observe::groups(&logs, groups).await {
+        let ours: Vec<String> = match described {
+            Ok(Some(g)) => g
+                .filters
+                .into_iter()
+                .filter(|f| names.contains(&f.name) && f.destination_arn == destination)
+                .map(|f| f.name)
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                left.push(group_failed(group, &e));
+                continue;
+            }
+        };
+        for name in ours {
+            match logs.delete_filter(&group, &name).await {
+                Ok(()) => events.normal(
+                    "SubscriptionFilterDeleted",
+                    "DeleteSubscriptionFilter",
+                    format!("removed filter {name} from {group}: {why}"),
+                ),
+                Err(e) => {
+                    left.push(group_failed(group, &e));
+                    break;
+                }
+            }
+        }
+    }
+    left
+}
+
+/// A group whose filter could not be written, and why.
+fn group_failed(group: String, e: &AwsError) -> LogGroupStatus {
+    LogGroupStatus {
+        name: group,
+        filter: filter_failure(e).state,
+        message: Some(format!("{}: {}", e.code, e.message)),
+    }
+}
+
+pub(super) async fn sync_aws(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &Scope,
+    grant: &Grant,
+    memo: &mut Memo,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> AwsView {
+    let stream = sync_stream(lsub, ctx, scope, memo, previous, events).await;
+    let (filters, groups, selected, filters_retry) = match (&stream.arn, stream.usable) {
+        (Some(arn), true) => {
+            sync_filters(lsub, ctx, scope, arn, grant, memo, previous, events).await
+        }
+        _ => (
+            Check::pending("WaitingForStream", "the stream is not usable yet"),
+            previous.log_groups.clone(),
+            usize::try_from(previous.log_group_count.unwrap_or(0)).unwrap_or(0),
+            false,
+        ),
+    };
+    if stream.retry || filters_retry {
+        memo.retry_at = Some(Instant::now() + memo.backoff.next_wait());
+    } else {
+        memo.backoff.reset();
+        memo.retry_at = None;
+    }
+    // Until the stream in the spec is usable, the filters are not moved to
+    // it: the status goes on naming where they send, so that a withdrawal or
+    // a deletion still finds them.
+    let stream_arn = match (stream.usable, &previous.stream_arn) {
+        (false, Some(recorded)) => Some(recorded.clone()),
+        _ => stream.arn,
+    };
+    AwsView {
+        stream: stream.check,
+        stream_arn,
+        stream_created: stream.created,
+        stream_usable: stream.usable,
+        filters,
+        groups,
+        selected,
+    }
+}
+
+/// Whether the stream `arn` was created for the LogSubscription `uid` (tagged so).
+pub(super) async fn created_for(streams: &Streams, arn: &str, uid: &str) -> Result<bool, AwsError> {
+    Ok(streams
+        .tags(arn)
+        .await?
+        .iter()
+        .any(|(k, v)| k == UID_TAG && v == uid))
+}
+
+struct StreamSync {
+    check: Check,
+    arn: Option<String>,
+    created: Option<i64>,
+    usable: bool,
+    retry: bool,
+}
+
+async fn sync_stream(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &Scope,
+    memo: &mut Memo,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> StreamSync {
+    let failed = |(check, retry): (Check, bool), arn: Option<String>| StreamSync {
+        check,
+        arn,
+        created: None,
+        usable: false,
+        retry,
+    };
+    let Some(reference) = lsub.spec.stream.reference() else {
+        // validate() refuses such a spec before this point.
+        return failed(
+            (
+                Check::failed("InvalidSpec", "exactly one stream must be named"),
+                false,
+            ),
+            None,
+        );
+    };
+    let mut name = lsub.stream_name();
+    let info = loop {
+        let info =
+            match observe::stream(&ctx.aws, scope, reference, &name, ctx.settings.resync).await {
+                Ok(info) => info,
+                Err(e) => {
+                    return failed(
+                        conditions::aws_check(&e, "describing the stream"),
+                        previous.stream_arn.clone(),
+                    );
+                }
+            };
+        // The earlier name is kept only for a managed stream made under it:
+        // the status may record an existing stream of that name read before.
+        let today = lsub.resource_name();
+        if let (StreamRef::Managed(_), Some(i)) = (reference, &info)
+            && name != today
+        {
+            let (_, streams) = ctx.aws.clients(scope).await;
+            let uid = lsub.uid().unwrap_or_default();
+            if !created_for(&streams, &i.arn, &uid).await.unwrap_or(true) {
+                name = today;
+                continue;
+            }
+        }
+        break info;
+    };
+    let spec = match reference {
+        StreamRef::Name(named) | StreamRef::Arn(named) => {
+            return match info {
+                None => failed(
+                    (
+                        Check::failed("StreamNotFound", format!("no stream {named} in {scope}")),
+                        true,
+                    ),
+                    None,
+                ),
+                Some(i) if !i.status.usable() => failed(
+                    (
+                        Check::failed(
+                            "StreamNotActive",
+                            format!("stream {} is {:?}", i.name, i.status),
+                        ),
+                        true,
+                    ),
+                    Some(i.arn),
+                ),
+                Some(i) => StreamSync {
+                    check: Check::ready("StreamActive", format!("{} open shard(s)", i.open_shards)),
+                    arn: Some(i.arn),
+                    created: i.created_millis,
+                    usable: true,
+                    retry: false,
+                },
+            };
+        }
+        StreamRef::Managed(spec) => spec,
+    };
+    let (_, streams) = ctx.aws.clients(scope).await;
+    let uid = lsub.uid().unwrap_or_default();
+    // A stream of our name is ours only when it carries our UID: the status
+    // could be written by others, so naming it there proves nothing. Checked
+    // once per stream and remembered.
+    if let Some(i) = &info
+        && memo.owned_stream.as_deref() != Some(i.arn.as_str())
+    {
+        match created_for(&streams, &i.arn, &uid).await {
+            Ok(true) => memo.owned_stream = Some(i.arn.clone()),
+            Ok(false) => {
+                return failed(
+                    (
+                        Check::failed(
+                            "StreamNameTaken",
+                            format!(
+                                "a stream named {name} exists and was not created for this LogSubscription (no {UID_TAG}={uid} tag)"
+                            ),
+                        ),
+                        false,
+                    ),
+                    None,
+                );
+            }
+            Err(e) => return failed(conditions::aws_check(&e, "reading the stream's tags"), None),
+        }
+    }
+    let arn = info.as_ref().map(|i| i.arn.clone());
+    let created = info.as_ref().and_then(|i| i.created_millis);
+    let usable = info.as_ref().is_some_and(|i| i.status.usable());
+    // Plan (pure), apply, then the check (pure).
+    let action = plan::stream(spec, info.as_ref());
+    let owner = format!(
+        "{}/{}",
+        lsub.namespace().unwrap_or_default(),
+        lsub.name_any()
+    );
+    let tags = [(UID_TAG, uid.as_str()), (OWNER_TAG, owner.as_str())];
+    let written = apply::stream(&streams, &name, &action, info.as_ref(), &tags).await;
+    let (check, retry) = conditions::stream_step(&name, &action, info.as_ref(), written, events);
+    StreamSync {
+        check,
+        arn,
+        created,
+        usable,
+        retry,
+    }
+}
+
+/// Puts the filter on every selected log group and removes it from groups
+/// that left the selection. Returns the check, the groups' states, how many
+/// are selected, and whether to retry soon.
+#[allow(clippy::too_many_arguments)]
+async fn sync_filters(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    scope: &Scope,
+    arn: &str,
+    grant: &Grant,
+    memo: &mut Memo,
+    previous: &LogSubscriptionStatus,
+    events: &mut Events,
+) -> (Check, Vec<LogGroupStatus>, usize, bool) {
+    let (logs, _) = ctx.aws.clients(scope).await;
+    let source = &lsub.spec.source;
+    let rescan: Duration = source.rescan_interval.into();
+    let now = Instant::now();
+    // The groups selected last time, in full: the status lists at most
+    // MAX_LISTED_GROUPS, and a group that left the selection must lose our filter.
+    let before: Vec<String> = memo
+        .scanned
+        .as_ref()
+        .map(|(_, names)| names.clone())
+        .unwrap_or_default();
+    let fresh = memo.generation == lsub.metadata.generation
+        && memo.permitted.as_ref() == Some(&grant.fingerprint());
+    let selected = match &memo.scanned {
+        Some((at, names)) if now < *at + rescan && fresh => names.clone(),
+        // Only what the policy allows is ever selected.
+        _ => match observe::selection(&logs, &source.log_groups).await {
+            Ok(mut names) => {
+                names.retain(|name| grant.allows_group(name));
+                memo.scanned = Some((now, names.clone()));
+                names
+            }
+            Err(e) => {
+                let (check, retry) = conditions::aws_check(&e, "listing the log groups");
+                let count = usize::try_from(previous.log_group_count.unwrap_or(0)).unwrap_or(0);
+                return (check, previous.log_groups.clone(), count, retry);
+            }
+        },
+    };
+    // Named groups the policy does not allow are shown, never subscribed.
+    let refused: Vec<LogGroupStatus> = source
+        .log_groups
+        .names
+        .iter()
+        .filter(|name| !grant.allows_group(name) && source.log_groups.selects(name, None))
+        .map(|name| LogGroupStatus {
+            name: name.clone(),
+            filter: FilterState::NotPermitted,
+            message: Some(format!(
+                "no log group rule of LogSubscriptionPolicy {} allows it",
+                grant.names().join(", ")
+            )),
+        })
+        .collect();
+    // Our filter may still be on groups the last status listed.
+    let mut candidates = selected.clone();
+    candidates.extend(listed_groups(previous));
+    candidates.extend(before);
+    candidates.sort();
+    candidates.dedup();
+    let is_selected = |name: &str| selected.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
+    let want = Filter {
+        name: lsub.filter_name(),
+        pattern: source.filter_pattern.clone(),
+        destination_arn: arn.to_owned(),
+        role_arn: Some(source.role_arn.clone()),
+        distribution: Some(source.distribution),
+    };
+    let was = |name: &str| {
+        previous
+            .log_groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| g.filter)
+    };
+
+    let mut states = refused;
+    let mut retry = false;
+    let mut found = Vec::new();
+    for (name, described) in observe::groups(&logs, &candidates).await {
+        match described {
+            Ok(Some(group)) => found.push(group),
+            Ok(None) if is_selected(&name) => states.push(LogGroupStatus {
+                name,
+                filter: FilterState::Pending,
+                message: Some("the log group does not exist".to_owned()),
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                retry |= filter_failure(&e).retry;
+                states.push(group_failed(name, &e));
+            }
+        }
+    }
+
+    let recorded: Vec<&str> = previous.stream_arn.as_deref().into_iter().collect();
+    let legacy = lsub.legacy_name();
+    let actions = plan::filters(&found, is_selected, &want, &legacy, &recorded);
+    // Apply: the writes, at most a few at once.
+    let written = apply::filters(&logs, &want, actions).await;
+    // Status (pure): each group's row, the Events, whether to retry soon.
+    let (rows, rows_retry) =
+        conditions::filter_rows(written, &found, &want.name, is_selected, was, events);
+    states.extend(rows);
+    retry |= rows_retry;
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    let check = conditions::filters(&states, selected.len());
+    (check, states, selected.len(), retry)
+}
