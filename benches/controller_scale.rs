@@ -1,11 +1,12 @@
 //! The controller at scale, on the stack: N LogSubscriptions (one log group
 //! each, one shared existing stream, workers scaled to zero so that the local
-//! node is not asked to run N pods). Reports the time until every one is
+//! node is not asked to run N pods), authorized by a LogSubscriptionPolicy
+//! among `--policies` others that select other namespaces. Reports the time until every one is
 //! reconciled, the AWS calls per LogSubscription per resync period at rest,
 //! and the controller's CPU time and memory. Needs the stack
 //! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
 //!
-//!     cargo bench --bench controller_scale [-- --subscriptions 1000 --resync 60]
+//!     cargo bench --bench controller_scale [-- --subscriptions 1000 --resync 60 --policies 20]
 //!
 //! `--plot <file.svg>` also draws the ramp and the deletion (docs/bench/).
 
@@ -16,10 +17,10 @@ mod plot;
 use std::time::{Duration, Instant};
 
 use common::controller::{create, identity, start_with};
-use common::{TestNamespace, active_stream, stack};
+use common::{OWN_POLICIES, TestNamespace, active_stream, stack};
 use futures::StreamExt;
-use kube::api::ListParams;
-use logsub::api::LogSubscription;
+use kube::api::{ListParams, Patch, PatchParams};
+use logsub::api::{LogSubscription, LogSubscriptionPolicy};
 use serde_json::json;
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -71,8 +72,10 @@ fn usage(pid: u32) -> (f64, u64) {
 async fn main() {
     let n = arg("--subscriptions", 1000);
     let resync = arg("--resync", 60);
+    let policies = arg("--policies", 20);
     let client = stack().kube().await;
-    let ns = TestNamespace::new(&client).await;
+    common::install_crd(&client).await;
+    let ns = TestNamespace::labelled(&client, "scale", &[(OWN_POLICIES, "true")]).await;
     let aws = stack().aws().await;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
@@ -91,12 +94,52 @@ async fn main() {
             }
         })
         .await;
+    // The one policy that selects the namespace, among others that do not.
+    let policy_api = kube::Api::<LogSubscriptionPolicy>::all(client.clone());
+    let policy_names: Vec<String> = (0..=policies).map(|i| format!("{}-{i}", ns.name)).collect();
+    for (i, name) in policy_names.iter().enumerate() {
+        let selected = if i == 0 {
+            ns.name.clone()
+        } else {
+            format!("{}-other-{i}", ns.name)
+        };
+        let policy: LogSubscriptionPolicy = serde_json::from_value(json!({
+            "apiVersion": "logsub.io/v1alpha1",
+            "kind": "LogSubscriptionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaces": {"selector": {"matchLabels": {"kubernetes.io/metadata.name": selected}}},
+                "logGroups": {"prefixes": [format!("{prefix}/")]},
+                "streams": {"existing": [stream]},
+                "sinks": {"s3": [{"bucket": "unused"}]},
+                "roles": {"delivery": ["arn:aws:iam::123456789012:role/CWLtoKinesis"]},
+            },
+        }))
+        .expect("a policy");
+        policy_api
+            .patch(
+                name,
+                &PatchParams::apply("logsub-bench").force(),
+                &Patch::Apply(&policy),
+            )
+            .await
+            .expect("apply a policy");
+    }
     let kubeconfig = identity(&ns).await;
     let controller = start_with(
         &ns,
         &kubeconfig,
         &format!("{resync}s"),
-        &["--status-interval", "30s", "--log", "warn"],
+        // The chart's lease duration: the tests' short one is lost when
+        // the API server answers slowly under thousands of writes.
+        &[
+            "--status-interval",
+            "30s",
+            "--log",
+            "warn",
+            "--lease-duration",
+            "15s",
+        ],
     );
     let pid = controller.child.id().expect("controller pid");
 
@@ -161,7 +204,10 @@ async fn main() {
     let (cpu_rest_end, rss) = usage(pid);
     let per = (after - before) / n as f64 / 2.0;
 
-    println!("controller_scale: {n} LogSubscriptions, resync {resync} s");
+    println!(
+        "controller_scale: {n} LogSubscriptions, resync {resync} s, {} policies (one selects them)",
+        policies + 1
+    );
     println!("  created in            {:>8.1} s", created.as_secs_f64());
     println!(
         "  all reconciled after  {:>8.1} s   (target ≤ 60 s)",
@@ -220,5 +266,8 @@ async fn main() {
         series: vec![reconciling, remaining],
     });
     drop(controller);
+    for name in &policy_names {
+        let _ = policy_api.delete(name, &Default::default()).await;
+    }
     ns.delete().await;
 }

@@ -91,6 +91,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "LOGSUB_WITHDRAW_GRACE", default_value = "30s", value_parser = duration)]
     pub withdraw_grace: std::time::Duration,
 
+    /// How many LogSubscriptions are reconciled at once. Bounded so that a
+    /// burst (thousands created at once, a policy change) cannot queue the
+    /// leader's Lease renewal behind the controller's own requests at the
+    /// API server, where they share one flow.
+    #[arg(long, env = "LOGSUB_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
     /// The ClusterRole bound to the workers: the one the controller may `bind`.
     #[arg(long, env = "LOGSUB_WORKER_ROLE", default_value = "logsub-worker")]
     pub worker_role: String,

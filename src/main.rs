@@ -58,6 +58,7 @@ fn controller(args: ControllerArgs) -> ExitCode {
             namespace: args.namespace,
             worker_role: args.worker_role,
             withdraw_grace: args.withdraw_grace,
+            concurrency: args.concurrency,
             identity: None,
         },
         admin_addr: args.admin_addr,

@@ -66,19 +66,25 @@ async fn remove_from_aws(
     if lsub.spec.validate().is_ok() {
         groups.extend(observe::selection(&logs, &lsub.spec.source.log_groups).await?);
     }
+    let memo = ctx.memory.get(&lsub.uid().unwrap_or_default());
+    groups.extend(
+        memo.scanned
+            .iter()
+            .flat_map(|(_, names)| names.iter().cloned()),
+    );
     groups.sort();
     groups.dedup();
-    // Only ours: our name, sending to the stream the status recorded (a
-    // filter is put only toward a stream the status then names). A group
-    // already gone takes our filter with it.
-    let recorded = lsub.status.as_ref().and_then(|s| s.stream_arn.clone());
+    // Only ours: our name, sending to a stream the status recorded or this
+    // controller last synced toward (the status write after a put may have
+    // failed). A group already gone takes our filter with it.
+    let status = lsub.status.clone().unwrap_or_default();
+    let recorded = super::sync::destinations(&memo, &status);
     let mut removed = 0;
-    if let Some(recorded) = &recorded {
+    if !recorded.is_empty() {
         for (group, described) in observe::groups(&logs, &groups).await {
-            let ours = described?
-                .into_iter()
-                .flat_map(|g| g.filters)
-                .filter(|f| (f.name == name || f.name == legacy) && f.destination_arn == *recorded);
+            let ours = described?.into_iter().flat_map(|g| g.filters).filter(|f| {
+                (f.name == name || f.name == legacy) && recorded.contains(&f.destination_arn)
+            });
             for filter in ours {
                 logs.delete_filter(&group, &filter.name).await?;
                 removed += 1;
@@ -118,8 +124,7 @@ fn region(lsub: &LogSubscription, ctx: &Context) -> Option<String> {
         .status
         .as_ref()
         .and_then(|s| s.stream_arn.as_deref())
-        .and_then(|arn| arn.split(':').nth(3))
-        .filter(|r| !r.is_empty());
+        .and_then(super::arn_region);
     ctx.aws.region(lsub.spec.region.as_deref().or(from_arn))
 }
 

@@ -236,6 +236,35 @@ pub struct Account {
     pub groups: BTreeMap<String, Vec<FakeFilter>>,
     /// Each operation called, by name, in order.
     pub calls: Vec<String>,
+    /// Each operation called with the region it was sent to, in order.
+    pub regions: Vec<(String, String)>,
+    /// Failures to answer instead of the account's state.
+    pub faults: Vec<Fault>,
+}
+
+/// An injected failure: `op` (on `target` when set: a log group or a
+/// stream's name or ARN) answers `code`, `times` more times.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// The operation, e.g. `PutSubscriptionFilter`.
+    pub op: String,
+    /// The log group or stream it is limited to.
+    pub target: Option<String>,
+    /// The error code answered.
+    pub code: String,
+    /// How many more calls fail.
+    pub times: usize,
+}
+
+impl Account {
+    /// The error `op` on `target` answers now, if a fault says so.
+    fn fault(&mut self, op: &str, target: Option<&str>) -> Option<ErrorMetadata> {
+        let fault = self.faults.iter_mut().find(|f| {
+            f.times > 0 && f.op == op && (f.target.is_none() || f.target.as_deref() == target)
+        })?;
+        fault.times -= 1;
+        Some(error_meta(&fault.code))
+    }
 }
 
 /// An in-memory AWS account the SDK clients are answered from.
@@ -290,6 +319,34 @@ impl FakeAws {
             .unwrap_or_default()
     }
 
+    /// From now on `op` (on `target` only, when set) fails with `code`
+    /// `times` times.
+    pub fn fail(&self, op: &str, target: Option<&str>, code: &str, times: usize) {
+        self.0.lock().unwrap().faults.push(Fault {
+            op: op.to_owned(),
+            target: target.map(str::to_owned),
+            code: code.to_owned(),
+            times,
+        });
+    }
+
+    /// The operations called in `region` so far.
+    pub fn calls_in(&self, region: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .regions
+            .iter()
+            .filter(|(_, r)| r == region)
+            .map(|(op, _)| op.clone())
+            .collect()
+    }
+
+    /// An interceptor that records the region of every call.
+    pub fn region_log(&self) -> SharedInterceptor {
+        SharedInterceptor::new(RegionLog(self.0.clone()))
+    }
+
     /// The calls made so far, and forgets them.
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.0.lock().unwrap().calls)
@@ -326,7 +383,12 @@ impl FakeAws {
         vec![
             mock!(kinesis::Client::describe_stream_summary).then_compute_response(move |req| {
                 let account = describe();
-                let a = account.lock().unwrap();
+                let mut a = account.lock().unwrap();
+                if let Some(meta) = a.fault("DescribeStreamSummary", req.stream_name().or(req.stream_arn())) {
+                    return MockResponse::Error(
+                        kinesis::operation::describe_stream_summary::DescribeStreamSummaryError::generic(meta),
+                    );
+                }
                 let found = a.streams.iter().find(|(name, s)| {
                     req.stream_name() == Some(name.as_str()) || req.stream_arn() == Some(&s.arn)
                 });
@@ -356,16 +418,21 @@ impl FakeAws {
                     ),
                 }
             }),
-            mock!(kinesis::Client::list_tags_for_stream).then_compute_output(move |req| {
+            mock!(kinesis::Client::list_tags_for_stream).then_compute_response(move |req| {
                 let account = tags();
-                let a = account.lock().unwrap();
+                let mut a = account.lock().unwrap();
+                if let Some(meta) = a.fault("ListTagsForStream", req.stream_arn()) {
+                    return MockResponse::Error(
+                        kinesis::operation::list_tags_for_stream::ListTagsForStreamError::generic(meta),
+                    );
+                }
                 let tags = a
                     .streams
                     .values()
                     .find(|s| req.stream_arn() == Some(&s.arn))
                     .map(|s| s.tags.clone())
                     .unwrap_or_default();
-                kinesis::operation::list_tags_for_stream::ListTagsForStreamOutput::builder()
+                MockResponse::Output(kinesis::operation::list_tags_for_stream::ListTagsForStreamOutput::builder()
                     .set_tags(Some(
                         tags.iter()
                             .map(|(k, v)| kinesis::types::Tag::builder().key(k).value(v).build().expect("tag"))
@@ -373,7 +440,7 @@ impl FakeAws {
                     ))
                     .has_more_tags(false)
                     .build()
-                    .expect("tags")
+                    .expect("tags"))
             }),
             mock!(kinesis::Client::create_stream).then_compute_output(move |req| {
                 let account = create();
@@ -390,11 +457,16 @@ impl FakeAws {
                 );
                 kinesis::operation::create_stream::CreateStreamOutput::builder().build()
             }),
-            mock!(cwl::Client::describe_log_groups).then_compute_output(move |req| {
+            mock!(cwl::Client::describe_log_groups).then_compute_response(move |req| {
                 let account = groups();
-                let a = account.lock().unwrap();
+                let mut a = account.lock().unwrap();
                 let prefix = req.log_group_name_prefix().unwrap_or_default();
-                cwl::operation::describe_log_groups::DescribeLogGroupsOutput::builder()
+                if let Some(meta) = a.fault("DescribeLogGroups", None) {
+                    return MockResponse::Error(
+                        cwl::operation::describe_log_groups::DescribeLogGroupsError::generic(meta),
+                    );
+                }
+                MockResponse::Output(cwl::operation::describe_log_groups::DescribeLogGroupsOutput::builder()
                     .set_log_groups(Some(
                         a.groups
                             .keys()
@@ -402,11 +474,16 @@ impl FakeAws {
                             .map(|n| cwl::types::LogGroup::builder().log_group_name(n).build())
                             .collect(),
                     ))
-                    .build()
+                    .build())
             }),
             mock!(cwl::Client::describe_subscription_filters).then_compute_response(move |req| {
                 let account = filters();
-                let a = account.lock().unwrap();
+                let mut a = account.lock().unwrap();
+                if let Some(meta) = a.fault("DescribeSubscriptionFilters", req.log_group_name()) {
+                    return MockResponse::Error(
+                        cwl::operation::describe_subscription_filters::DescribeSubscriptionFiltersError::generic(meta),
+                    );
+                }
                 match a.groups.get(req.log_group_name().unwrap_or_default()) {
                     None => MockResponse::Error(
                         cwl::operation::describe_subscription_filters::DescribeSubscriptionFiltersError::ResourceNotFoundException(
@@ -436,6 +513,11 @@ impl FakeAws {
             mock!(cwl::Client::put_subscription_filter).then_compute_response(move |req| {
                 let account = put();
                 let mut a = account.lock().unwrap();
+                if let Some(meta) = a.fault("PutSubscriptionFilter", req.log_group_name()) {
+                    return MockResponse::Error(
+                        cwl::operation::put_subscription_filter::PutSubscriptionFilterError::generic(meta),
+                    );
+                }
                 let name = req.filter_name().unwrap_or_default().to_owned();
                 let destination = req.destination_arn().unwrap_or_default().to_owned();
                 let Some(filters) = a.groups.get_mut(req.log_group_name().unwrap_or_default()) else {
@@ -465,15 +547,62 @@ impl FakeAws {
                     cwl::operation::put_subscription_filter::PutSubscriptionFilterOutput::builder().build(),
                 )
             }),
-            mock!(cwl::Client::delete_subscription_filter).then_compute_output(move |req| {
+            mock!(cwl::Client::delete_subscription_filter).then_compute_response(move |req| {
                 let account = delete();
                 let mut a = account.lock().unwrap();
+                if let Some(meta) = a.fault("DeleteSubscriptionFilter", req.log_group_name()) {
+                    return MockResponse::Error(
+                        cwl::operation::delete_subscription_filter::DeleteSubscriptionFilterError::generic(meta),
+                    );
+                }
                 if let Some(filters) = a.groups.get_mut(req.log_group_name().unwrap_or_default()) {
                     filters.retain(|f| Some(f.name.as_str()) != req.filter_name());
                 }
-                cwl::operation::delete_subscription_filter::DeleteSubscriptionFilterOutput::builder().build()
+                MockResponse::Output(cwl::operation::delete_subscription_filter::DeleteSubscriptionFilterOutput::builder().build())
             }),
         ]
+    }
+}
+
+/// Records the region each call is sent to.
+#[derive(Debug)]
+struct RegionLog(Arc<Mutex<Account>>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for RegionLog {
+    fn name(&self) -> &'static str {
+        "RegionLog"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut kinesis::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let input = context.input();
+        macro_rules! op_of {
+            ($($op:literal => $input:ty),* $(,)?) => {
+                [$((input.downcast_ref::<$input>().is_some(), $op)),*]
+                    .into_iter()
+                    .find(|(is, _)| *is)
+                    .map_or("", |(_, op)| op)
+                    .to_owned()
+            };
+        }
+        let op = op_of!(
+            "DescribeStreamSummary" => kinesis::operation::describe_stream_summary::DescribeStreamSummaryInput,
+            "ListTagsForStream" => kinesis::operation::list_tags_for_stream::ListTagsForStreamInput,
+            "CreateStream" => kinesis::operation::create_stream::CreateStreamInput,
+            "DescribeLogGroups" => cwl::operation::describe_log_groups::DescribeLogGroupsInput,
+            "DescribeSubscriptionFilters" => cwl::operation::describe_subscription_filters::DescribeSubscriptionFiltersInput,
+            "PutSubscriptionFilter" => cwl::operation::put_subscription_filter::PutSubscriptionFilterInput,
+            "DeleteSubscriptionFilter" => cwl::operation::delete_subscription_filter::DeleteSubscriptionFilterInput,
+        );
+        let region = cfg
+            .load::<aws_config::Region>()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        self.0.lock().unwrap().regions.push((op, region));
+        Ok(())
     }
 }
 
@@ -526,11 +655,14 @@ pub fn context(
             ),
         )
         .http_client(aws_smithy_mocks::create_mock_http_client())
+        // A failure is answered once, as the controller sees it.
+        .retry_config(aws_config::retry::RetryConfig::disabled())
         .build();
     let metrics = Arc::new(ControllerMetrics::default());
     let ctx = Arc::new(Context {
         aws: Aws::new(sdk, None, CallCounter(metrics.aws_calls.clone()))
-            .intercepted_by(aws.interceptor()),
+            .intercepted_by(aws.interceptor())
+            .intercepted_by(aws.region_log()),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -548,6 +680,7 @@ pub fn context(
             namespace: None,
             worker_role: "logsub-worker".into(),
             withdraw_grace: Duration::ZERO,
+            concurrency: 4,
             identity: Some(k8s_openapi::api::rbac::v1::Subject {
                 kind: "ServiceAccount".into(),
                 name: "logsub".into(),

@@ -17,6 +17,8 @@
 //! mocked API server and an in-memory AWS account (`fixtures`).
 
 pub mod apply;
+#[cfg(test)]
+mod attack_scenarios;
 pub mod authorize;
 pub mod cleanup;
 pub mod error;
@@ -76,6 +78,8 @@ pub struct Settings {
     /// How long a LogSubscription that no policy selects any more keeps
     /// running before its filters come off.
     pub withdraw_grace: Duration,
+    /// How many LogSubscriptions are reconciled at once.
+    pub concurrency: u16,
     /// The controller's own identity, learnt from the API server at start.
     pub identity: Option<k8s_openapi::api::rbac::v1::Subject>,
 }
@@ -288,6 +292,11 @@ pub struct AssumedRole {
     pub identity: crate::api::AwsIdentity,
     /// The session name.
     pub session: String,
+}
+
+/// The region an ARN names (`arn:aws:kinesis:<region>:…`).
+pub fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
 
 /// The session name of `lsub`'s assumed role: `<namespace>.<name>` (no

@@ -175,8 +175,18 @@ async fn aws(
         (Some(view), false) => view.clone(),
         _ => {
             // Moved to another region or role: its filters there come off
-            // first (they send to the stream the status names).
-            if let (Some(before), Some(arn)) = (memo.scope.clone(), &previous.stream_arn)
+            // first (they send to the stream the status names). Not
+            // remembered (a restarted controller), the stream's ARN tells
+            // the region they are in: CloudWatch Logs sends to a stream of
+            // its own region only.
+            let before = memo.scope.clone().or_else(|| {
+                let region = previous.stream_arn.as_deref().and_then(super::arn_region)?;
+                Some(Scope {
+                    region: region.to_owned(),
+                    role: scope.role.clone(),
+                })
+            });
+            if let (Some(before), Some(arn)) = (before, &previous.stream_arn)
                 && before != *scope
             {
                 let groups = sync::listed_or_scanned(&memo, previous);
@@ -255,14 +265,16 @@ async fn refuse(
         events.warning("InvalidSpec", "Validate", invalid.message.clone());
     }
     let mut next = Action::await_change();
+    let mut stopped = Ok(());
     let left = match invalid.region {
         Some(region) => {
             let scope = Scope::of(lsub, region);
-            let (left, wait) = sync::take_down(lsub, ctx, &scope, previous, &mut events).await?;
-            if !left.is_empty() {
-                next = Action::requeue(wait);
+            let taken = sync::take_down(lsub, ctx, &scope, previous, &mut events).await;
+            if !taken.left.is_empty() {
+                next = Action::requeue(taken.wait);
             }
-            Some(left)
+            stopped = taken.workers;
+            Some(taken.left)
         }
         None => None,
     };
@@ -270,10 +282,13 @@ async fn refuse(
         lsub,
         &invalid.message,
         left.as_deref(),
+        stopped.as_ref().err(),
         previous,
         Timestamp::now(),
     );
     finish(lsub, ctx, previous, &status, events).await?;
+    // Said on the status first; retried with backoff.
+    stopped?;
     Ok(next)
 }
 
@@ -303,14 +318,24 @@ async fn withdraw(
     previous: &LogSubscriptionStatus,
     mut events: Events,
 ) -> Result<Action, Error> {
-    let (left, wait) = sync::take_down(lsub, ctx, scope, previous, &mut events).await?;
+    let taken = sync::take_down(lsub, ctx, scope, previous, &mut events).await;
     let message = refusal.to_string();
     if ready_reason(previous) != Some("NotPermitted") {
         events.warning("NotPermitted", "Authorize", message.clone());
     }
-    let status = status::withdrawn(lsub, &message, &left, previous, Timestamp::now());
+    let stopping = taken.workers.as_ref().err();
+    let status = status::withdrawn(
+        lsub,
+        &message,
+        &taken.left,
+        stopping,
+        previous,
+        Timestamp::now(),
+    );
     finish(lsub, ctx, previous, &status, events).await?;
-    Ok(Action::requeue(wait))
+    // Said on the status first; retried with backoff.
+    taken.workers?;
+    Ok(Action::requeue(taken.wait))
 }
 
 /// How much longer a running LogSubscription that no policy selects keeps
@@ -472,7 +497,9 @@ pub async fn control(
                 .collect::<Vec<_>>()
         }
     };
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
     let mut controller = Controller::for_stream(changes, reader)
+        .with_config(config)
         .owns_stream(deployments)
         .reconcile_all_on(policy_changes);
     if let Some(namespaces) = namespace_changes {

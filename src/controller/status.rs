@@ -79,12 +79,19 @@ pub fn with_checks(
     }
 }
 
+/// The workers of a LogSubscription that may not run, whose Deployment could
+/// not be deleted yet.
+fn still_running(e: &kube::Error) -> Check {
+    Check::pending("WorkersStopping", format!("stopping the workers: {e}"))
+}
+
 /// The status of a spec that cannot be acted on (`why`); `left` holds the
 /// groups whose filter could not come off yet, when the region is known.
 pub fn invalid(
     lsub: &LogSubscription,
     why: &str,
     left: Option<&[LogGroupStatus]>,
+    stopping: Option<&kube::Error>,
     previous: &LogSubscriptionStatus,
     now: Timestamp,
 ) -> LogSubscriptionStatus {
@@ -93,7 +100,7 @@ pub fn invalid(
         permitted: waiting(),
         stream: Check::failed("InvalidSpec", why),
         filters: waiting(),
-        workers: waiting(),
+        workers: stopping.map_or_else(waiting, still_running),
         delivering: waiting(),
     };
     let mut status = with_checks(lsub, &observed, previous, now);
@@ -111,6 +118,7 @@ pub fn withdrawn(
     lsub: &LogSubscription,
     why: &str,
     left: &[LogGroupStatus],
+    stopping: Option<&kube::Error>,
     previous: &LogSubscriptionStatus,
     now: Timestamp,
 ) -> LogSubscriptionStatus {
@@ -130,7 +138,7 @@ pub fn withdrawn(
             ),
             None => waiting(),
         },
-        workers: waiting(),
+        workers: stopping.map_or_else(waiting, still_running),
         delivering: waiting(),
     };
     LogSubscriptionStatus {

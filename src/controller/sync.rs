@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 
 use super::authorize::Grant;
-use super::error::{Error, filter_failure};
+use super::error::filter_failure;
 use super::plan::{self, Filter};
 use super::status::{self as conditions, Check, Events};
 use super::{AwsView, Context, Memo, Scope, apply, observe};
@@ -52,7 +52,7 @@ pub(super) async fn take_down(
     scope: &Scope,
     previous: &LogSubscriptionStatus,
     events: &mut Events,
-) -> Result<(Vec<LogGroupStatus>, Duration), Error> {
+) -> TakenDown {
     let uid = lsub.uid().unwrap_or_default();
     let mut memo = ctx.memory.get(&uid);
     let groups = listed_or_scanned(&memo, previous);
@@ -60,15 +60,11 @@ pub(super) async fn take_down(
     // Where its filters were put, which may not be where the spec now points
     // (a role the policy refuses is never assumed when that is known).
     let scope = memo.scope.clone().unwrap_or_else(|| scope.clone());
-    let left = match previous.stream_arn.as_deref() {
-        Some(arn) => {
-            let why = "it may not run";
-            remove_filters(ctx, &scope, lsub, (arn, why), &groups, events).await
-        }
-        // Filters are put only toward a stream the status then names.
-        None => Vec::new(),
-    };
-    super::cleanup::stop_workers(lsub, ctx).await?;
+    let mut left = Vec::new();
+    for arn in destinations(&memo, previous) {
+        let why = "it may not run";
+        left.extend(remove_filters(ctx, &scope, lsub, (&arn, why), &groups, events).await);
+    }
     // Permitted again, everything is synced afresh.
     memo.aws = None;
     memo.permitted = None;
@@ -86,8 +82,36 @@ pub(super) async fn take_down(
         ctx.settings.status_interval
     };
     ctx.memory.put(&uid, memo);
+    // After the memory: a failure here must not make the filters' removal forgotten.
+    let workers = super::cleanup::stop_workers(lsub, ctx).await;
+    TakenDown {
+        left,
+        wait,
+        workers,
+    }
+}
 
-    Ok((left, wait))
+/// What taking a LogSubscription down left.
+pub(super) struct TakenDown {
+    /// The groups whose filter could not be removed yet.
+    pub left: Vec<LogGroupStatus>,
+    /// When to look again.
+    pub wait: Duration,
+    /// Whether its workers' Deployment was deleted (or was not there).
+    pub workers: Result<(), kube::Error>,
+}
+
+/// The streams our filters may send to: the one the status names, and the one
+/// this controller last synced toward (its status write may have failed).
+pub(super) fn destinations(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec<String> {
+    let mut arns: Vec<String> = previous
+        .stream_arn
+        .iter()
+        .chain(memo.aws.as_ref().and_then(|v| v.stream_arn.as_ref()))
+        .cloned()
+        .collect();
+    arns.dedup();
+    arns
 }
 
 /// Removes our filters (of `lsub`'s name or its earlier one, sending to

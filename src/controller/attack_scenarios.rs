@@ -1,0 +1,805 @@
+//! Unplanned faults against the whole reconcile (see `fixtures`): the API
+//! server answering errors at each call, AWS failing at each step, statuses
+//! written by others, names shared with the earlier naming scheme, region
+//! changes. Tests marked `#[ignore = "bug: …"]` show a fault the reconcile
+//! does not survive yet.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::Context;
+use super::fixtures::{self, ApiServer, Expect, FakeAws, Policies, context, policy};
+use super::reconcile::reconcile;
+use crate::api::{
+    FilterState, LogGroupStatus, LogSubscription, LogSubscriptionPolicy, LogSubscriptionStatus,
+};
+
+/// The paths of one LogSubscription's objects.
+struct Paths {
+    binding: String,
+    leases: String,
+    deployment: String,
+    account: String,
+    config: String,
+    object: String,
+    status: String,
+}
+
+impl Paths {
+    fn of(namespace: &str, name: &str) -> Paths {
+        Paths {
+            binding: format!(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}-worker-leases"
+            ),
+            leases: format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"),
+            deployment: format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}-worker"),
+            account: format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}-worker"),
+            config: format!("/api/v1/namespaces/{namespace}/configmaps/{name}-worker"),
+            object: format!(
+                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}"
+            ),
+            status: format!(
+                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}/status"
+            ),
+        }
+    }
+}
+
+struct Scenario {
+    server: ApiServer,
+    aws: FakeAws,
+    ctx: Arc<Context>,
+    policies: Policies,
+}
+
+impl Scenario {
+    fn new(policies: Vec<LogSubscriptionPolicy>, namespaces: &[&str]) -> Scenario {
+        Scenario::with_aws(FakeAws::default(), policies, namespaces)
+    }
+
+    /// A controller started afresh (nothing in memory) over the same account.
+    fn with_aws(
+        aws: FakeAws,
+        policies: Vec<LogSubscriptionPolicy>,
+        namespaces: &[&str],
+    ) -> Scenario {
+        let (client, server) = ApiServer::start();
+        let namespaces: Vec<(&str, BTreeMap<String, String>)> =
+            namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
+        let (ctx, policies) = context(client, &aws, policies, &namespaces);
+        Scenario {
+            server,
+            aws,
+            ctx,
+            policies,
+        }
+    }
+
+    async fn reconcile(&self, lsub: &LogSubscription) -> Result<(), super::error::Error> {
+        let run = reconcile(Arc::new(lsub.clone()), self.ctx.clone());
+        tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .expect("a reconcile ends")
+            .map(drop)
+    }
+}
+
+/// A policy that lets `namespace` subscribe groups under `prefix` into the
+/// existing stream `shared`.
+fn shared_policy(namespace: &str, prefix: &str) -> LogSubscriptionPolicy {
+    policy(
+        namespace,
+        json!({
+            "namespaces": {"names": [namespace]},
+            "logGroups": {"prefixes": [prefix]},
+            "streams": {"existing": ["shared"]},
+            "sinks": {"s3": [{"bucket": "logs"}]},
+            "roles": {"delivery": ["*"]},
+        }),
+    )
+}
+
+/// `pattern "."` into the existing stream `shared`, to S3.
+fn spec() -> Value {
+    json!({
+        "source": {
+            "logGroups": {"pattern": "."},
+            "roleArn": format!("arn:aws:iam::{}:role/CWLtoKinesis", fixtures::ACCOUNT),
+        },
+        "stream": {"existing": {"name": "shared"}},
+        "sink": {"s3": {"bucket": "logs"}},
+    })
+}
+
+/// LogSubscription `namespace/name` from `spec`, its finalizer on.
+fn subscription(namespace: &str, name: &str, spec: Value) -> LogSubscription {
+    serde_json::from_value(json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {
+            "name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+            "generation": 1, "finalizers": [super::reconcile::FINALIZER],
+        },
+        "spec": spec,
+    }))
+    .expect("a LogSubscription")
+}
+
+fn status_write(paths: &Paths, lsub: &LogSubscription) -> Expect {
+    let object = serde_json::to_value(lsub).expect("json");
+    Expect::new(Method::PATCH, paths.status.clone(), move |body| {
+        let mut object = object;
+        object["status"] = body["status"].clone();
+        (200, object)
+    })
+}
+
+fn failing(method: Method, path: &str, code: u16) -> Expect {
+    Expect::new(method, path, move |_| {
+        (
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": format!("injected {code}")}),
+        )
+    })
+}
+
+fn deleted(path: &str) -> Expect {
+    Expect::new(Method::DELETE, path, |_| {
+        (200, json!({"kind": "Status", "status": "Success"}))
+    })
+}
+
+/// The status the reconcile wrote last.
+fn written(seen: &fixtures::Seen, paths: &Paths) -> LogSubscriptionStatus {
+    let bodies = seen.bodies(&Method::PATCH, &paths.status);
+    let body = bodies.last().expect("a status write");
+    serde_json::from_value(body["status"].clone()).expect("a status")
+}
+
+fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// The requests of a first sync with a usable stream, the status write last.
+fn first_sync(paths: &Paths, lsub: &LogSubscription) -> Vec<Expect> {
+    vec![
+        Expect::missing(paths.binding.clone()),
+        Expect::apply(paths.binding.clone()),
+        Expect::empty_list(paths.leases.clone(), "LeaseList"),
+        Expect::missing(paths.deployment.clone()),
+        Expect::missing(paths.account.clone()),
+        Expect::apply(paths.account.clone()),
+        Expect::missing(paths.config.clone()),
+        Expect::apply(paths.config.clone()),
+        Expect::missing(paths.deployment.clone()),
+        Expect::apply(paths.deployment.clone()),
+        Expect::empty_list(paths.leases.clone(), "LeaseList"),
+        status_write(paths, lsub),
+    ]
+}
+
+/// What each request of `first_sync` is: its method.
+const FIRST_SYNC_METHODS: [&str; 12] = [
+    "GET", "PATCH", "GET", "GET", "GET", "PATCH", "GET", "PATCH", "GET", "PATCH", "GET", "PATCH",
+];
+
+fn first_sync_paths(paths: &Paths) -> [String; 12] {
+    [
+        paths.binding.clone(),
+        paths.binding.clone(),
+        paths.leases.clone(),
+        paths.deployment.clone(),
+        paths.account.clone(),
+        paths.account.clone(),
+        paths.config.clone(),
+        paths.config.clone(),
+        paths.deployment.clone(),
+        paths.deployment.clone(),
+        paths.leases.clone(),
+        paths.status.clone(),
+    ]
+}
+
+fn filter(name: &str, destination: &str) -> fixtures::FakeFilter {
+    fixtures::FakeFilter {
+        name: name.into(),
+        destination: destination.into(),
+    }
+}
+
+/// `team-a/app` permitted, its first sync done: filter on `/team-a/api`
+/// toward `shared`. Returns the scenario, the LogSubscription with the
+/// status written, the stream's ARN and the applied Deployment.
+async fn synced_team_a() -> (Scenario, LogSubscription, String, Value) {
+    let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+    let stream = s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let paths = Paths::of("team-a", "app");
+    let mut lsub = subscription("team-a", "app", spec());
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
+    lsub.status = Some(written(&seen, &paths));
+    assert_eq!(
+        s.aws.filters("/team-a/api"),
+        vec![filter("logsub/team-a/app", &stream)]
+    );
+    s.aws.take_calls();
+    (s, lsub, stream, deployment)
+}
+
+// ------------------------------------------------ the API server failing
+
+/// Every Kubernetes call of a first sync answered 403, 409, 410, 429 or 500
+/// in turn: the reconcile fails (retried with backoff), writes nothing after
+/// the failed call but the status, and the status it writes claims nothing
+/// that is not true (the workers are not available, nothing is Ready).
+#[tokio::test]
+async fn each_kubernetes_call_of_a_first_sync_failing_claims_nothing_more() {
+    for (index, method) in FIRST_SYNC_METHODS.iter().enumerate() {
+        for code in [403u16, 409, 410, 429, 500] {
+            let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+            s.aws.stream("shared", 2);
+            s.aws.group("/team-a/api", &[]);
+            let paths = Paths::of("team-a", "app");
+            let lsub = subscription("team-a", "app", spec());
+            let method: Method = method.parse().expect("method");
+            let path = first_sync_paths(&paths)[index].clone();
+            let mut script = first_sync(&paths, &lsub);
+            script.truncate(index);
+            script.push(failing(method.clone(), &path, code));
+            let status_failed = index == FIRST_SYNC_METHODS.len() - 1;
+            if !status_failed {
+                script.push(status_write(&paths, &lsub));
+            }
+            s.server.expect(script);
+
+            let result = s.reconcile(&lsub).await;
+
+            let what = format!("{method} {path} answering {code}");
+            assert!(result.is_err(), "{what}: the reconcile must be retried");
+            let seen = s.server.verify();
+            if status_failed {
+                continue;
+            }
+            let status = written(&seen, &paths);
+            assert_eq!(condition(&status, "Ready").0, "False", "{what}");
+            assert_ne!(condition(&status, "WorkersAvailable").0, "True", "{what}");
+            assert_ne!(condition(&status, "Delivering").0, "True", "{what}");
+            // What the API server refuses (403, 409) waits for a change; the
+            // rest is on its way again.
+            let (workers, reason) = condition(&status, "WorkersAvailable");
+            if matches!(code, 403 | 409) {
+                assert_eq!((workers, reason), ("False", "WorkersRefused"), "{what}");
+            } else {
+                assert_eq!(
+                    (workers, reason),
+                    ("Unknown", "WorkersUnavailable"),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// The status write failing after the filters were put: the next reconcile
+/// finds a LogSubscription whose status names no stream. A withdrawal then
+/// must still take the filters it put off.
+#[tokio::test]
+async fn a_withdrawal_after_a_failed_status_write_takes_the_filters_off() {
+    let mut s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let paths = Paths::of("team-a", "app");
+    let lsub = subscription("team-a", "app", spec());
+    let mut script = first_sync(&paths, &lsub);
+    script.pop();
+    script.push(failing(Method::PATCH, &paths.status, 500));
+    s.server.expect(script);
+    s.reconcile(&lsub)
+        .await
+        .expect_err("the status write failed");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
+    assert_eq!(s.aws.filters("/team-a/api").len(), 1);
+
+    // No policy permits it any more; its status was never written.
+    s.policies.set(Vec::new());
+    s.server.expect(vec![
+        Expect::get(paths.deployment.clone(), deployment),
+        deleted(&paths.deployment),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let status = written(&seen, &paths);
+    assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
+    assert_eq!(
+        s.aws.filters("/team-a/api"),
+        Vec::new(),
+        "the filter the controller put toward its stream is still delivering"
+    );
+}
+
+/// The same, deleted instead of withdrawn: its filters must come off.
+#[tokio::test]
+async fn a_deletion_after_a_failed_status_write_takes_the_filters_off() {
+    let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let paths = Paths::of("team-a", "app");
+    let mut lsub = subscription("team-a", "app", spec());
+    let mut script = first_sync(&paths, &lsub);
+    script.pop();
+    script.push(failing(Method::PATCH, &paths.status, 500));
+    s.server.expect(script);
+    s.reconcile(&lsub)
+        .await
+        .expect_err("the status write failed");
+    s.server.verify();
+
+    lsub.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let object = serde_json::to_value(&lsub).expect("json");
+    s.server.expect(vec![
+        Expect::missing(paths.deployment.clone()),
+        Expect::empty_list(paths.leases.clone(), "LeaseList"),
+        Expect::new(Method::PATCH, paths.object.clone(), move |_| (200, object)),
+    ]);
+    s.reconcile(&lsub).await.expect("cleaned up");
+    s.server.verify();
+    assert_eq!(
+        s.aws.filters("/team-a/api"),
+        Vec::new(),
+        "the deleted LogSubscription's filter is still delivering"
+    );
+}
+
+/// Withdrawn while the workers' Deployment cannot be deleted (500): the
+/// filters come off, and the status must say so; it must not go on claiming
+/// that the LogSubscription is permitted and its filters active.
+#[tokio::test]
+async fn a_withdrawal_whose_workers_cannot_be_deleted_still_says_so() {
+    let (mut s, lsub, _, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    s.policies.set(Vec::new());
+    s.server.expect(vec![
+        Expect::get(paths.deployment.clone(), deployment),
+        failing(Method::DELETE, &paths.deployment, 500),
+        status_write(&paths, &lsub),
+    ]);
+    let result = s.reconcile(&lsub).await;
+    assert!(result.is_err(), "retried");
+    assert!(
+        s.aws.filters("/team-a/api").is_empty(),
+        "the filter came off"
+    );
+    // What the status says now: it must not claim filters that are gone.
+    let seen = s.server.verify();
+    let status = written(&seen, &paths);
+    assert_eq!(condition(&status, "Permitted").0, "False");
+    assert_ne!(condition(&status, "SubscriptionFilterReady").0, "True");
+}
+
+/// A spec made invalid after a valid one: its filters come off, its
+/// workers stop, the status says why.
+#[tokio::test]
+async fn an_invalid_spec_after_a_valid_one_takes_the_filters_off_and_stops_the_workers() {
+    let (s, mut lsub, stream, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    lsub.spec.stream = serde_json::from_value(
+        json!({"existing": {"name": "shared"}, "managed": {"shardCount": 1}}),
+    )
+    .expect("stream");
+    lsub.metadata.generation = Some(2);
+    s.server.expect(vec![
+        Expect::get(paths.deployment.clone(), deployment),
+        deleted(&paths.deployment),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    assert!(s.aws.filters("/team-a/api").is_empty());
+    let status = written(&seen, &paths);
+    assert_eq!(condition(&status, "Ready"), ("False", "InvalidSpec"));
+    assert_eq!(status.log_group_count, Some(0));
+    assert!(status.log_groups.is_empty(), "{:?}", status.log_groups);
+    // The stream stays named: a valid spec again finds what it used.
+    assert_eq!(status.stream_arn.as_deref(), Some(stream.as_str()));
+    assert_eq!(seen.events, ["InvalidSpec", "SubscriptionFilterDeleted"]);
+}
+
+/// Withdrawn while one group's filter cannot come off (throttled): the
+/// others come off, the group left is shown, and it is tried again until it
+/// comes off.
+#[tokio::test]
+async fn a_withdrawal_retries_the_filters_it_could_not_remove() {
+    let mut s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    s.aws.group("/team-a/web", &[]);
+    let paths = Paths::of("team-a", "app");
+    let mut lsub = subscription("team-a", "app", spec());
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
+    lsub.status = Some(written(&seen, &paths));
+
+    s.policies.set(Vec::new());
+    s.aws.fail(
+        "DeleteSubscriptionFilter",
+        Some("/team-a/web"),
+        "ThrottlingException",
+        1,
+    );
+    s.server.expect(vec![
+        Expect::get(paths.deployment.clone(), deployment),
+        deleted(&paths.deployment),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    assert!(s.aws.filters("/team-a/api").is_empty());
+    assert_eq!(s.aws.filters("/team-a/web").len(), 1);
+    let status = written(&seen, &paths);
+    assert_eq!(
+        condition(&status, "SubscriptionFilterReady"),
+        ("Unknown", "FiltersRemaining")
+    );
+    assert_eq!(
+        status
+            .log_groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.filter))
+            .collect::<Vec<_>>(),
+        [("/team-a/web", FilterState::Pending)]
+    );
+    lsub.status = Some(status);
+
+    // Again (the status lists what is left; the Deployment is gone).
+    s.server.expect(vec![
+        Expect::missing(paths.deployment.clone()),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    assert!(s.aws.filters("/team-a/web").is_empty());
+    let status = written(&seen, &paths);
+    assert!(status.log_groups.is_empty());
+    assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
+}
+
+// ------------------------------------------------ AWS failing
+
+/// Each AWS step of a first sync failing with throttling, AccessDenied,
+/// ResourceNotFound or an unknown code: the reconcile goes on, the status
+/// says what failed and claims nothing that is not true, nothing is
+/// written where the policy does not allow.
+#[tokio::test]
+async fn each_aws_step_of_a_first_sync_failing_claims_nothing_more() {
+    let codes = [
+        "ThrottlingException",
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "SomethingNobodyKnowsException",
+    ];
+    for op in [
+        "DescribeStreamSummary",
+        "DescribeLogGroups",
+        "DescribeSubscriptionFilters",
+        "PutSubscriptionFilter",
+    ] {
+        for code in codes {
+            let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+            s.aws.stream("shared", 2);
+            s.aws.group("/team-a/api", &[]);
+            s.aws.group("/team-b/db", &[]);
+            s.aws.fail(op, None, code, 1);
+            let paths = Paths::of("team-a", "app");
+            let lsub = subscription("team-a", "app", spec());
+            let stream_fails = op == "DescribeStreamSummary";
+            // A stream not found is a stream to wait for; any other failure
+            // to describe it leaves it unknown: no workers either way.
+            if stream_fails {
+                s.server.expect(vec![status_write(&paths, &lsub)]);
+            } else {
+                s.server.expect(first_sync(&paths, &lsub));
+            }
+
+            let what = format!("{op} answering {code}");
+            s.reconcile(&lsub).await.expect(&what);
+
+            let seen = s.server.verify();
+            let status = written(&seen, &paths);
+            assert_eq!(condition(&status, "Ready").0, "False", "{what}");
+            assert_ne!(
+                condition(&status, "SubscriptionFilterReady").0,
+                "True",
+                "{what}: {:?}",
+                status.conditions
+            );
+            if stream_fails {
+                assert_ne!(condition(&status, "StreamReady").0, "True", "{what}");
+                assert_eq!(status.stream_arn, None, "{what}");
+            }
+            assert!(s.aws.filters("/team-b/db").is_empty(), "{what}");
+            let memo = s.ctx.memory.get("uid-team-a-app");
+            // What retrying can help is retried soon; the rest waits (a
+            // group found gone waits for the next rescan).
+            let soon = match code {
+                "ThrottlingException" => true,
+                "ResourceNotFoundException" => op != "DescribeSubscriptionFilters",
+                _ => false,
+            };
+            assert_eq!(memo.retry_at.is_some(), soon, "{what}");
+        }
+    }
+}
+
+/// A log group deleted between the listing and the put: shown as pending,
+/// retried soon, never shown active.
+#[tokio::test]
+async fn a_group_gone_between_listing_and_put_is_pending_and_retried() {
+    let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    s.aws.group("/team-a/gone", &[]);
+    s.aws.fail(
+        "PutSubscriptionFilter",
+        Some("/team-a/gone"),
+        "ResourceNotFoundException",
+        1,
+    );
+    let paths = Paths::of("team-a", "app");
+    let lsub = subscription("team-a", "app", spec());
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let status = written(&seen, &paths);
+    let rows: Vec<_> = status
+        .log_groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.filter))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("/team-a/api", FilterState::Active),
+            ("/team-a/gone", FilterState::Pending)
+        ]
+    );
+    assert_eq!(
+        condition(&status, "SubscriptionFilterReady"),
+        ("Unknown", "FiltersPending")
+    );
+    assert!(s.ctx.memory.get("uid-team-a-app").retry_at.is_some());
+}
+
+// ------------------------------------------------ others' filters
+
+/// `a/b-c` and `a-b/c` share the earlier name `logsub-a-b-c`. The status of
+/// `a/b-c` is written by someone else to name `a-b/c`'s stream and a group
+/// `a-b/c` subscribes under that earlier name. Withdrawing `a/b-c` must not
+/// remove `a-b/c`'s filter.
+#[tokio::test]
+#[ignore = "bug: a status written by others (streamArn + logGroups) makes take_down delete another LogSubscription's filter of the shared legacy name"]
+async fn a_forged_status_does_not_make_a_withdrawal_remove_anothers_filter() {
+    let s = Scenario::new(Vec::new(), &["a", "a-b"]);
+    let theirs = s.aws.stream("logsub_a-b_c", 2);
+    s.aws.group("/a-b/db", &[("logsub-a-b-c", theirs.as_str())]);
+    let paths = Paths::of("a", "b-c");
+    let mut lsub = subscription("a", "b-c", spec());
+    lsub.status = Some(LogSubscriptionStatus {
+        stream_arn: Some(theirs.clone()),
+        log_groups: vec![LogGroupStatus {
+            name: "/a-b/db".into(),
+            filter: FilterState::Active,
+            message: None,
+        }],
+        ..LogSubscriptionStatus::default()
+    });
+    s.server.expect(vec![
+        Expect::missing(paths.deployment.clone()),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    assert_eq!(
+        s.aws.filters("/a-b/db"),
+        vec![filter("logsub-a-b-c", &theirs)],
+        "a-b/c's filter was removed on a status a-b/c never wrote"
+    );
+}
+
+/// The same forged status on a permitted `a/b-c` whose selection holds the
+/// group: `a-b/c`'s filter must not be renamed to (taken over by) `a/b-c`.
+#[tokio::test]
+#[ignore = "bug: a status written by others naming another stream makes plan::filters treat that stream's legacy-named filter as ours and rename it away"]
+async fn a_forged_status_does_not_make_a_sync_take_anothers_filter() {
+    let s = Scenario::new(vec![shared_policy("a", "/a/")], &["a", "a-b"]);
+    s.aws.stream("shared", 2);
+    let theirs = s.aws.stream("logsub_a-b_c", 2);
+    s.aws.group("/a/web", &[("logsub-a-b-c", theirs.as_str())]);
+    let paths = Paths::of("a", "b-c");
+    let mut lsub = subscription("a", "b-c", spec());
+    lsub.status = Some(LogSubscriptionStatus {
+        stream_arn: Some(theirs.clone()),
+        ..LogSubscriptionStatus::default()
+    });
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    let filters = s.aws.filters("/a/web");
+    assert!(
+        filters.contains(&filter("logsub-a-b-c", &theirs)),
+        "a-b/c's filter was taken: {filters:?}"
+    );
+}
+
+/// Without any forged status: `a/b-c` and `a-b/c` both use the existing
+/// stream `shared`, and `a-b/c` subscribed `/a/web` under the earlier name.
+/// Its filter sends to the stream `a/b-c` wants, which proves nothing about
+/// whose it is: `a/b-c` must not take it.
+#[tokio::test]
+#[ignore = "bug: a legacy-named filter of another LogSubscription sending to a shared stream counts as ours (plan::filters) and is renamed away"]
+async fn a_legacy_filter_of_another_on_a_shared_stream_is_not_taken() {
+    let s = Scenario::new(vec![shared_policy("a", "/a/")], &["a", "a-b"]);
+    let shared = s.aws.stream("shared", 2);
+    s.aws.group("/a/web", &[("logsub-a-b-c", shared.as_str())]);
+    let paths = Paths::of("a", "b-c");
+    let lsub = subscription("a", "b-c", spec());
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    let filters = s.aws.filters("/a/web");
+    assert!(
+        filters.contains(&filter("logsub-a-b-c", &shared)),
+        "a-b/c's filter was taken: {filters:?}"
+    );
+}
+
+/// A filter of our name sending elsewhere on a group our status lists: a
+/// withdrawal leaves it alone (it is not ours).
+#[tokio::test]
+async fn a_withdrawal_leaves_a_filter_of_our_name_sending_elsewhere() {
+    let (mut s, mut lsub, _, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    // Someone points our filter's name elsewhere meanwhile.
+    s.aws
+        .group("/team-a/api", &[("logsub/team-a/app", "arn:elsewhere")]);
+    lsub.status.as_mut().expect("status").log_groups = vec![LogGroupStatus {
+        name: "/team-a/api".into(),
+        filter: FilterState::Active,
+        message: None,
+    }];
+    s.policies.set(Vec::new());
+    s.server.expect(vec![
+        Expect::get(paths.deployment.clone(), deployment),
+        deleted(&paths.deployment),
+        status_write(&paths, &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    assert_eq!(
+        s.aws.filters("/team-a/api"),
+        vec![filter("logsub/team-a/app", "arn:elsewhere")]
+    );
+    assert!(
+        !s.aws
+            .take_calls()
+            .contains(&"DeleteSubscriptionFilter".to_owned())
+    );
+}
+
+// ------------------------------------------------ regions
+
+/// The workers' objects and the status of a sync where the workers'
+/// Deployment exists (`deployment`) but its configuration changed.
+fn resync_changed(paths: &Paths, lsub: &LogSubscription, deployment: Value) -> Vec<Expect> {
+    let mut script = first_sync(paths, lsub);
+    script[3] = Expect::get(paths.deployment.clone(), deployment);
+    script
+}
+
+/// Moved to another region: the filters in the region it was in come off.
+#[tokio::test]
+async fn a_region_change_takes_the_filters_off_in_the_old_region() {
+    let (s, mut lsub, _, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    s.aws.0.lock().unwrap().regions.clear();
+    lsub.spec.region = Some("eu-west-1".into());
+    lsub.metadata.generation = Some(2);
+    s.server
+        .expect(resync_changed(&paths, &lsub, deployment.clone()));
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    let old = s.aws.calls_in(fixtures::REGION);
+    assert!(
+        old.contains(&"DeleteSubscriptionFilter".to_owned()),
+        "{old:?}"
+    );
+    assert!(
+        s.aws
+            .calls_in("eu-west-1")
+            .contains(&"PutSubscriptionFilter".to_owned())
+    );
+}
+
+/// Moved to another region by a change the controller first sees after a
+/// restart (its memory is empty): the status still names the old region's
+/// stream; the filters there must still come off.
+#[tokio::test]
+async fn a_region_change_seen_after_a_restart_takes_the_old_filters_off() {
+    let (s, mut lsub, _, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    let restarted = Scenario::with_aws(
+        s.aws.clone(),
+        vec![shared_policy("team-a", "/team-a/")],
+        &["team-a"],
+    );
+    restarted.aws.0.lock().unwrap().regions.clear();
+    lsub.spec.region = Some("eu-west-1".into());
+    lsub.metadata.generation = Some(2);
+    restarted
+        .server
+        .expect(resync_changed(&paths, &lsub, deployment));
+    restarted.reconcile(&lsub).await.expect("reconciled");
+    restarted.server.verify();
+    let old = restarted.aws.calls_in(fixtures::REGION);
+    assert!(
+        old.contains(&"DeleteSubscriptionFilter".to_owned()),
+        "nothing done in the old region: {old:?}"
+    );
+}
+
+/// Moved to another region while the old region's filter cannot come off
+/// (throttled): it must be tried again later, not forgotten.
+#[tokio::test]
+#[ignore = "bug: filters left in the old region after a region change are only logged, never retried (memo.scope moves on; the status then names the new stream)"]
+async fn a_region_change_retries_the_old_filters_it_could_not_remove() {
+    let (s, mut lsub, _, deployment) = synced_team_a().await;
+    let paths = Paths::of("team-a", "app");
+    lsub.spec.region = Some("eu-west-1".into());
+    lsub.metadata.generation = Some(2);
+    s.aws.fail(
+        "DeleteSubscriptionFilter",
+        Some("/team-a/api"),
+        "ThrottlingException",
+        1,
+    );
+    s.server
+        .expect(resync_changed(&paths, &lsub, deployment.clone()));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
+    lsub.status = Some(written(&seen, &paths));
+    // The removal in the old region was tried, and failed.
+    assert!(
+        s.aws
+            .calls_in(fixtures::REGION)
+            .contains(&"DeleteSubscriptionFilter".to_owned())
+    );
+    s.aws.0.lock().unwrap().regions.clear();
+
+    // The next sync (forced: a new generation) of the new region.
+    lsub.metadata.generation = Some(3);
+    s.server.expect(resync_changed(&paths, &lsub, deployment));
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    let old = s.aws.calls_in(fixtures::REGION);
+    assert!(
+        old.contains(&"DeleteSubscriptionFilter".to_owned()),
+        "the old region's filter is never tried again: {old:?}"
+    );
+}
