@@ -4,88 +4,16 @@
 //! changes. Tests marked `#[ignore = "bug: …"]` show a fault the reconcile
 //! does not survive yet.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use http::Method;
 use serde_json::{Value, json};
 
-use super::Context;
-use super::fixtures::{self, ApiServer, Expect, FakeAws, Policies, context, policy};
-use super::reconcile::reconcile;
+use super::fixtures::{
+    self, Expect, Paths, Scenario, condition, deleted, failing, first_sync, policy, status_write,
+    subscription_in, written,
+};
 use crate::api::{
     FilterState, LogGroupStatus, LogSubscription, LogSubscriptionPolicy, LogSubscriptionStatus,
 };
-
-/// The paths of one LogSubscription's objects.
-struct Paths {
-    binding: String,
-    leases: String,
-    deployment: String,
-    account: String,
-    config: String,
-    object: String,
-    status: String,
-}
-
-impl Paths {
-    fn of(namespace: &str, name: &str) -> Paths {
-        Paths {
-            binding: format!(
-                "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}-worker-leases"
-            ),
-            leases: format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"),
-            deployment: format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}-worker"),
-            account: format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}-worker"),
-            config: format!("/api/v1/namespaces/{namespace}/configmaps/{name}-worker"),
-            object: format!(
-                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}"
-            ),
-            status: format!(
-                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}/status"
-            ),
-        }
-    }
-}
-
-struct Scenario {
-    server: ApiServer,
-    aws: FakeAws,
-    ctx: Arc<Context>,
-    policies: Policies,
-}
-
-impl Scenario {
-    fn new(policies: Vec<LogSubscriptionPolicy>, namespaces: &[&str]) -> Scenario {
-        Scenario::with_aws(FakeAws::default(), policies, namespaces)
-    }
-
-    /// A controller started afresh (nothing in memory) over the same account.
-    fn with_aws(
-        aws: FakeAws,
-        policies: Vec<LogSubscriptionPolicy>,
-        namespaces: &[&str],
-    ) -> Scenario {
-        let (client, server) = ApiServer::start();
-        let namespaces: Vec<(&str, BTreeMap<String, String>)> =
-            namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
-        let (ctx, policies) = context(client, &aws, policies, &namespaces);
-        Scenario {
-            server,
-            aws,
-            ctx,
-            policies,
-        }
-    }
-
-    async fn reconcile(&self, lsub: &LogSubscription) -> Result<(), super::error::Error> {
-        let run = reconcile(Arc::new(lsub.clone()), self.ctx.clone());
-        tokio::time::timeout(std::time::Duration::from_secs(10), run)
-            .await
-            .expect("a reconcile ends")
-            .map(drop)
-    }
-}
 
 /// A policy that lets `namespace` subscribe groups under `prefix` into the
 /// existing stream `shared`.
@@ -112,78 +40,6 @@ fn spec() -> Value {
         "stream": {"existing": {"name": "shared"}},
         "sink": {"s3": {"bucket": "logs"}},
     })
-}
-
-/// LogSubscription `namespace/name` from `spec`, its finalizer on.
-fn subscription(namespace: &str, name: &str, spec: Value) -> LogSubscription {
-    serde_json::from_value(json!({
-        "apiVersion": "logsub.io/v1alpha1",
-        "kind": "LogSubscription",
-        "metadata": {
-            "name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
-            "generation": 1, "finalizers": [super::reconcile::FINALIZER],
-        },
-        "spec": spec,
-    }))
-    .expect("a LogSubscription")
-}
-
-fn status_write(paths: &Paths, lsub: &LogSubscription) -> Expect {
-    let object = serde_json::to_value(lsub).expect("json");
-    Expect::new(Method::PATCH, paths.status.clone(), move |body| {
-        let mut object = object;
-        object["status"] = body["status"].clone();
-        (200, object)
-    })
-}
-
-fn failing(method: Method, path: &str, code: u16) -> Expect {
-    Expect::new(method, path, move |_| {
-        (
-            code,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": format!("injected {code}")}),
-        )
-    })
-}
-
-fn deleted(path: &str) -> Expect {
-    Expect::new(Method::DELETE, path, |_| {
-        (200, json!({"kind": "Status", "status": "Success"}))
-    })
-}
-
-/// The status the reconcile wrote last.
-fn written(seen: &fixtures::Seen, paths: &Paths) -> LogSubscriptionStatus {
-    let bodies = seen.bodies(&Method::PATCH, &paths.status);
-    let body = bodies.last().expect("a status write");
-    serde_json::from_value(body["status"].clone()).expect("a status")
-}
-
-fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str, &'a str) {
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
-    (c.status.as_str(), c.reason.as_str())
-}
-
-/// The requests of a first sync with a usable stream, the status write last.
-fn first_sync(paths: &Paths, lsub: &LogSubscription) -> Vec<Expect> {
-    vec![
-        Expect::missing(paths.binding.clone()),
-        Expect::apply(paths.binding.clone()),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
-        Expect::missing(paths.deployment.clone()),
-        Expect::missing(paths.account.clone()),
-        Expect::apply(paths.account.clone()),
-        Expect::missing(paths.config.clone()),
-        Expect::apply(paths.config.clone()),
-        Expect::missing(paths.deployment.clone()),
-        Expect::apply(paths.deployment.clone()),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
-        status_write(paths, lsub),
-    ]
 }
 
 /// What each request of `first_sync` is: its method.
@@ -223,7 +79,7 @@ async fn synced_team_a() -> (Scenario, LogSubscription, String, Value) {
     let stream = s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let paths = Paths::of("team-a", "app");
-    let mut lsub = subscription("team-a", "app", spec());
+    let mut lsub = subscription_in("team-a", "app", spec());
     s.server.expect(first_sync(&paths, &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
@@ -251,7 +107,7 @@ async fn each_kubernetes_call_of_a_first_sync_failing_claims_nothing_more() {
             s.aws.stream("shared", 2);
             s.aws.group("/team-a/api", &[]);
             let paths = Paths::of("team-a", "app");
-            let lsub = subscription("team-a", "app", spec());
+            let lsub = subscription_in("team-a", "app", spec());
             let method: Method = method.parse().expect("method");
             let path = first_sync_paths(&paths)[index].clone();
             let mut script = first_sync(&paths, &lsub);
@@ -300,7 +156,7 @@ async fn a_withdrawal_after_a_failed_status_write_takes_the_filters_off() {
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let paths = Paths::of("team-a", "app");
-    let lsub = subscription("team-a", "app", spec());
+    let lsub = subscription_in("team-a", "app", spec());
     let mut script = first_sync(&paths, &lsub);
     script.pop();
     script.push(failing(Method::PATCH, &paths.status, 500));
@@ -337,7 +193,7 @@ async fn a_deletion_after_a_failed_status_write_takes_the_filters_off() {
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let paths = Paths::of("team-a", "app");
-    let mut lsub = subscription("team-a", "app", spec());
+    let mut lsub = subscription_in("team-a", "app", spec());
     let mut script = first_sync(&paths, &lsub);
     script.pop();
     script.push(failing(Method::PATCH, &paths.status, 500));
@@ -429,7 +285,7 @@ async fn a_withdrawal_retries_the_filters_it_could_not_remove() {
     s.aws.group("/team-a/api", &[]);
     s.aws.group("/team-a/web", &[]);
     let paths = Paths::of("team-a", "app");
-    let mut lsub = subscription("team-a", "app", spec());
+    let mut lsub = subscription_in("team-a", "app", spec());
     s.server.expect(first_sync(&paths, &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
@@ -507,7 +363,7 @@ async fn each_aws_step_of_a_first_sync_failing_claims_nothing_more() {
             s.aws.group("/team-b/db", &[]);
             s.aws.fail(op, None, code, 1);
             let paths = Paths::of("team-a", "app");
-            let lsub = subscription("team-a", "app", spec());
+            let lsub = subscription_in("team-a", "app", spec());
             let stream_fails = op == "DescribeStreamSummary";
             // A stream not found is a stream to wait for; any other failure
             // to describe it leaves it unknown: no workers either way.
@@ -562,7 +418,7 @@ async fn a_group_gone_between_listing_and_put_is_pending_and_retried() {
         1,
     );
     let paths = Paths::of("team-a", "app");
-    let lsub = subscription("team-a", "app", spec());
+    let lsub = subscription_in("team-a", "app", spec());
     s.server.expect(first_sync(&paths, &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
@@ -599,7 +455,7 @@ async fn a_forged_status_does_not_make_a_withdrawal_remove_anothers_filter() {
     let theirs = s.aws.stream("logsub_a-b_c", 2);
     s.aws.group("/a-b/db", &[("logsub-a-b-c", theirs.as_str())]);
     let paths = Paths::of("a", "b-c");
-    let mut lsub = subscription("a", "b-c", spec());
+    let mut lsub = subscription_in("a", "b-c", spec());
     lsub.status = Some(LogSubscriptionStatus {
         stream_arn: Some(theirs.clone()),
         log_groups: vec![LogGroupStatus {
@@ -632,7 +488,7 @@ async fn a_forged_status_does_not_make_a_sync_take_anothers_filter() {
     let theirs = s.aws.stream("logsub_a-b_c", 2);
     s.aws.group("/a/web", &[("logsub-a-b-c", theirs.as_str())]);
     let paths = Paths::of("a", "b-c");
-    let mut lsub = subscription("a", "b-c", spec());
+    let mut lsub = subscription_in("a", "b-c", spec());
     lsub.status = Some(LogSubscriptionStatus {
         stream_arn: Some(theirs.clone()),
         ..LogSubscriptionStatus::default()
@@ -658,7 +514,7 @@ async fn a_legacy_filter_of_another_on_a_shared_stream_is_not_taken() {
     let shared = s.aws.stream("shared", 2);
     s.aws.group("/a/web", &[("logsub-a-b-c", shared.as_str())]);
     let paths = Paths::of("a", "b-c");
-    let lsub = subscription("a", "b-c", spec());
+    let lsub = subscription_in("a", "b-c", spec());
     s.server.expect(first_sync(&paths, &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     s.server.verify();

@@ -22,9 +22,10 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
+use super::reconcile::reconcile;
 use super::tenancy::{Namespaces, Tenancy};
 use super::{Aws, Context, Memory, Settings};
-use crate::api::{LogSubscription, LogSubscriptionPolicy};
+use crate::api::{LogSubscription, LogSubscriptionPolicy, LogSubscriptionStatus};
 use crate::aws::CallCounter;
 use crate::telemetry::ControllerMetrics;
 
@@ -696,21 +697,6 @@ pub fn context(
     (ctx, writer)
 }
 
-/// A LogSubscription `team-a/app` as it is once its finalizer is on,
-/// from `spec`.
-pub fn subscription(spec: Value) -> LogSubscription {
-    serde_json::from_value(json!({
-        "apiVersion": "logsub.io/v1alpha1",
-        "kind": "LogSubscription",
-        "metadata": {
-            "name": "app", "namespace": "team-a", "uid": "uid-app", "generation": 1,
-            "finalizers": [super::reconcile::FINALIZER],
-        },
-        "spec": spec,
-    }))
-    .expect("a LogSubscription")
-}
-
 /// A policy from its spec.
 pub fn policy(name: &str, spec: Value) -> LogSubscriptionPolicy {
     serde_json::from_value(json!({
@@ -720,4 +706,167 @@ pub fn policy(name: &str, spec: Value) -> LogSubscriptionPolicy {
         "spec": spec,
     }))
     .expect("a LogSubscriptionPolicy")
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// The paths of one LogSubscription's objects.
+pub struct Paths {
+    /// Its path.
+    pub binding: String,
+    /// Its path.
+    pub leases: String,
+    /// Its path.
+    pub deployment: String,
+    /// Its path.
+    pub account: String,
+    /// Its path.
+    pub config: String,
+    /// Its path.
+    pub object: String,
+    /// Its path.
+    pub status: String,
+}
+
+impl Paths {
+    /// The paths of `namespace/name`.
+    pub fn of(namespace: &str, name: &str) -> Paths {
+        Paths {
+            binding: format!(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}-worker-leases"
+            ),
+            leases: format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"),
+            deployment: format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}-worker"),
+            account: format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}-worker"),
+            config: format!("/api/v1/namespaces/{namespace}/configmaps/{name}-worker"),
+            object: format!(
+                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}"
+            ),
+            status: format!(
+                "/apis/logsub.io/v1alpha1/namespaces/{namespace}/logsubscriptions/{name}/status"
+            ),
+        }
+    }
+}
+
+/// A controller context over a mocked API server and a fake AWS account.
+pub struct Scenario {
+    /// The API server.
+    pub server: ApiServer,
+    /// The account.
+    pub aws: FakeAws,
+    /// The context reconciles run in.
+    pub ctx: Arc<Context>,
+    /// The policies in its cache.
+    pub policies: Policies,
+}
+
+impl Scenario {
+    /// With `policies`, the `namespaces` known (without labels).
+    pub fn new(policies: Vec<LogSubscriptionPolicy>, namespaces: &[&str]) -> Scenario {
+        Scenario::with_aws(FakeAws::default(), policies, namespaces)
+    }
+
+    /// A controller started afresh (nothing in memory) over the same account.
+    pub fn with_aws(
+        aws: FakeAws,
+        policies: Vec<LogSubscriptionPolicy>,
+        namespaces: &[&str],
+    ) -> Scenario {
+        let (client, server) = ApiServer::start();
+        let namespaces: Vec<(&str, BTreeMap<String, String>)> =
+            namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
+        let (ctx, policies) = context(client, &aws, policies, &namespaces);
+        Scenario {
+            server,
+            aws,
+            ctx,
+            policies,
+        }
+    }
+
+    /// Runs one reconcile of `lsub`.
+    pub async fn reconcile(&self, lsub: &LogSubscription) -> Result<(), super::error::Error> {
+        let run = reconcile(Arc::new(lsub.clone()), self.ctx.clone());
+        tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .expect("a reconcile ends")
+            .map(drop)
+    }
+}
+
+/// LogSubscription `namespace/name` from `spec`, its finalizer on.
+pub fn subscription_in(namespace: &str, name: &str, spec: Value) -> LogSubscription {
+    serde_json::from_value(json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {
+            "name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+            "generation": 1, "finalizers": [super::reconcile::FINALIZER],
+        },
+        "spec": spec,
+    }))
+    .expect("a LogSubscription")
+}
+
+/// The status write, answered with `lsub` holding what was written.
+pub fn status_write(paths: &Paths, lsub: &LogSubscription) -> Expect {
+    let object = serde_json::to_value(lsub).expect("json");
+    Expect::new(Method::PATCH, paths.status.clone(), move |body| {
+        let mut object = object;
+        object["status"] = body["status"].clone();
+        (200, object)
+    })
+}
+
+/// A request answered with `code`.
+pub fn failing(method: Method, path: &str, code: u16) -> Expect {
+    Expect::new(method, path, move |_| {
+        (
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": format!("injected {code}")}),
+        )
+    })
+}
+
+/// A DELETE that succeeds.
+pub fn deleted(path: &str) -> Expect {
+    Expect::new(Method::DELETE, path, |_| {
+        (200, json!({"kind": "Status", "status": "Success"}))
+    })
+}
+
+/// The status the reconcile wrote last.
+pub fn written(seen: &Seen, paths: &Paths) -> LogSubscriptionStatus {
+    let bodies = seen.bodies(&Method::PATCH, &paths.status);
+    let body = bodies.last().expect("a status write");
+    serde_json::from_value(body["status"].clone()).expect("a status")
+}
+
+/// The status and reason of the condition `type_`.
+pub fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// The requests of a first sync with a usable stream, the status write last.
+pub fn first_sync(paths: &Paths, lsub: &LogSubscription) -> Vec<Expect> {
+    vec![
+        Expect::missing(paths.binding.clone()),
+        Expect::apply(paths.binding.clone()),
+        Expect::empty_list(paths.leases.clone(), "LeaseList"),
+        Expect::missing(paths.deployment.clone()),
+        Expect::missing(paths.account.clone()),
+        Expect::apply(paths.account.clone()),
+        Expect::missing(paths.config.clone()),
+        Expect::apply(paths.config.clone()),
+        Expect::missing(paths.deployment.clone()),
+        Expect::apply(paths.deployment.clone()),
+        Expect::empty_list(paths.leases.clone(), "LeaseList"),
+        status_write(paths, lsub),
+    ]
 }

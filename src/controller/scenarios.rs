@@ -1,24 +1,14 @@
 //! The whole reconcile, against a mocked API server and a fake AWS account
 //! (see `fixtures`): what it reads and writes, in order, for each situation.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use http::Method;
 use serde_json::{Value, json};
 
-use super::fixtures::{ApiServer, Expect, FakeAws, Policies, context, policy, subscription};
-use super::reconcile::reconcile;
-use super::{Context, fixtures};
-use crate::api::{LogSubscription, LogSubscriptionStatus};
-
-const BINDING: &str =
-    "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/app-worker-leases";
-const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team-a/leases";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team-a/deployments/app-worker";
-const ACCOUNT: &str = "/api/v1/namespaces/team-a/serviceaccounts/app-worker";
-const CONFIG: &str = "/api/v1/namespaces/team-a/configmaps/app-worker";
-const STATUS: &str = "/apis/logsub.io/v1alpha1/namespaces/team-a/logsubscriptions/app/status";
+use super::fixtures::{
+    self, Expect, Paths, Scenario, condition, first_sync, policy, status_write, subscription_in,
+    written,
+};
+use crate::api::LogSubscription;
 
 /// A policy that lets `team-a` subscribe `/team-a/` groups into stream `shared`.
 fn team_a_policy() -> crate::api::LogSubscriptionPolicy {
@@ -46,88 +36,24 @@ fn spec() -> Value {
     })
 }
 
-struct Scenario {
-    server: ApiServer,
-    aws: FakeAws,
-    ctx: Arc<Context>,
-    policies: Policies,
+/// LogSubscription `team-a/app`'s objects.
+fn app() -> Paths {
+    Paths::of("team-a", "app")
 }
 
-impl Scenario {
-    fn new(policies: Vec<crate::api::LogSubscriptionPolicy>) -> Scenario {
-        let (client, server) = ApiServer::start();
-        let aws = FakeAws::default();
-        let (ctx, policies) = context(client, &aws, policies, &[("team-a", BTreeMap::new())]);
-        Scenario {
-            server,
-            aws,
-            ctx,
-            policies,
-        }
-    }
-
-    async fn reconcile(&self, lsub: &LogSubscription) -> Result<(), super::error::Error> {
-        let run = reconcile(Arc::new(lsub.clone()), self.ctx.clone());
-        tokio::time::timeout(std::time::Duration::from_secs(10), run)
-            .await
-            .expect("a reconcile ends")
-            .map(drop)
-    }
-}
-
-/// The status write, answered with `lsub` holding what was written.
-fn status_write(lsub: &LogSubscription) -> Expect {
-    let object = serde_json::to_value(lsub).expect("json");
-    Expect::new(Method::PATCH, STATUS, move |body| {
-        let mut object = object;
-        object["status"] = body["status"].clone();
-        (200, object)
-    })
-}
-
-/// The status the reconcile wrote.
-fn written(seen: &fixtures::Seen) -> LogSubscriptionStatus {
-    let bodies = seen.bodies(&Method::PATCH, STATUS);
-    let body = bodies.last().expect("a status write");
-    serde_json::from_value(body["status"].clone()).expect("a status")
-}
-
-fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str, &'a str) {
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
-    (c.status.as_str(), c.reason.as_str())
-}
-
-/// The requests of a first sync with a usable stream: the binding, the
-/// earlier leases, the workers' objects (none exist), the leases, the status.
-fn first_sync(lsub: &LogSubscription) -> Vec<Expect> {
-    vec![
-        Expect::missing(BINDING),
-        Expect::apply(BINDING),
-        Expect::empty_list(LEASES, "LeaseList"),
-        Expect::missing(DEPLOYMENT),
-        Expect::missing(ACCOUNT),
-        Expect::apply(ACCOUNT),
-        Expect::missing(CONFIG),
-        Expect::apply(CONFIG),
-        Expect::missing(DEPLOYMENT),
-        Expect::apply(DEPLOYMENT),
-        Expect::empty_list(LEASES, "LeaseList"),
-        status_write(lsub),
-    ]
+/// LogSubscription `team-a/app` from `spec`.
+fn subscription(spec: Value) -> LogSubscription {
+    subscription_in("team-a", "app", spec)
 }
 
 #[tokio::test]
 async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_workers() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     let stream = s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     s.aws.group("/team-b/db", &[]);
     let lsub = subscription(spec());
-    s.server.expect(first_sync(&lsub));
+    s.server.expect(first_sync(&app(), &lsub));
 
     s.reconcile(&lsub).await.expect("reconciled");
 
@@ -141,7 +67,7 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
         s.aws.filters("/team-b/db").is_empty(),
         "a group the policy does not allow"
     );
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(status.stream_arn.as_deref(), Some(stream.as_str()));
     assert_eq!(status.log_group_count, Some(1));
     assert_eq!(condition(&status, "Permitted").0, "True");
@@ -155,10 +81,10 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
         seen.events
     );
     // The workers' Deployment is controlled by the LogSubscription.
-    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0];
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0];
     assert_eq!(
         deployment["metadata"]["ownerReferences"][0]["uid"],
-        "uid-app"
+        "uid-team-a-app"
     );
     assert_eq!(
         deployment["metadata"]["ownerReferences"][0]["controller"],
@@ -168,21 +94,21 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
 
 #[tokio::test]
 async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&lsub));
+    s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0].clone();
-    lsub.status = Some(written(&seen));
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    lsub.status = Some(written(&seen, &app()));
     assert!(!s.aws.take_calls().is_empty());
 
     // The workers read as applied; nothing changed: no write anywhere.
     s.server.expect(vec![
-        Expect::get(DEPLOYMENT, deployment),
-        Expect::empty_list(LEASES, "LeaseList"),
+        Expect::get(app().deployment, deployment),
+        Expect::empty_list(app().leases, "LeaseList"),
     ]);
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
@@ -192,18 +118,20 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
 
 #[tokio::test]
 async fn without_a_policy_nothing_is_created_and_the_status_says_why() {
-    let s = Scenario::new(Vec::new());
+    let s = Scenario::new(Vec::new(), &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let lsub = subscription(spec());
-    s.server
-        .expect(vec![Expect::missing(DEPLOYMENT), status_write(&lsub)]);
+    s.server.expect(vec![
+        Expect::missing(app().deployment),
+        status_write(&app(), &lsub),
+    ]);
 
     s.reconcile(&lsub).await.expect("reconciled");
 
     let seen = s.server.verify();
     assert_eq!(s.aws.take_calls(), Vec::<String>::new());
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(condition(&status, "Permitted"), ("False", "NotPermitted"));
     assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
     assert_eq!(seen.events, ["NotPermitted"]);
@@ -211,18 +139,20 @@ async fn without_a_policy_nothing_is_created_and_the_status_says_why() {
 
 #[tokio::test]
 async fn an_invalid_spec_is_refused_before_any_aws_call() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     let mut spec = spec();
     spec["stream"] = json!({"existing": {"name": "shared"}, "managed": {"shardCount": 1}});
     let lsub = subscription(spec);
-    s.server
-        .expect(vec![Expect::missing(DEPLOYMENT), status_write(&lsub)]);
+    s.server.expect(vec![
+        Expect::missing(app().deployment),
+        status_write(&app(), &lsub),
+    ]);
 
     s.reconcile(&lsub).await.expect("reconciled");
 
     let seen = s.server.verify();
     assert_eq!(s.aws.take_calls(), Vec::<String>::new());
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(condition(&status, "StreamReady"), ("False", "InvalidSpec"));
     assert_eq!(condition(&status, "Ready"), ("False", "InvalidSpec"));
     assert_eq!(seen.events, ["InvalidSpec"]);
@@ -230,7 +160,7 @@ async fn an_invalid_spec_is_refused_before_any_aws_call() {
 
 #[tokio::test]
 async fn a_deployment_of_the_workers_name_that_is_not_ours_is_never_written() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let lsub = subscription(spec());
@@ -240,11 +170,11 @@ async fn a_deployment_of_the_workers_name_that_is_not_ours_is_never_written() {
         "spec": {"selector": {}, "template": {}},
     });
     s.server.expect(vec![
-        Expect::missing(BINDING),
-        Expect::apply(BINDING),
-        Expect::empty_list(LEASES, "LeaseList"),
-        Expect::get(DEPLOYMENT, theirs),
-        status_write(&lsub),
+        Expect::missing(app().binding),
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, theirs),
+        status_write(&app(), &lsub),
     ]);
 
     let result = s.reconcile(&lsub).await;
@@ -252,8 +182,8 @@ async fn a_deployment_of_the_workers_name_that_is_not_ours_is_never_written() {
     let error = result.expect_err("a name taken fails the reconcile");
     assert_eq!(error.category(), "name_conflict", "{error}");
     let seen = s.server.verify();
-    assert!(seen.bodies(&Method::PATCH, DEPLOYMENT).is_empty());
-    let status = written(&seen);
+    assert!(seen.bodies(&Method::PATCH, &app().deployment).is_empty());
+    let status = written(&seen, &app());
     assert_eq!(
         condition(&status, "WorkersAvailable"),
         ("False", "NameConflict")
@@ -262,12 +192,12 @@ async fn a_deployment_of_the_workers_name_that_is_not_ours_is_never_written() {
 
 #[tokio::test]
 async fn a_group_full_of_other_filters_is_shown_and_left_alone() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     let others = [("ops-1", "arn:x"), ("ops-2", "arn:y")];
     s.aws.group("/team-a/full", &others);
     let lsub = subscription(spec());
-    s.server.expect(first_sync(&lsub));
+    s.server.expect(first_sync(&app(), &lsub));
 
     s.reconcile(&lsub).await.expect("reconciled");
 
@@ -278,7 +208,7 @@ async fn a_group_full_of_other_filters_is_shown_and_left_alone() {
             .take_calls()
             .contains(&"PutSubscriptionFilter".to_owned())
     );
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(
         status.log_groups[0].filter,
         crate::api::FilterState::LimitExceeded
@@ -293,27 +223,27 @@ async fn a_group_full_of_other_filters_is_shown_and_left_alone() {
 
 #[tokio::test]
 async fn a_policy_withdrawn_takes_the_filters_off_and_stops_the_workers() {
-    let mut s = Scenario::new(vec![team_a_policy()]);
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     let stream = s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     // Another LogSubscription's filter on the group is not ours to remove.
     s.aws
         .group("/team-a/web", &[("logsub/team-b/app", "arn:other")]);
     let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&lsub));
+    s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, DEPLOYMENT)[0].clone();
-    lsub.status = Some(written(&seen));
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    lsub.status = Some(written(&seen, &app()));
     assert_eq!(s.aws.filters("/team-a/web").len(), 2);
 
     s.policies.set(Vec::new());
     s.server.expect(vec![
-        Expect::get(DEPLOYMENT, deployment),
-        Expect::new(Method::DELETE, DEPLOYMENT, |_| {
+        Expect::get(app().deployment, deployment),
+        Expect::new(Method::DELETE, app().deployment, |_| {
             (200, json!({"kind": "Status", "status": "Success"}))
         }),
-        status_write(&lsub),
+        status_write(&app(), &lsub),
     ]);
     s.reconcile(&lsub).await.expect("reconciled");
 
@@ -326,7 +256,7 @@ async fn a_policy_withdrawn_takes_the_filters_off_and_stops_the_workers() {
             destination: "arn:other".into()
         }]
     );
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(condition(&status, "Ready"), ("False", "NotPermitted"));
     assert_eq!(status.log_group_count, Some(0));
     // The stream is kept: permitted again, the workers resume from their checkpoints.
@@ -348,24 +278,24 @@ fn managed_policy() -> crate::api::LogSubscriptionPolicy {
 
 #[tokio::test]
 async fn a_managed_stream_is_created_tagged_as_ours_and_one_of_its_name_not_ours_is_refused() {
-    let s = Scenario::new(vec![managed_policy()]);
+    let s = Scenario::new(vec![managed_policy()], &["team-a"]);
     s.aws.group("/team-a/api", &[]);
     let mut managed = spec();
     managed["stream"] = json!({"managed": {"shardCount": 2}});
     let lsub = subscription(managed.clone());
-    s.server.expect(vec![status_write(&lsub)]);
+    s.server.expect(vec![status_write(&app(), &lsub)]);
 
     s.reconcile(&lsub).await.expect("reconciled");
 
     let seen = s.server.verify();
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(condition(&status, "StreamReady").1, "StreamCreating");
     {
         let account = s.aws.0.lock().unwrap();
         let stream = &account.streams["logsub_team-a_app"];
         assert_eq!(
             stream.tags.get(super::sync::UID_TAG).map(String::as_str),
-            Some("uid-app")
+            Some("uid-team-a-app")
         );
         assert_eq!(stream.shards, 2);
     }
@@ -375,13 +305,13 @@ async fn a_managed_stream_is_created_tagged_as_ours_and_one_of_its_name_not_ours
     );
 
     // The same name in another LogSubscription (another UID): not its stream.
-    let s = Scenario::new(vec![managed_policy()]);
+    let s = Scenario::new(vec![managed_policy()], &["team-a"]);
     s.aws.stream("logsub_team-a_app", 2);
     let lsub = subscription(managed);
-    s.server.expect(vec![status_write(&lsub)]);
+    s.server.expect(vec![status_write(&app(), &lsub)]);
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(
         condition(&status, "StreamReady"),
         ("False", "StreamNameTaken")
@@ -397,27 +327,27 @@ async fn a_managed_stream_is_created_tagged_as_ours_and_one_of_its_name_not_ours
 
 #[tokio::test]
 async fn an_api_server_failing_the_workers_apply_is_shown_and_retried() {
-    let s = Scenario::new(vec![team_a_policy()]);
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let lsub = subscription(spec());
-    let mut script = first_sync(&lsub);
+    let mut script = first_sync(&app(), &lsub);
     // The Deployment's apply answers 500; nothing after it is tried.
     script.truncate(9);
-    script.push(Expect::new(Method::PATCH, DEPLOYMENT, |_| {
+    script.push(Expect::new(Method::PATCH, app().deployment, |_| {
         (
             500,
             json!({"kind": "Status", "code": 500, "message": "etcd timeout"}),
         )
     }));
-    script.push(status_write(&lsub));
+    script.push(status_write(&app(), &lsub));
     s.server.expect(script);
 
     let error = s.reconcile(&lsub).await.expect_err("retried with backoff");
 
     assert_eq!(error.category(), "kubernetes", "{error}");
     let seen = s.server.verify();
-    let status = written(&seen);
+    let status = written(&seen, &app());
     assert_eq!(
         condition(&status, "WorkersAvailable"),
         ("Unknown", "WorkersUnavailable")
