@@ -32,14 +32,7 @@ fn shared_policy(namespace: &str, prefix: &str) -> LogSubscriptionPolicy {
 
 /// `pattern "."` into the existing stream `shared`, to S3.
 fn spec() -> Value {
-    json!({
-        "source": {
-            "logGroups": {"pattern": "."},
-            "roleArn": format!("arn:aws:iam::{}:role/CWLtoKinesis", fixtures::ACCOUNT),
-        },
-        "stream": {"existing": {"name": "shared"}},
-        "sink": {"s3": {"bucket": "logs"}},
-    })
+    fixtures::into_shared("logs")
 }
 
 /// What each request of `first_sync` is: its method.

@@ -697,6 +697,19 @@ pub fn context(
     (ctx, writer)
 }
 
+/// A spec that subscribes every log group (`pattern "."`) into the existing
+/// stream `shared`, delivering to the S3 bucket `bucket`.
+pub fn into_shared(bucket: &str) -> Value {
+    json!({
+        "source": {
+            "logGroups": {"pattern": "."},
+            "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/CWLtoKinesis"),
+        },
+        "stream": {"existing": {"name": "shared"}},
+        "sink": {"s3": {"bucket": bucket}},
+    })
+}
+
 /// A policy from its spec.
 pub fn policy(name: &str, spec: Value) -> LogSubscriptionPolicy {
     serde_json::from_value(json!({

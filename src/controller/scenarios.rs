@@ -26,14 +26,7 @@ fn team_a_policy() -> crate::api::LogSubscriptionPolicy {
 
 /// `pattern "."` into the existing stream `shared`, to S3.
 fn spec() -> Value {
-    json!({
-        "source": {
-            "logGroups": {"pattern": "."},
-            "roleArn": format!("arn:aws:iam::{}:role/CWLtoKinesis", fixtures::ACCOUNT),
-        },
-        "stream": {"existing": {"name": "shared"}},
-        "sink": {"s3": {"bucket": "team-a-logs"}},
-    })
+    fixtures::into_shared("team-a-logs")
 }
 
 /// LogSubscription `team-a/app`'s objects.
