@@ -270,7 +270,7 @@ async fn the_controllers_log_groups_and_filters_round_trip() {
     use logsub::api::{Distribution, FilterState};
     use logsub::aws::logs::Logs;
     use logsub::controller::error::filter_failure;
-    use logsub::controller::plan::{Action, Filter, filters};
+    use logsub::controller::plan::{Action, Earlier, Filter, filters};
 
     let config = stack().aws().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
@@ -314,7 +314,16 @@ async fn the_controllers_log_groups_and_filters_round_trip() {
     let group = logs.group(&first).await.expect("group");
     assert_eq!(group.filters.len(), 2, "{group:?}");
     assert_eq!(
-        filters(&[group], |_| true, &want, "logsub-ns-app", &[]),
+        filters(
+            &[group],
+            |_| true,
+            &want,
+            Earlier {
+                name: "logsub-ns-app",
+                toward: &[]
+            },
+            &[]
+        ),
         [Action::Keep {
             group: first.clone(),
             name: want.name.clone()

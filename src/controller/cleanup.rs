@@ -7,7 +7,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::error::Error;
-use super::sync::created_for;
+use super::status::Events;
+use super::sync::{created_for, remove_filters, remove_left_behind};
 use super::{Context, observe};
 use crate::api::{DeletionPolicy, LogSubscription, StreamRef};
 
@@ -55,7 +56,7 @@ async fn remove_from_aws(
     scope: &super::Scope,
 ) -> Result<String, Error> {
     let (logs, streams) = ctx.aws.clients(scope).await;
-    let (name, legacy) = (lsub.filter_name(), lsub.legacy_name());
+    let name = lsub.filter_name();
     // The groups the status lists, and what the selection holds now (a spec
     // changed just before deletion may not have reached the status).
     let mut groups: Vec<String> = lsub
@@ -77,20 +78,25 @@ async fn remove_from_aws(
     // Only ours: our name, sending to a stream the status recorded or this
     // controller last synced toward (the status write after a put may have
     // failed). A group already gone takes our filter with it.
+    // The earlier name counts only where it is provably ours (another
+    // LogSubscription may share it).
     let status = lsub.status.clone().unwrap_or_default();
-    let recorded = super::sync::destinations(&memo, &status);
-    let mut removed = 0;
-    if !recorded.is_empty() {
-        for (group, described) in observe::groups(&logs, &groups).await {
-            let ours = described?.into_iter().flat_map(|g| g.filters).filter(|f| {
-                (f.name == name || f.name == legacy) && recorded.contains(&f.destination_arn)
-            });
-            for filter in ours {
-                logs.delete_filter(&group, &filter.name).await?;
-                removed += 1;
-            }
+    let why = "the LogSubscription was deleted";
+    let mut events = Events::default();
+    let mut memo = memo;
+    // First those left where it was before it moved (another region or role).
+    if let Some(e) = remove_left_behind(lsub, ctx, &mut memo, &mut events).await {
+        // Kept for the retry: the memory is forgotten only once cleaned up.
+        ctx.memory.put(&lsub.uid().unwrap_or_default(), memo);
+        return Err(e.into());
+    }
+    for arn in super::sync::destinations(&memo, &status) {
+        let failed = remove_filters(ctx, scope, lsub, (&arn, why), &groups, &mut events).await;
+        if let Some((_, e)) = failed.into_iter().next() {
+            return Err(e.into());
         }
     }
+    let removed = events.0.len();
     let mut note = format!("removed filter {name} from {removed} log group(s)");
     // Today's name, and the earlier one a stream made before may carry.
     let mut names = vec![lsub.resource_name(), lsub.stream_name()];

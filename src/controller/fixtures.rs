@@ -623,17 +623,36 @@ impl Policies {
     }
 }
 
+/// The LogSubscriptions in a test context's cache, changed as a watch would.
+pub struct Subscriptions(reflector::store::Writer<LogSubscription>);
+
+impl Subscriptions {
+    /// From now on, exactly `subscriptions` exist (besides, unseen, the one reconciled).
+    pub fn set(&mut self, subscriptions: &[&LogSubscription]) {
+        self.0.apply_watcher_event(&Event::Init);
+        for lsub in subscriptions {
+            self.0
+                .apply_watcher_event(&Event::InitApply((*lsub).clone()));
+        }
+        self.0.apply_watcher_event(&Event::InitDone);
+    }
+}
+
 /// A controller context over `client` and `aws`, with `policies` and the
-/// namespaces `namespaces` (name, labels) in its caches.
+/// namespaces `namespaces` (name, labels) in its caches, and no other
+/// LogSubscription.
 pub fn context(
     client: kube::Client,
     aws: &FakeAws,
     policies: Vec<LogSubscriptionPolicy>,
     namespaces: &[(&str, BTreeMap<String, String>)],
-) -> (Arc<Context>, Policies) {
+) -> (Arc<Context>, Policies, Subscriptions) {
     let (policy_store, policy_writer) = reflector::store();
     let mut writer = Policies(policy_writer);
     writer.set(policies);
+    let (subscription_store, subscription_writer) = reflector::store();
+    let mut subscriptions = Subscriptions(subscription_writer);
+    subscriptions.set(&[]);
     let (namespace_store, mut namespace_writer) = reflector::store();
     namespace_writer.apply_watcher_event(&Event::Init);
     for (name, labels) in namespaces {
@@ -692,9 +711,13 @@ pub fn context(
         client,
         metrics,
         memory: Memory::default(),
-        tenancy: Tenancy::new(policy_store, Namespaces::Watched(namespace_store)),
+        tenancy: Tenancy::new(
+            policy_store,
+            Namespaces::Watched(namespace_store),
+            subscription_store,
+        ),
     });
-    (ctx, writer)
+    (ctx, writer, subscriptions)
 }
 
 /// A spec that subscribes every log group (`pattern "."`) into the existing
@@ -772,6 +795,8 @@ pub struct Scenario {
     pub ctx: Arc<Context>,
     /// The policies in its cache.
     pub policies: Policies,
+    /// The other LogSubscriptions in its cache.
+    pub others: Subscriptions,
 }
 
 impl Scenario {
@@ -789,12 +814,13 @@ impl Scenario {
         let (client, server) = ApiServer::start();
         let namespaces: Vec<(&str, BTreeMap<String, String>)> =
             namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
-        let (ctx, policies) = context(client, &aws, policies, &namespaces);
+        let (ctx, policies, others) = context(client, &aws, policies, &namespaces);
         Scenario {
             server,
             aws,
             ctx,
             policies,
+            others,
         }
     }
 
@@ -814,7 +840,7 @@ pub fn subscription_in(namespace: &str, name: &str, spec: Value) -> LogSubscript
         "apiVersion": "logsub.io/v1alpha1",
         "kind": "LogSubscription",
         "metadata": {
-            "name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+            "name": name, "namespace": namespace, "uid": format!("uid-{namespace}.{name}"),
             "generation": 1, "finalizers": [super::reconcile::FINALIZER],
         },
         "spec": spec,

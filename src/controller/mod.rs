@@ -356,6 +356,25 @@ pub struct Memo {
     pub scope: Option<Scope>,
     /// Since when no policy has selected it (while it still runs).
     pub unselected_since: Option<Instant>,
+    /// Filters left where it was before it moved to another region or role.
+    pub left_behind: Option<LeftBehind>,
+}
+
+/// Filters that could not yet be taken off where a LogSubscription was
+/// before it moved (another region or role): tried again at each sync, the
+/// first one due at `retry_at`.
+#[derive(Clone, Debug)]
+pub struct LeftBehind {
+    /// Where they are.
+    pub scope: Scope,
+    /// The stream they send to.
+    pub stream_arn: String,
+    /// The log groups that carry them.
+    pub groups: Vec<String>,
+    /// When to try again at the latest.
+    pub retry_at: Instant,
+    /// Backoff between tries.
+    pub backoff: Backoff,
 }
 
 impl Default for Memo {
@@ -372,6 +391,7 @@ impl Default for Memo {
             owned_stream: None,
             scope: None,
             unselected_since: None,
+            left_behind: None,
         }
     }
 }

@@ -73,26 +73,39 @@ impl Action {
     }
 }
 
+/// The name earlier versions gave our filter, and the destinations toward
+/// which a filter of that name is ours. Another LogSubscription may share
+/// that name (`a/b-c` and `a-b/c`): then only a stream proven ours counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Earlier<'a> {
+    /// `logsub-<namespace>-<name>`.
+    pub name: &'a str,
+    /// Where a filter of that name that is ours sends.
+    pub toward: &'a [&'a str],
+}
+
 /// The writes that make `groups` carry `want` exactly where `selected` says.
 /// A filter of our name is ours only when it sends to `want`'s destination
 /// or to one in `recorded` (the stream the status last named): the name
-/// alone proves nothing. Ours under the `legacy` name is renamed to
+/// alone proves nothing. Ours under the `earlier` name is renamed to
 /// `want`'s where the group has a free slot, and kept under it where not.
 pub fn filters(
     groups: &[Group],
     selected: impl Fn(&str) -> bool,
     want: &Filter,
-    legacy: &str,
+    earlier: Earlier<'_>,
     recorded: &[&str],
 ) -> Vec<Action> {
     let ours = |f: &Filter| {
         f.destination_arn == want.destination_arn || recorded.contains(&f.destination_arn.as_str())
     };
+    let legacy = earlier.name;
+    let ours_earlier = |f: &Filter| earlier.toward.contains(&f.destination_arn.as_str());
     let mut actions = Vec::new();
     for group in groups {
         let find = |name: &str| group.filters.iter().find(|f| f.name == name);
         let named = find(&want.name);
-        let old = find(legacy).filter(|f| legacy != want.name && ours(f));
+        let old = find(legacy).filter(|f| legacy != want.name && ours_earlier(f));
         let g = || group.name.clone();
         if !selected(&group.name) {
             for filter in [named.filter(|f| ours(f)), old].into_iter().flatten() {
@@ -373,11 +386,16 @@ mod tests {
             group("/other/never", &[foreign("audit")]),
         ];
         let recorded = ["arn:aws:kinesis:us-east-1:1:stream/before"];
+        let toward = [want.destination_arn.as_str(), recorded[0]];
+        let earlier = Earlier {
+            name: "logsub-ns-app",
+            toward: &toward,
+        };
         let actions = filters(
             &groups,
             |g| g.starts_with("/app/"),
             &want,
-            "logsub-ns-app",
+            earlier,
             &recorded,
         );
         let at = |group: &str, name: &str| (group.to_owned(), name.to_owned());
@@ -420,6 +438,34 @@ mod tests {
                 delete("/other/left-before", "logsub/ns/app"),
                 delete("/other/left-legacy", "logsub/ns/app"),
                 delete("/other/left-legacy", "logsub-ns-app"),
+            ]
+        );
+    }
+
+    /// A filter of the earlier name that another LogSubscription may own
+    /// (no destination proven ours) is neither renamed, kept nor removed.
+    #[test]
+    fn an_earlier_name_another_may_own_is_left_alone() {
+        let want = filter("logsub/ns/app", "ERROR");
+        let legacy = filter("logsub-ns-app", "ERROR");
+        let groups = [
+            group("/app/shared", std::slice::from_ref(&legacy)),
+            group("/app/shared-full", &[legacy.clone(), filter("audit", "")]),
+            group("/other/shared", std::slice::from_ref(&legacy)),
+        ];
+        let earlier = Earlier {
+            name: "logsub-ns-app",
+            toward: &[],
+        };
+        let actions = filters(&groups, |g| g.starts_with("/app/"), &want, earlier, &[]);
+        assert_eq!(
+            actions,
+            [
+                Action::Put {
+                    group: "/app/shared".into(),
+                    name: "logsub/ns/app".into()
+                },
+                Action::Blocked("/app/shared-full".into()),
             ]
         );
     }

@@ -170,7 +170,8 @@ async fn aws(
         || memo.permitted.as_ref() != Some(&grant.fingerprint())
         || memo.generation != lsub.metadata.generation
         || memo.synced.is_none_or(|at| now >= at + resync)
-        || memo.retry_at.is_some_and(|at| now >= at);
+        || memo.retry_at.is_some_and(|at| now >= at)
+        || memo.left_behind.as_ref().is_some_and(|l| now >= l.retry_at);
     let view = match (&memo.aws, due) {
         (Some(view), false) => view.clone(),
         _ => {
@@ -189,15 +190,17 @@ async fn aws(
             if let (Some(before), Some(arn)) = (before, &previous.stream_arn)
                 && before != *scope
             {
-                let groups = sync::listed_or_scanned(&memo, previous);
-                let why = "the LogSubscription moved to another region or role";
-                let left =
-                    sync::remove_filters(ctx, &before, lsub, (arn, why), &groups, events).await;
-                if !left.is_empty() {
-                    tracing::warn!(%before, groups = left.len(), "filters left where the LogSubscription was before");
-                }
+                memo.left_behind = Some(super::LeftBehind {
+                    scope: before,
+                    stream_arn: arn.clone(),
+                    groups: sync::listed_or_scanned(&memo, previous),
+                    retry_at: now,
+                    backoff: super::Memo::default().backoff,
+                });
                 memo.owned_stream = None;
             }
+            // Failures are said in an Event and tried again.
+            let _ = sync::remove_left_behind(lsub, ctx, &mut memo, events).await;
             memo.scope = Some(scope.clone());
             let view = sync::sync_aws(lsub, ctx, scope, grant, &mut memo, previous, events).await;
             memo.permitted = Some(grant.fingerprint());
@@ -209,7 +212,11 @@ async fn aws(
     };
     let synced = memo.synced.unwrap_or(now);
     let mut next = (synced + resync).saturating_duration_since(now);
-    if let Some(at) = memo.retry_at {
+    for at in memo
+        .retry_at
+        .iter()
+        .chain(memo.left_behind.as_ref().map(|l| &l.retry_at))
+    {
         next = next.min(at.saturating_duration_since(now));
     }
     ctx.memory.put(&uid, memo);
@@ -436,10 +443,10 @@ pub async fn control(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+    use kube::runtime::{Controller, WatchStreamExt, watcher};
 
     let client = ctx.client.clone();
-    let (policy_changes, namespace_changes) = watches.into_streams(&client);
+    let (policy_changes, namespace_changes, writer) = watches.into_streams(&client);
     let (lsubs, deployments): (Api<LogSubscription>, Api<Deployment>) =
         match &ctx.settings.namespace {
             Some(ns) => (
@@ -448,7 +455,7 @@ pub async fn control(
             ),
             None => (Api::all(client.clone()), Api::all(client)),
         };
-    let (reader, writer) = reflector::store();
+    let reader = ctx.tenancy.subscriptions();
     // Status writes (ours) and lease health do not trigger reconciles: a new
     // generation, the finalizer and deletion do; the status is refreshed on a timer.
     let changes = watcher(lsubs, watcher::Config::default().any_semantic())

@@ -77,7 +77,7 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
     let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0];
     assert_eq!(
         deployment["metadata"]["ownerReferences"][0]["uid"],
-        "uid-team-a-app"
+        "uid-team-a.app"
     );
     assert_eq!(
         deployment["metadata"]["ownerReferences"][0]["controller"],
@@ -288,7 +288,7 @@ async fn a_managed_stream_is_created_tagged_as_ours_and_one_of_its_name_not_ours
         let stream = &account.streams["logsub_team-a_app"];
         assert_eq!(
             stream.tags.get(super::sync::UID_TAG).map(String::as_str),
-            Some("uid-team-a-app")
+            Some("uid-team-a.app")
         );
         assert_eq!(stream.shards, 2);
     }

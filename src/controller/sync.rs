@@ -60,10 +60,32 @@ pub(super) async fn take_down(
     // Where its filters were put, which may not be where the spec now points
     // (a role the policy refuses is never assumed when that is known).
     let scope = memo.scope.clone().unwrap_or_else(|| scope.clone());
-    let mut left = Vec::new();
+    let why = "it may not run";
+    let mut failed = Vec::new();
     for arn in destinations(&memo, previous) {
-        let why = "it may not run";
-        left.extend(remove_filters(ctx, &scope, lsub, (&arn, why), &groups, events).await);
+        failed.extend(remove_filters(ctx, &scope, lsub, (&arn, why), &groups, events).await);
+    }
+    // Said in the rows below when some remain.
+    let _ = remove_left_behind(lsub, ctx, &mut memo, events).await;
+    let mut left: Vec<LogGroupStatus> = failed
+        .into_iter()
+        .map(|(group, e)| group_failed(group, &e))
+        .collect();
+    if let Some(behind) = &memo.left_behind {
+        let other = |group: &&String| !left.iter().any(|g| &g.name == *group);
+        let behind_rows = behind
+            .groups
+            .iter()
+            .filter(other)
+            .map(|group| LogGroupStatus {
+                name: group.clone(),
+                filter: FilterState::Failed,
+                message: Some(format!(
+                    "its filter in {} could not be removed yet",
+                    behind.scope
+                )),
+            });
+        left.extend(behind_rows.collect::<Vec<_>>());
     }
     // Permitted again, everything is synced afresh.
     memo.aws = None;
@@ -114,6 +136,50 @@ pub(super) fn destinations(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec
     arns
 }
 
+/// Takes off the filters left where `lsub` was before it moved (another
+/// region or role); those that cannot come off yet are tried again at the
+/// next sync, due after a backoff, and said in an Event. Returns the first
+/// failure, if any.
+pub(super) async fn remove_left_behind(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    memo: &mut Memo,
+    events: &mut Events,
+) -> Option<AwsError> {
+    let mut behind = memo.left_behind.take()?;
+    let why = "the LogSubscription moved to another region or role";
+    let destination = (behind.stream_arn.as_str(), why);
+    let failed = remove_filters(
+        ctx,
+        &behind.scope,
+        lsub,
+        destination,
+        &behind.groups,
+        events,
+    )
+    .await;
+    if failed.is_empty() {
+        return None;
+    }
+    let (groups, mut errors): (Vec<String>, Vec<AwsError>) = failed.into_iter().unzip();
+    let first = errors.swap_remove(0);
+    events.warning(
+        "FiltersLeftBehind",
+        "DeleteSubscriptionFilter",
+        format!(
+            "the filters on {} log group(s) in {} cannot be removed yet ({}: {}); tried again",
+            groups.len(),
+            behind.scope,
+            first.code,
+            first.message
+        ),
+    );
+    behind.groups = groups;
+    behind.retry_at = Instant::now() + behind.backoff.next_wait();
+    memo.left_behind = Some(behind);
+    Some(first)
+}
+
 /// Removes our filters (of `lsub`'s name or its earlier one, sending to
 /// `destination`: of those names sending elsewhere are not ours) from each of
 /// `groups` that has them; returns the groups they could not be removed
@@ -125,24 +191,36 @@ pub(super) async fn remove_filters(
     (destination, why): (&str, &str),
     groups: &[String],
     events: &mut Events,
-) -> Vec<LogGroupStatus> {
+) -> Vec<(String, AwsError)> {
     if groups.is_empty() {
         return Vec::new();
     }
-    let names = [lsub.filter_name(), lsub.legacy_name()];
-    let (logs, _) = ctx.aws.clients(scope).await;
+    let (name, legacy) = (lsub.filter_name(), lsub.legacy_name());
+    let (logs, streams) = ctx.aws.clients(scope).await;
+    // Asked once, and only when a filter of the earlier name is found.
+    let mut earlier_ours: Option<bool> = None;
     let mut left = Vec::new();
     for (group, described) in observe::groups(&logs, groups).await {
         let ours: Vec<String> = match described {
-            Ok(Some(g)) => g
-                .filters
-                .into_iter()
-                .filter(|f| names.contains(&f.name) && f.destination_arn == destination)
-                .map(|f| f.name)
-                .collect(),
+            Ok(Some(g)) => {
+                let mut ours = Vec::new();
+                for f in g.filters {
+                    if f.destination_arn != destination {
+                        continue;
+                    }
+                    if f.name == legacy && earlier_ours.is_none() {
+                        earlier_ours =
+                            Some(earlier_is_ours(ctx, &streams, lsub, destination).await);
+                    }
+                    if f.name == name || (f.name == legacy && earlier_ours == Some(true)) {
+                        ours.push(f.name);
+                    }
+                }
+                ours
+            }
             Ok(None) => Vec::new(),
             Err(e) => {
-                left.push(group_failed(group, &e));
+                left.push((group, e));
                 continue;
             }
         };
@@ -153,14 +231,34 @@ pub(super) async fn remove_filters(
                     "DeleteSubscriptionFilter",
                     format!("removed filter {name} from {group}: {why}"),
                 ),
+                // Already gone.
+                Err(e) if e.class == crate::aws::ErrorClass::NotFound => {}
                 Err(e) => {
-                    left.push(group_failed(group, &e));
+                    left.push((group, e));
                     break;
                 }
             }
         }
     }
     left
+}
+
+/// Whether a filter of `lsub`'s earlier name sending to `destination` is
+/// ours: yes when no other LogSubscription shares that name, else only when
+/// `destination` is a stream created for `lsub` (tagged with its UID).
+async fn earlier_is_ours(
+    ctx: &Context,
+    streams: &Streams,
+    lsub: &LogSubscription,
+    destination: &str,
+) -> bool {
+    if !ctx.tenancy.shares_legacy_name(lsub) {
+        return true;
+    }
+    let uid = lsub.uid().unwrap_or_default();
+    created_for(streams, destination, &uid)
+        .await
+        .unwrap_or(false)
 }
 
 /// A group whose filter could not be written, and why.
@@ -215,6 +313,55 @@ pub(super) async fn sync_aws(
         groups,
         selected,
     }
+}
+
+/// Where a filter of the earlier name `legacy` found on `groups` is ours:
+/// toward `arn` or `recorded` when no other LogSubscription shares that name;
+/// when one does, only toward the managed stream tagged with our UID (a shared
+/// existing stream, or one a status names, proves nothing). Says so in an
+/// Event when such a filter is left alone.
+#[allow(clippy::too_many_arguments)]
+fn earlier_toward<'a>(
+    lsub: &LogSubscription,
+    ctx: &Context,
+    memo: &'a Memo,
+    groups: &[plan::Group],
+    legacy: &str,
+    arn: &'a str,
+    recorded: &[&'a str],
+    events: &mut Events,
+) -> Vec<&'a str> {
+    let found: Vec<&plan::Group> = groups
+        .iter()
+        .filter(|g| g.filters.iter().any(|f| f.name == legacy))
+        .collect();
+    if found.is_empty() {
+        return Vec::new();
+    }
+    if !ctx.tenancy.shares_legacy_name(lsub) {
+        return std::iter::once(arn)
+            .chain(recorded.iter().copied())
+            .collect();
+    }
+    let proven: Vec<&str> = memo.owned_stream.as_deref().into_iter().collect();
+    let unproven = found
+        .iter()
+        .filter(|g| {
+            g.filters
+                .iter()
+                .any(|f| f.name == legacy && !proven.contains(&f.destination_arn.as_str()))
+        })
+        .count();
+    if unproven > 0 {
+        events.warning(
+            "AmbiguousFilter",
+            "PutSubscriptionFilter",
+            format!(
+                "{unproven} log group(s) carry a filter {legacy}, the name earlier versions gave both this and another LogSubscription; it is left as it is (remove it by hand once its owner is known)"
+            ),
+        );
+    }
+    proven
 }
 
 /// Whether the stream `arn` was created for the LogSubscription `uid` (tagged so).
@@ -467,7 +614,12 @@ async fn sync_filters(
 
     let recorded: Vec<&str> = previous.stream_arn.as_deref().into_iter().collect();
     let legacy = lsub.legacy_name();
-    let actions = plan::filters(&found, is_selected, &want, &legacy, &recorded);
+    let toward = earlier_toward(lsub, ctx, memo, &found, &legacy, arn, &recorded, events);
+    let earlier = plan::Earlier {
+        name: &legacy,
+        toward: &toward,
+    };
+    let actions = plan::filters(&found, is_selected, &want, earlier, &recorded);
     // Apply: the writes, at most a few at once.
     let written = apply::filters(&logs, &want, actions).await;
     // Status (pure): each group's row, the Events, whether to retry soon.

@@ -1,6 +1,8 @@
 //! The policies and namespace labels a reconcile authorizes against, read
 //! from watch caches (or, for the one namespace of a namespaced controller,
-//! read now and then: a namespaced controller may not list namespaces).
+//! read now and then: a namespaced controller may not list namespaces), and
+//! the LogSubscriptions the controller watches, which tell whether a name
+//! earlier versions gave is one another LogSubscription shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -46,21 +48,52 @@ pub enum Namespaces {
     },
 }
 
-/// The cluster's policies, each parsed once per version.
+/// The cluster's policies, each parsed once per version, and its LogSubscriptions.
 pub struct Tenancy {
     policies: Store<LogSubscriptionPolicy>,
     parsed: Mutex<HashMap<String, Arc<Policy>>>,
     namespaces: Namespaces,
+    subscriptions: Store<LogSubscription>,
 }
 
 impl Tenancy {
-    /// Policies from `policies`, namespace labels from `namespaces`.
-    pub fn new(policies: Store<LogSubscriptionPolicy>, namespaces: Namespaces) -> Tenancy {
+    /// Policies from `policies`, namespace labels from `namespaces`, the
+    /// LogSubscriptions from `subscriptions`.
+    pub fn new(
+        policies: Store<LogSubscriptionPolicy>,
+        namespaces: Namespaces,
+        subscriptions: Store<LogSubscription>,
+    ) -> Tenancy {
         Tenancy {
             policies,
             parsed: Mutex::new(HashMap::new()),
             namespaces,
+            subscriptions,
         }
+    }
+
+    /// The LogSubscriptions watched (the controller reconciles from it).
+    pub fn subscriptions(&self) -> Store<LogSubscription> {
+        self.subscriptions.clone()
+    }
+
+    /// Whether another LogSubscription has `lsub`'s earlier filter name
+    /// (`logsub-<namespace>-<name>`: `a/b-c` and `a-b/c` share one), so that
+    /// a filter of that name may be either's. Unknown (not listed yet) counts
+    /// as shared: such a filter is then taken only on proof.
+    pub fn shares_legacy_name(&self, lsub: &LogSubscription) -> bool {
+        use futures::FutureExt;
+        let listed = self.subscriptions.wait_until_ready().now_or_never();
+        if !matches!(listed, Some(Ok(()))) {
+            return true;
+        }
+        let legacy = lsub.legacy_name();
+        let uid = lsub.uid();
+        // Asked only where a filter of that name was found: rare, so a scan.
+        self.subscriptions
+            .state()
+            .iter()
+            .any(|other| other.uid() != uid && other.legacy_name() == legacy)
     }
 
     /// Whether `lsub` is permitted, and what it may do. Waits for the first
@@ -138,16 +171,20 @@ where
         .map_err(|e| AuthorizeError::Unknown(e.to_string()))
 }
 
-/// The watches that fill a [`Tenancy`]'s caches.
+/// The watches that fill a [`Tenancy`]'s caches (the LogSubscriptions' is
+/// the controller's own watch).
 pub struct Watches {
     policies: Writer<LogSubscriptionPolicy>,
     namespaces: Option<Writer<PartialObjectMeta<Namespace>>>,
+    /// Filled by the controller's watch of LogSubscriptions.
+    pub subscriptions: Writer<LogSubscription>,
 }
 
 /// A [`Tenancy`] and the watches that fill it. A controller of one namespace
 /// reads that namespace's labels every `ttl`; one of all namespaces watches them.
 pub fn tenancy(client: &kube::Client, one: Option<&str>, ttl: Duration) -> (Tenancy, Watches) {
     let (policies, policy_writer) = reflector::store();
+    let (subscriptions, subscription_writer) = reflector::store();
     let (namespaces, namespace_writer) = match one {
         Some(_) => (
             Namespaces::One {
@@ -163,10 +200,11 @@ pub fn tenancy(client: &kube::Client, one: Option<&str>, ttl: Duration) -> (Tena
         }
     };
     (
-        Tenancy::new(policies, namespaces),
+        Tenancy::new(policies, namespaces, subscriptions),
         Watches {
             policies: policy_writer,
             namespaces: namespace_writer,
+            subscriptions: subscription_writer,
         },
     )
 }
@@ -180,7 +218,11 @@ impl Watches {
     pub fn into_streams(
         self,
         client: &kube::Client,
-    ) -> (BoxStream<'static, ()>, Option<BoxStream<'static, String>>) {
+    ) -> (
+        BoxStream<'static, ()>,
+        Option<BoxStream<'static, String>>,
+        Writer<LogSubscription>,
+    ) {
         let policies = watcher(
             Api::<LogSubscriptionPolicy>::all(client.clone()),
             watcher::Config::default().any_semantic(),
@@ -211,6 +253,6 @@ impl Watches {
             .filter_map(|ns| futures::future::ready(ns.ok().map(|ns| ns.name_any())))
             .boxed()
         });
-        (policies, namespaces)
+        (policies, namespaces, self.subscriptions)
     }
 }
