@@ -148,18 +148,36 @@ where
             name,
         });
     }
-    // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
-    Ok(api.patch(&name, &params(), &Patch::Apply(object)).await?)
+    apply_ours(client, object).await
 }
 
-/// Applies the workers' objects but their RoleBinding (see [`binding`]), the Deployment last so that what it mounts
-/// and runs as exists when its pods start. Returns the applied Deployment.
+/// Applies `object`, whose name is known to be free or ours.
+async fn apply_ours<K>(client: &kube::Client, object: &K) -> Result<K, ApplyError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
+    Ok(api
+        .patch(&object.name_any(), &params(), &Patch::Apply(object))
+        .await?)
+}
+
+/// Applies the workers' objects but their RoleBinding (see [`binding`]), the
+/// Deployment last so that what it mounts and runs as exists when its pods
+/// start. Returns the applied Deployment. The caller has seen that no
+/// Deployment of its name exists but ours (it reads that one anyway, to
+/// tell whether anything changed); the others are looked at here.
 pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, ApplyError> {
     apply_one(client, &w.service_account).await?;
     // The RoleBinding is applied by the reconcile before it touches the
     // workers' Leases, once per resync: not a second time here.
     apply_one(client, &w.config_map).await?;
-    apply_one(client, &w.deployment).await
+    apply_ours(client, &w.deployment).await
 }
 
 /// Applies the workers' RoleBinding.

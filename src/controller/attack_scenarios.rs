@@ -35,11 +35,11 @@ fn spec() -> Value {
 }
 
 /// What each request of `first_sync` is: its method.
-const FIRST_SYNC_METHODS: [&str; 12] = [
-    "GET", "PATCH", "GET", "GET", "GET", "PATCH", "GET", "PATCH", "GET", "PATCH", "GET", "PATCH",
+const FIRST_SYNC_METHODS: [&str; 10] = [
+    "GET", "PATCH", "GET", "GET", "GET", "PATCH", "GET", "PATCH", "PATCH", "PATCH",
 ];
 
-fn first_sync_paths(paths: &Paths) -> [String; 12] {
+fn first_sync_paths(paths: &Paths) -> [String; 10] {
     [
         paths.binding.clone(),
         paths.binding.clone(),
@@ -50,8 +50,6 @@ fn first_sync_paths(paths: &Paths) -> [String; 12] {
         paths.config.clone(),
         paths.config.clone(),
         paths.deployment.clone(),
-        paths.deployment.clone(),
-        paths.leases.clone(),
         paths.status.clone(),
     ]
 }

@@ -903,9 +903,7 @@ pub fn first_sync(paths: &Paths, lsub: &LogSubscription) -> Vec<Expect> {
         Expect::apply(paths.account.clone()),
         Expect::missing(paths.config.clone()),
         Expect::apply(paths.config.clone()),
-        Expect::missing(paths.deployment.clone()),
         Expect::apply(paths.deployment.clone()),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
         status_write(paths, lsub),
     ]
 }

@@ -130,22 +130,35 @@ pub struct LeaseSeen {
     pub health: Option<ShardHealth>,
 }
 
-/// The subscription's shard leases of the stream `stream` (its [`stream_key`]).
-///
-/// [`stream_key`]: crate::worker::source::kinesis::lease::stream_key
-pub async fn leases(
+/// Every shard lease of the subscription, whatever stream it is of (one
+/// list serves both the adoption of earlier leases and the status).
+pub async fn subscription_leases(
     client: &kube::Client,
     namespace: &str,
     subscription: &str,
-    stream: &str,
-) -> Result<Vec<LeaseSeen>, kube::Error> {
-    let selector = format!("{SUBSCRIPTION_LABEL}={subscription},{STREAM_LABEL}={stream}");
-    let leases = Api::<Lease>::namespaced(client.clone(), namespace)
+) -> Result<Vec<Lease>, kube::Error> {
+    let selector = format!("{SUBSCRIPTION_LABEL}={subscription}");
+    Ok(Api::<Lease>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
-        .await?;
-    Ok(leases
-        .items
+        .await?
+        .items)
+}
+
+/// Those of `leases` of the stream `stream` (its [`stream_key`]), as the
+/// controller reads them.
+///
+/// [`stream_key`]: crate::worker::source::kinesis::lease::stream_key
+pub fn leases_of(leases: Vec<Lease>, stream: &str) -> Vec<LeaseSeen> {
+    leases
         .into_iter()
+        .filter(|lease| {
+            lease
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(STREAM_LABEL))
+                == Some(&stream.to_owned())
+        })
         .map(|lease| {
             let spec = lease.spec.clone().unwrap_or_default();
             let name = lease.metadata.name.clone().unwrap_or_default();
@@ -165,7 +178,7 @@ pub async fn leases(
                 health: lease.health(),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Whether a lease written before leases named their stream holds a
@@ -187,20 +200,30 @@ pub fn earlier_lease_is_of(
     previous == Some(arn) && after_creation
 }
 
-/// Leases that earlier workers wrote without naming their stream: those of
-/// the stream in use are labelled as its own, so that its workers resume from
-/// them; the others (another stream's checkpoints) are deleted.
+/// Leases that earlier workers wrote without naming their stream (among
+/// `leases`, all of the subscription's): those of the stream in use are
+/// labelled as its own, so that its workers resume from them; the others
+/// (another stream's checkpoints) are deleted. Returns `leases` as they are
+/// now.
 pub async fn adopt_earlier_leases(
     client: &kube::Client,
     namespace: &str,
-    subscription: &str,
+    leases: Vec<Lease>,
     previous: Option<&str>,
     (arn, created): (&str, Option<i64>),
-) -> Result<(), kube::Error> {
+) -> Result<Vec<Lease>, kube::Error> {
     let api = Api::<Lease>::namespaced(client.clone(), namespace);
-    let selector = format!("{SUBSCRIPTION_LABEL}={subscription},!{STREAM_LABEL}");
-    let earlier = api.list(&ListParams::default().labels(&selector)).await?;
-    for mut lease in earlier.items {
+    let mut now = Vec::with_capacity(leases.len());
+    for mut lease in leases {
+        let labelled = lease
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(STREAM_LABEL));
+        if labelled {
+            now.push(lease);
+            continue;
+        }
         let name = lease.metadata.name.clone().unwrap_or_default();
         let made = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let result = if earlier_lease_is_of(previous, arn, created, made) {
@@ -217,7 +240,7 @@ pub async fn adopt_earlier_leases(
                 .insert(STREAM_ARN_ANNOTATION.to_owned(), arn.to_owned());
             api.replace(&name, &PostParams::default(), &lease)
                 .await
-                .map(drop)
+                .map(|replaced| now.push(replaced))
         } else {
             tracing::info!(lease = %name, "a lease from before leases named their stream, of another stream: deleted");
             api.delete(&name, &DeleteParams::default()).await.map(drop)
@@ -229,7 +252,7 @@ pub async fn adopt_earlier_leases(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(now)
 }
 
 #[cfg(test)]

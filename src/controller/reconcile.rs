@@ -241,18 +241,21 @@ async fn workers(
         let runtime = ctx.settings.worker_runtime();
         let binding = workload::workers_binding(lsub, &runtime)?;
         apply::binding(&ctx.client, &binding).await?;
-        observe::adopt_earlier_leases(
+    }
+    let mut leases =
+        observe::subscription_leases(&ctx.client, &namespace, &lsub.name_any()).await?;
+    if due {
+        leases = observe::adopt_earlier_leases(
             &ctx.client,
             &namespace,
-            &lsub.name_any(),
+            leases,
             previous.stream_arn.as_deref(),
             (arn, view.stream_created),
         )
         .await?;
     }
     let workers = sync_workers(lsub, ctx, scope, view, due).await?;
-    let stream = stream_key(arn, view.stream_created);
-    let leases = observe::leases(&ctx.client, &namespace, &lsub.name_any(), &stream).await?;
+    let leases = observe::leases_of(leases, &stream_key(arn, view.stream_created));
     let shards = ctx
         .memory
         .shard_states(&lsub.uid().unwrap_or_default(), leases);
@@ -430,6 +433,7 @@ async fn sync_workers(
     let step = plan::workload(current.as_ref(), &built.deployment, force);
     let deployment = match (current, step) {
         (Some(current), plan::WorkloadStep::Keep) => current,
+        // Its Deployment is ours or absent: seen just above.
         _ => apply::workload(&ctx.client, &built).await?,
     };
     Ok(status::workers(&deployment, lsub.spec.workers.replicas))

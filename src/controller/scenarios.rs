@@ -100,8 +100,8 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
 
     // The workers read as applied; nothing changed: no write anywhere.
     s.server.expect(vec![
-        Expect::get(app().deployment, deployment),
         Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, deployment),
     ]);
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
@@ -326,7 +326,7 @@ async fn an_api_server_failing_the_workers_apply_is_shown_and_retried() {
     let lsub = subscription(spec());
     let mut script = first_sync(&app(), &lsub);
     // The Deployment's apply answers 500; nothing after it is tried.
-    script.truncate(9);
+    script.truncate(8);
     script.push(Expect::new(Method::PATCH, app().deployment, |_| {
         (
             500,
