@@ -422,3 +422,92 @@ async fn a_worker_cut_off_from_its_api_server_leaves_no_overlapping_objects() {
     );
     setup.ns.delete().await;
 }
+
+/// The controller's AWS endpoint (CloudWatch Logs, Kinesis, and STS, where it
+/// assumes the LogSubscription's role) accepts and never answers. Each call,
+/// the role's AssumeRole included, is abandoned at its deadline; the status
+/// says AWS does not answer, to be retried, and claims nothing; once answers
+/// come back the filter is put without any change to the LogSubscription.
+#[tokio::test]
+async fn an_aws_that_never_answers_the_controller_is_shown_then_synced() {
+    use common::controller::{condition, create, delete_all, filters, log_group, wait_for};
+
+    let client = stack().kube().await;
+    common::install_crd(&client).await;
+    let ns = TestNamespace::new(&client).await;
+    let aws = stack().aws().await;
+    let endpoint = stack().var("AWS_ENDPOINT_URL_KINESIS").to_owned();
+    let sts = aws.to_builder().endpoint_url(&endpoint).build();
+    let run = unique("stall");
+    let role = format!("arn:aws:iam::444444444444:role/logsub-{run}");
+    let assumed = logsub::aws::assuming(&aws, &sts, &role, None, "logsub-tests").await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&assumed);
+    let group = format!("/{run}/app");
+    log_group(&logs, &group, "s").await;
+    let arn = common::stream_named(&aws_sdk_kinesis::Client::new(&assumed), &run, 1).await;
+
+    let proxy = Proxy::to_url(&endpoint).await;
+    let stall = proxy
+        .toxic("timeout", "downstream", json!({"timeout": 0}))
+        .await;
+    let via = proxy.url();
+    let controller = start_with(
+        &ns,
+        &identity(&ns).await,
+        "30s",
+        &["--aws-endpoint-url", &via],
+    );
+    let mut spec = common::controller::without_workers(
+        "app",
+        json!({"names": [group]}),
+        json!({"existing": {"name": run}}),
+    );
+    spec["spec"]["aws"] = json!({"roleArn": role});
+    create(&ns, spec).await;
+
+    let (reason, shown) = wait_for(
+        &ns,
+        "app",
+        "the stall shown",
+        Duration::from_secs(120),
+        |l| {
+            let (status, reason) = condition(l, "StreamReady")?;
+            (status != "True").then(|| (reason, l.clone()))
+        },
+    )
+    .await;
+    assert_eq!(
+        reason, "AwsUnavailable",
+        "an AWS that does not answer is retried, not a failure to wait out: {:?}",
+        shown.status
+    );
+    assert_ne!(condition(&shown, "Ready").map(|c| c.0), Some("True".into()));
+    assert!(filters(&logs, &group).await.is_empty());
+
+    proxy.heal(&stall).await;
+    let healed = std::time::Instant::now();
+    wait_for(
+        &ns,
+        "app",
+        "synced once AWS answers",
+        Duration::from_secs(180),
+        |l| (condition(l, "SubscriptionFilterReady")?.0 == "True").then_some(()),
+    )
+    .await;
+    let on_group = filters(&logs, &group).await;
+    assert_eq!(
+        on_group
+            .get(&format!("logsub/{}/app", ns.name))
+            .map(|f| &f.1),
+        Some(&arn),
+        "{on_group:?}"
+    );
+    common::report(&format!(
+        "trial aws-never-answers-controller: synced {} s after AWS answered again",
+        healed.elapsed().as_secs()
+    ));
+    delete_all(&ns).await;
+    assert!(filters(&logs, &group).await.is_empty());
+    drop(controller);
+    ns.delete().await;
+}

@@ -115,6 +115,8 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         "ProvisionedThroughputExceededException"
         | "LimitExceededException"
         | "ThrottlingException"
+        // STS's (AssumeRole's) own.
+        | "Throttling"
         | "KMSThrottlingException"
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
@@ -133,18 +135,31 @@ pub fn class_of_code(code: &str) -> ErrorClass {
     }
 }
 
-/// Classifies an SDK error: transport failures and 5xx are transient, else by code.
+/// Classifies an SDK error: transport failures and 5xx are transient, else
+/// by code; a call that could not get its credentials as the role's
+/// AssumeRole went.
 pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
 ) -> AwsError {
+    classify_ref(&err)
+}
+
+fn classify_ref<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    err: &SdkError<E, R>,
+) -> AwsError {
+    if let SdkError::ConstructionFailure(_) = err
+        && let Some(e) = std::error::Error::source(err).and_then(credentials_failure)
+    {
+        return e;
+    }
     let code = err.code().map(str::to_owned);
     // Without a service's message (a role that cannot be assumed, a
     // connection refused), the chain of causes says what went wrong.
     let message = err
         .message()
         .map(str::to_owned)
-        .unwrap_or_else(|| aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string());
-    let class = match (&err, code.as_deref()) {
+        .unwrap_or_else(|| aws_sdk_kinesis::error::DisplayErrorContext(err).to_string());
+    let class = match (err, code.as_deref()) {
         (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ErrorClass::Transient,
         (_, Some(code)) => class_of_code(code),
         (SdkError::ResponseError(_), None) => ErrorClass::Transient,
@@ -157,9 +172,92 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
     }
 }
 
+/// Why a call's credentials could not be had, classified: a role's
+/// credentials come from STS AssumeRole, so an STS that does not answer
+/// (or throttles) is transient like any call's, and one that refuses the
+/// role is not. `None` when the failure is not about credentials.
+fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<AwsError> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(failed) = e.downcast_ref::<CredentialsError>() {
+            let message = aws_sdk_kinesis::error::DisplayErrorContext(failed).to_string();
+            let (class, code) = match failed {
+                CredentialsError::ProviderTimedOut(_) => {
+                    (ErrorClass::Transient, "CredentialsTimedOut")
+                }
+                CredentialsError::ProviderError(_) => {
+                    let sts = std::error::Error::source(failed)
+                        .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>());
+                    if let Some(sts) = sts {
+                        let mut assumed = classify_ref(sts);
+                        assumed.message = format!("assuming the role: {}", assumed.message);
+                        return Some(assumed);
+                    }
+                    (ErrorClass::Transient, "CredentialsUnavailable")
+                }
+                _ => (ErrorClass::Permanent, "CredentialsInvalid"),
+            };
+            return Some(AwsError {
+                class,
+                code: code.to_owned(),
+                message,
+            });
+        }
+        cause = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn without_credentials(e: aws_credential_types::provider::error::CredentialsError) -> AwsError {
+        let err: SdkError<aws_sdk_kinesis::operation::get_records::GetRecordsError, ()> =
+            SdkError::construction_failure(e);
+        classify(err)
+    }
+
+    #[test]
+    fn a_role_that_cannot_be_assumed_is_classified_as_the_assume_role_went() {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_sdk_sts::error::ErrorMetadata;
+        use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+
+        let timed_out = without_credentials(CredentialsError::provider_timed_out(
+            std::time::Duration::from_secs(5),
+        ));
+        assert_eq!(timed_out.class, ErrorClass::Transient, "{timed_out}");
+
+        let unanswered: SdkError<AssumeRoleError, HttpResponse> =
+            SdkError::timeout_error("the attempt timed out");
+        let sts_down = without_credentials(CredentialsError::provider_error(unanswered));
+        assert_eq!(sts_down.class, ErrorClass::Transient, "{sts_down}");
+
+        let refusal = |code: &str| -> SdkError<AssumeRoleError, HttpResponse> {
+            SdkError::service_error(
+                AssumeRoleError::generic(ErrorMetadata::builder().code(code).build()),
+                HttpResponse::new(StatusCode::try_from(403).expect("status"), SdkBody::empty()),
+            )
+        };
+        let denied = without_credentials(CredentialsError::provider_error(refusal("AccessDenied")));
+        assert_eq!(denied.class, ErrorClass::Permanent, "{denied}");
+        assert_eq!(denied.code, "AccessDenied");
+        let throttled =
+            without_credentials(CredentialsError::provider_error(refusal("Throttling")));
+        assert_eq!(throttled.class, ErrorClass::Throttled, "{throttled}");
+
+        let invalid = without_credentials(CredentialsError::invalid_configuration("no role"));
+        assert_eq!(invalid.class, ErrorClass::Permanent, "{invalid}");
+    }
 
     #[test]
     fn codes_are_classified() {

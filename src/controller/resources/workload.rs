@@ -398,6 +398,7 @@ fn deployment(
 mod tests {
     use super::*;
     use crate::controller::resources::config::worker_config;
+    use kube::ResourceExt;
 
     fn lsub() -> LogSubscription {
         let mut lsub: LogSubscription = serde_saphyr::from_str(
@@ -476,6 +477,55 @@ spec:
             w.service_account.metadata.annotations.as_ref().unwrap()["eks.amazonaws.com/role-arn"],
             "arn:aws:iam::123456789012:role/worker"
         );
+    }
+
+    /// A LogSubscription whose namespace and name are both at Kubernetes'
+    /// limit (63): every name and label logsub derives stays valid, and the
+    /// names it gives in AWS within AWS' limits.
+    #[test]
+    fn names_at_their_length_limit_make_valid_objects() {
+        let mut long = lsub();
+        let namespace = format!("n{}", "-x".repeat(31));
+        let name = format!("s{}", "-y".repeat(31));
+        assert_eq!((namespace.len(), name.len()), (63, 63));
+        long.metadata.namespace = Some(namespace);
+        long.metadata.name = Some(name);
+        assert!(long.validate_names().is_ok());
+        let w = built(&long);
+        let subdomain = regex::Regex::new(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$").unwrap();
+        let label = regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").unwrap();
+        let template = w.deployment.spec.template.metadata.as_ref();
+        let selector = &w.deployment.spec.selector;
+        let labels = [
+            &w.role_binding.metadata.labels,
+            &w.service_account.metadata.labels,
+            &w.config_map.metadata.labels,
+            &w.deployment.metadata.labels,
+            &template.unwrap().labels,
+            &selector.match_labels,
+        ];
+        for (key, value) in labels.into_iter().flatten().flatten() {
+            assert!(
+                value.len() <= 63 && label.is_match(value),
+                "label {key}={value}"
+            );
+        }
+        for meta in [
+            &w.role_binding.metadata,
+            &w.service_account.metadata,
+            &w.config_map.metadata,
+            &w.deployment.metadata,
+        ] {
+            let name = meta.name.as_deref().unwrap();
+            assert!(name.len() <= 253 && subdomain.is_match(name), "{name}");
+        }
+        // CloudWatch Logs' filter names hold 512; STS session names 64.
+        assert!(long.filter_name().len() <= 512);
+        let session = crate::controller::session_name(&long, "");
+        assert!(session.len() <= 64, "{session}");
+        // Its shard leases: `<name>-<stream key>-<shard id>`.
+        let lease = format!("{}-0123456789-shardid-000000000000", long.name_any());
+        assert!(lease.len() <= 253 && subdomain.is_match(&lease), "{lease}");
     }
 
     #[test]
