@@ -447,9 +447,15 @@ async fn an_aws_that_never_answers_the_controller_is_shown_then_synced() {
     let arn = common::stream_named(&aws_sdk_kinesis::Client::new(&assumed), &run, 1).await;
 
     let proxy = Proxy::to_url(&endpoint).await;
-    let stall = proxy
-        .toxic("timeout", "downstream", json!({"timeout": 0}))
-        .await;
+    // Neither requests nor answers pass, and no connection is closed.
+    let stalls = [
+        proxy
+            .toxic("timeout", "upstream", json!({"timeout": 0}))
+            .await,
+        proxy
+            .toxic("timeout", "downstream", json!({"timeout": 0}))
+            .await,
+    ];
     let via = proxy.url();
     let controller = start_with(
         &ns,
@@ -484,7 +490,9 @@ async fn an_aws_that_never_answers_the_controller_is_shown_then_synced() {
     assert_ne!(condition(&shown, "Ready").map(|c| c.0), Some("True".into()));
     assert!(filters(&logs, &group).await.is_empty());
 
-    proxy.heal(&stall).await;
+    for stall in &stalls {
+        proxy.heal(stall).await;
+    }
     let healed = std::time::Instant::now();
     wait_for(
         &ns,

@@ -55,6 +55,16 @@ use crate::telemetry::ControllerMetrics;
 use resources::workload::Runtime;
 use status::{Check, ShardState};
 
+/// No per-service settings from the environment.
+#[derive(Debug)]
+struct NoServiceConfig;
+
+impl aws_types::service_config::LoadServiceConfig for NoServiceConfig {
+    fn load_config(&self, _: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        None
+    }
+}
+
 /// The controller's settings, from its command line.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -182,7 +192,10 @@ impl Aws {
             Some(role) => {
                 let mut sts = self.base.to_builder().region(region.clone());
                 if let Some(endpoint) = &self.endpoint {
-                    sts = sts.endpoint_url(endpoint);
+                    // Without the environment's per-service settings, which
+                    // would outrank it (AWS_ENDPOINT_URL_STS): the endpoint
+                    // given goes for STS as for CloudWatch Logs and Kinesis.
+                    sts = sts.endpoint_url(endpoint).service_config(NoServiceConfig);
                 }
                 let identity = &role.identity;
                 crate::aws::assuming(
