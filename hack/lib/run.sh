@@ -157,7 +157,7 @@ start_apiserver() {
     --service-cluster-ip-range 10.96.0.0/12 --authorization-mode Node,RBAC \
     --kubelet-preferred-address-types InternalIP --kubelet-certificate-authority "$PKI_DIR/ca.crt" \
     --kubelet-client-certificate "$PKI_DIR/admin.crt" --kubelet-client-key "$PKI_DIR/admin.key" \
-    --profiling=false
+    --profiling="${LOGSUB_STACK_PROFILING:-false}"
   wait_for kube-apiserver 60 curl -sf --cacert "$PKI_DIR/ca.crt" --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
     "https://127.0.0.1:$APISERVER_PORT/readyz"
 }

@@ -638,18 +638,24 @@ impl Subscriptions {
     }
 }
 
+/// The Deployments in a test context's cache.
+pub type Deployments = reflector::store::Writer<k8s_openapi::api::apps::v1::Deployment>;
+
 /// A controller context over `client` and `aws`, with `policies` and the
 /// namespaces `namespaces` (name, labels) in its caches, and no other
-/// LogSubscription.
+/// LogSubscription and no Deployment.
 pub fn context(
     client: kube::Client,
     aws: &FakeAws,
     policies: Vec<LogSubscriptionPolicy>,
     namespaces: &[(&str, BTreeMap<String, String>)],
-) -> (Arc<Context>, Policies, Subscriptions) {
+) -> (Arc<Context>, Policies, Subscriptions, Deployments) {
     let (policy_store, policy_writer) = reflector::store();
     let mut writer = Policies(policy_writer);
     writer.set(policies);
+    let (deployments, mut deployment_writer) = reflector::store();
+    deployment_writer.apply_watcher_event(&Event::Init);
+    deployment_writer.apply_watcher_event(&Event::InitDone);
     let (subscription_store, subscription_writer) = reflector::store();
     let mut subscriptions = Subscriptions(subscription_writer);
     subscriptions.set(&[]);
@@ -711,13 +717,14 @@ pub fn context(
         client,
         metrics,
         memory: Memory::default(),
+        deployments: deployments.clone(),
         tenancy: Tenancy::new(
             policy_store,
             Namespaces::Watched(namespace_store),
             subscription_store,
         ),
     });
-    (ctx, writer, subscriptions)
+    (ctx, writer, subscriptions, deployment_writer)
 }
 
 /// A spec that subscribes every log group (`pattern "."`) into the existing
@@ -797,6 +804,8 @@ pub struct Scenario {
     pub policies: Policies,
     /// The other LogSubscriptions in its cache.
     pub others: Subscriptions,
+    /// The Deployments in its cache.
+    pub deployments: Deployments,
 }
 
 impl Scenario {
@@ -814,13 +823,14 @@ impl Scenario {
         let (client, server) = ApiServer::start();
         let namespaces: Vec<(&str, BTreeMap<String, String>)> =
             namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
-        let (ctx, policies, others) = context(client, &aws, policies, &namespaces);
+        let (ctx, policies, others, deployments) = context(client, &aws, policies, &namespaces);
         Scenario {
             server,
             aws,
             ctx,
             policies,
             others,
+            deployments,
         }
     }
 

@@ -137,6 +137,9 @@ pub struct Context {
     pub memory: Memory,
     /// The LogSubscriptionPolicies and namespace labels.
     pub tenancy: tenancy::Tenancy,
+    /// The workers' Deployments (those labelled as logsub's), from the
+    /// controller's watch of them.
+    pub deployments: kube::runtime::reflector::Store<k8s_openapi::api::apps::v1::Deployment>,
 }
 
 /// CloudWatch Logs and Kinesis clients per region, sharing one configuration,

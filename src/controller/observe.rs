@@ -7,6 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::plan::Group;
 use super::{Aws, Scope};
@@ -96,12 +97,18 @@ pub async fn groups(
     described
 }
 
-/// The workers' Deployment, if it exists.
+/// The workers' Deployment, if it exists: from the watch cache when it holds
+/// one of that name (logsub's label on it), else read. Absent from the cache
+/// proves nothing: a Deployment of that name someone else made is not in it.
 pub async fn deployment(
     client: &kube::Client,
+    cache: &Store<Deployment>,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Deployment>, kube::Error> {
+    if let Some(cached) = cache.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(Some((*cached).clone()));
+    }
     Api::<Deployment>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await

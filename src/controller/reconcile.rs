@@ -421,7 +421,7 @@ async fn sync_workers(
     let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;
     let namespace = lsub.namespace().unwrap_or_default();
     let name = workload::workload_name(lsub);
-    let current = observe::deployment(&ctx.client, &namespace, &name).await?;
+    let current = observe::deployment(&ctx.client, &ctx.deployments, &namespace, &name).await?;
     if let Some(d) = &current
         && !apply::controlled_by(&d.metadata, &lsub.uid().unwrap_or_default())
     {
@@ -444,6 +444,9 @@ async fn sync_workers(
 pub async fn control(
     ctx: Arc<Context>,
     watches: Watches,
+    deployment_cache: kube::runtime::reflector::store::Writer<
+        k8s_openapi::api::apps::v1::Deployment,
+    >,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -483,6 +486,10 @@ pub async fn control(
             .any_semantic(),
     )
     .default_backoff()
+    // Kept without their managed fields: the cache saves a read of each
+    // at every status refresh, and those would double what it holds.
+    .modify(|d: &mut Deployment| d.metadata.managed_fields = None)
+    .reflect(deployment_cache)
     .touched_objects()
     .predicate_filter(
         |d: &Deployment| {

@@ -164,8 +164,10 @@ pub async fn run(
         options.settings.namespace.as_deref(),
         options.settings.status_interval,
     );
+    let (deployments, deployment_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Context {
         tenancy,
+        deployments,
         aws: Aws::new(
             sdk,
             options.settings.aws_endpoint.clone(),
@@ -186,12 +188,12 @@ pub async fn run(
     let outcome = match (&election, lease) {
         (Some(election), Some(lease)) => {
             tokio::select! {
-                () = reconcile::control(ctx, watches, shutdown.clone()) => Ok(()),
+                () = reconcile::control(ctx, watches, deployment_writer, shutdown.clone()) => Ok(()),
                 lost = election.hold(lease) => Err(RunError::Election(lost)),
             }
         }
         _ => {
-            reconcile::control(ctx, watches, shutdown).await;
+            reconcile::control(ctx, watches, deployment_writer, shutdown).await;
             Ok(())
         }
     };

@@ -109,6 +109,30 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
     assert!(seen.events.is_empty(), "{:?}", seen.events);
 }
 
+/// The workers' Deployment in the watch cache: a status refresh reads only
+/// their leases.
+#[tokio::test]
+async fn a_status_refresh_reads_the_workers_deployment_from_the_cache() {
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    lsub.status = Some(written(&seen, &app()));
+    let cached: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(deployment).expect("a Deployment");
+    s.deployments
+        .apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
+
+    s.server
+        .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+}
+
 #[tokio::test]
 async fn without_a_policy_nothing_is_created_and_the_status_says_why() {
     let s = Scenario::new(Vec::new(), &["team-a"]);
