@@ -718,6 +718,7 @@ pub fn context(
         metrics,
         memory: Memory::default(),
         deployments: deployments.clone(),
+        slots: Context::slots(4),
         tenancy: Tenancy::new(
             policy_store,
             Namespaces::Watched(namespace_store),

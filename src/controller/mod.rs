@@ -140,6 +140,20 @@ pub struct Context {
     /// The workers' Deployments (those labelled as logsub's), from the
     /// controller's watch of them.
     pub deployments: kube::runtime::reflector::Store<k8s_openapi::api::apps::v1::Deployment>,
+    /// At most `settings.concurrency` reconciles work at once; the others
+    /// wait their turn in the order they came (see [`Context::slots`]).
+    pub slots: tokio::sync::Semaphore,
+}
+
+impl Context {
+    /// A semaphore of `concurrency` permits, handed out first come, first
+    /// served. kube-runtime's own limit keeps the reconciles it cannot start
+    /// yet in a set and starts any of them when a slot frees: under a load
+    /// the controller cannot keep up with (thousands of LogSubscriptions
+    /// refreshed and resynced), some new ones were never started at all.
+    pub fn slots(concurrency: u16) -> tokio::sync::Semaphore {
+        tokio::sync::Semaphore::new(usize::from(concurrency.max(1)))
+    }
 }
 
 /// CloudWatch Logs and Kinesis clients per region, sharing one configuration,
@@ -374,6 +388,8 @@ pub struct Memo {
     pub unselected_since: Option<Instant>,
     /// Filters left where it was before it moved to another region or role.
     pub left_behind: Option<LeftBehind>,
+    /// When its workers' objects were last all applied.
+    pub workers_asserted: Option<Instant>,
 }
 
 /// Filters that could not yet be taken off where a LogSubscription was
@@ -408,6 +424,7 @@ impl Default for Memo {
             scope: None,
             unselected_since: None,
             left_behind: None,
+            workers_asserted: None,
         }
     }
 }

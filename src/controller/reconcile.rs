@@ -30,6 +30,8 @@ pub const FINALIZER: &str = "logsub.io/aws-cleanup";
 
 /// Reconciles `lsub`: applies it, or cleans up after it once deleted.
 pub async fn reconcile(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Waits its turn: first come, first served.
+    let _slot = ctx.slots.acquire().await;
     let started = Instant::now();
     let phase = if lsub.metadata.deletion_timestamp.is_some() {
         "cleanup"
@@ -112,25 +114,32 @@ async fn converge(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error
         ),
     );
 
-    let Synced { view, due, next } = aws(lsub, ctx, &scope, &grant, &previous, &mut events).await;
+    let Synced {
+        view,
+        due,
+        reassert,
+        next,
+    } = aws(lsub, ctx, &scope, &grant, &previous, &mut events).await;
 
     let seen = match (&view.stream_arn, view.stream_usable) {
-        (Some(arn), true) => match workers(lsub, ctx, &scope, &view, arn, due, &previous).await {
-            Ok(seen) => seen,
-            // Said on the status rather than only retried: a refusal
-            // (an invalid object, a missing permission) waits for a change.
-            Err(e) => {
-                let check = workers_failure(&e);
-                if ready_reason(&previous) != Some(check.reason()) {
-                    events.warning(check.reason(), "ApplyWorkers", e.to_string());
+        (Some(arn), true) => {
+            match workers(lsub, ctx, &scope, &view, (arn, due, reassert), &previous).await {
+                Ok(seen) => seen,
+                // Said on the status rather than only retried: a refusal
+                // (an invalid object, a missing permission) waits for a change.
+                Err(e) => {
+                    let check = workers_failure(&e);
+                    if ready_reason(&previous) != Some(check.reason()) {
+                        events.warning(check.reason(), "ApplyWorkers", e.to_string());
+                    }
+                    let seen = WorkersSeen::NotApplied(check);
+                    let status =
+                        status::running(lsub, permitted, &view, seen, &previous, Timestamp::now());
+                    finish(lsub, ctx, &previous, &status, events).await?;
+                    return Err(e.into());
                 }
-                let seen = WorkersSeen::NotApplied(check);
-                let status =
-                    status::running(lsub, permitted, &view, seen, &previous, Timestamp::now());
-                finish(lsub, ctx, &previous, &status, events).await?;
-                return Err(e.into());
             }
-        },
+        }
         _ => WorkersSeen::NoStream,
     };
 
@@ -143,13 +152,21 @@ async fn converge(lsub: &LogSubscription, ctx: &Context) -> Result<Action, Error
     Ok(Action::requeue(next.max(Duration::from_millis(500))))
 }
 
-/// AWS as this reconcile sees it, whether it was synced now, and how long
+/// AWS as this reconcile sees it, whether it was synced now, whether the
+/// workers' objects are applied again whatever they look like, and how long
 /// until it is due again.
 struct Synced {
     view: AwsView,
     due: bool,
+    reassert: bool,
     next: Duration,
 }
+
+/// How many resync periods pass between two applies of an unchanged
+/// LogSubscription's workers' objects. A change to it, or to its stream,
+/// applies them at once, and the Deployment (watched) is applied again
+/// whenever it differs from what it should be.
+const REASSERT_EVERY: u32 = 6;
 
 /// Syncs `lsub`'s stream and filters when due (first seen, changed, newly
 /// permitted, at each resync, or an early retry), else recalls the last view.
@@ -166,9 +183,10 @@ async fn aws(
     let resync = ctx.settings.resync;
     let mut memo = ctx.memory.get(&uid);
     memo.unselected_since = None;
-    let due = memo.aws.is_none()
+    let changed = memo.aws.is_none()
         || memo.permitted.as_ref() != Some(&grant.fingerprint())
-        || memo.generation != lsub.metadata.generation
+        || memo.generation != lsub.metadata.generation;
+    let due = changed
         || memo.synced.is_none_or(|at| now >= at + resync)
         || memo.retry_at.is_some_and(|at| now >= at)
         || memo.left_behind.as_ref().is_some_and(|l| now >= l.retry_at);
@@ -219,31 +237,51 @@ async fn aws(
     {
         next = next.min(at.saturating_duration_since(now));
     }
+    let reassert = changed
+        || memo
+            .workers_asserted
+            .is_none_or(|at| due && now >= at + resync * REASSERT_EVERY);
     ctx.memory.put(&uid, memo);
-    Synced { view, due, next }
+    Synced {
+        view,
+        due,
+        reassert,
+        next,
+    }
 }
 
-/// The workers of a usable stream `arn`: when AWS was synced (`due`), their
-/// RoleBinding first (through it the controller may write their Leases) and
-/// the adoption of leases written before leases named their stream; then
-/// their objects, and how their shards stand.
+/// The workers of a usable stream `arn`: when `reassert`ing, their
+/// RoleBinding first (through it the controller may read their Leases) and
+/// all their objects; when AWS was synced (`due`), the adoption of leases
+/// written before leases named their stream; then how their shards stand.
 async fn workers(
     lsub: &LogSubscription,
     ctx: &Context,
     scope: &Scope,
     view: &AwsView,
-    arn: &str,
-    due: bool,
+    (arn, due, reassert): (&str, bool, bool),
     previous: &LogSubscriptionStatus,
 ) -> Result<WorkersSeen, ApplyError> {
     let namespace = lsub.namespace().unwrap_or_default();
-    if due {
+    let uid = lsub.uid().unwrap_or_default();
+    if reassert {
         let runtime = ctx.settings.worker_runtime();
         let binding = workload::workers_binding(lsub, &runtime)?;
         apply::binding(&ctx.client, &binding).await?;
     }
     let mut leases =
-        observe::subscription_leases(&ctx.client, &namespace, &lsub.name_any()).await?;
+        match observe::subscription_leases(&ctx.client, &namespace, &lsub.name_any()).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                // The binding may be gone: applied again next time.
+                if matches!(&e, kube::Error::Api(s) if s.code == 403) {
+                    let mut memo = ctx.memory.get(&uid);
+                    memo.workers_asserted = None;
+                    ctx.memory.put(&uid, memo);
+                }
+                return Err(e.into());
+            }
+        };
     if due {
         leases = observe::adopt_earlier_leases(
             &ctx.client,
@@ -254,11 +292,14 @@ async fn workers(
         )
         .await?;
     }
-    let workers = sync_workers(lsub, ctx, scope, view, due).await?;
+    let workers = sync_workers(lsub, ctx, scope, view, reassert).await?;
+    if reassert {
+        let mut memo = ctx.memory.get(&uid);
+        memo.workers_asserted = Some(Instant::now());
+        ctx.memory.put(&uid, memo);
+    }
     let leases = observe::leases_of(leases, &stream_key(arn, view.stream_created));
-    let shards = ctx
-        .memory
-        .shard_states(&lsub.uid().unwrap_or_default(), leases);
+    let shards = ctx.memory.shard_states(&uid, leases);
     Ok(WorkersSeen::Running { workers, shards })
 }
 
@@ -515,9 +556,8 @@ pub async fn control(
                 .collect::<Vec<_>>()
         }
     };
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    // No limit here: the reconciles queue for `ctx.slots` instead, in order.
     let mut controller = Controller::for_stream(changes, reader)
-        .with_config(config)
         .owns_stream(deployments)
         .reconcile_all_on(policy_changes);
     if let Some(namespaces) = namespace_changes {

@@ -168,6 +168,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         tenancy,
         deployments,
+        slots: Context::slots(options.settings.concurrency),
         aws: Aws::new(
             sdk,
             options.settings.aws_endpoint.clone(),

@@ -109,6 +109,96 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
     assert!(seen.events.is_empty(), "{:?}", seen.events);
 }
 
+/// A resync of an unchanged LogSubscription checks AWS and reads how its
+/// workers stand; their objects are applied again only every few resyncs.
+#[tokio::test]
+async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
+    use std::time::{Duration, Instant};
+
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let body = |path: &str| seen.bodies(&Method::PATCH, path)[0].clone();
+    let (binding, account, config, deployment) = (
+        body(&app().binding),
+        body(&app().account),
+        body(&app().config),
+        body(&app().deployment),
+    );
+    lsub.status = Some(written(&seen, &app()));
+    s.aws.take_calls();
+    let uid = "uid-team-a.app";
+    let resync = s.ctx.settings.resync;
+    let ago = |d: Duration| Instant::now().checked_sub(d).expect("uptime");
+    let mut memo = s.ctx.memory.get(uid);
+    memo.synced = Some(ago(resync + Duration::from_secs(1)));
+    s.ctx.memory.put(uid, memo);
+
+    s.server.expect(vec![
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, deployment.clone()),
+    ]);
+    s.reconcile(&lsub).await.expect("resynced");
+    s.server.verify();
+    assert!(
+        s.aws
+            .take_calls()
+            .contains(&"DescribeSubscriptionFilters".to_owned())
+    );
+
+    let mut memo = s.ctx.memory.get(uid);
+    memo.synced = Some(ago(resync + Duration::from_secs(1)));
+    memo.workers_asserted = Some(ago(resync * 6 + Duration::from_secs(1)));
+    s.ctx.memory.put(uid, memo);
+    s.server.expect(vec![
+        Expect::get(app().binding, binding),
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, deployment),
+        Expect::get(app().account, account),
+        Expect::apply(app().account),
+        Expect::get(app().config, config),
+        Expect::apply(app().config),
+        Expect::apply(app().deployment),
+    ]);
+    s.reconcile(&lsub).await.expect("resynced");
+    s.server.verify();
+}
+
+/// The workers' RoleBinding removed by someone: reading their leases is
+/// refused, and the next reconcile applies the workers' objects again.
+#[tokio::test]
+async fn a_refused_lease_read_applies_the_workers_objects_again() {
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    lsub.status = Some(written(&seen, &app()));
+
+    s.server.expect(vec![
+        fixtures::failing(Method::GET, &app().leases, 403),
+        status_write(&app(), &lsub),
+    ]);
+    s.reconcile(&lsub).await.expect_err("refused");
+    let seen = s.server.verify();
+    lsub.status = Some(written(&seen, &app()));
+
+    let mut script = first_sync(&app(), &lsub);
+    script[0] = Expect::missing(app().binding);
+    script[3] = Expect::get(app().deployment, deployment);
+    s.server.expect(script);
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+}
+
 /// The workers' Deployment in the watch cache: a status refresh reads only
 /// their leases.
 #[tokio::test]
