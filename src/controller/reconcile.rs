@@ -33,10 +33,10 @@ pub async fn reconcile(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<
     // Waits its turn, first come, first served, holding little: the whole
     // reconcile's state is allocated only once it runs (thousands may wait).
     let _slot = ctx.slots.acquire().await;
-    Box::pin(run(lsub, ctx.clone())).await
+    Box::pin(run_reconcile(lsub, ctx.clone())).await
 }
 
-async fn run(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn run_reconcile(lsub: Arc<LogSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let phase = if lsub.metadata.deletion_timestamp.is_some() {
         "cleanup"
