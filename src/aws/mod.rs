@@ -7,7 +7,7 @@ pub mod logs;
 use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kinesis::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -117,6 +117,11 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         | "ThrottlingException"
         // STS's (AssumeRole's) own.
         | "Throttling"
+        | "ThrottledException"
+        | "RequestThrottledException"
+        | "RequestThrottled"
+        | "EC2ThrottledException"
+        | "BandwidthLimitExceeded"
         | "KMSThrottlingException"
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
@@ -130,7 +135,12 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         | "ServiceUnavailable"
         | "ServiceUnavailableException"
         | "OperationAbortedException"
-        | "ResourceInUseException" => ErrorClass::Transient,
+        | "ResourceInUseException"
+        // What the SDK's own retry classifier retries too.
+        | "TransactionInProgressException"
+        | "PriorRequestNotComplete"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -138,13 +148,19 @@ pub fn class_of_code(code: &str) -> ErrorClass {
 /// Classifies an SDK error: transport failures and 5xx are transient, else
 /// by code; a call that could not get its credentials as the role's
 /// AssumeRole went.
-pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub fn classify<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+>(
     err: SdkError<E, R>,
 ) -> AwsError {
     classify_ref(&err)
 }
 
-fn classify_ref<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+fn classify_ref<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+>(
     err: &SdkError<E, R>,
 ) -> AwsError {
     if let SdkError::ConstructionFailure(_) = err
@@ -159,9 +175,15 @@ fn classify_ref<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
         .message()
         .map(str::to_owned)
         .unwrap_or_else(|| aws_sdk_kinesis::error::DisplayErrorContext(err).to_string());
+    // A 5xx with no code (a proxy's or a gateway's page) is transient too.
+    let server_error = err
+        .raw_response()
+        .and_then(|raw| (raw as &dyn std::any::Any).downcast_ref::<HttpResponse>())
+        .is_some_and(|raw| raw.status().is_server_error());
     let class = match (err, code.as_deref()) {
         (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ErrorClass::Transient,
         (_, Some(code)) => class_of_code(code),
+        (_, None) if server_error => ErrorClass::Transient,
         (SdkError::ResponseError(_), None) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     };

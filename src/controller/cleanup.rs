@@ -8,7 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use super::error::Error;
 use super::status::Events;
-use super::sync::{created_for, remove_filters, remove_left_behind};
+use super::sync::{created_for, note_move, remove_filters, remove_left_behind};
 use super::{Context, observe};
 use crate::api::{DeletionPolicy, LogSubscription, StreamRef};
 
@@ -84,7 +84,9 @@ async fn remove_from_aws(
     let why = "the LogSubscription was deleted";
     let mut events = Events::default();
     let mut memo = memo;
-    // First those left where it was before it moved (another region or role).
+    // First those where it was before it moved (another region or role),
+    // known or read from the status.
+    note_move(&mut memo, &status, scope);
     if let Some(e) = remove_left_behind(lsub, ctx, &mut memo, &mut events).await {
         // Kept for the retry: the memory is forgotten only once cleaned up.
         ctx.memory.put(&lsub.uid().unwrap_or_default(), memo);

@@ -18,6 +18,8 @@
 
 pub mod apply;
 #[cfg(test)]
+mod attack_regions;
+#[cfg(test)]
 mod attack_scenarios;
 pub mod authorize;
 pub mod cleanup;
@@ -387,7 +389,7 @@ pub struct Memo {
     /// Since when no policy has selected it (while it still runs).
     pub unselected_since: Option<Instant>,
     /// Filters left where it was before it moved to another region or role.
-    pub left_behind: Option<LeftBehind>,
+    pub left_behind: Vec<LeftBehind>,
     /// When its workers' objects were last all applied.
     pub workers_asserted: Option<Instant>,
 }
@@ -423,7 +425,7 @@ impl Default for Memo {
             owned_stream: None,
             scope: None,
             unselected_since: None,
-            left_behind: None,
+            left_behind: Vec::new(),
             workers_asserted: None,
         }
     }

@@ -194,34 +194,12 @@ async fn aws(
     let due = changed
         || memo.synced.is_none_or(|at| now >= at + resync)
         || memo.retry_at.is_some_and(|at| now >= at)
-        || memo.left_behind.as_ref().is_some_and(|l| now >= l.retry_at);
+        || memo.left_behind.iter().any(|l| now >= l.retry_at);
     let view = match (&memo.aws, due) {
         (Some(view), false) => view.clone(),
         _ => {
-            // Moved to another region or role: its filters there come off
-            // first (they send to the stream the status names). Not
-            // remembered (a restarted controller), the stream's ARN tells
-            // the region they are in: CloudWatch Logs sends to a stream of
-            // its own region only.
-            let before = memo.scope.clone().or_else(|| {
-                let region = previous.stream_arn.as_deref().and_then(super::arn_region)?;
-                Some(Scope {
-                    region: region.to_owned(),
-                    role: scope.role.clone(),
-                })
-            });
-            if let (Some(before), Some(arn)) = (before, &previous.stream_arn)
-                && before != *scope
-            {
-                memo.left_behind = Some(super::LeftBehind {
-                    scope: before,
-                    stream_arn: arn.clone(),
-                    groups: sync::listed_or_scanned(&memo, previous),
-                    retry_at: now,
-                    backoff: super::Memo::default().backoff,
-                });
-                memo.owned_stream = None;
-            }
+            // Moved to another region or role: its filters there come off.
+            sync::note_move(&mut memo, previous, scope);
             // Failures are said in an Event and tried again.
             let _ = sync::remove_left_behind(lsub, ctx, &mut memo, events).await;
             memo.scope = Some(scope.clone());
@@ -238,7 +216,7 @@ async fn aws(
     for at in memo
         .retry_at
         .iter()
-        .chain(memo.left_behind.as_ref().map(|l| &l.retry_at))
+        .chain(memo.left_behind.iter().map(|l| &l.retry_at))
     {
         next = next.min(at.saturating_duration_since(now));
     }

@@ -60,32 +60,32 @@ pub(super) async fn take_down(
     // Where its filters were put, which may not be where the spec now points
     // (a role the policy refuses is never assumed when that is known).
     let scope = memo.scope.clone().unwrap_or_else(|| scope.clone());
+    // After a restart and a move meanwhile, the status tells where they are.
+    note_move(&mut memo, previous, &scope);
+    // First where it was before it moved; said in the rows below when some remain.
+    let _ = remove_left_behind(lsub, ctx, &mut memo, events).await;
     let why = "it may not run";
     let mut failed = Vec::new();
     for arn in destinations(&memo, previous) {
         failed.extend(remove_filters(ctx, &scope, lsub, (&arn, why), &groups, events).await);
     }
-    // Said in the rows below when some remain.
-    let _ = remove_left_behind(lsub, ctx, &mut memo, events).await;
     let mut left: Vec<LogGroupStatus> = failed
         .into_iter()
         .map(|(group, e)| group_failed(group, &e))
         .collect();
-    if let Some(behind) = &memo.left_behind {
-        let other = |group: &&String| !left.iter().any(|g| &g.name == *group);
-        let behind_rows = behind
-            .groups
-            .iter()
-            .filter(other)
-            .map(|group| LogGroupStatus {
-                name: group.clone(),
-                filter: FilterState::Failed,
-                message: Some(format!(
-                    "its filter in {} could not be removed yet",
-                    behind.scope
-                )),
-            });
-        left.extend(behind_rows.collect::<Vec<_>>());
+    for behind in &memo.left_behind {
+        for group in &behind.groups {
+            if !left.iter().any(|g| &g.name == group) {
+                left.push(LogGroupStatus {
+                    name: group.clone(),
+                    filter: FilterState::Failed,
+                    message: Some(format!(
+                        "its filter in {} could not be removed yet",
+                        behind.scope
+                    )),
+                });
+            }
+        }
     }
     // Permitted again, everything is synced afresh.
     memo.aws = None;
@@ -136,48 +136,93 @@ pub(super) fn destinations(memo: &Memo, previous: &LogSubscriptionStatus) -> Vec
     arns
 }
 
+/// Notes, among those to take off, `lsub`'s filters where it was before it
+/// moved (another region or role) when that is not `scope`: where this
+/// controller last synced it, or, not remembered (a restart), the region of
+/// the stream they send to (CloudWatch Logs sends only to a stream of its own
+/// region), as today's role.
+pub(super) fn note_move(memo: &mut Memo, previous: &LogSubscriptionStatus, scope: &Scope) {
+    let arns = destinations(memo, previous);
+    let before = memo.scope.clone().or_else(|| {
+        let region = arns.first().and_then(|arn| super::arn_region(arn))?;
+        Some(Scope {
+            region: region.to_owned(),
+            role: scope.role.clone(),
+        })
+    });
+    let Some(before) = before.filter(|b| b != scope) else {
+        return;
+    };
+    let groups = listed_or_scanned(memo, previous);
+    for arn in arns {
+        match memo
+            .left_behind
+            .iter_mut()
+            .find(|l| l.scope == before && l.stream_arn == arn)
+        {
+            Some(known) => {
+                known.groups.extend(groups.iter().cloned());
+                known.groups.sort();
+                known.groups.dedup();
+                known.retry_at = Instant::now();
+            }
+            None => memo.left_behind.push(super::LeftBehind {
+                scope: before.clone(),
+                stream_arn: arn,
+                groups: groups.clone(),
+                retry_at: Instant::now(),
+                backoff: Memo::default().backoff,
+            }),
+        }
+    }
+    memo.owned_stream = None;
+}
+
 /// Takes off the filters left where `lsub` was before it moved (another
-/// region or role); those that cannot come off yet are tried again at the
-/// next sync, due after a backoff, and said in an Event. Returns the first
-/// failure, if any.
+/// region or role, each move noted apart); those that cannot come off yet
+/// are tried again at the next sync, due after a backoff, and said in an
+/// Event. Returns the first failure, if any.
 pub(super) async fn remove_left_behind(
     lsub: &LogSubscription,
     ctx: &Context,
     memo: &mut Memo,
     events: &mut Events,
 ) -> Option<AwsError> {
-    let mut behind = memo.left_behind.take()?;
     let why = "the LogSubscription moved to another region or role";
-    let destination = (behind.stream_arn.as_str(), why);
-    let failed = remove_filters(
-        ctx,
-        &behind.scope,
-        lsub,
-        destination,
-        &behind.groups,
-        events,
-    )
-    .await;
-    if failed.is_empty() {
-        return None;
+    let mut first_failure = None;
+    for mut behind in std::mem::take(&mut memo.left_behind) {
+        let destination = (behind.stream_arn.as_str(), why);
+        let failed = remove_filters(
+            ctx,
+            &behind.scope,
+            lsub,
+            destination,
+            &behind.groups,
+            events,
+        )
+        .await;
+        if failed.is_empty() {
+            continue;
+        }
+        let (groups, mut errors): (Vec<String>, Vec<AwsError>) = failed.into_iter().unzip();
+        let first = errors.swap_remove(0);
+        events.warning(
+            "FiltersLeftBehind",
+            "DeleteSubscriptionFilter",
+            format!(
+                "the filters on {} log group(s) in {} cannot be removed yet ({}: {}); tried again",
+                groups.len(),
+                behind.scope,
+                first.code,
+                first.message
+            ),
+        );
+        behind.groups = groups;
+        behind.retry_at = Instant::now() + behind.backoff.next_wait();
+        memo.left_behind.push(behind);
+        first_failure.get_or_insert(first);
     }
-    let (groups, mut errors): (Vec<String>, Vec<AwsError>) = failed.into_iter().unzip();
-    let first = errors.swap_remove(0);
-    events.warning(
-        "FiltersLeftBehind",
-        "DeleteSubscriptionFilter",
-        format!(
-            "the filters on {} log group(s) in {} cannot be removed yet ({}: {}); tried again",
-            groups.len(),
-            behind.scope,
-            first.code,
-            first.message
-        ),
-    );
-    behind.groups = groups;
-    behind.retry_at = Instant::now() + behind.backoff.next_wait();
-    memo.left_behind = Some(behind);
-    Some(first)
+    first_failure
 }
 
 /// Removes our filters (of `lsub`'s name or its earlier one, sending to
@@ -243,6 +288,15 @@ pub(super) async fn remove_filters(
     left
 }
 
+/// Whether another LogSubscription may have `lsub`'s earlier filter name: it
+/// could, and one is seen or, a controller of one namespace, could not be.
+fn legacy_name_shared(ctx: &Context, lsub: &LogSubscription) -> bool {
+    if ctx.settings.namespace.is_some() {
+        return super::tenancy::legacy_name_can_collide(lsub);
+    }
+    ctx.tenancy.shares_legacy_name(lsub)
+}
+
 /// Whether a filter of `lsub`'s earlier name sending to `destination` is
 /// ours: yes when no other LogSubscription shares that name, else only when
 /// `destination` is a stream created for `lsub` (tagged with its UID).
@@ -252,7 +306,7 @@ async fn earlier_is_ours(
     lsub: &LogSubscription,
     destination: &str,
 ) -> bool {
-    if !ctx.tenancy.shares_legacy_name(lsub) {
+    if !legacy_name_shared(ctx, lsub) {
         return true;
     }
     let uid = lsub.uid().unwrap_or_default();
@@ -338,7 +392,7 @@ fn earlier_toward<'a>(
     if found.is_empty() {
         return Vec::new();
     }
-    if !ctx.tenancy.shares_legacy_name(lsub) {
+    if !legacy_name_shared(ctx, lsub) {
         return std::iter::once(arn)
             .chain(recorded.iter().copied())
             .collect();

@@ -83,6 +83,14 @@ impl Tenancy {
     /// as shared: such a filter is then taken only on proof.
     pub fn shares_legacy_name(&self, lsub: &LogSubscription) -> bool {
         use futures::FutureExt;
+        if !legacy_name_can_collide(lsub) {
+            return false;
+        }
+        // One namespace watched: the other, always in another namespace,
+        // cannot be seen.
+        if let Namespaces::One { .. } = self.namespaces {
+            return true;
+        }
         let listed = self.subscriptions.wait_until_ready().now_or_never();
         if !matches!(listed, Some(Ok(()))) {
             return true;
@@ -158,6 +166,18 @@ impl Tenancy {
             }
         }
     }
+}
+
+/// Whether another namespace and name could give `lsub`'s earlier filter
+/// name (`logsub-<namespace>-<name>`): cut at another `-`, both parts must
+/// still be a possible namespace and name.
+pub fn legacy_name_can_collide(lsub: &LogSubscription) -> bool {
+    let namespace = lsub.namespace().unwrap_or_default();
+    let joined = format!("{namespace}-{}", lsub.name_any());
+    let part = |p: &str| !p.is_empty() && p.len() <= 63 && !p.starts_with('-') && !p.ends_with('-');
+    joined
+        .match_indices('-')
+        .any(|(at, _)| at != namespace.len() && part(&joined[..at]) && part(&joined[at + 1..]))
 }
 
 async fn ready<K>(store: &Store<K>) -> Result<(), AuthorizeError>
@@ -254,5 +274,26 @@ impl Watches {
             .boxed()
         });
         (policies, namespaces, self.subscriptions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(namespace: &str, name: &str) -> LogSubscription {
+        use crate::controller::fixtures::{into_shared, subscription_in};
+        subscription_in(namespace, name, into_shared("logs"))
+    }
+
+    #[test]
+    fn an_earlier_name_can_collide_only_where_another_cut_is_possible() {
+        assert!(legacy_name_can_collide(&named("a", "b-c")), "a-b/c");
+        assert!(legacy_name_can_collide(&named("a-b", "c")), "a/b-c");
+        assert!(!legacy_name_can_collide(&named("team", "app")));
+        assert!(
+            !legacy_name_can_collide(&named("a", "-c")),
+            "no namespace ends with -"
+        );
     }
 }
