@@ -213,7 +213,7 @@ pub fn stream(spec: &ManagedStream, observed: Option<&StreamInfo>) -> StreamActi
 pub enum WorkloadStep {
     /// The Deployment runs what is wanted: nothing to write.
     Keep,
-    /// Apply them all (missing, changed, or `force`d once per resync).
+    /// Apply them all (missing, changed, or `force`d: every few resyncs).
     Apply,
 }
 
@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(
             workload(Some(&wanted.clone()), &wanted, true),
             WorkloadStep::Apply,
-            "once per resync, whatever it looks like"
+            "now and then, whatever it looks like"
         );
         for (current, what) in [
             (deployment("h0", "logsub:2", 2), "configuration"),

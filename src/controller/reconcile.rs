@@ -431,7 +431,8 @@ async fn finish(
 }
 
 /// Applies the workers' objects when they are missing or differ from the spec
-/// (or `force`, once per resync), and reads how they stand.
+/// (or all of them when `force`d: on a change, every few resyncs), and reads
+/// how they stand.
 async fn sync_workers(
     lsub: &LogSubscription,
     ctx: &Context,
