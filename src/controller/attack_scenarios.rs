@@ -16,7 +16,7 @@ use crate::api::{
 
 /// A policy that lets `namespace` subscribe groups under `prefix` into the
 /// existing stream `shared`.
-fn shared_policy(namespace: &str, prefix: &str) -> LogSubscriptionPolicy {
+pub(super) fn shared_policy(namespace: &str, prefix: &str) -> LogSubscriptionPolicy {
     policy(
         namespace,
         json!({
@@ -30,7 +30,7 @@ fn shared_policy(namespace: &str, prefix: &str) -> LogSubscriptionPolicy {
 }
 
 /// `pattern "."` into the existing stream `shared`, to S3.
-fn spec() -> Value {
+pub(super) fn spec() -> Value {
     fixtures::into_shared("logs")
 }
 
@@ -54,7 +54,7 @@ fn first_sync_paths(paths: &Paths) -> [String; 10] {
     ]
 }
 
-fn filter(name: &str, destination: &str) -> fixtures::FakeFilter {
+pub(super) fn filter(name: &str, destination: &str) -> fixtures::FakeFilter {
     fixtures::FakeFilter {
         name: name.into(),
         destination: destination.into(),
@@ -64,7 +64,7 @@ fn filter(name: &str, destination: &str) -> fixtures::FakeFilter {
 /// `team-a/app` permitted, its first sync done: filter on `/team-a/api`
 /// toward `shared`. Returns the scenario, the LogSubscription with the
 /// status written, the stream's ARN and the applied Deployment.
-async fn synced_team_a() -> (Scenario, LogSubscription, String, Value) {
+pub(super) async fn synced_team_a() -> (Scenario, LogSubscription, String, Value) {
     let s = Scenario::new(vec![shared_policy("team-a", "/team-a/")], &["team-a"]);
     let stream = s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
@@ -627,7 +627,11 @@ async fn a_withdrawal_leaves_a_filter_of_our_name_sending_elsewhere() {
 
 /// The workers' objects and the status of a sync where the workers'
 /// Deployment exists (`deployment`) but its configuration changed.
-fn resync_changed(paths: &Paths, lsub: &LogSubscription, deployment: Value) -> Vec<Expect> {
+pub(super) fn resync_changed(
+    paths: &Paths,
+    lsub: &LogSubscription,
+    deployment: Value,
+) -> Vec<Expect> {
     let mut script = first_sync(paths, lsub);
     script[3] = Expect::get(paths.deployment.clone(), deployment);
     script
