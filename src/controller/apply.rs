@@ -175,7 +175,7 @@ where
 pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, ApplyError> {
     apply_one(client, &w.service_account).await?;
     // The RoleBinding is applied by the reconcile before it touches the
-    // workers' Leases, when they are all applied again: not a second time here.
+    // workers' Leases, at each resync: not a second time here.
     apply_one(client, &w.config_map).await?;
     apply_ours(client, &w.deployment).await
 }

@@ -233,10 +233,11 @@ async fn aws(
     }
 }
 
-/// The workers of a usable stream `arn`: when `reassert`ing, their
-/// RoleBinding first (through it the controller may read their Leases) and
-/// all their objects; when AWS was synced (`due`), the adoption of leases
-/// written before leases named their stream; then how their shards stand.
+/// The workers of a usable stream `arn`: at each AWS sync (`due`), their
+/// RoleBinding first (through it they write their Leases, and the controller
+/// adopts and deletes them) and the adoption of leases written before leases
+/// named their stream; when `reassert`ing, all their objects; then how their
+/// shards stand.
 async fn workers(
     lsub: &LogSubscription,
     ctx: &Context,
@@ -247,7 +248,7 @@ async fn workers(
 ) -> Result<WorkersSeen, ApplyError> {
     let namespace = lsub.namespace().unwrap_or_default();
     let uid = lsub.uid().unwrap_or_default();
-    if reassert {
+    if due || reassert {
         let runtime = ctx.settings.worker_runtime();
         let binding = workload::workers_binding(lsub, &runtime)?;
         apply::binding(&ctx.client, &binding).await?;

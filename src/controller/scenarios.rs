@@ -138,7 +138,11 @@ async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
     memo.synced = Some(ago(resync + Duration::from_secs(1)));
     s.ctx.memory.put(uid, memo);
 
+    // The RoleBinding, without which the workers cannot hold their
+    // leases, is applied at every resync.
     s.server.expect(vec![
+        Expect::get(app().binding, binding.clone()),
+        Expect::apply(app().binding),
         Expect::empty_list(app().leases, "LeaseList"),
         Expect::get(app().deployment, deployment.clone()),
     ]);
