@@ -119,17 +119,29 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
             .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-/// Applies `object`, which is controlled by its owner, unless an object of
-/// its name exists that the owner does not control: taking over what someone
-/// else made (by force, as applies here do) is never the point.
-async fn apply_one<K>(client: &kube::Client, object: &K) -> Result<K, ApplyError>
-where
+/// A namespaced object the controller applies.
+trait Applied:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Applied for K where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + Serialize
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+/// Applies `object`, which is controlled by its owner, unless an object of
+/// its name exists that the owner does not control: taking over what someone
+/// else made (by force, as applies here do) is never the point.
+async fn apply_one<K: Applied>(client: &kube::Client, object: &K) -> Result<K, ApplyError> {
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     let name = object.name_any();
     let owner = object
@@ -152,14 +164,7 @@ where
 }
 
 /// Applies `object`, whose name is known to be free or ours.
-async fn apply_ours<K>(client: &kube::Client, object: &K) -> Result<K, ApplyError>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn apply_ours<K: Applied>(client: &kube::Client, object: &K) -> Result<K, ApplyError> {
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
     Ok(api

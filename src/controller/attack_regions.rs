@@ -4,35 +4,17 @@
 //! …"]` show a fault not handled yet.
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::attack_scenarios::{filter, resync_changed, shared_policy, spec, synced_team_a};
+use super::attack_scenarios::{
+    filter, moved_with_the_old_filter_stuck, resync_changed, shared_policy, spec, synced_team_a,
+};
 use super::fixtures::{
     self, Expect, Paths, Scenario, deleted, failing, first_sync, status_write, subscription_in,
-    written,
 };
-use crate::api::LogSubscription;
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-fn cleanup_script(paths: &Paths, lsub: &LogSubscription, deployment: Option<Value>) -> Vec<Expect> {
-    let object = serde_json::to_value(lsub).expect("json");
-    let mut script = match deployment {
-        Some(d) => vec![
-            Expect::get(paths.deployment.clone(), d),
-            deleted(&paths.deployment),
-        ],
-        None => vec![Expect::missing(paths.deployment.clone())],
-    };
-    script.push(Expect::empty_list(paths.leases.clone(), "LeaseList"));
-    script.push(Expect::new(
-        Method::PATCH,
-        paths.object.clone(),
-        move |_| (200, object),
-    ));
-    script
 }
 
 fn deletes_in(s: &Scenario, region: &str) -> usize {
@@ -59,7 +41,7 @@ async fn a_region_change_seen_with_the_deletion_takes_the_old_filters_off() {
     lsub.metadata.generation = Some(2);
     lsub.metadata.deletion_timestamp = Some(now());
     s.server
-        .expect(cleanup_script(&paths, &lsub, Some(deployment)));
+        .expect(fixtures::cleanup(&paths, &lsub, Some(deployment)));
     s.reconcile(&lsub).await.expect("cleaned up");
     s.server.verify();
     assert!(
@@ -81,19 +63,7 @@ async fn filters_left_behind_survive_a_restart_and_come_off_at_deletion() {
     let (s, mut lsub, _, deployment) = synced_team_a().await;
     s.aws.0.lock().unwrap().regions.clear();
     let paths = Paths::of("team-a", "app");
-    lsub.spec.region = Some("eu-west-1".into());
-    lsub.metadata.generation = Some(2);
-    s.aws.fail(
-        "DeleteSubscriptionFilter",
-        Some("/team-a/api"),
-        "ThrottlingException",
-        1,
-    );
-    s.server.expect(resync_changed(&paths, &lsub, deployment));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
-    lsub.status = Some(written(&seen, &paths));
+    let deployment = moved_with_the_old_filter_stuck(&s, &mut lsub, deployment).await;
     assert!(!s.ctx.memory.get("uid-team-a.app").left_behind.is_empty());
     // Realistically the status now names the eu-west-1 stream.
     lsub.status.as_mut().expect("status").stream_arn = Some(format!(
@@ -110,7 +80,7 @@ async fn filters_left_behind_survive_a_restart_and_come_off_at_deletion() {
     lsub.metadata.deletion_timestamp = Some(now());
     restarted
         .server
-        .expect(cleanup_script(&paths, &lsub, Some(deployment)));
+        .expect(fixtures::cleanup(&paths, &lsub, Some(deployment)));
     restarted.reconcile(&lsub).await.expect("cleaned up");
     restarted.server.verify();
     assert!(
@@ -129,19 +99,7 @@ async fn a_second_move_keeps_the_filters_left_by_the_first() {
     let (s, mut lsub, _, deployment) = synced_team_a().await;
     s.aws.0.lock().unwrap().regions.clear();
     let paths = Paths::of("team-a", "app");
-    lsub.spec.region = Some("eu-west-1".into());
-    lsub.metadata.generation = Some(2);
-    s.aws.fail(
-        "DeleteSubscriptionFilter",
-        Some("/team-a/api"),
-        "ThrottlingException",
-        1,
-    );
-    s.server.expect(resync_changed(&paths, &lsub, deployment));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
-    lsub.status = Some(written(&seen, &paths));
+    let deployment = moved_with_the_old_filter_stuck(&s, &mut lsub, deployment).await;
     let behind = s.ctx.memory.get("uid-team-a.app").left_behind;
     assert_eq!(
         behind.first().map(|b| b.scope.region.as_str()),

@@ -196,12 +196,7 @@ async fn a_deletion_after_a_failed_status_write_takes_the_filters_off() {
     lsub.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    let object = serde_json::to_value(&lsub).expect("json");
-    s.server.expect(vec![
-        Expect::missing(paths.deployment.clone()),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
-        Expect::new(Method::PATCH, paths.object.clone(), move |_| (200, object)),
-    ]);
+    s.server.expect(fixtures::cleanup(&paths, &lsub, None));
     s.reconcile(&lsub).await.expect("cleaned up");
     s.server.verify();
     assert_eq!(
@@ -575,12 +570,7 @@ async fn a_deletion_leaves_a_shared_earlier_name_to_its_other_owner() {
     lsub.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    let object = serde_json::to_value(&lsub).expect("json");
-    s.server.expect(vec![
-        Expect::missing(paths.deployment.clone()),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
-        Expect::new(Method::PATCH, paths.object.clone(), move |_| (200, object)),
-    ]);
+    s.server.expect(fixtures::cleanup(&paths, &lsub, None));
     s.reconcile(&lsub).await.expect("cleaned up");
     s.server.verify();
     assert_eq!(
@@ -624,6 +614,30 @@ async fn a_withdrawal_leaves_a_filter_of_our_name_sending_elsewhere() {
 }
 
 // ------------------------------------------------ regions
+
+/// Moves synced `team-a/app` (`deployment`: its workers' Deployment) to
+/// eu-west-1 while its us-east-1 filter cannot come off (throttled once);
+/// `lsub` gets the status written. Returns the Deployment applied.
+pub(super) async fn moved_with_the_old_filter_stuck(
+    s: &Scenario,
+    lsub: &mut LogSubscription,
+    deployment: Value,
+) -> Value {
+    let paths = Paths::of("team-a", "app");
+    lsub.spec.region = Some("eu-west-1".into());
+    lsub.metadata.generation = Some(2);
+    s.aws.fail(
+        "DeleteSubscriptionFilter",
+        Some("/team-a/api"),
+        "ThrottlingException",
+        1,
+    );
+    s.server.expect(resync_changed(&paths, lsub, deployment));
+    s.reconcile(lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    lsub.status = Some(written(&seen, &paths));
+    seen.bodies(&Method::PATCH, &paths.deployment)[0].clone()
+}
 
 /// The workers' objects and the status of a sync where the workers'
 /// Deployment exists (`deployment`) but its configuration changed.
@@ -694,20 +708,7 @@ async fn a_region_change_seen_after_a_restart_takes_the_old_filters_off() {
 async fn a_region_change_retries_the_old_filters_it_could_not_remove() {
     let (s, mut lsub, _, deployment) = synced_team_a().await;
     let paths = Paths::of("team-a", "app");
-    lsub.spec.region = Some("eu-west-1".into());
-    lsub.metadata.generation = Some(2);
-    s.aws.fail(
-        "DeleteSubscriptionFilter",
-        Some("/team-a/api"),
-        "ThrottlingException",
-        1,
-    );
-    s.server
-        .expect(resync_changed(&paths, &lsub, deployment.clone()));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
-    lsub.status = Some(written(&seen, &paths));
+    let deployment = moved_with_the_old_filter_stuck(&s, &mut lsub, deployment).await;
     // The removal in the old region was tried, and failed.
     assert!(
         s.aws
@@ -734,32 +735,14 @@ async fn a_region_change_retries_the_old_filters_it_could_not_remove() {
 async fn a_deletion_takes_off_the_filters_left_in_the_old_region() {
     let (s, mut lsub, _, deployment) = synced_team_a().await;
     let paths = Paths::of("team-a", "app");
-    lsub.spec.region = Some("eu-west-1".into());
-    lsub.metadata.generation = Some(2);
-    s.aws.fail(
-        "DeleteSubscriptionFilter",
-        Some("/team-a/api"),
-        "ThrottlingException",
-        1,
-    );
-    s.server
-        .expect(resync_changed(&paths, &lsub, deployment.clone()));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &paths.deployment)[0].clone();
-    lsub.status = Some(written(&seen, &paths));
+    let deployment = moved_with_the_old_filter_stuck(&s, &mut lsub, deployment).await;
     s.aws.0.lock().unwrap().regions.clear();
 
     lsub.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    let object = serde_json::to_value(&lsub).expect("json");
-    s.server.expect(vec![
-        Expect::get(paths.deployment.clone(), deployment),
-        deleted(&paths.deployment),
-        Expect::empty_list(paths.leases.clone(), "LeaseList"),
-        Expect::new(Method::PATCH, paths.object.clone(), move |_| (200, object)),
-    ]);
+    s.server
+        .expect(fixtures::cleanup(&paths, &lsub, Some(deployment)));
     s.reconcile(&lsub).await.expect("cleaned up");
     s.server.verify();
     let old = s.aws.calls_in(fixtures::REGION);

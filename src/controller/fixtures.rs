@@ -903,6 +903,27 @@ pub fn condition<'a>(status: &'a LogSubscriptionStatus, type_: &str) -> (&'a str
     (c.status.as_str(), c.reason.as_str())
 }
 
+/// The requests of a deletion's cleanup once AWS is clean: the workers'
+/// Deployment read (and, when `deployment` exists, deleted), their leases
+/// listed, the finalizer removed.
+pub fn cleanup(paths: &Paths, lsub: &LogSubscription, deployment: Option<Value>) -> Vec<Expect> {
+    let object = serde_json::to_value(lsub).expect("json");
+    let mut script = match deployment {
+        Some(d) => vec![
+            Expect::get(paths.deployment.clone(), d),
+            deleted(&paths.deployment),
+        ],
+        None => vec![Expect::missing(paths.deployment.clone())],
+    };
+    script.push(Expect::empty_list(paths.leases.clone(), "LeaseList"));
+    script.push(Expect::new(
+        Method::PATCH,
+        paths.object.clone(),
+        move |_| (200, object),
+    ));
+    script
+}
+
 /// The requests of a first sync with a usable stream, the status write last.
 pub fn first_sync(paths: &Paths, lsub: &LogSubscription) -> Vec<Expect> {
     vec![

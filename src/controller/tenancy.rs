@@ -86,11 +86,6 @@ impl Tenancy {
         if !legacy_name_can_collide(lsub) {
             return false;
         }
-        // One namespace watched: the other, always in another namespace,
-        // cannot be seen.
-        if let Namespaces::One { .. } = self.namespaces {
-            return true;
-        }
         let listed = self.subscriptions.wait_until_ready().now_or_never();
         if !matches!(listed, Some(Ok(()))) {
             return true;
