@@ -12,7 +12,7 @@ use aws_sdk_cloudwatchlogs::Client as Logs;
 use aws_sdk_kinesis::Client as Kinesis;
 use common::controller::{
     aws_secret, can_i, condition, create, delete_all, failed_for, filters, identity, put_events,
-    start, wait_for, without_workers,
+    start, start_with, wait_for, without_workers,
 };
 use common::search::count;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
@@ -952,6 +952,81 @@ async fn objects_of_the_workers_names_made_by_others_are_left_alone() {
         .expect("still there");
     assert!(unchanged(&after), "{:?}", after.metadata);
     assert!(after.metadata.deletion_timestamp.is_none());
+    ns.delete().await;
+}
+
+/// Someone (a GitOps prune, say) deletes one LogSubscription's RoleBinding,
+/// ServiceAccount and ConfigMap. Another LogSubscription's binding in the
+/// namespace keeps the controller's own lease reads allowed, so no refusal
+/// tells it: its watches of those objects do, and each is back long before
+/// the hour-long resync.
+#[tokio::test]
+async fn the_workers_objects_deleted_by_someone_are_put_back() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (logs, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "pruned", 1).await;
+    // Groups that exist: a missing one would be looked for again well
+    // before the resync, and its sync apply the binding.
+    let prefix = format!("/{}", unique("pruned"));
+    for name in ["a", "b"] {
+        log_group(&logs, &format!("{prefix}/{name}")).await;
+    }
+    let kubeconfig = identity(&ns).await;
+    let _controller = start_with(&ns, &kubeconfig, "1h", &["--status-interval", "2s"]);
+    for name in ["a", "b"] {
+        create(
+            &ns,
+            without_workers(
+                name,
+                json!({"names": [format!("{prefix}/{name}")]}),
+                json!({"existing": {"name": stream}}),
+            ),
+        )
+        .await;
+    }
+    let bindings = ns.api::<RoleBinding>();
+    let accounts = ns.api::<ServiceAccount>();
+    let configs = ns.api::<ConfigMap>();
+    let (b, a, c) = (&bindings, &accounts, &configs);
+    let all_there = move || async move {
+        for name in ["a", "b"] {
+            let worker = format!("{name}-worker");
+            b.get_opt(&format!("{worker}-leases")).await.ok()??;
+            a.get_opt(&worker).await.ok()??;
+            c.get_opt(&worker).await.ok()??;
+        }
+        Some(())
+    };
+    // Settled: filters put, workers' objects applied, nothing to retry.
+    for name in ["a", "b"] {
+        for check in ["SubscriptionFilterReady", "WorkersAvailable"] {
+            wait_for(&ns, name, check, SETTLE, |l| {
+                (condition(l, check)?.0 == "True").then_some(())
+            })
+            .await;
+        }
+    }
+    eventually("the workers' objects", SETTLE, all_there).await;
+
+    let gone = DeleteParams::default();
+    bindings
+        .delete("a-worker-leases", &gone)
+        .await
+        .expect("delete");
+    accounts.delete("a-worker", &gone).await.expect("delete");
+    configs.delete("a-worker", &gone).await.expect("delete");
+    assert!(!can_i(&ns.name, "a-worker", "update", "leases", &ns.name));
+    eventually(
+        "the deleted objects back",
+        Duration::from_secs(30),
+        all_there,
+    )
+    .await;
+    assert!(can_i(&ns.name, "a-worker", "update", "leases", &ns.name));
+    delete_all(&ns).await;
     ns.delete().await;
 }
 

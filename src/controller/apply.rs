@@ -9,8 +9,9 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::observe::Cached;
 use super::plan::{Action, Filter, StreamAction};
-use super::resources::workload::{BuildError, Workload};
+use super::resources::workload::BuildError;
 use crate::api::{LogSubscription, LogSubscriptionStatus};
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StreamInfo, Streams};
@@ -120,7 +121,7 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 }
 
 /// A namespaced object the controller applies.
-trait Applied:
+pub trait Applied:
     Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
     + Clone
     + Serialize
@@ -172,25 +173,26 @@ async fn apply_ours<K: Applied>(client: &kube::Client, object: &K) -> Result<K, 
         .await?)
 }
 
-/// Applies the workers' objects but their RoleBinding (see [`binding`]), the
-/// Deployment last so that what it mounts and runs as exists when its pods
-/// start. Returns the applied Deployment. The caller has seen that no
-/// Deployment of its name exists but ours (it reads that one anyway, to
-/// tell whether anything changed); the others are looked at here.
-pub async fn workload(client: &kube::Client, w: &Workload) -> Result<Deployment, ApplyError> {
-    apply_one(client, &w.service_account).await?;
-    // The RoleBinding is applied by the reconcile before it touches the
-    // workers' Leases, at each resync: not a second time here.
-    apply_one(client, &w.config_map).await?;
-    apply_ours(client, &w.deployment).await
+/// Applies one of the workers' objects (their Deployment excepted: see
+/// [`deployment`]) as its cache says it stands, or whatever it stands when
+/// `force`d: one not known to be ours is read first.
+pub async fn owned<K: Applied>(
+    client: &kube::Client,
+    object: &K,
+    cached: Cached,
+    force: bool,
+) -> Result<(), ApplyError> {
+    match cached {
+        Cached::AsBuilt if !force => Ok(()),
+        Cached::AsBuilt | Cached::Ours => apply_ours(client, object).await.map(drop),
+        Cached::Unknown => apply_one(client, object).await.map(drop),
+    }
 }
 
-/// Applies the workers' RoleBinding.
-pub async fn binding(
-    client: &kube::Client,
-    binding: &k8s_openapi::api::rbac::v1::RoleBinding,
-) -> Result<(), ApplyError> {
-    apply_one(client, binding).await.map(drop)
+/// Applies the workers' Deployment, whose name the caller has seen to be
+/// free or ours. Returns it as applied.
+pub async fn deployment(client: &kube::Client, d: &Deployment) -> Result<Deployment, ApplyError> {
+    apply_ours(client, d).await
 }
 
 /// Writes `status` with server-side apply of the status subresource only.

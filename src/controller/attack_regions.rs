@@ -270,7 +270,8 @@ async fn a_tampered_workers_pod_spec_is_applied_again() {
     env.push(json!({"name": "AWS_ENDPOINT_URL_KINESIS", "value": "https://attacker.example"}));
     let cached: k8s_openapi::api::apps::v1::Deployment =
         serde_json::from_value(tampered).expect("a Deployment");
-    s.deployments
+    s.owned
+        .deployments
         .apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
 
     s.server.expect(vec![

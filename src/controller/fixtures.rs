@@ -638,24 +638,32 @@ impl Subscriptions {
     }
 }
 
-/// The Deployments in a test context's cache.
-pub type Deployments = reflector::store::Writer<k8s_openapi::api::apps::v1::Deployment>;
+/// What fills a test context's caches of the workers' objects.
+pub type Owned = super::observe::OwnedWriters;
 
 /// A controller context over `client` and `aws`, with `policies` and the
 /// namespaces `namespaces` (name, labels) in its caches, and no other
-/// LogSubscription and no Deployment.
+/// LogSubscription and none of the workers' objects.
 pub fn context(
     client: kube::Client,
     aws: &FakeAws,
     policies: Vec<LogSubscriptionPolicy>,
     namespaces: &[(&str, BTreeMap<String, String>)],
-) -> (Arc<Context>, Policies, Subscriptions, Deployments) {
+) -> (Arc<Context>, Policies, Subscriptions, Owned) {
     let (policy_store, policy_writer) = reflector::store();
     let mut writer = Policies(policy_writer);
     writer.set(policies);
-    let (deployments, mut deployment_writer) = reflector::store();
-    deployment_writer.apply_watcher_event(&Event::Init);
-    deployment_writer.apply_watcher_event(&Event::InitDone);
+    let (owned, mut owned_writers) = super::observe::owned();
+    owned_writers.deployments.apply_watcher_event(&Event::Init);
+    owned_writers
+        .deployments
+        .apply_watcher_event(&Event::InitDone);
+    owned_writers.bindings.apply_watcher_event(&Event::Init);
+    owned_writers.bindings.apply_watcher_event(&Event::InitDone);
+    owned_writers.accounts.apply_watcher_event(&Event::Init);
+    owned_writers.accounts.apply_watcher_event(&Event::InitDone);
+    owned_writers.configs.apply_watcher_event(&Event::Init);
+    owned_writers.configs.apply_watcher_event(&Event::InitDone);
     let (subscription_store, subscription_writer) = reflector::store();
     let mut subscriptions = Subscriptions(subscription_writer);
     subscriptions.set(&[]);
@@ -717,7 +725,7 @@ pub fn context(
         client,
         metrics,
         memory: Memory::default(),
-        deployments: deployments.clone(),
+        owned,
         slots: Context::slots(4),
         tenancy: Tenancy::new(
             policy_store,
@@ -725,7 +733,7 @@ pub fn context(
             subscription_store,
         ),
     });
-    (ctx, writer, subscriptions, deployment_writer)
+    (ctx, writer, subscriptions, owned_writers)
 }
 
 /// A spec that subscribes every log group (`pattern "."`) into the existing
@@ -805,8 +813,8 @@ pub struct Scenario {
     pub policies: Policies,
     /// The other LogSubscriptions in its cache.
     pub others: Subscriptions,
-    /// The Deployments in its cache.
-    pub deployments: Deployments,
+    /// What fills its caches of the workers' objects.
+    pub owned: Owned,
 }
 
 impl Scenario {
@@ -824,14 +832,36 @@ impl Scenario {
         let (client, server) = ApiServer::start();
         let namespaces: Vec<(&str, BTreeMap<String, String>)> =
             namespaces.iter().map(|n| (*n, BTreeMap::new())).collect();
-        let (ctx, policies, others, deployments) = context(client, &aws, policies, &namespaces);
+        let (ctx, policies, others, owned) = context(client, &aws, policies, &namespaces);
         Scenario {
             server,
             aws,
             ctx,
             policies,
             others,
-            deployments,
+            owned,
+        }
+    }
+
+    /// Puts the workers' objects `seen` applied into the caches, as the
+    /// controller's watches of them would.
+    pub fn cache_applied(&mut self, seen: &Seen, paths: &Paths) {
+        use kube::runtime::watcher::Event::Apply;
+        fn last<K: serde::de::DeserializeOwned>(seen: &Seen, path: &str) -> Option<K> {
+            let body = seen.bodies(&Method::PATCH, path).pop()?;
+            Some(serde_json::from_value(body.clone()).expect("an applied object"))
+        }
+        if let Some(d) = last(seen, &paths.deployment) {
+            self.owned.deployments.apply_watcher_event(&Apply(d));
+        }
+        if let Some(b) = last(seen, &paths.binding) {
+            self.owned.bindings.apply_watcher_event(&Apply(b));
+        }
+        if let Some(a) = last(seen, &paths.account) {
+            self.owned.accounts.apply_watcher_event(&Apply(a));
+        }
+        if let Some(c) = last(seen, &paths.config) {
+            self.owned.configs.apply_watcher_event(&Apply(c));
         }
     }
 

@@ -139,9 +139,8 @@ pub struct Context {
     pub memory: Memory,
     /// The LogSubscriptionPolicies and namespace labels.
     pub tenancy: tenancy::Tenancy,
-    /// The workers' Deployments (those labelled as logsub's), from the
-    /// controller's watch of them.
-    pub deployments: kube::runtime::reflector::Store<k8s_openapi::api::apps::v1::Deployment>,
+    /// The workers' objects, from the controller's watches of them.
+    pub owned: observe::Owned,
     /// At most `settings.concurrency` reconciles work at once; the others
     /// wait their turn in the order they came (see [`Context::slots`]).
     pub slots: tokio::sync::Semaphore,

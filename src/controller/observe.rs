@@ -6,8 +6,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::plan::Group;
 use super::{Aws, Scope};
@@ -95,6 +99,179 @@ pub async fn groups(
         .await;
     described.sort_by(|a, b| a.0.cmp(&b.0));
     described
+}
+
+/// The workers' objects as the controller's watches of them (logsub's label
+/// on them, managed fields dropped) last saw them. Absent from a cache proves
+/// nothing: an object of that name someone else made is not in it.
+#[derive(Clone)]
+pub struct Owned {
+    /// The workers' Deployments.
+    pub deployments: Store<Deployment>,
+    /// Their RoleBindings.
+    pub bindings: Store<RoleBinding>,
+    /// Their ServiceAccounts.
+    pub accounts: Store<ServiceAccount>,
+    /// Their ConfigMaps.
+    pub configs: Store<ConfigMap>,
+}
+
+/// What fills [`Owned`]: see [`OwnedWriters::watch`].
+pub struct OwnedWriters {
+    pub(super) deployments: Writer<Deployment>,
+    pub(super) bindings: Writer<RoleBinding>,
+    pub(super) accounts: Writer<ServiceAccount>,
+    pub(super) configs: Writer<ConfigMap>,
+}
+
+/// Empty caches of the workers' objects, and what fills them.
+pub fn owned() -> (Owned, OwnedWriters) {
+    let (deployments, deployment_writer) = reflector::store();
+    let (bindings, binding_writer) = reflector::store();
+    let (accounts, account_writer) = reflector::store();
+    let (configs, config_writer) = reflector::store();
+    (
+        Owned {
+            deployments,
+            bindings,
+            accounts,
+            configs,
+        },
+        OwnedWriters {
+            deployments: deployment_writer,
+            bindings: binding_writer,
+            accounts: account_writer,
+            configs: config_writer,
+        },
+    )
+}
+
+/// A cache-filling watch of logsub's objects of kind `K` (all namespaces,
+/// or `namespace`), yielding what it touched.
+fn watch_owned<K>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = match namespace {
+        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+        None => Api::<K>::all(client.clone()),
+    };
+    watcher(
+        api,
+        watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .any_semantic(),
+    )
+    .default_backoff()
+    // Without their managed fields, which would double what the caches hold.
+    .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+    .reflect(writer)
+    .touched_objects()
+}
+
+/// The label selector of every workers' object.
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=logsub";
+
+impl OwnedWriters {
+    /// Watches the workers' objects into the caches: returns what the
+    /// Deployments' watch touched (their owners are reconciled on it) and a
+    /// future that keeps the other caches filled, and never ends.
+    pub fn watch(
+        self,
+        client: &kube::Client,
+        namespace: Option<&str>,
+    ) -> (
+        impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + use<>,
+        impl std::future::Future<Output = ()> + Send + use<>,
+    ) {
+        let others = futures::stream::select_all([
+            watch_owned(client, namespace, self.bindings)
+                .map(drop)
+                .boxed(),
+            watch_owned(client, namespace, self.accounts)
+                .map(drop)
+                .boxed(),
+            watch_owned(client, namespace, self.configs)
+                .map(drop)
+                .boxed(),
+        ])
+        .for_each(|()| async {});
+        (watch_owned(client, namespace, self.deployments), others)
+    }
+}
+
+/// How a workers' object stands in its cache against the one built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Ours, as built: nothing to apply.
+    AsBuilt,
+    /// Ours, but not as built: applied without reading it first.
+    Ours,
+    /// Not in the cache (or not ours): read before anything is applied.
+    Unknown,
+}
+
+impl Owned {
+    /// How the workers' RoleBinding `built` stands: its subjects and role.
+    pub fn binding(&self, built: &RoleBinding, owner: &str) -> Cached {
+        cached(&self.bindings, built, owner, |seen, built| {
+            seen.role_ref == built.role_ref && seen.subjects == built.subjects
+        })
+    }
+
+    /// How the workers' ServiceAccount `built` stands: the annotations the
+    /// spec gives it (IRSA's role) and its token mount.
+    pub fn account(&self, built: &ServiceAccount, owner: &str) -> Cached {
+        cached(&self.accounts, built, owner, |seen, built| {
+            seen.automount_service_account_token == built.automount_service_account_token
+                && contains(&seen.metadata.annotations, &built.metadata.annotations)
+        })
+    }
+
+    /// How the workers' ConfigMap `built` stands: its data.
+    pub fn config(&self, built: &ConfigMap, owner: &str) -> Cached {
+        cached(&self.configs, built, owner, |seen, built| {
+            seen.data == built.data
+        })
+    }
+}
+
+/// Whether `seen` holds every entry of `built`.
+fn contains(
+    seen: &Option<std::collections::BTreeMap<String, String>>,
+    built: &Option<std::collections::BTreeMap<String, String>>,
+) -> bool {
+    built
+        .iter()
+        .flatten()
+        .all(|(k, v)| seen.as_ref().and_then(|s| s.get(k)) == Some(v))
+}
+
+fn cached<K>(store: &Store<K>, built: &K, owner: &str, same: impl Fn(&K, &K) -> bool) -> Cached
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    let key = ObjectRef::new(&built.name_any()).within(&built.namespace().unwrap_or_default());
+    match store.get(&key) {
+        Some(seen) if super::apply::controlled_by(seen.meta(), owner) => {
+            if same(&seen, built) {
+                Cached::AsBuilt
+            } else {
+                Cached::Ours
+            }
+        }
+        _ => Cached::Unknown,
+    }
 }
 
 /// The workers' Deployment, if it exists: from the watch cache when it holds

@@ -233,11 +233,12 @@ async fn aws(
     }
 }
 
-/// The workers of a usable stream `arn`: at each AWS sync (`due`), their
-/// RoleBinding first (through it they write their Leases, and the controller
-/// adopts and deletes them) and the adoption of leases written before leases
-/// named their stream; when `reassert`ing, all their objects; then how their
-/// shards stand.
+/// The workers of a usable stream `arn`: their RoleBinding first (through it
+/// they write their Leases, and the controller adopts and deletes them), at
+/// each AWS sync (`due`) the adoption of leases written before leases named
+/// their stream, then their other objects, and how their shards stand. An
+/// object is applied when its cache does not show it as built, and every one
+/// when `reassert`ing.
 async fn workers(
     lsub: &LogSubscription,
     ctx: &Context,
@@ -248,11 +249,9 @@ async fn workers(
 ) -> Result<WorkersSeen, ApplyError> {
     let namespace = lsub.namespace().unwrap_or_default();
     let uid = lsub.uid().unwrap_or_default();
-    if due || reassert {
-        let runtime = ctx.settings.worker_runtime();
-        let binding = workload::workers_binding(lsub, &runtime)?;
-        apply::binding(&ctx.client, &binding).await?;
-    }
+    let binding = workload::workers_binding(lsub, &ctx.settings.worker_runtime())?;
+    let cached = ctx.owned.binding(&binding, &uid);
+    apply::owned(&ctx.client, &binding, cached, reassert).await?;
     let mut leases =
         match observe::subscription_leases(&ctx.client, &namespace, &lsub.name_any()).await {
             Ok(leases) => leases,
@@ -447,20 +446,27 @@ async fn sync_workers(
     let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;
     let namespace = lsub.namespace().unwrap_or_default();
     let name = workload::workload_name(lsub);
-    let current = observe::deployment(&ctx.client, &ctx.deployments, &namespace, &name).await?;
+    let uid = lsub.uid().unwrap_or_default();
+    let current =
+        observe::deployment(&ctx.client, &ctx.owned.deployments, &namespace, &name).await?;
     if let Some(d) = &current
-        && !apply::controlled_by(&d.metadata, &lsub.uid().unwrap_or_default())
+        && !apply::controlled_by(&d.metadata, &uid)
     {
         return Err(ApplyError::NameTaken {
             kind: "Deployment".into(),
             name,
         });
     }
+    // What the Deployment mounts and runs as first, so that it exists when its pods start.
+    let account = ctx.owned.account(&built.service_account, &uid);
+    apply::owned(&ctx.client, &built.service_account, account, force).await?;
+    let config = ctx.owned.config(&built.config_map, &uid);
+    apply::owned(&ctx.client, &built.config_map, config, force).await?;
     let step = plan::workload(current.as_ref(), &built.deployment, force);
     let deployment = match (current, step) {
         (Some(current), plan::WorkloadStep::Keep) => current,
         // Its Deployment is ours or absent: seen just above.
-        _ => apply::workload(&ctx.client, &built).await?,
+        _ => apply::deployment(&ctx.client, &built.deployment).await?,
     };
     Ok(status::workers(&deployment, lsub.spec.workers.replicas))
 }
@@ -470,9 +476,7 @@ async fn sync_workers(
 pub async fn control(
     ctx: Arc<Context>,
     watches: Watches,
-    deployment_cache: kube::runtime::reflector::store::Writer<
-        k8s_openapi::api::apps::v1::Deployment,
-    >,
+    owned: observe::OwnedWriters,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -480,14 +484,11 @@ pub async fn control(
 
     let client = ctx.client.clone();
     let (policy_changes, namespace_changes, writer) = watches.into_streams(&client);
-    let (lsubs, deployments): (Api<LogSubscription>, Api<Deployment>) =
-        match &ctx.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
+    let lsubs: Api<LogSubscription> = match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (deployments, caches) = owned.watch(&client, ctx.settings.namespace.as_deref());
     let reader = ctx.tenancy.subscriptions();
     // Status writes (ours) and lease health do not trigger reconciles: a new
     // generation, the finalizer and deletion do; the status is refreshed on a timer.
@@ -505,19 +506,7 @@ pub async fn control(
             },
             Default::default(),
         );
-    let deployments = watcher(
-        deployments,
-        watcher::Config::default()
-            .labels("app.kubernetes.io/managed-by=logsub")
-            .any_semantic(),
-    )
-    .default_backoff()
-    // Kept without their managed fields: the cache saves a read of each
-    // at every status refresh, and those would double what it holds.
-    .modify(|d: &mut Deployment| d.metadata.managed_fields = None)
-    .reflect(deployment_cache)
-    .touched_objects()
-    .predicate_filter(
+    let deployments = deployments.predicate_filter(
         |d: &Deployment| {
             let s = d.status.as_ref()?;
             Some(hash_of(&(
@@ -550,15 +539,18 @@ pub async fn control(
         controller = controller
             .reconcile_on(namespaces.flat_map(move |ns| futures::stream::iter(in_namespace(ns))));
     }
-    controller
+    let controlling = controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controlling => {}
+        () = caches => {}
+    }
 }
 
 pub(super) fn hash_of<T: std::hash::Hash>(value: &T) -> u64 {

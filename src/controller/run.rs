@@ -164,10 +164,10 @@ pub async fn run(
         options.settings.namespace.as_deref(),
         options.settings.status_interval,
     );
-    let (deployments, deployment_writer) = kube::runtime::reflector::store();
+    let (owned, owned_writers) = super::observe::owned();
     let ctx = Arc::new(Context {
         tenancy,
-        deployments,
+        owned,
         slots: Context::slots(options.settings.concurrency),
         aws: Aws::new(
             sdk,
@@ -189,12 +189,12 @@ pub async fn run(
     let outcome = match (&election, lease) {
         (Some(election), Some(lease)) => {
             tokio::select! {
-                () = reconcile::control(ctx, watches, deployment_writer, shutdown.clone()) => Ok(()),
+                () = reconcile::control(ctx, watches, owned_writers, shutdown.clone()) => Ok(()),
                 lost = election.hold(lease) => Err(RunError::Election(lost)),
             }
         }
         _ => {
-            reconcile::control(ctx, watches, deployment_writer, shutdown).await;
+            reconcile::control(ctx, watches, owned_writers, shutdown).await;
             Ok(())
         }
     };

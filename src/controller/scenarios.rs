@@ -87,22 +87,21 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
 
 #[tokio::test]
 async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
-    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let mut lsub = subscription(spec());
     s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    s.cache_applied(&seen, &app());
     lsub.status = Some(written(&seen, &app()));
     assert!(!s.aws.take_calls().is_empty());
 
-    // The workers read as applied; nothing changed: no write anywhere.
-    s.server.expect(vec![
-        Expect::empty_list(app().leases, "LeaseList"),
-        Expect::get(app().deployment, deployment),
-    ]);
+    // The workers' objects watched as applied; nothing changed: no write
+    // anywhere, and only their leases read.
+    s.server
+        .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
     assert_eq!(s.aws.take_calls(), Vec::<String>::new());
@@ -115,20 +114,14 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
 async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
     use std::time::{Duration, Instant};
 
-    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let mut lsub = subscription(spec());
     s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let body = |path: &str| seen.bodies(&Method::PATCH, path)[0].clone();
-    let (binding, account, config, deployment) = (
-        body(&app().binding),
-        body(&app().account),
-        body(&app().config),
-        body(&app().deployment),
-    );
+    s.cache_applied(&seen, &app());
     lsub.status = Some(written(&seen, &app()));
     s.aws.take_calls();
     let uid = "uid-team-a.app";
@@ -138,14 +131,10 @@ async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
     memo.synced = Some(ago(resync + Duration::from_secs(1)));
     s.ctx.memory.put(uid, memo);
 
-    // The RoleBinding, without which the workers cannot hold their
-    // leases, is applied at every resync.
-    s.server.expect(vec![
-        Expect::get(app().binding, binding.clone()),
-        Expect::apply(app().binding),
-        Expect::empty_list(app().leases, "LeaseList"),
-        Expect::get(app().deployment, deployment.clone()),
-    ]);
+    // AWS is checked; the workers' objects, watched as applied, are not
+    // written.
+    s.server
+        .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);
     s.reconcile(&lsub).await.expect("resynced");
     s.server.verify();
     assert!(
@@ -154,18 +143,16 @@ async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
             .contains(&"DescribeSubscriptionFilters".to_owned())
     );
 
+    // Every few resyncs all of them are applied again, without reading
+    // them first: the caches show them ours.
     let mut memo = s.ctx.memory.get(uid);
     memo.synced = Some(ago(resync + Duration::from_secs(1)));
     memo.workers_asserted = Some(ago(resync * 6 + Duration::from_secs(1)));
     s.ctx.memory.put(uid, memo);
     s.server.expect(vec![
-        Expect::get(app().binding, binding),
         Expect::apply(app().binding),
         Expect::empty_list(app().leases, "LeaseList"),
-        Expect::get(app().deployment, deployment),
-        Expect::get(app().account, account),
         Expect::apply(app().account),
-        Expect::get(app().config, config),
         Expect::apply(app().config),
         Expect::apply(app().deployment),
     ]);
@@ -173,18 +160,80 @@ async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
     s.server.verify();
 }
 
-/// The workers' RoleBinding removed by someone: reading their leases is
-/// refused, and the next reconcile applies the workers' objects again.
+/// Someone deletes the workers' RoleBinding, ServiceAccount and ConfigMap
+/// (a GitOps prune, say): their watches see it, and the next status refresh,
+/// long before a resync, applies each again after reading that it is free.
+/// One edited is applied again without a read.
 #[tokio::test]
-async fn a_refused_lease_read_applies_the_workers_objects_again() {
-    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+async fn the_workers_objects_deleted_or_edited_are_applied_again_at_the_next_refresh() {
+    use kube::runtime::watcher::Event;
+
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
     s.aws.stream("shared", 2);
     s.aws.group("/team-a/api", &[]);
     let mut lsub = subscription(spec());
     s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    s.cache_applied(&seen, &app());
+    lsub.status = Some(written(&seen, &app()));
+    let decode = |path: &str| seen.bodies(&Method::PATCH, path)[0].clone();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+        serde_json::from_value(decode(&app().binding)).expect("a RoleBinding");
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(decode(&app().account)).expect("a ServiceAccount");
+    let config: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(decode(&app().config)).expect("a ConfigMap");
+
+    s.owned
+        .bindings
+        .apply_watcher_event(&Event::Delete(binding.clone()));
+    s.owned
+        .accounts
+        .apply_watcher_event(&Event::Delete(account));
+    s.owned
+        .configs
+        .apply_watcher_event(&Event::Delete(config.clone()));
+    s.server.expect(vec![
+        Expect::missing(app().binding),
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::missing(app().account),
+        Expect::apply(app().account),
+        Expect::missing(app().config),
+        Expect::apply(app().config),
+    ]);
+    s.reconcile(&lsub).await.expect("refreshed");
+    let seen = s.server.verify();
+    s.cache_applied(&seen, &app());
+
+    let mut edited = binding;
+    edited.subjects = Some(Vec::new());
+    s.owned.bindings.apply_watcher_event(&Event::Apply(edited));
+    let mut edited = config;
+    edited.data = Some(Default::default());
+    s.owned.configs.apply_watcher_event(&Event::Apply(edited));
+    s.server.expect(vec![
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::apply(app().config),
+    ]);
+    s.reconcile(&lsub).await.expect("refreshed");
+    s.server.verify();
+}
+
+/// The workers' RoleBinding removed by someone: reading their leases is
+/// refused, and the next reconcile applies the workers' objects again.
+#[tokio::test]
+async fn a_refused_lease_read_applies_the_workers_objects_again() {
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    s.cache_applied(&seen, &app());
     lsub.status = Some(written(&seen, &app()));
 
     s.server.expect(vec![
@@ -195,10 +244,15 @@ async fn a_refused_lease_read_applies_the_workers_objects_again() {
     let seen = s.server.verify();
     lsub.status = Some(written(&seen, &app()));
 
-    let mut script = first_sync(&app(), &lsub);
-    script[0] = Expect::missing(app().binding);
-    script[3] = Expect::get(app().deployment, deployment);
-    s.server.expect(script);
+    // However the caches show them: the refusal says something changed.
+    s.server.expect(vec![
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::apply(app().account),
+        Expect::apply(app().config),
+        Expect::apply(app().deployment),
+        status_write(&app(), &lsub),
+    ]);
     s.reconcile(&lsub).await.expect("reconciled");
     s.server.verify();
 }
@@ -214,12 +268,8 @@ async fn a_status_refresh_reads_the_workers_deployment_from_the_cache() {
     s.server.expect(first_sync(&app(), &lsub));
     s.reconcile(&lsub).await.expect("reconciled");
     let seen = s.server.verify();
-    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    s.cache_applied(&seen, &app());
     lsub.status = Some(written(&seen, &app()));
-    let cached: k8s_openapi::api::apps::v1::Deployment =
-        serde_json::from_value(deployment).expect("a Deployment");
-    s.deployments
-        .apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
 
     s.server
         .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);

@@ -66,16 +66,18 @@ pub fn cluster_role(worker_role: &str) -> ClusterRole {
                 &["deployments"],
                 &["get", "list", "watch", "create", "patch", "delete"],
             ),
+            // Watched (logsub's only, by label) so that one deleted or
+            // edited is put back at the next status refresh.
             rule(
                 "",
                 &["serviceaccounts", "configmaps"],
-                &["get", "create", "patch"],
+                &["get", "list", "watch", "create", "patch"],
             ),
-            // The workers' RoleBinding.
+            // The workers' RoleBinding, watched the same way.
             rule(
                 "rbac.authorization.k8s.io",
                 &["rolebindings"],
-                &["get", "create", "patch"],
+                &["get", "list", "watch", "create", "patch"],
             ),
             // Binding the workers' ClusterRole, and no other, is what lets
             // the controller grant Lease writes without holding them.
