@@ -126,6 +126,7 @@ async fn main() {
             .await
             .expect("apply a policy");
     }
+    let floor = write_floor(&client, n, &stream, &prefix).await;
     let kubeconfig = identity(&ns).await;
     let controller = start_with(
         &ns,
@@ -222,6 +223,11 @@ async fn main() {
         "  all reconciled after  {:>8.1} s   (target ≤ 60 s)",
         all_ready.as_secs_f64()
     );
+    println!(
+        "  write floor           {:>8.1} s   ({:.2}× of it: logsub's time over the floor's)",
+        floor.elapsed.as_secs_f64(),
+        all_ready.as_secs_f64() / floor.elapsed.as_secs_f64()
+    );
     println!("  AWS calls at rest     {per:>8.2} per LogSubscription per resync   (target ≤ 1)");
     println!(
         "  controller CPU        {:>8.1} s to reconcile all, {:.1} s over {} s at rest",
@@ -290,4 +296,165 @@ async fn main() {
         let _ = policy_api.delete(name, &Default::default()).await;
     }
     ns.delete().await;
+    floor.ns.delete().await;
+}
+
+/// The write floor of this cluster, measured before logsub in the same run:
+/// what any controller must write for N LogSubscriptions, and nothing else.
+struct Floor {
+    elapsed: Duration,
+    ns: TestNamespace,
+}
+
+/// Creates N LogSubscriptions in a namespace of their own (which logsub,
+/// watching only its own, never sees) and, as the controller's identity there and at the
+/// controller's concurrency, server-side applies each one's workers'
+/// objects (logsub's own builder makes them) and a status of the same shape
+/// as logsub's: no read, no finalizer, no Event, no AWS call. Waits until
+/// the cluster's own controllers have made the Deployments' ReplicaSets, so
+/// that their backlog does not slow what is measured next.
+async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -> Floor {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use logsub::controller::resources::{config, workload};
+
+    let ns = TestNamespace::labelled(admin, "floor", &[(OWN_POLICIES, "true")]).await;
+    let kubeconfig = identity(&ns).await;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("the controller's identity");
+    let controller = kube::Client::try_from(config).expect("a client");
+    let runtime = workload::Runtime {
+        image: "logsub:bench".into(),
+        env: Vec::new(),
+        admin_addr: "0.0.0.0:8080".parse().expect("an address"),
+        worker_role: logsub::controller::resources::rbac::WORKER_ROLE.into(),
+        controller: Some(logsub::controller::resources::rbac::subject(&format!(
+            "system:serviceaccount:{}:logsub-controller",
+            ns.name
+        ))),
+    };
+    let apply = PatchParams::apply("logsub-bench-floor").force();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let (ns, controller, runtime, apply) = (&ns, &controller, &runtime, &apply);
+            async move {
+                let lsub: LogSubscription = serde_json::from_value(json!({
+                    "apiVersion": "logsub.io/v1alpha1",
+                    "kind": "LogSubscription",
+                    "metadata": {"name": format!("f{i}"), "namespace": ns.name},
+                    "spec": {
+                        "source": {
+                            "logGroups": {"names": [format!("{prefix}/{i}")]},
+                            "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis",
+                        },
+                        "stream": {"existing": {"name": stream}},
+                        "sink": {"s3": {"bucket": "unused"}},
+                        "workers": {"replicas": 0},
+                    }
+                }))
+                .expect("a LogSubscription");
+                let lsub = ns
+                    .api::<LogSubscription>()
+                    .create(&Default::default(), &lsub)
+                    .await
+                    .expect("create");
+                let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+                let built = workload::workload(&lsub, runtime, &config::worker_config(&lsub, &arn))
+                    .expect("the workers' objects");
+                let name = lsub.metadata.name.clone().expect("a name");
+                kube::Api::namespaced(controller.clone(), &ns.name)
+                    .patch(
+                        &format!("{name}-worker-leases"),
+                        apply,
+                        &Patch::Apply(&built.role_binding),
+                    )
+                    .await
+                    .map(|_: k8s_openapi::api::rbac::v1::RoleBinding| ())
+                    .expect("apply the RoleBinding");
+                kube::Api::namespaced(controller.clone(), &ns.name)
+                    .patch(
+                        &format!("{name}-worker"),
+                        apply,
+                        &Patch::Apply(&built.service_account),
+                    )
+                    .await
+                    .map(|_: k8s_openapi::api::core::v1::ServiceAccount| ())
+                    .expect("apply the ServiceAccount");
+                kube::Api::namespaced(controller.clone(), &ns.name)
+                    .patch(
+                        &format!("{name}-worker"),
+                        apply,
+                        &Patch::Apply(&built.config_map),
+                    )
+                    .await
+                    .map(|_: k8s_openapi::api::core::v1::ConfigMap| ())
+                    .expect("apply the ConfigMap");
+                kube::Api::namespaced(controller.clone(), &ns.name)
+                    .patch(
+                        &format!("{name}-worker"),
+                        apply,
+                        &Patch::Apply(&built.deployment),
+                    )
+                    .await
+                    .map(|_: Deployment| ())
+                    .expect("apply the Deployment");
+                kube::Api::<LogSubscription>::namespaced(controller.clone(), &ns.name)
+                    .patch_status(&name, apply, &Patch::Apply(floor_status(&arn, prefix, i)))
+                    .await
+                    .expect("apply the status");
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let deployments = ns.api::<Deployment>();
+    loop {
+        let settled = deployments
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.observed_generation) == Some(1))
+            .count();
+        if settled as u64 == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {settled} of the floor's Deployments settled"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Floor { elapsed, ns }
+}
+
+/// A status of the shape logsub writes for these LogSubscriptions.
+fn floor_status(arn: &str, prefix: &str, i: u64) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |type_: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": "True", "reason": reason, "message": message,
+               "lastTransitionTime": now, "observedGeneration": 1})
+    };
+    json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                condition("Permitted", "Permitted", "permitted by policy floor"),
+                condition("StreamReady", "StreamActive", &format!("stream {arn} is ACTIVE")),
+                condition("SubscriptionFilterReady", "Subscribed", "1 of 1 log groups subscribed"),
+                condition("WorkersAvailable", "WorkersAvailable", "0 of 0 workers available"),
+            ],
+            "streamArn": arn,
+            "sink": "s3://unused",
+            "logGroupCount": 1,
+            "logGroups": [{"name": format!("{prefix}/{i}"), "filter": "Active"}],
+            "workers": {"desired": 0, "available": 0},
+        }
+    })
 }
