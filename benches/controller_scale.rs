@@ -310,9 +310,10 @@ struct Floor {
 /// watching only its own, never sees) and, as the controller's identity there and at the
 /// controller's concurrency, server-side applies each one's workers'
 /// objects (logsub's own builder makes them) and a status of the same shape
-/// as logsub's: no read, no finalizer, no Event, no AWS call. Waits until
-/// the cluster's own controllers have made the Deployments' ReplicaSets, so
-/// that their backlog does not slow what is measured next.
+/// as logsub's: no read, no finalizer, no Event, no AWS call. The controller
+/// manager makes these Deployments' ReplicaSets at its own request rate (20
+/// per second by default) and is still at it while logsub is measured: the
+/// ratio errs against logsub.
 async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -> Floor {
     use k8s_openapi::api::apps::v1::Deployment;
     use logsub::controller::resources::{config, workload};
@@ -410,25 +411,6 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
         })
         .await;
     let elapsed = started.elapsed();
-    let deployments = ns.api::<Deployment>();
-    loop {
-        let settled = deployments
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .iter()
-            .filter(|d| d.status.as_ref().and_then(|s| s.observed_generation) == Some(1))
-            .count();
-        if settled as u64 == n {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "only {settled} of the floor's Deployments settled"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     Floor { elapsed, ns }
 }
 

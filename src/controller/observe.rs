@@ -152,6 +152,7 @@ fn watch_owned<K>(
     client: &kube::Client,
     namespace: Option<&str>,
     writer: Writer<K>,
+    slim: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -174,9 +175,34 @@ where
     )
     .default_backoff()
     // Without their managed fields, which would double what the caches hold.
-    .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+    .modify(move |o: &mut K| {
+        o.meta_mut().managed_fields = None;
+        slim(o);
+    })
     .reflect(writer)
     .touched_objects()
+}
+
+/// Keeps of a Deployment what the controller reads (its metadata, replicas,
+/// the pod template's annotations and images, its status): a cache of
+/// thousands holds little else.
+fn slim_deployment(d: &mut Deployment) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    if let Some(pod) = d.spec.template.spec.as_mut() {
+        let containers = pod
+            .containers
+            .iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ..Container::default()
+            })
+            .collect();
+        *pod = PodSpec {
+            containers,
+            ..PodSpec::default()
+        };
+    }
 }
 
 /// The label selector of every workers' object.
@@ -195,18 +221,27 @@ impl OwnedWriters {
         impl std::future::Future<Output = ()> + Send + use<>,
     ) {
         let others = futures::stream::select_all([
-            watch_owned(client, namespace, self.bindings)
-                .map(drop)
+            watch_owned(client, namespace, self.bindings, |_| ())
+                .map(said::<RoleBinding>)
                 .boxed(),
-            watch_owned(client, namespace, self.accounts)
-                .map(drop)
+            watch_owned(client, namespace, self.accounts, |_| ())
+                .map(said::<ServiceAccount>)
                 .boxed(),
-            watch_owned(client, namespace, self.configs)
-                .map(drop)
+            watch_owned(client, namespace, self.configs, |_| ())
+                .map(said::<ConfigMap>)
                 .boxed(),
         ])
         .for_each(|()| async {});
-        (watch_owned(client, namespace, self.deployments), others)
+        let deployments = watch_owned(client, namespace, self.deployments, slim_deployment);
+        (deployments, others)
+    }
+}
+
+/// Says a watch's failure (retried with backoff): until it heals, each such
+/// object is read before it is applied, at every reconcile.
+fn said<K: kube::Resource<DynamicType = ()>>(touched: Result<K, watcher::Error>) {
+    if let Err(e) = touched {
+        tracing::warn!(kind = %K::kind(&()), error = %e, "cannot watch the workers' objects");
     }
 }
 
@@ -441,9 +476,59 @@ pub async fn adopt_earlier_leases(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+
+    /// A cached Deployment keeps all the plan compares: slimmed, it still
+    /// plans nothing against the one it was applied as, and a new image or
+    /// config still plans an apply.
+    #[test]
+    fn a_slimmed_deployment_plans_as_the_full_one() {
+        use super::super::plan::{WorkloadStep, workload};
+        use super::super::resources::workload::CONFIG_HASH;
+        let full: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-worker", "namespace": "team-a"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "x"}},
+                "template": {
+                    "metadata": {"annotations": {CONFIG_HASH: "abc"}},
+                    "spec": {
+                        "containers": [{
+                            "name": "worker", "image": "logsub:1",
+                            "env": [{"name": "A", "value": "b"}],
+                            "args": ["worker"],
+                        }],
+                        "volumes": [{"name": "config", "configMap": {"name": "app-worker"}}],
+                    },
+                },
+            },
+            "status": {"replicas": 2, "availableReplicas": 2},
+        }))
+        .expect("a Deployment");
+        let mut slim = full.clone();
+        slim_deployment(&mut slim);
+        let pod = slim.spec.template.spec.as_ref().expect("a pod spec");
+        assert!(pod.volumes.is_none() && pod.containers[0].env.is_none());
+        assert_eq!(slim.status, full.status);
+        assert_eq!(workload(Some(&slim), &full, false), WorkloadStep::Keep);
+        let mut newer = full.clone();
+        if let Some(pod) = newer.spec.template.spec.as_mut() {
+            pod.containers[0].image = Some("logsub:2".into());
+        }
+        assert_eq!(workload(Some(&slim), &newer, false), WorkloadStep::Apply);
+        let mut reconfigured = full;
+        reconfigured.spec.template.metadata = Some(ObjectMeta {
+            annotations: Some([(CONFIG_HASH.to_owned(), "def".to_owned())].into()),
+            ..ObjectMeta::default()
+        });
+        assert_eq!(
+            workload(Some(&slim), &reconfigured, false),
+            WorkloadStep::Apply
+        );
+    }
 
     #[test]
     fn earlier_leases_are_of_the_stream_the_status_recorded() {

@@ -494,6 +494,9 @@ pub async fn control(
     // generation, the finalizer and deletion do; the status is refreshed on a timer.
     let changes = watcher(lsubs, watcher::Config::default().any_semantic())
         .default_backoff()
+        // Nothing reads their managed fields, which are most of what the
+        // cache would hold of each (its status's, parsed).
+        .modify(|l: &mut LogSubscription| l.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
