@@ -315,7 +315,6 @@ struct Floor {
 /// per second by default) and is still at it while logsub is measured: the
 /// ratio errs against logsub.
 async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -> Floor {
-    use k8s_openapi::api::apps::v1::Deployment;
     use logsub::controller::resources::{config, workload};
 
     let ns = TestNamespace::labelled(admin, "floor", &[(OWN_POLICIES, "true")]).await;
@@ -337,11 +336,11 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
             ns.name
         ))),
     };
-    let apply = PatchParams::apply("logsub-bench-floor").force();
     let started = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(16, |i| {
-            let (ns, controller, runtime, apply) = (&ns, &controller, &runtime, &apply);
+            let (ns, controller, runtime) = (&ns, &controller, &runtime);
+            let apply = PatchParams::apply(FLOOR_MANAGER).force();
             async move {
                 let lsub: LogSubscription = serde_json::from_value(json!({
                     "apiVersion": "logsub.io/v1alpha1",
@@ -367,44 +366,12 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
                 let built = workload::workload(&lsub, runtime, &config::worker_config(&lsub, &arn))
                     .expect("the workers' objects");
                 let name = lsub.metadata.name.clone().expect("a name");
-                kube::Api::namespaced(controller.clone(), &ns.name)
-                    .patch(
-                        &format!("{name}-worker-leases"),
-                        apply,
-                        &Patch::Apply(&built.role_binding),
-                    )
-                    .await
-                    .map(|_: k8s_openapi::api::rbac::v1::RoleBinding| ())
-                    .expect("apply the RoleBinding");
-                kube::Api::namespaced(controller.clone(), &ns.name)
-                    .patch(
-                        &format!("{name}-worker"),
-                        apply,
-                        &Patch::Apply(&built.service_account),
-                    )
-                    .await
-                    .map(|_: k8s_openapi::api::core::v1::ServiceAccount| ())
-                    .expect("apply the ServiceAccount");
-                kube::Api::namespaced(controller.clone(), &ns.name)
-                    .patch(
-                        &format!("{name}-worker"),
-                        apply,
-                        &Patch::Apply(&built.config_map),
-                    )
-                    .await
-                    .map(|_: k8s_openapi::api::core::v1::ConfigMap| ())
-                    .expect("apply the ConfigMap");
-                kube::Api::namespaced(controller.clone(), &ns.name)
-                    .patch(
-                        &format!("{name}-worker"),
-                        apply,
-                        &Patch::Apply(&built.deployment),
-                    )
-                    .await
-                    .map(|_: Deployment| ())
-                    .expect("apply the Deployment");
+                apply_in(controller, &ns.name, &built.role_binding).await;
+                apply_in(controller, &ns.name, &built.service_account).await;
+                apply_in(controller, &ns.name, &built.config_map).await;
+                apply_in(controller, &ns.name, &built.deployment).await;
                 kube::Api::<LogSubscription>::namespaced(controller.clone(), &ns.name)
-                    .patch_status(&name, apply, &Patch::Apply(floor_status(&arn, prefix, i)))
+                    .patch_status(&name, &apply, &Patch::Apply(floor_status(&arn, prefix, i)))
                     .await
                     .expect("apply the status");
             }
@@ -412,6 +379,29 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
         .await;
     let elapsed = started.elapsed();
     Floor { elapsed, ns }
+}
+
+/// The floor's field manager.
+const FLOOR_MANAGER: &str = "logsub-bench-floor";
+
+/// Server-side applies `object` in `namespace` as `client`.
+async fn apply_in<K>(client: &kube::Client, namespace: &str, object: &K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = kube::ResourceExt::name_any(object);
+    kube::Api::<K>::namespaced(client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FLOOR_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())));
 }
 
 /// A status of the shape logsub writes for these LogSubscriptions.

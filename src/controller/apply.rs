@@ -183,9 +183,21 @@ pub async fn owned<K: Applied>(
     force: bool,
 ) -> Result<(), ApplyError> {
     match cached {
-        Cached::AsBuilt if !force => Ok(()),
-        Cached::AsBuilt | Cached::Ours => apply_ours(client, object).await.map(drop),
-        Cached::Unknown => apply_one(client, object).await.map(drop),
+        Cached::AsBuilt(_) | Cached::Unwatched if !force => Ok(()),
+        Cached::AsBuilt(uid) | Cached::Ours(uid) => {
+            // The cache may be behind: applied only to the object it saw.
+            // The API server refuses another object of that name (422: the
+            // uid is immutable) and none (409), and the name is read first.
+            let mut guarded = object.clone();
+            guarded.meta_mut().uid = Some(uid);
+            match apply_ours(client, &guarded).await {
+                Err(ApplyError::Kube(kube::Error::Api(s))) if matches!(s.code, 409 | 422) => {
+                    apply_one(client, object).await.map(drop)
+                }
+                applied => applied.map(drop),
+            }
+        }
+        Cached::Unknown | Cached::Unwatched => apply_one(client, object).await.map(drop),
     }
 }
 

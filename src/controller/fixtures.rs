@@ -653,17 +653,13 @@ pub fn context(
     let (policy_store, policy_writer) = reflector::store();
     let mut writer = Policies(policy_writer);
     writer.set(policies);
+    // The workers' objects are not watched until a test fills the caches
+    // (`Scenario::cache_applied`); the Deployments' is empty and listed.
     let (owned, mut owned_writers) = super::observe::owned();
     owned_writers.deployments.apply_watcher_event(&Event::Init);
     owned_writers
         .deployments
         .apply_watcher_event(&Event::InitDone);
-    owned_writers.bindings.apply_watcher_event(&Event::Init);
-    owned_writers.bindings.apply_watcher_event(&Event::InitDone);
-    owned_writers.accounts.apply_watcher_event(&Event::Init);
-    owned_writers.accounts.apply_watcher_event(&Event::InitDone);
-    owned_writers.configs.apply_watcher_event(&Event::Init);
-    owned_writers.configs.apply_watcher_event(&Event::InitDone);
     let (subscription_store, subscription_writer) = reflector::store();
     let mut subscriptions = Subscriptions(subscription_writer);
     subscriptions.set(&[]);
@@ -843,26 +839,31 @@ impl Scenario {
         }
     }
 
-    /// Puts the workers' objects `seen` applied into the caches, as the
-    /// controller's watches of them would.
+    /// Fills the caches with the workers' objects `seen` applied (each with
+    /// the uid the API server would give it), as the controller's watches of
+    /// them would list them; a cache of which `seen` applied nothing is kept.
     pub fn cache_applied(&mut self, seen: &Seen, paths: &Paths) {
-        use kube::runtime::watcher::Event::Apply;
-        fn last<K: serde::de::DeserializeOwned>(seen: &Seen, path: &str) -> Option<K> {
-            let body = seen.bodies(&Method::PATCH, path).pop()?;
-            Some(serde_json::from_value(body.clone()).expect("an applied object"))
+        fn list<K>(writer: &mut reflector::store::Writer<K>, seen: &Seen, path: &str)
+        where
+            K: kube::Resource<DynamicType = ()>
+                + serde::de::DeserializeOwned
+                + Clone
+                + std::fmt::Debug,
+        {
+            // One object per cache: listing it again is putting it.
+            let Some(body) = seen.bodies(&Method::PATCH, path).pop() else {
+                return;
+            };
+            let mut object: K = serde_json::from_value(body.clone()).expect("an applied object");
+            object.meta_mut().uid = Some(format!("uid-of{path}"));
+            writer.apply_watcher_event(&Event::Init);
+            writer.apply_watcher_event(&Event::InitApply(object));
+            writer.apply_watcher_event(&Event::InitDone);
         }
-        if let Some(d) = last(seen, &paths.deployment) {
-            self.owned.deployments.apply_watcher_event(&Apply(d));
-        }
-        if let Some(b) = last(seen, &paths.binding) {
-            self.owned.bindings.apply_watcher_event(&Apply(b));
-        }
-        if let Some(a) = last(seen, &paths.account) {
-            self.owned.accounts.apply_watcher_event(&Apply(a));
-        }
-        if let Some(c) = last(seen, &paths.config) {
-            self.owned.configs.apply_watcher_event(&Apply(c));
-        }
+        list(&mut self.owned.deployments, seen, &paths.deployment);
+        list(&mut self.owned.bindings, seen, &paths.binding);
+        list(&mut self.owned.accounts, seen, &paths.account);
+        list(&mut self.owned.configs, seen, &paths.config);
     }
 
     /// Runs one reconcile of `lsub`.

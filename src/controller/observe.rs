@@ -246,14 +246,25 @@ fn said<K: kube::Resource<DynamicType = ()>>(touched: Result<K, watcher::Error>)
 }
 
 /// How a workers' object stands in its cache against the one built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cached {
-    /// Ours, as built: nothing to apply.
-    AsBuilt,
-    /// Ours, but not as built: applied without reading it first.
-    Ours,
+    /// Ours (of this uid), as built: nothing to apply.
+    AsBuilt(String),
+    /// Ours (of this uid), but not as built: applied without reading it
+    /// first, on the condition that it is still that object.
+    Ours(String),
     /// Not in the cache (or not ours): read before anything is applied.
     Unknown,
+    /// Not watched (yet, or the watch is refused): read before anything is
+    /// applied, and applied only when the caller would have without caches.
+    Unwatched,
+}
+
+impl Cached {
+    /// Whether the object is not watched.
+    pub fn unwatched(&self) -> bool {
+        matches!(self, Cached::Unwatched)
+    }
 }
 
 impl Owned {
@@ -273,10 +284,12 @@ impl Owned {
         })
     }
 
-    /// How the workers' ConfigMap `built` stands: its data.
+    /// How the workers' ConfigMap `built` stands: its data. A key someone
+    /// else added stays (an apply cannot remove a field it does not own), so
+    /// it does not count as a difference.
     pub fn config(&self, built: &ConfigMap, owner: &str) -> Cached {
         cached(&self.configs, built, owner, |seen, built| {
-            seen.data == built.data
+            contains(&seen.data, &built.data)
         })
     }
 }
@@ -296,13 +309,18 @@ fn cached<K>(store: &Store<K>, built: &K, owner: &str, same: impl Fn(&K, &K) -> 
 where
     K: kube::Resource<DynamicType = ()> + Clone,
 {
+    // A store whose watch has not listed yet (or is refused) knows nothing.
+    if futures::FutureExt::now_or_never(store.wait_until_ready()).is_none() {
+        return Cached::Unwatched;
+    }
     let key = ObjectRef::new(&built.name_any()).within(&built.namespace().unwrap_or_default());
     match store.get(&key) {
         Some(seen) if super::apply::controlled_by(seen.meta(), owner) => {
+            let uid = seen.uid().unwrap_or_default();
             if same(&seen, built) {
-                Cached::AsBuilt
+                Cached::AsBuilt(uid)
             } else {
-                Cached::Ours
+                Cached::Ours(uid)
             }
         }
         _ => Cached::Unknown,

@@ -251,7 +251,9 @@ async fn workers(
     let uid = lsub.uid().unwrap_or_default();
     let binding = workload::workers_binding(lsub, &ctx.settings.worker_runtime())?;
     let cached = ctx.owned.binding(&binding, &uid);
-    apply::owned(&ctx.client, &binding, cached, reassert).await?;
+    // Unwatched, it is applied at every resync, as it was before the caches.
+    let force = reassert || (due && cached.unwatched());
+    apply::owned(&ctx.client, &binding, cached, force).await?;
     let mut leases =
         match observe::subscription_leases(&ctx.client, &namespace, &lsub.name_any()).await {
             Ok(leases) => leases,

@@ -222,6 +222,127 @@ async fn the_workers_objects_deleted_or_edited_are_applied_again_at_the_next_ref
     s.server.verify();
 }
 
+/// A key someone else added to the workers' ConfigMap stays (an apply
+/// cannot remove what it does not own): it is no difference, or every
+/// refresh would write the ConfigMap again.
+#[tokio::test]
+async fn a_key_someone_added_to_the_workers_config_is_no_difference() {
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::watcher::Event;
+
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    s.cache_applied(&seen, &app());
+    lsub.status = Some(written(&seen, &app()));
+    let cached = s
+        .ctx
+        .owned
+        .configs
+        .get(&ObjectRef::new("app-worker").within("team-a"))
+        .expect("cached");
+    let mut added = (*cached).clone();
+    added
+        .data
+        .get_or_insert_with(Default::default)
+        .insert("extra.yaml".into(), "x: 1\n".into());
+    s.owned.configs.apply_watcher_event(&Event::Apply(added));
+
+    s.server
+        .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);
+    s.reconcile(&lsub).await.expect("refreshed");
+    s.server.verify();
+}
+
+/// The cache shows the workers' RoleBinding ours, but behind: someone
+/// replaced it with one of their own. The apply names the uid the cache saw,
+/// so the API server refuses it, and a read finds the name taken.
+#[tokio::test]
+async fn a_cached_object_replaced_by_someone_else_is_never_written() {
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::watcher::Event;
+
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    s.cache_applied(&seen, &app());
+    lsub.status = Some(written(&seen, &app()));
+    let key = ObjectRef::new("app-worker-leases").within("team-a");
+    let cached = s.ctx.owned.bindings.get(&key).expect("cached");
+    let mut edited = (*cached).clone();
+    edited.subjects = Some(Vec::new());
+    s.owned.bindings.apply_watcher_event(&Event::Apply(edited));
+    let theirs = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "app-worker-leases", "namespace": "team-a", "uid": "theirs"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+    });
+    s.server.expect(vec![
+        fixtures::failing(Method::PATCH, &app().binding, 422),
+        Expect::get(app().binding, theirs),
+        status_write(&app(), &lsub),
+    ]);
+
+    let error = s.reconcile(&lsub).await.expect_err("a name taken");
+
+    assert_eq!(error.category(), "name_conflict", "{error}");
+    let seen = s.server.verify();
+    let guarded = seen.bodies(&Method::PATCH, &app().binding)[0].clone();
+    assert_eq!(guarded["metadata"]["uid"], json!(cached.metadata.uid));
+    let status = written(&seen, &app());
+    assert_eq!(
+        condition(&status, "WorkersAvailable"),
+        ("False", "NameConflict")
+    );
+}
+
+/// Without the caches (their watch refused, or not listed yet) the workers'
+/// objects are written as before there were caches: the RoleBinding at each
+/// resync, the others only every few; never at every status refresh.
+#[tokio::test]
+async fn unwatched_objects_are_written_only_at_resyncs() {
+    use std::time::{Duration, Instant};
+
+    let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    let binding = seen.bodies(&Method::PATCH, &app().binding)[0].clone();
+    let deployment = seen.bodies(&Method::PATCH, &app().deployment)[0].clone();
+    lsub.status = Some(written(&seen, &app()));
+
+    s.server.expect(vec![
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, deployment.clone()),
+    ]);
+    s.reconcile(&lsub).await.expect("refreshed");
+    s.server.verify();
+
+    let uid = "uid-team-a.app";
+    let mut memo = s.ctx.memory.get(uid);
+    memo.synced = Instant::now().checked_sub(s.ctx.settings.resync + Duration::from_secs(1));
+    s.ctx.memory.put(uid, memo);
+    s.server.expect(vec![
+        Expect::get(app().binding, binding),
+        Expect::apply(app().binding),
+        Expect::empty_list(app().leases, "LeaseList"),
+        Expect::get(app().deployment, deployment),
+    ]);
+    s.reconcile(&lsub).await.expect("resynced");
+    s.server.verify();
+}
+
 /// The workers' RoleBinding removed by someone: reading their leases is
 /// refused, and the next reconcile applies the workers' objects again.
 #[tokio::test]
