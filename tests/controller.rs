@@ -1030,6 +1030,124 @@ async fn the_workers_objects_deleted_by_someone_are_put_back() {
     ns.delete().await;
 }
 
+/// A tenant who may edit objects in its namespace edits the workers': adds
+/// its own ServiceAccount to their RoleBinding (to write Leases through it),
+/// points their ServiceAccount at another IAM role, rewrites their
+/// configuration. Each edit is undone at the next status refresh, long
+/// before the hour-long resync, and the tenant keeps nothing.
+#[tokio::test]
+async fn a_tenants_edits_of_the_workers_objects_are_undone() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/worker";
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let (logs, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "edited", 1).await;
+    let group = format!("/{}/g", unique("edited"));
+    log_group(&logs, &group).await;
+    let kubeconfig = identity(&ns).await;
+    let _controller = start_with(&ns, &kubeconfig, "1h", &["--status-interval", "2s"]);
+    let mut lsub = without_workers(
+        "app",
+        json!({"names": [group]}),
+        json!({"existing": {"name": stream}}),
+    );
+    lsub["spec"]["workers"]["serviceAccount"] =
+        json!({"annotations": {"eks.amazonaws.com/role-arn": ROLE}});
+    create(&ns, lsub).await;
+    for check in ["SubscriptionFilterReady", "WorkersAvailable"] {
+        wait_for(&ns, "app", check, SETTLE, |l| {
+            (condition(l, check)?.0 == "True").then_some(())
+        })
+        .await;
+    }
+    let (bindings, accounts, configs) = (
+        ns.api::<RoleBinding>(),
+        ns.api::<ServiceAccount>(),
+        ns.api::<ConfigMap>(),
+    );
+    let tenant: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap();
+    accounts
+        .create(&Default::default(), &tenant)
+        .await
+        .expect("the tenant's ServiceAccount");
+    let binding = bindings.get("app-worker-leases").await.unwrap();
+    let config = configs.get("app-worker").await.unwrap();
+    let edit = |v: serde_json::Value| Patch::Merge(v);
+
+    let mut subjects = serde_json::to_value(&binding.subjects).unwrap();
+    subjects
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kind": "ServiceAccount", "name": "tenant", "namespace": ns.name}));
+    bindings
+        .patch(
+            "app-worker-leases",
+            &PatchParams::default(),
+            &edit(json!({"subjects": subjects})),
+        )
+        .await
+        .expect("the tenant edits the binding");
+    assert!(can_i(&ns.name, "tenant", "update", "leases", &ns.name));
+    eventually(
+        "the tenant off the workers' binding",
+        Duration::from_secs(30),
+        || async {
+            let b = bindings.get("app-worker-leases").await.ok()?;
+            (b.subjects == binding.subjects).then_some(())
+        },
+    )
+    .await;
+    assert!(!can_i(&ns.name, "tenant", "update", "leases", &ns.name));
+
+    let annotations =
+        json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tenant"});
+    accounts
+        .patch(
+            "app-worker",
+            &PatchParams::default(),
+            &edit(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .expect("the tenant edits the ServiceAccount");
+    eventually(
+        "the workers' role back",
+        Duration::from_secs(30),
+        || async {
+            let a = accounts.get("app-worker").await.ok()?;
+            let role = a
+                .metadata
+                .annotations?
+                .get("eks.amazonaws.com/role-arn")?
+                .clone();
+            (role == ROLE).then_some(())
+        },
+    )
+    .await;
+
+    configs
+        .patch(
+            "app-worker",
+            &PatchParams::default(),
+            &edit(json!({"data": {"worker.yaml": "sink: {elsewhere: true}\n"}})),
+        )
+        .await
+        .expect("the tenant edits the ConfigMap");
+    eventually(
+        "the workers' configuration back",
+        Duration::from_secs(30),
+        || async {
+            let c = configs.get("app-worker").await.ok()?;
+            (c.data == config.data).then_some(())
+        },
+    )
+    .await;
+    delete_all(&ns).await;
+    ns.delete().await;
+}
+
 /// GitOps: every example, applied server-side and reconciled by the
 /// controller (finalizer added, status written), shows no drift in
 /// `kubectl diff --server-side`, so Argo CD and Flux see it in sync.
