@@ -155,20 +155,7 @@ async fn main() {
             async move {
                 create(
                     ns,
-                    json!({
-                        "apiVersion": "logsub.io/v1alpha1",
-                        "kind": "LogSubscription",
-                        "metadata": {"name": format!("s{i}")},
-                        "spec": {
-                            "source": {
-                                "logGroups": {"names": [format!("{prefix}/{i}")]},
-                                "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis",
-                            },
-                            "stream": {"existing": {"name": stream}},
-                            "sink": {"s3": {"bucket": "unused"}},
-                            "workers": {"replicas": 0},
-                        }
-                    }),
+                    subscription(&format!("s{i}"), &format!("{prefix}/{i}"), stream),
                 )
                 .await;
             }
@@ -342,21 +329,10 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
             let (ns, controller, runtime) = (&ns, &controller, &runtime);
             let apply = PatchParams::apply(FLOOR_MANAGER).force();
             async move {
-                let lsub: LogSubscription = serde_json::from_value(json!({
-                    "apiVersion": "logsub.io/v1alpha1",
-                    "kind": "LogSubscription",
-                    "metadata": {"name": format!("f{i}"), "namespace": ns.name},
-                    "spec": {
-                        "source": {
-                            "logGroups": {"names": [format!("{prefix}/{i}")]},
-                            "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis",
-                        },
-                        "stream": {"existing": {"name": stream}},
-                        "sink": {"s3": {"bucket": "unused"}},
-                        "workers": {"replicas": 0},
-                    }
-                }))
-                .expect("a LogSubscription");
+                let mut lsub = subscription(&format!("f{i}"), &format!("{prefix}/{i}"), stream);
+                lsub["metadata"]["namespace"] = json!(ns.name);
+                let lsub: LogSubscription =
+                    serde_json::from_value(lsub).expect("a LogSubscription");
                 let lsub = ns
                     .api::<LogSubscription>()
                     .create(&Default::default(), &lsub)
@@ -379,6 +355,25 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
         .await;
     let elapsed = started.elapsed();
     Floor { elapsed, ns }
+}
+
+/// LogSubscription `name`: the log group `group` into the existing stream
+/// `stream`, workers scaled to zero.
+fn subscription(name: &str, group: &str, stream: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "logsub.io/v1alpha1",
+        "kind": "LogSubscription",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {
+                "logGroups": {"names": [group]},
+                "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis",
+            },
+            "stream": {"existing": {"name": stream}},
+            "sink": {"s3": {"bucket": "unused"}},
+            "workers": {"replicas": 0},
+        }
+    })
 }
 
 /// The floor's field manager.

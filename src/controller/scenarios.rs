@@ -39,6 +39,22 @@ fn subscription(spec: Value) -> LogSubscription {
     subscription_in("team-a", "app", spec)
 }
 
+/// `team-a/app` permitted and synced once, the workers' objects it applied
+/// in the caches. Returns the scenario, the LogSubscription with the status
+/// written, and what the first sync sent.
+async fn synced_and_watched() -> (Scenario, LogSubscription, fixtures::Seen) {
+    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
+    s.aws.stream("shared", 2);
+    s.aws.group("/team-a/api", &[]);
+    let mut lsub = subscription(spec());
+    s.server.expect(first_sync(&app(), &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    let seen = s.server.verify();
+    s.cache_applied(&seen, &app());
+    lsub.status = Some(written(&seen, &app()));
+    (s, lsub, seen)
+}
+
 #[tokio::test]
 async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_workers() {
     let s = Scenario::new(vec![team_a_policy()], &["team-a"]);
@@ -87,15 +103,7 @@ async fn a_permitted_subscription_gets_filters_on_allowed_groups_only_and_its_wo
 
 #[tokio::test]
 async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (s, lsub, _) = synced_and_watched().await;
     assert!(!s.aws.take_calls().is_empty());
 
     // The workers' objects watched as applied; nothing changed: no write
@@ -114,15 +122,7 @@ async fn a_second_reconcile_at_rest_makes_no_aws_call_and_no_write() {
 async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
     use std::time::{Duration, Instant};
 
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (s, lsub, _) = synced_and_watched().await;
     s.aws.take_calls();
     let uid = "uid-team-a.app";
     let resync = s.ctx.settings.resync;
@@ -166,24 +166,17 @@ async fn a_resync_applies_the_workers_objects_again_only_now_and_then() {
 /// One edited is applied again without a read.
 #[tokio::test]
 async fn the_workers_objects_deleted_or_edited_are_applied_again_at_the_next_refresh() {
+    use kube::runtime::reflector::ObjectRef;
     use kube::runtime::watcher::Event;
 
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
-    let decode = |path: &str| seen.bodies(&Method::PATCH, path)[0].clone();
-    let binding: k8s_openapi::api::rbac::v1::RoleBinding =
-        serde_json::from_value(decode(&app().binding)).expect("a RoleBinding");
-    let account: k8s_openapi::api::core::v1::ServiceAccount =
-        serde_json::from_value(decode(&app().account)).expect("a ServiceAccount");
-    let config: k8s_openapi::api::core::v1::ConfigMap =
-        serde_json::from_value(decode(&app().config)).expect("a ConfigMap");
+    let (mut s, lsub, _) = synced_and_watched().await;
+    let owned = &s.ctx.owned;
+    let leases = ObjectRef::new("app-worker-leases").within("team-a");
+    let binding = (*owned.bindings.get(&leases).expect("cached")).clone();
+    let account = ObjectRef::new("app-worker").within("team-a");
+    let account = (*owned.accounts.get(&account).expect("cached")).clone();
+    let config = ObjectRef::new("app-worker").within("team-a");
+    let config = (*owned.configs.get(&config).expect("cached")).clone();
 
     s.owned
         .bindings
@@ -230,15 +223,7 @@ async fn a_key_someone_added_to_the_workers_config_is_no_difference() {
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::watcher::Event;
 
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (mut s, lsub, _) = synced_and_watched().await;
     let cached = s
         .ctx
         .owned
@@ -266,15 +251,7 @@ async fn a_cached_object_replaced_by_someone_else_is_never_written() {
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::watcher::Event;
 
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (mut s, lsub, _) = synced_and_watched().await;
     let key = ObjectRef::new("app-worker-leases").within("team-a");
     let cached = s.ctx.owned.bindings.get(&key).expect("cached");
     let mut edited = (*cached).clone();
@@ -347,15 +324,7 @@ async fn unwatched_objects_are_written_only_at_resyncs() {
 /// refused, and the next reconcile applies the workers' objects again.
 #[tokio::test]
 async fn a_refused_lease_read_applies_the_workers_objects_again() {
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (s, mut lsub, _) = synced_and_watched().await;
 
     s.server.expect(vec![
         fixtures::failing(Method::GET, &app().leases, 403),
@@ -382,15 +351,7 @@ async fn a_refused_lease_read_applies_the_workers_objects_again() {
 /// their leases.
 #[tokio::test]
 async fn a_status_refresh_reads_the_workers_deployment_from_the_cache() {
-    let mut s = Scenario::new(vec![team_a_policy()], &["team-a"]);
-    s.aws.stream("shared", 2);
-    s.aws.group("/team-a/api", &[]);
-    let mut lsub = subscription(spec());
-    s.server.expect(first_sync(&app(), &lsub));
-    s.reconcile(&lsub).await.expect("reconciled");
-    let seen = s.server.verify();
-    s.cache_applied(&seen, &app());
-    lsub.status = Some(written(&seen, &app()));
+    let (s, lsub, _) = synced_and_watched().await;
 
     s.server
         .expect(vec![Expect::empty_list(app().leases, "LeaseList")]);
