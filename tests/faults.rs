@@ -332,6 +332,7 @@ async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
 /// checkpointed. Once the dead-letter index takes it, the shard goes on.
 #[tokio::test]
 async fn a_record_nothing_stores_stops_only_its_shard() {
+    const AFTER: usize = 20;
     let http = reqwest::Client::new();
     let base = stack().var("OPENSEARCH_URL");
     let setup = setup(2, &["a", "b", "c", "d", "e", "f"]).await;
@@ -396,8 +397,12 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     )
     .await;
     assert_eq!(stored, sent as u64);
-    // More events: the other shard's arrive; the blocked shard's wait.
-    for stream in ["a", "b", "c", "d", "e", "f"] {
+    // More events: the other shard's arrive; the blocked shard's wait. The
+    // emulator gives every delivery a random partition key (as AWS does
+    // unless the filter distributes by log stream), so each put lands on
+    // either shard: with 20 of them, all on the other one is one in a million.
+    for i in 0..AFTER {
+        let stream = ["a", "b", "c", "d", "e", "f"][i % 6];
         put(
             &setup,
             stream,
@@ -415,7 +420,7 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     )
     .await;
     assert!(
-        after < sent as u64 + 6,
+        after < (sent + AFTER) as u64,
         "the blocked shard's events wait: {after}"
     );
 
@@ -429,7 +434,7 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     eventually("everything stored", Duration::from_secs(180), || async {
         let n = common::search::count(base, &index).await;
         let d = common::search::count(base, &dead).await;
-        (n == sent as u64 + 6 && d == 1).then_some(())
+        (n == (sent + AFTER) as u64 && d == 1).then_some(())
     })
     .await;
     eventually(
@@ -449,9 +454,9 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     .await;
     common::report(&format!(
         "trial poison-record: sent {}, delivered {}, unique {}, duplicates 0, dead-lettered 1, lost 0, recovery {:.1}s",
-        sent + 7,
-        sent + 6,
-        sent + 6,
+        sent + AFTER + 1,
+        sent + AFTER,
+        sent + AFTER,
         started.elapsed().as_secs_f64()
     ));
     stop(child).await;
