@@ -6,10 +6,11 @@
 //! measured). Next to it, in the same run, the floor: inflate plus an envelope
 //! parse with a SIMD JSON parser, on one thread.
 //!
-//!     cargo bench --bench load [-- --shards 32 --records 300 --threads 2]
+//!     cargo bench --bench load [-- --shards 32 --records 300 --threads 2 --rounds 5]
 //!
 //! Both are reported as shards per core at the Kinesis read limit (2 MiB/s per
-//! shard), and ours as a ratio of the floor.
+//! shard), and ours as a ratio of the floor: the two take turns `--rounds`
+//! times (5) and the median ratio is reported with its spread.
 //!
 //!     cargo bench --bench load -- --stalled 600 [--shards 25]
 //!
@@ -21,6 +22,7 @@
 mod harness;
 mod payloads;
 mod plot;
+mod ratio;
 
 use std::borrow::Cow;
 use std::io::Read as _;
@@ -38,6 +40,7 @@ use logsub::worker::health::ShardCounters;
 use logsub::worker::shard::{self, Resume, ShardExit};
 use logsub::worker::sink::{Batch, Delivered, EncodeError, Sink, SinkError};
 use logsub::worker::source::kinesis::reader::Read;
+use ratio::{alternate, process_cpu, thread_cpu};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
@@ -54,6 +57,7 @@ struct Options {
     shards: usize,
     records: usize,
     threads: usize,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -61,6 +65,7 @@ fn options() -> Options {
         shards: 32,
         records: 300,
         threads: std::thread::available_parallelism().map_or(2, usize::from),
+        rounds: 5,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -69,36 +74,11 @@ fn options() -> Options {
             "--shards" => o.shards = value(),
             "--records" => o.records = value(),
             "--threads" => o.threads = value(),
+            "--rounds" => o.rounds = value(),
             _ => {}
         }
     }
     o
-}
-
-/// CPU time of every thread of this process so far, in nanoseconds (from the
-/// scheduler's per-thread accounting, which is exact to the nanosecond).
-fn process_cpu() -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
-        let path = task.expect("task").path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
-}
-
-fn thread_cpu() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .expect("schedstat")
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("cpu time")
 }
 
 /// The floor: inflate and parse the envelope (borrowing every string it can).
@@ -384,17 +364,20 @@ fn main() {
         Options {
             shards: 4,
             records: 20,
+            rounds: 1,
             ..o
         }
     } else {
         o
     };
     println!(
-        "load harness: {} shards, {} records of {} events per shard, {} runtime threads",
+        "load harness: {} shards, {} records of {} events per shard, {} runtime threads, \
+         floor and logsub alternating, {} rounds",
         o.shards,
         o.records,
         payloads::EVENTS_PER_RECORD,
-        o.threads
+        o.threads,
+        o.rounds
     );
     let kinds = ["vpc-flow", "json"];
     let mut floors = plot::Series {
@@ -408,27 +391,39 @@ fn main() {
     for (i, kind) in kinds.into_iter().enumerate() {
         let records = Arc::new(payloads::records(kind, 50));
         let floor_rounds = (o.records * o.shards / records.len()).max(1);
-        let (floor_bytes, floor_cpu) = floor(&records, floor_rounds);
-        let measured = ours(kind, records.clone(), &o);
         let expected = (o.records.div_ceil(records.len())
             * records.len()
             * o.shards
             * payloads::EVENTS_PER_RECORD) as u64;
-        assert_eq!(measured.documents, expected, "every event delivered once");
-        let floor = shards_per_core(floor_bytes, floor_cpu);
-        let logsub = shards_per_core(measured.bytes, measured.cpu_ns);
-        println!(
-            "{kind:>8}: floor (inflate + SIMD envelope parse) {floor:6.1} shards/core | \
-             logsub {logsub:6.1} shards/core ({:.1} MiB/s per core, {} documents, {} checkpoints, \
-             {:.1} s wall) | ratio {:.2}x",
-            measured.bytes as f64 / 1048576.0 / (measured.cpu_ns as f64 / 1e9),
-            measured.documents,
-            measured.checkpoints,
-            measured.wall.as_secs_f64(),
-            logsub / floor
+        let mut last = None;
+        let measured = alternate(
+            o.rounds,
+            || {
+                let (bytes, cpu) = floor(&records, floor_rounds);
+                shards_per_core(bytes, cpu)
+            },
+            || {
+                let measured = ours(kind, records.clone(), &o);
+                assert_eq!(measured.documents, expected, "every event delivered once");
+                let logsub = shards_per_core(measured.bytes, measured.cpu_ns);
+                last = Some(measured);
+                logsub
+            },
         );
-        floors.points.push((i as f64, floor));
-        ours_series.points.push((i as f64, logsub));
+        let last = last.expect("a round");
+        println!(
+            "{kind:>8}: floor (inflate + SIMD envelope parse) {:6.1} shards/core | \
+             logsub {:6.1} shards/core ({} documents, {} checkpoints, {:.1} s wall a round) | \
+             ratio {:.2}",
+            measured.baseline.median(),
+            measured.ours.median(),
+            last.documents,
+            last.checkpoints,
+            last.wall.as_secs_f64(),
+            measured.ratio
+        );
+        floors.points.push((i as f64, measured.baseline.median()));
+        ours_series.points.push((i as f64, measured.ours.median()));
     }
     plot::write_if_asked(&plot::Chart {
         title: &format!(

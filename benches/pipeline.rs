@@ -1,21 +1,24 @@
 //! decode → transforms → NDJSON encoding of realistic CloudWatch payloads (100
-//! events per record), next to the floor in the same run: plain inflate plus a
-//! JSON parse of the envelope. Throughput is in compressed bytes.
+//! events per record), beside the floor: plain inflate plus a JSON parse of
+//! the envelope. Both run on this one thread, taking turns round after round
+//! (see `ratio`), and are measured in compressed bytes per CPU second.
 //!
-//!     cargo bench --bench pipeline
+//!     cargo bench --bench pipeline [-- --rounds 15]
 //!
-//! The ratio to report is `ours / baseline` throughput per payload kind.
+//! The figure to report is the median ratio `logsub / floor` per payload kind,
+//! with its spread.
 
 mod payloads;
+mod ratio;
 
 use std::hint::black_box;
 use std::io::Read;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logsub::worker::decode::cloudwatch::{Decoded, Limits, decode};
 use logsub::worker::document::from_data;
 use logsub::worker::transform::{Compiled, apply};
 use payloads::{records, transforms};
+use ratio::{alternate, thread_cpu};
 
 fn baseline(records: &[Vec<u8>]) -> usize {
     let mut events = 0;
@@ -48,23 +51,52 @@ fn ours(records: &[Vec<u8>], transforms: &[Compiled], out: &mut Vec<u8>) -> usiz
     docs
 }
 
-fn pipeline(c: &mut Criterion) {
+/// Compressed bytes per CPU second of `run`, called as often as fits in
+/// about `target` nanoseconds (at least once).
+fn throughput(bytes: usize, target: u64, mut run: impl FnMut() -> usize) -> f64 {
+    let start = thread_cpu();
+    let mut calls = 0u64;
+    while calls == 0 || thread_cpu() - start < target {
+        black_box(run());
+        calls += 1;
+    }
+    (bytes as u64 * calls) as f64 / ((thread_cpu() - start) as f64 / 1e9)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs one short round.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .windows(2)
+        .find(|w| w[0] == "--rounds")
+        .map_or(if quick { 1 } else { 15 }, |w| {
+            w[1].parse().expect("rounds")
+        });
+    let target = if quick { 0 } else { 300_000_000 };
+    println!("pipeline: one thread, floor and logsub alternating, {rounds} rounds");
     for kind in ["vpc-flow", "cloudtrail", "lambda", "json"] {
         let records = records(kind, 20);
         let transforms = transforms(kind);
         let bytes: usize = records.iter().map(Vec::len).sum();
-        let mut group = c.benchmark_group(kind);
-        group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function("baseline: inflate + envelope parse", |b| {
-            b.iter(|| black_box(baseline(black_box(&records))))
-        });
         let mut out = Vec::with_capacity(1 << 20);
-        group.bench_function("logsub: decode + transforms + NDJSON", |b| {
-            b.iter(|| black_box(ours(black_box(&records), &transforms, &mut out)))
-        });
-        group.finish();
+        let events = baseline(&records);
+        assert!(ours(&records, &transforms, &mut out) >= events);
+        let measured = alternate(
+            rounds,
+            || throughput(bytes, target, || baseline(black_box(&records))),
+            || {
+                throughput(bytes, target, || {
+                    ours(black_box(&records), &transforms, &mut out)
+                })
+            },
+        );
+        let mib = |s: f64| s / 1048576.0;
+        println!(
+            "{kind:>10}: floor (inflate + envelope parse) {:6.1} MiB/s | logsub (decode + transforms + NDJSON) {:6.1} MiB/s | ratio {:.2}",
+            mib(measured.baseline.median()),
+            mib(measured.ours.median()),
+            measured.ratio
+        );
     }
 }
-
-criterion_group!(benches, pipeline);
-criterion_main!(benches);
