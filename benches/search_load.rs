@@ -5,10 +5,14 @@
 //! batch size, concurrency and compression. Needs the stack
 //! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
 //!
-//!     cargo bench --bench search_load [-- --shards 16 --records 50]
+//!     cargo bench --bench search_load [-- --shards 16 --records 50 --rounds 5]
+//!
+//! The loader and the worker take turns `--rounds` times; the median ratio is
+//! reported with its spread.
 
 mod harness;
 mod payloads;
+mod ratio;
 #[path = "../tests/common/search.rs"]
 mod search;
 
@@ -29,6 +33,7 @@ use logsub::worker::shard::{self, Resume, ShardExit};
 use logsub::worker::sink::Sink;
 use logsub::worker::sink::elasticsearch::Elasticsearch;
 use logsub::worker::source::kinesis::reader::Read;
+use ratio::Spread;
 use search::{count, create_index};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -192,6 +197,7 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let shards = arg("--shards", if quick { 2 } else { 16 });
     let per_shard = arg("--records", if quick { 5 } else { 50 });
+    let rounds = arg("--rounds", if quick { 1 } else { 5 });
     let records: Vec<Arc<Vec<Vec<u8>>>> = (0..shards)
         .map(|s| Arc::new(payloads::records_from("vpc-flow", per_shard, s * per_shard)))
         .collect();
@@ -204,9 +210,8 @@ fn main() {
         let warm = format!("bench-loader-{run}-warm");
         create_index(&base, &warm, 1, json!({})).await;
         loader(&http, &base, Arc::new(bodies(&base, &warm, &records))).await;
-        let mut loaders = Vec::new();
-        let mut workers = Vec::new();
-        for round in 0..3 {
+        let (mut loaders, mut workers, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
             let index = format!("bench-loader-{run}-{round}");
             create_index(&base, &index, 1, json!({})).await;
             let bodies = Arc::new(bodies(&base, &index, &records));
@@ -219,14 +224,15 @@ fn main() {
             let took = worker(&base, &index, &records).await;
             assert_eq!(count(&base, &index).await, documents);
             workers.push(documents as f64 / took.as_secs_f64());
+            ratios.push(workers[round] / loaders[round]);
         }
-        let loader = loaders.iter().sum::<f64>() / loaders.len() as f64;
-        let logsub = workers.iter().sum::<f64>() / workers.len() as f64;
+        let (loader, logsub) = (Spread::of(loaders), Spread::of(workers));
         println!(
             "into OpenSearch, {documents} VPC flow documents a run, {CONCURRENCY} requests at once: \
-             plain bulk loader {loader:.0} docs/s ({loaders:.0?}) | logsub worker {logsub:.0} docs/s \
-             ({workers:.0?}) | ratio {:.2}x",
-            logsub / loader
+             plain bulk loader {:.0} docs/s | logsub worker {:.0} docs/s | ratio {:.2}",
+            loader.median(),
+            logsub.median(),
+            Spread::of(ratios)
         );
         for index in ["bench-loader", "bench-worker"] {
             let _ = http.delete(format!("{base}/{index}-{run}-*")).send().await;
