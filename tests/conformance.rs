@@ -62,7 +62,7 @@ fn stored(acked: &Acked) -> (usize, usize) {
     (stored.documents, stored.dead_lettered)
 }
 
-fn doc(id: &str, extra: Value) -> Document {
+fn doc(id: &str, extra: Value) -> Document<'static> {
     let mut doc = Document::new();
     doc.insert("@id", json!(id));
     doc.insert("@timestamp", json!("2026-11-25T19:44:28.711Z"));
@@ -78,7 +78,7 @@ fn doc(id: &str, extra: Value) -> Document {
 
 impl<S: Sink> Harness<S> {
     /// Hands the documents of record `seq` over as one part.
-    async fn send(&self, seq: u64, docs: &[Document]) {
+    async fn send(&self, seq: u64, docs: &[Document<'_>]) {
         let mut encoded = Encoded::default();
         for d in docs {
             encoded

@@ -167,14 +167,14 @@ impl DeadLetter {
     }
 
     /// The dead letter as a document, made at `now_millis`.
-    pub fn to_document(&self, now_millis: i64) -> Document {
+    pub fn to_document(&self, now_millis: i64) -> Document<'static> {
         self.to_document_within(now_millis, KEEP_TEXT)
     }
 
     /// The dead letter as a document, keeping at most `keep` bytes of the
     /// refused text (and of the record's bytes): a cluster that refused a
     /// dead letter as too large is sent a smaller one.
-    pub fn to_document_within(&self, now_millis: i64, keep: usize) -> Document {
+    pub fn to_document_within(&self, now_millis: i64, keep: usize) -> Document<'static> {
         let now = rfc3339_millis(now_millis);
         let mut doc = Document::with_capacity(8);
         doc.insert(ID, Value::String(self.id.clone()));

@@ -1,6 +1,11 @@
 //! The document a log event becomes, with the field names of the CloudWatch Logs
 //! Subscription Consumer: `@id`, `@timestamp`, `@message`, `@owner`,
 //! `@log_group`, `@log_stream`, plus extracted fields and what transforms add.
+//!
+//! A document borrows: text that needed no unescaping in the record's inflated
+//! payload (the ids, names and most messages, and what a transform cuts out of
+//! them) is a view into it, so making a document copies little and allocates
+//! for its field list and what transforms compute.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -16,6 +21,171 @@ use crate::time::rfc3339_millis;
 /// document allocates for its values only.
 pub type Key = Cow<'static, str>;
 
+/// A field's value: text, which may borrow the payload the document was made
+/// from, or any other JSON value.
+#[derive(Clone, Debug)]
+pub enum Field<'a> {
+    /// A JSON string.
+    Text(Cow<'a, str>),
+    /// Any other JSON value (never a string: [`Field::from`] makes those text).
+    Json(Value),
+}
+
+impl<'a> Field<'a> {
+    /// The text, when the field is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Text(text) => Some(text),
+            Field::Json(_) => None,
+        }
+    }
+
+    /// The text, borrowed for as long as the payload when it is a view into it.
+    pub fn as_cow(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Field::Text(Cow::Borrowed(text)) => Some(Cow::Borrowed(text)),
+            Field::Text(Cow::Owned(text)) => Some(Cow::Owned(text.clone())),
+            Field::Json(_) => None,
+        }
+    }
+
+    /// The value, when the field is not text.
+    pub fn as_json(&self) -> Option<&Value> {
+        match self {
+            Field::Text(_) => None,
+            Field::Json(value) => Some(value),
+        }
+    }
+
+    /// The field as a JSON value (copying text).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Field::Text(text) => Value::String(text.to_string()),
+            Field::Json(value) => value.clone(),
+        }
+    }
+
+    /// The field, owning its text.
+    pub fn into_owned(self) -> Field<'static> {
+        match self {
+            Field::Text(text) => Field::Text(Cow::Owned(text.into_owned())),
+            Field::Json(value) => Field::Json(value),
+        }
+    }
+
+    /// Whether the field is a float (as [`Value::is_f64`]).
+    pub fn is_f64(&self) -> bool {
+        self.as_json().is_some_and(Value::is_f64)
+    }
+
+    /// The field as an unsigned integer (as [`Value::as_u64`]).
+    pub fn as_u64(&self) -> Option<u64> {
+        self.as_json()?.as_u64()
+    }
+
+    /// The field as a float (as [`Value::as_f64`]).
+    pub fn as_f64(&self) -> Option<f64> {
+        self.as_json()?.as_f64()
+    }
+
+    /// Whether the field is `null` (or absent, read through an index).
+    pub fn is_null(&self) -> bool {
+        matches!(self, Field::Json(Value::Null))
+    }
+
+    /// Whether the field is text.
+    pub fn is_string(&self) -> bool {
+        matches!(self, Field::Text(_))
+    }
+
+    /// A member of an object field (`null` when absent or not an object).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_json()?.get(key)
+    }
+}
+
+static NULL: Value = Value::Null;
+static NULL_FIELD: Field<'static> = Field::Json(Value::Null);
+
+impl std::ops::Index<&str> for Field<'_> {
+    type Output = Value;
+
+    /// A member of an object field, `null` when absent (as [`Value`] indexes).
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl PartialEq for Field<'_> {
+    fn eq(&self, other: &Field<'_>) -> bool {
+        match (self, other) {
+            (Field::Text(a), Field::Text(b)) => a == b,
+            (Field::Json(a), Field::Json(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Compares as JSON: text equals a JSON string of the same text.
+macro_rules! field_eq {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for Field<'_> {
+            fn eq(&self, other: &$t) -> bool {
+                match self {
+                    Field::Text(text) => Value::String(text.to_string()) == *other,
+                    Field::Json(value) => value == other,
+                }
+            }
+        }
+    )*};
+}
+field_eq!(Value, &str, str, String, f64, i64, i32, u64, bool);
+
+impl From<Value> for Field<'_> {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::String(text) => Field::Text(Cow::Owned(text)),
+            other => Field::Json(other),
+        }
+    }
+}
+
+impl From<String> for Field<'_> {
+    fn from(text: String) -> Self {
+        Field::Text(Cow::Owned(text))
+    }
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(text: &'a str) -> Self {
+        Field::Text(Cow::Borrowed(text))
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Field<'a> {
+    fn from(text: Cow<'a, str>) -> Self {
+        Field::Text(text)
+    }
+}
+
+impl From<Field<'_>> for Value {
+    fn from(field: Field<'_>) -> Value {
+        match field {
+            Field::Text(text) => Value::String(text.into_owned()),
+            Field::Json(value) => value,
+        }
+    }
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Text(text) => serializer.serialize_str(text),
+            Field::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
 /// A document: a JSON object whose fields keep the order they were added in.
 ///
 /// A vector rather than a map: most documents have a few dozen fields at most,
@@ -24,8 +194,8 @@ pub type Key = Cow<'static, str>;
 /// their number, not its square (anyone who can write to a log group chooses
 /// the keys).
 #[derive(Clone, Debug, Default)]
-pub struct Document {
-    fields: Vec<(Key, Value)>,
+pub struct Document<'a> {
+    fields: Vec<(Key, Field<'a>)>,
     index: Option<Index>,
 }
 
@@ -47,7 +217,7 @@ impl std::fmt::Debug for Index {
 }
 
 impl Index {
-    fn of(fields: &[(Key, Value)]) -> Index {
+    fn of<V>(fields: &[(Key, V)]) -> Index {
         let mut index = Index::default();
         for (i, (key, _)) in fields.iter().enumerate() {
             index.add(fields, key, i);
@@ -59,13 +229,13 @@ impl Index {
         self.hasher.hash_one(key)
     }
 
-    fn find(&self, fields: &[(Key, Value)], key: &str) -> Option<usize> {
+    fn find<V>(&self, fields: &[(Key, V)], key: &str) -> Option<usize> {
         self.positions
             .find(self.hash(key), |&i| fields[i].0 == key)
             .copied()
     }
 
-    fn add(&mut self, fields: &[(Key, Value)], key: &str, at: usize) {
+    fn add<V>(&mut self, fields: &[(Key, V)], key: &str, at: usize) {
         let hasher = &self.hasher;
         self.positions
             .insert_unique(hasher.hash_one(key), at, |&i| {
@@ -74,20 +244,20 @@ impl Index {
     }
 }
 
-impl PartialEq for Document {
-    fn eq(&self, other: &Document) -> bool {
+impl PartialEq for Document<'_> {
+    fn eq(&self, other: &Document<'_>) -> bool {
         self.fields == other.fields
     }
 }
 
-impl Document {
+impl<'a> Document<'a> {
     /// An empty document.
-    pub fn new() -> Document {
+    pub fn new() -> Document<'a> {
         Document::default()
     }
 
     /// An empty document with room for `n` fields.
-    pub fn with_capacity(n: usize) -> Document {
+    pub fn with_capacity(n: usize) -> Document<'a> {
         Document {
             fields: Vec::with_capacity(n),
             index: None,
@@ -102,7 +272,7 @@ impl Document {
     }
 
     /// Appends a field known to be absent.
-    fn push(&mut self, key: Key, value: Value) {
+    fn push(&mut self, key: Key, value: Field<'a>) {
         let at = self.fields.len();
         if let Some(index) = &mut self.index {
             index.add(&self.fields, &key, at);
@@ -114,12 +284,17 @@ impl Document {
     }
 
     /// The value of a field.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Field<'a>> {
         self.position(key).map(|i| &self.fields[i].1)
     }
 
+    /// The text of a field, when it is text.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.get(key)?.as_str()
+    }
+
     /// The value of a field, to change in place.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Field<'a>> {
         self.position(key).map(|i| &mut self.fields[i].1)
     }
 
@@ -129,8 +304,13 @@ impl Document {
     }
 
     /// Sets a field, replacing (in place) and returning any previous value.
-    pub fn insert(&mut self, key: impl Into<Key>, value: Value) -> Option<Value> {
+    pub fn insert(
+        &mut self,
+        key: impl Into<Key>,
+        value: impl Into<Field<'a>>,
+    ) -> Option<Field<'a>> {
         let key = key.into();
+        let value = value.into();
         match self.position(&key) {
             Some(i) => Some(std::mem::replace(&mut self.fields[i].1, value)),
             None => {
@@ -141,15 +321,15 @@ impl Document {
     }
 
     /// Sets a field unless it is already present.
-    pub fn insert_absent(&mut self, key: impl Into<Key>, value: Value) {
+    pub fn insert_absent(&mut self, key: impl Into<Key>, value: impl Into<Field<'a>>) {
         let key = key.into();
         if !self.contains_key(&key) {
-            self.push(key, value);
+            self.push(key, value.into());
         }
     }
 
     /// Removes a field (rare: the positions after it are indexed again).
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &str) -> Option<Field<'a>> {
         let i = self.position(key)?;
         let (_, value) = self.fields.remove(i);
         if self.index.is_some() {
@@ -159,7 +339,7 @@ impl Document {
     }
 
     /// The fields, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Field<'a>)> {
         self.fields.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
@@ -172,61 +352,105 @@ impl Document {
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
-}
 
-impl std::ops::Index<&str> for Document {
-    type Output = Value;
+    /// Appends the document as one JSON object to `out`: the wire form of
+    /// every sink, written straight from the fields (text is copied as it is
+    /// unless it holds a byte JSON escapes).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match key {
+                // Our own names (constants): nothing in them to escape.
+                Key::Borrowed(name) => {
+                    debug_assert!(!needs_escape(name.as_bytes()), "{name}");
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":");
+                }
+                Key::Owned(name) => {
+                    write_str(name, out);
+                    out.push(b':');
+                }
+            }
+            match value {
+                Field::Text(text) => write_str(text, out),
+                // Writing a value to a Vec cannot fail: its keys are strings.
+                Field::Json(value) => {
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
+            }
+        }
+        out.push(b'}');
+    }
 
-    /// The value of a field, `null` when absent (as `serde_json::Value` indexes).
-    fn index(&self, key: &str) -> &Value {
-        static NULL: Value = Value::Null;
-        self.get(key).unwrap_or(&NULL)
+    /// The document, owning all its text (to keep past the payload).
+    pub fn into_owned(self) -> Document<'static> {
+        Document {
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k, v.into_owned()))
+                .collect(),
+            index: self.index,
+        }
     }
 }
 
-impl IntoIterator for Document {
-    type Item = (Key, Value);
-    type IntoIter = std::vec::IntoIter<(Key, Value)>;
+impl<'a> std::ops::Index<&str> for Document<'a> {
+    type Output = Field<'a>;
+
+    /// The value of a field, `null` when absent (as `serde_json::Value` indexes).
+    fn index(&self, key: &str) -> &Field<'a> {
+        self.get(key).unwrap_or(&NULL_FIELD)
+    }
+}
+
+impl<'a> IntoIterator for Document<'a> {
+    type Item = (Key, Field<'a>);
+    type IntoIter = std::vec::IntoIter<(Key, Field<'a>)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.fields.into_iter()
     }
 }
 
-impl<K: Into<Key>> Extend<(K, Value)> for Document {
-    fn extend<I: IntoIterator<Item = (K, Value)>>(&mut self, fields: I) {
+impl<'a, K: Into<Key>, V: Into<Field<'a>>> Extend<(K, V)> for Document<'a> {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, fields: I) {
         for (k, v) in fields {
             self.insert(k, v);
         }
     }
 }
 
-impl<K: Into<Key>> FromIterator<(K, Value)> for Document {
-    fn from_iter<I: IntoIterator<Item = (K, Value)>>(fields: I) -> Document {
+impl<'a, K: Into<Key>, V: Into<Field<'a>>> FromIterator<(K, V)> for Document<'a> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(fields: I) -> Document<'a> {
         let mut doc = Document::new();
         doc.extend(fields);
         doc
     }
 }
 
-impl From<Map<String, Value>> for Document {
-    fn from(map: Map<String, Value>) -> Document {
+impl From<Map<String, Value>> for Document<'_> {
+    fn from(map: Map<String, Value>) -> Self {
         map.into_iter().collect()
     }
 }
 
-impl From<Document> for Value {
-    fn from(doc: Document) -> Value {
+impl From<Document<'_>> for Value {
+    fn from(doc: Document<'_>) -> Value {
         Value::Object(
             doc.fields
                 .into_iter()
-                .map(|(k, v)| (k.into_owned(), v))
+                .map(|(k, v)| (k.into_owned(), Value::from(v)))
                 .collect(),
         )
     }
 }
 
-impl Serialize for Document {
+impl Serialize for Document<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.fields.len()))?;
         for (k, v) in &self.fields {
@@ -236,16 +460,19 @@ impl Serialize for Document {
     }
 }
 
-impl<'de> Deserialize<'de> for Document {
+impl<'de> Deserialize<'de> for Document<'static> {
     /// A JSON object; a repeated key keeps its last value, as `serde_json` does.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document<'static>, D::Error> {
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
-            type Value = Document;
+            type Value = Document<'static>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Document, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Document<'static>, A::Error> {
                 let mut doc = Document::with_capacity(access.size_hint().unwrap_or(8));
                 while let Some((k, v)) = access.next_entry::<String, Value>()? {
                     doc.insert(k, v);
@@ -254,6 +481,59 @@ impl<'de> Deserialize<'de> for Document {
             }
         }
         deserializer.deserialize_map(Fields)
+    }
+}
+
+/// Appends `text` as a JSON string to `out`, escaped as `serde_json` escapes
+/// (quote, backslash, control characters); most text has none of those and is
+/// copied whole.
+pub fn write_str(text: &str, out: &mut Vec<u8>) {
+    if needs_escape(text.as_bytes()) {
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether JSON must escape a byte of `bytes`: eight at a time, each word
+/// tested for a control byte, a quote or a backslash without a branch per byte.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `x` below `n` (n <= 0x80) sets its high bit here.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let zero = |x: u64| below(x, 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// The part of `whole` that `part` is (a slice of it), borrowed for as long
+/// as `whole` borrows, else copied.
+pub fn part_of<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    match whole {
+        Cow::Borrowed(w) => {
+            let start = (part.as_ptr() as usize).wrapping_sub(w.as_ptr() as usize);
+            match w.get(start..start.wrapping_add(part.len())) {
+                Some(slice) if slice.as_ptr() == part.as_ptr() => Cow::Borrowed(slice),
+                _ => Cow::Owned(part.to_owned()),
+            }
+        }
+        Cow::Owned(_) => Cow::Owned(part.to_owned()),
     }
 }
 
@@ -271,7 +551,7 @@ pub const LOG_GROUP: &str = "@log_group";
 pub const LOG_STREAM: &str = "@log_stream";
 
 /// The documents of a record's events, before transforms, in event order.
-pub fn from_data(data: LogData) -> impl Iterator<Item = Document> {
+pub fn from_data(data: LogData<'_>) -> impl Iterator<Item = Document<'_>> {
     let LogData {
         owner,
         log_group,
@@ -285,19 +565,24 @@ pub fn from_data(data: LogData) -> impl Iterator<Item = Document> {
 }
 
 /// The document of one event, before transforms.
-pub fn from_event(owner: &str, log_group: &str, log_stream: &str, event: LogEvent) -> Document {
+pub fn from_event<'a>(
+    owner: &Cow<'a, str>,
+    log_group: &Cow<'a, str>,
+    log_stream: &Cow<'a, str>,
+    event: LogEvent<'a>,
+) -> Document<'a> {
     // Room for what transforms typically add (a VPC flow record has 14 fields).
     let mut doc = Document::with_capacity(24);
     doc.fields.extend([
-        (Key::Borrowed(ID), Value::String(event.id)),
+        (Key::Borrowed(ID), Field::Text(event.id)),
         (
             Key::Borrowed(TIMESTAMP),
-            Value::String(rfc3339_millis(event.timestamp)),
+            Field::from(rfc3339_millis(event.timestamp)),
         ),
-        (Key::Borrowed(MESSAGE), Value::String(event.message)),
-        (Key::Borrowed(OWNER), Value::from(owner)),
-        (Key::Borrowed(LOG_GROUP), Value::from(log_group)),
-        (Key::Borrowed(LOG_STREAM), Value::from(log_stream)),
+        (Key::Borrowed(MESSAGE), Field::Text(event.message)),
+        (Key::Borrowed(OWNER), Field::Text(owner.clone())),
+        (Key::Borrowed(LOG_GROUP), Field::Text(log_group.clone())),
+        (Key::Borrowed(LOG_STREAM), Field::Text(log_stream.clone())),
     ]);
     for (name, value) in event.extracted_fields.into_iter().flatten() {
         // A field keeps its text in every event, and what it reads as goes
@@ -353,7 +638,7 @@ mod tests {
 
     use super::*;
 
-    fn data(extracted: Option<Value>) -> (LogData, LogEvent) {
+    fn data(extracted: Option<Value>) -> (LogData<'static>, LogEvent<'static>) {
         let event = LogEvent {
             id: "31953106606966983378809025079804211143289615424298221568".into(),
             timestamp: 1_432_826_855_000,
@@ -376,14 +661,14 @@ mod tests {
         doc.insert(ID, json!("1"));
         doc.insert("b", json!(2));
         doc.insert(String::from("a"), json!(3));
-        assert_eq!(doc.insert(ID, json!("2")), Some(json!("1")));
+        assert_eq!(doc.insert(ID, json!("2")), Some(Field::from(json!("1"))));
         doc.insert_absent("b", json!("kept?"));
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"@id":"2","b":2,"a":3}"#
         );
         assert_eq!(doc["missing"], Value::Null);
-        assert_eq!(doc.remove("b"), Some(json!(2)));
+        assert_eq!(doc.remove("b"), Some(Field::from(json!(2))));
         assert_eq!(doc.len(), 2);
         let back: Document = serde_json::from_str(r#"{"z":1,"a":{"n":[1]},"z":2}"#).unwrap();
         assert_eq!(
@@ -393,6 +678,45 @@ mod tests {
         );
         assert_eq!(back["z"], 2);
         assert!(serde_json::from_str::<Document>("[1]").is_err());
+    }
+
+    proptest::proptest! {
+        /// The hand-written writer says what `serde_json` says of the same
+        /// document, for any text: quotes, backslashes, control characters,
+        /// any Unicode, in keys, text and nested values alike.
+        #[test]
+        fn written_json_is_what_serde_json_writes(
+            fields in proptest::collection::vec(("\\PC{0,12}|[\"\\\\\u{0}-\u{1f}\u{7f}a]{0,40}", "\\PC{0,80}|[\"\\\\\u{0}-\u{1f}\u{7f}\u{2028}é]{0,80}"), 0..8),
+            long in "[a-z]{0,70}[\"\n]?",
+        ) {
+            let mut doc = Document::new();
+            for (i, (key, text)) in fields.iter().enumerate() {
+                doc.insert(key.clone(), text.clone());
+                doc.insert(format!("n{i}"), json!({ key.clone(): [text, i, null] }));
+            }
+            doc.insert("long", long.as_str());
+            let mut out = Vec::new();
+            doc.write_json(&mut out);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&doc).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn every_byte_json_escapes_is_found_wherever_it_is() {
+        for len in 0..20 {
+            assert!(!needs_escape("é".repeat(len).as_bytes()));
+            assert!(!needs_escape(&vec![0x7f; len]));
+            for at in 0..len {
+                for b in (0..0x20).chain([b'"', b'\\']) {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert!(needs_escape(&bytes), "{b:#x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -449,14 +773,17 @@ mod tests {
             doc.insert(format!("k{i}"), json!(i));
         }
         doc.insert_absent("k500", json!("kept?"));
-        assert_eq!(doc.insert("k999", json!("last")), Some(json!(999)));
         assert_eq!(
-            (doc.len(), &doc["k500"], &doc["k999"]),
-            (1000, &json!(500), &json!("last"))
+            doc.insert("k999", json!("last")),
+            Some(Field::from(json!(999)))
         );
-        assert_eq!(doc.remove("k0"), Some(json!(0)));
         assert_eq!(
-            (doc["k1"].clone(), doc["k0"].clone(), doc.len()),
+            (doc.len(), doc["k500"].to_value(), doc["k999"].to_value()),
+            (1000, json!(500), json!("last"))
+        );
+        assert_eq!(doc.remove("k0"), Some(Field::from(json!(0))));
+        assert_eq!(
+            (doc["k1"].to_value(), doc["k0"].to_value(), doc.len()),
             (json!(1), Value::Null, 999)
         );
         doc.insert("k0", json!("back"));
@@ -481,8 +808,8 @@ mod tests {
         assert_eq!(doc["$ip"], Value::Null);
         assert_eq!(doc["$ip_number"], Value::Null);
         assert_eq!(
-            (&doc["status"], &doc["$status_number"]),
-            (&json!("200"), &json!(200.0))
+            (doc["status"].to_value(), doc["$status_number"].to_value()),
+            (json!("200"), json!(200.0))
         );
         // The reading of each kind has a name of its own, and a number past
         // i64 is still a number a float mapping takes.

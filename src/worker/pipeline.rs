@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -501,7 +500,7 @@ impl ShardPipeline {
 
 /// An object's key parts from its first document: its hour, log group and account.
 fn object_meta(doc: &Document) -> ObjectMeta {
-    let text = |key: &str| doc.get(key).and_then(Value::as_str).unwrap_or_default();
+    let text = |key: &str| doc.text(key).unwrap_or_default();
     ObjectMeta {
         hour: UtcHour::from_rfc3339(text(TIMESTAMP))
             .unwrap_or_else(|| UtcHour::from_unix_millis(now_millis())),

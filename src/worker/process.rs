@@ -4,6 +4,7 @@
 //! or becomes more than its share of documents, so a shard never wedges, never
 //! drops silently, and no record costs more than its limits.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use super::dead_letter::{DeadLetter, Origin, Why};
@@ -16,7 +17,7 @@ use crate::aws::kinesis::Record;
 #[derive(Debug)]
 pub enum Outcome {
     /// Documents to deliver, in event order.
-    Documents(Vec<Document>),
+    Documents(Vec<Document<'static>>),
     /// A CloudWatch Logs control message: nothing to deliver.
     Control,
     /// The record cannot be delivered as documents; deliver this instead.
@@ -45,7 +46,7 @@ pub fn process(
 ) -> Outcome {
     let mut docs = Vec::new();
     let streamed = process_each(shard, record, transforms, limits, budget, &mut |doc| {
-        docs.push(doc);
+        docs.push(doc.into_owned());
         Ok(())
     });
     match streamed {
@@ -59,6 +60,16 @@ pub fn process(
 /// clock is a system call.
 const CLOCK_EVERY: usize = 64;
 
+/// The most of its inflated-payload buffer a thread keeps between records: a
+/// rare record near the inflate limit does not hold its size per thread.
+const KEEP_INFLATED: usize = 4 << 20;
+
+thread_local! {
+    /// Each preparing thread's buffer for inflated payloads, which the
+    /// documents of its record borrow from while they are made.
+    static INFLATED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Decodes and transforms one record of `shard`, handing each document to
 /// `each` as it is made: no record's documents are held at once. `each` may
 /// refuse one (it cannot be encoded, or the record grew past what it may
@@ -71,10 +82,28 @@ pub fn process_each(
     transforms: &[Compiled],
     limits: Limits,
     budget: Duration,
-    each: &mut dyn FnMut(Document) -> Result<(), Why>,
+    each: &mut dyn FnMut(Document<'_>) -> Result<(), Why>,
+) -> Streamed {
+    INFLATED.with_borrow_mut(|buffer| {
+        let streamed = process_in(shard, record, transforms, limits, budget, each, buffer);
+        if buffer.capacity() > KEEP_INFLATED {
+            *buffer = Vec::new();
+        }
+        streamed
+    })
+}
+
+fn process_in(
+    shard: &str,
+    record: &Record,
+    transforms: &[Compiled],
+    limits: Limits,
+    budget: Duration,
+    each: &mut dyn FnMut(Document<'_>) -> Result<(), Why>,
+    buffer: &mut Vec<u8>,
 ) -> Streamed {
     let clock = ThreadClock::start();
-    let data = match decode(&record.data, limits) {
+    let data = match decode(&record.data, limits, buffer) {
         Ok(Decoded::Control) => return Streamed::Control,
         Ok(Decoded::Data(data)) => data,
         Err(error) => {
@@ -91,7 +120,7 @@ pub fn process_each(
     let mut handed = 0usize;
     let mut refused: Option<Why> = None;
     for doc in from_data(data) {
-        let mut hand = |doc: Document| {
+        let mut hand = |doc: Document<'_>| {
             handed += 1;
             if handed.is_multiple_of(CLOCK_EVERY) && clock.elapsed() > budget {
                 refused = Some(too_slow(budget, handed));

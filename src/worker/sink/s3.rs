@@ -349,7 +349,7 @@ fn failure(e: AwsError) -> SinkError {
 
 impl Sink for S3 {
     fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        doc.write_json(out);
         out.push(b'\n');
         Ok(())
     }

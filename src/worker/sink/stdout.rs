@@ -40,7 +40,7 @@ impl<W> Stdout<W> {
 
 impl<W: Write + Send + 'static> Sink for Stdout<W> {
     fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+        doc.write_json(out);
         out.push(b'\n');
         Ok(())
     }

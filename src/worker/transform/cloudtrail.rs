@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 
 use super::merge;
 use crate::time::{parse_rfc3339_millis, rfc3339_millis};
+use crate::worker::document::Field;
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch.
-pub fn apply(doc: Document) -> Vec<Document> {
+pub fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
     let mut out = Vec::new();
     each(doc, &mut |d| {
         out.push(d);
@@ -22,9 +23,9 @@ pub fn apply(doc: Document) -> Vec<Document> {
 /// As [`apply`], handing each document to `out` as it is made, until `out`
 /// says to stop (returns false); whether it went to the end. A batch of many
 /// records is never held whole as documents.
-pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
-    let event = match doc.get(MESSAGE) {
-        Some(Value::String(text)) if text.trim_start().starts_with('{') => {
+pub fn each<'a>(mut doc: Document<'a>, out: &mut dyn FnMut(Document<'a>) -> bool) -> bool {
+    let event = match doc.text(MESSAGE) {
+        Some(text) if text.trim_start().starts_with('{') => {
             serde_json::from_str::<Map<String, Value>>(text).ok()
         }
         _ => None,
@@ -40,7 +41,7 @@ pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
         {
             let id = doc
                 .get(ID)
-                .and_then(Value::as_str)
+                .and_then(Field::as_str)
                 .unwrap_or_default()
                 .to_owned();
             // Each record's document is made from the event's without its
@@ -49,8 +50,8 @@ pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
             doc.remove(MESSAGE);
             for (i, record) in records.into_iter().enumerate() {
                 let mut one = doc.clone();
-                one.insert(ID, Value::String(format!("{id}-{i}")));
-                one.insert(MESSAGE, Value::String(record.to_string()));
+                one.insert(ID, format!("{id}-{i}"));
+                one.insert(MESSAGE, record.to_string());
                 let one = match record {
                     Value::Object(fields) => with_event(one, fields),
                     _ => one,
@@ -69,14 +70,14 @@ pub fn each(mut doc: Document, out: &mut dyn FnMut(Document) -> bool) -> bool {
     }
 }
 
-fn with_event(mut doc: Document, event: Map<String, Value>) -> Document {
+fn with_event(mut doc: Document<'_>, event: Map<String, Value>) -> Document<'_> {
     // Anyone who writes to the log group writes this text: only a time
     // becomes the document's (in one form, which every index and object key
     // reads alike); anything else stays the event's own field.
     if let Some(Value::String(time)) = event.get("eventTime")
         && let Some(millis) = parse_rfc3339_millis(time)
     {
-        doc.insert(TIMESTAMP, Value::String(rfc3339_millis(millis)));
+        doc.insert(TIMESTAMP, rfc3339_millis(millis));
     }
     merge(&mut doc, event);
     doc
@@ -91,7 +92,7 @@ mod tests {
     /// The StartLogging event of the AWS CloudTrail documentation.
     const START_LOGGING: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDAJDPLRKLG7UEXAMPLE","arn":"arn:aws:iam::123456789012:user/Mary_Major","accountId":"123456789012","accessKeyId":"AKIAIOSFODNN7EXAMPLE","userName":"Mary_Major"},"eventTime":"2019-06-19T00:18:31Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StartLogging","awsRegion":"us-east-2","sourceIPAddress":"203.0.113.64","userAgent":"signin.amazonaws.com","requestParameters":{"name":"arn:aws:cloudtrail:us-east-2:123456789012:trail/My-First-Trail"},"responseElements":null,"requestID":"ddf5140f-EXAMPLE","eventID":"7116c6c1-EXAMPLE","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}"#;
 
-    fn doc(message: &str) -> Document {
+    fn doc(message: &str) -> Document<'static> {
         Document::from(
             json!({"@id": "3195", "@timestamp": "2019-06-19T00:18:40.000Z", "@message": message})
                 .as_object()

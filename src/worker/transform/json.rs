@@ -3,8 +3,6 @@
 //! The message is the `message` body a previous transform split off (`lambda`),
 //! else `@message`.
 
-use serde_json::Value;
-
 use super::merge;
 use crate::worker::document::{Document, MESSAGE};
 
@@ -12,9 +10,14 @@ use crate::worker::document::{Document, MESSAGE};
 pub const BODY: &str = "message";
 
 /// Parses the body into fields, if it is a JSON object.
-pub fn apply(mut doc: Document) -> Document {
-    let body = match doc.get(BODY).or_else(|| doc.get(MESSAGE)) {
-        Some(Value::String(text)) => text.trim(),
+pub fn apply(mut doc: Document<'_>) -> Document<'_> {
+    // A body a transform split off replaces the message, whatever it holds.
+    let body = match doc
+        .get(BODY)
+        .or_else(|| doc.get(MESSAGE))
+        .map(|f| f.as_str())
+    {
+        Some(Some(text)) => text.trim(),
         _ => return doc,
     };
     if !(body.starts_with('{') && body.ends_with('}')) {
@@ -31,6 +34,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use serde_json::Value;
 
     fn run(message: &str) -> Value {
         let doc = json!({"@id": "1", "@message": message});

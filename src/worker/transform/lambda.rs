@@ -13,8 +13,8 @@ use crate::worker::document::{Document, MESSAGE};
 pub const LAMBDA: &str = "lambda";
 
 /// Parses `@message` as a Lambda log line.
-pub fn apply(mut doc: Document) -> Document {
-    let Some(Value::String(message)) = doc.get(MESSAGE) else {
+pub fn apply(mut doc: Document<'_>) -> Document<'_> {
+    let Some(message) = doc.text(MESSAGE) else {
         return doc;
     };
     let parsed = platform_line(message)
@@ -22,8 +22,8 @@ pub fn apply(mut doc: Document) -> Document {
         .or_else(|| runtime_line(message));
     if let Some((lambda, body)) = parsed {
         if let Some((level, body)) = body {
-            doc.insert_absent("level", Value::String(level));
-            doc.insert_absent(BODY, Value::String(body));
+            doc.insert_absent("level", level);
+            doc.insert_absent(BODY, body);
         }
         doc.insert(LAMBDA, Value::Object(lambda));
     }

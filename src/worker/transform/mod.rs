@@ -6,7 +6,7 @@ pub mod json;
 pub mod lambda;
 pub mod vpc_flow;
 
-use super::document::{Document, Key};
+use super::document::{Document, Field, Key};
 use crate::api::Transform;
 
 /// A transform ready to run, with its settings resolved once.
@@ -37,7 +37,7 @@ impl Compiled {
 }
 
 /// Runs `transforms` in order over one event's document.
-pub fn apply(transforms: &[Compiled], doc: Document) -> Vec<Document> {
+pub fn apply<'a>(transforms: &[Compiled], doc: Document<'a>) -> Vec<Document<'a>> {
     let mut out = Vec::with_capacity(1);
     apply_each(transforms, doc, &mut |d| {
         out.push(d);
@@ -50,10 +50,10 @@ pub fn apply(transforms: &[Compiled], doc: Document) -> Vec<Document> {
 /// document it becomes to `out` as soon as it is made, until `out` says to
 /// stop (returns false); whether it went to the end. No transform holds all
 /// the documents of an event at once.
-pub fn apply_each(
+pub fn apply_each<'a>(
     transforms: &[Compiled],
-    doc: Document,
-    out: &mut dyn FnMut(Document) -> bool,
+    doc: Document<'a>,
+    out: &mut dyn FnMut(Document<'a>) -> bool,
 ) -> bool {
     let Some((first, rest)) = transforms.split_first() else {
         return out(doc);
@@ -68,9 +68,9 @@ pub fn apply_each(
 
 /// Adds `fields` to `doc` without replacing a field it has (the `@` fields and
 /// what an earlier transform set stay).
-pub(crate) fn merge<K: Into<Key>>(
-    doc: &mut Document,
-    fields: impl IntoIterator<Item = (K, serde_json::Value)>,
+pub(crate) fn merge<'a, K: Into<Key>, V: Into<Field<'a>>>(
+    doc: &mut Document<'a>,
+    fields: impl IntoIterator<Item = (K, V)>,
 ) {
     for (key, value) in fields {
         doc.insert_absent(key, value);

@@ -7,10 +7,11 @@
 use std::sync::LazyLock;
 
 use serde_json::Value;
+use std::borrow::Cow;
 
 use crate::api::VPC_FLOW_LOG_FIELDS;
 use crate::time::rfc3339_millis;
-use crate::worker::document::{Document, Key, MESSAGE};
+use crate::worker::document::{Document, Field, Key, MESSAGE, part_of};
 
 /// The document key of every known field (`-` becomes `_`), made once per
 /// process and kept for its life, so that parsing a record allocates no keys.
@@ -76,37 +77,35 @@ impl Format {
 }
 
 /// Parses `@message` as a flow log record of `format`.
-pub fn apply(format: &Format, mut doc: Document) -> Document {
-    // Taken out while the fields go in, and put back where it was.
+pub fn apply<'a>(format: &Format, mut doc: Document<'a>) -> Document<'a> {
+    // Taken out while the fields go in (views into it, when it is one into the
+    // payload), and put back where it was.
     let message = match doc.get_mut(MESSAGE) {
-        Some(Value::String(message)) => std::mem::take(message),
+        Some(Field::Text(message)) => std::mem::take(message),
         _ => return doc,
     };
     if message.split_ascii_whitespace().count() == format.columns.len() {
         for (column, v) in format.columns.iter().zip(message.split_ascii_whitespace()) {
             if v != "-" {
-                doc.insert(column.key.clone(), typed(column.kind, v));
+                doc.insert(column.key.clone(), typed(column.kind, part_of(&message, v)));
             }
         }
     }
-    doc.insert(MESSAGE, Value::String(message));
+    doc.insert(MESSAGE, message);
     doc
 }
 
-fn typed(kind: Kind, text: &str) -> Value {
-    match kind {
-        Kind::Number => text
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(text)),
+fn typed(kind: Kind, text: Cow<'_, str>) -> Field<'_> {
+    let number = match kind {
+        Kind::Number => text.parse::<u64>().ok().map(Value::from),
         Kind::Time => text
             .parse::<i64>()
             .ok()
             .and_then(|secs| secs.checked_mul(1000))
-            .map(|millis| Value::from(rfc3339_millis(millis)))
-            .unwrap_or_else(|| Value::from(text)),
-        Kind::Text => Value::from(text),
-    }
+            .map(|millis| Value::from(rfc3339_millis(millis))),
+        Kind::Text => None,
+    };
+    number.map_or(Field::Text(text), Field::from)
 }
 
 #[cfg(test)]

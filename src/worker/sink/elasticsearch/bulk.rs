@@ -5,20 +5,17 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::worker::document::write_str;
+
 /// Appends the `create` action line of a document with `_id` = `id` to `out`.
 /// `create` (never `index`) makes a replay a 409 instead of a second copy, and is
 /// the only operation a data stream takes.
 pub fn action(index: &str, id: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(br#"{"create":{"_index":"#);
-    push_json_str(index, out);
+    write_str(index, out);
     out.extend_from_slice(br#","_id":"#);
-    push_json_str(id, out);
+    write_str(id, out);
     out.extend_from_slice(b"}}\n");
-}
-
-fn push_json_str(s: &str, out: &mut Vec<u8>) {
-    // Writing a string to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// What became of one document.

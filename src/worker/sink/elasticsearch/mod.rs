@@ -593,8 +593,7 @@ fn index_template(pattern: &str, data_stream: bool, spec: &IndexTemplateOutput) 
 /// when it has none readable.
 fn render(template: &Template, doc: &Document) -> String {
     let hour = doc
-        .get(TIMESTAMP)
-        .and_then(Value::as_str)
+        .text(TIMESTAMP)
         .and_then(UtcHour::from_rfc3339)
         .unwrap_or_else(|| UtcHour::from_unix_millis(now_millis()));
     template.render(hour, |_| String::new())
@@ -603,11 +602,10 @@ fn render(template: &Template, doc: &Document) -> String {
 /// A `create` action and the document, one line each.
 fn write_create(index: &str, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let id = doc
-        .get(ID)
-        .and_then(Value::as_str)
+        .text(ID)
         .ok_or_else(|| EncodeError("the document has no @id".into()))?;
     bulk::action(index, id, out);
-    serde_json::to_writer(&mut *out, doc).map_err(|e| EncodeError(e.to_string()))?;
+    doc.write_json(out);
     out.push(b'\n');
     Ok(())
 }
