@@ -460,27 +460,79 @@ impl Serialize for Document<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for Document<'static> {
+impl<'de> Deserialize<'de> for Document<'de> {
     /// A JSON object; a repeated key keeps its last value, as `serde_json` does.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document<'static>, D::Error> {
+    /// Its text values borrow from the input where they hold no escape.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document<'de>, D::Error> {
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
-            type Value = Document<'static>;
+            type Value = Document<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut access: A,
-            ) -> Result<Document<'static>, A::Error> {
+            ) -> Result<Document<'de>, A::Error> {
                 let mut doc = Document::with_capacity(access.size_hint().unwrap_or(8));
-                while let Some((k, v)) = access.next_entry::<String, Value>()? {
+                while let Some((k, v)) = access.next_entry::<String, Field<'de>>()? {
                     doc.insert(k, v);
                 }
                 Ok(doc)
             }
         }
         deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    /// Text borrows from the input where it holds no escape; anything else is
+    /// a [`Value`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field<'de>, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{Error, SeqAccess};
+
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: Error>(self, v: String) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v)))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::Bool(v)))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::from(v)))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::from(v)))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::from(v)))
+            }
+            fn visit_unit<E: Error>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::Null))
+            }
+            fn visit_none<E: Error>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Json(Value::Null))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Field::Json)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Field::Json)
+            }
+        }
+        deserializer.deserialize_any(Any)
     }
 }
 
@@ -719,6 +771,18 @@ mod tests {
         }
     }
 
+    /// Text without escapes in a parsed object is a view into what was
+    /// parsed; text with escapes is unescaped into a copy.
+    #[test]
+    fn parsed_text_borrows_where_it_can() {
+        let text = r#"{"plain":"ann","escaped":"a\"b","n":1,"o":{"k":"v"}}"#;
+        let doc: Document = serde_json::from_str(text).unwrap();
+        assert!(matches!(doc["plain"], Field::Text(Cow::Borrowed("ann"))));
+        assert!(matches!(&doc["escaped"], Field::Text(Cow::Owned(t)) if t == "a\"b"));
+        assert_eq!(doc["n"], 1);
+        assert_eq!(doc["o"]["k"], "v");
+    }
+
     #[test]
     fn seed_field_names() {
         let (mut data, event) = data(None);
@@ -792,7 +856,8 @@ mod tests {
             Some("k0"),
             "appended at the end"
         );
-        let parsed: Document = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+        let text = serde_json::to_string(&doc).unwrap();
+        let parsed: Document = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, doc);
     }
 

@@ -4,7 +4,9 @@
 //! else `@message`.
 
 use super::merge;
-use crate::worker::document::{Document, MESSAGE};
+use std::borrow::Cow;
+
+use crate::worker::document::{Document, Field, MESSAGE};
 
 /// The field a transform puts a message body in for `json` to parse.
 pub const BODY: &str = "message";
@@ -15,15 +17,23 @@ pub fn apply(mut doc: Document<'_>) -> Document<'_> {
     let body = match doc
         .get(BODY)
         .or_else(|| doc.get(MESSAGE))
-        .map(|f| f.as_str())
+        .map(Field::as_cow)
     {
-        Some(Some(text)) => text.trim(),
+        Some(Some(text)) => text,
         _ => return doc,
     };
-    if !(body.starts_with('{') && body.ends_with('}')) {
+    let trimmed = body.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
         return doc;
     }
-    if let Ok(fields) = serde_json::from_str::<Document>(body) {
+    // A body that is a view into the payload gives fields that are views too.
+    let fields = match body {
+        Cow::Borrowed(text) => serde_json::from_str::<Document>(text).ok(),
+        Cow::Owned(text) => serde_json::from_str::<Document>(&text)
+            .ok()
+            .map(Document::into_owned),
+    };
+    if let Some(fields) = fields {
         merge(&mut doc, fields);
     }
     doc
