@@ -62,7 +62,7 @@ const CLOCK_EVERY: usize = 64;
 
 /// The most of its inflated-payload buffer a thread keeps between records: a
 /// rare record near the inflate limit does not hold its size per thread.
-const KEEP_INFLATED: usize = 4 << 20;
+const KEEP_INFLATED: usize = 2 << 20;
 
 thread_local! {
     /// Each preparing thread's buffer for inflated payloads, which the

@@ -124,20 +124,19 @@ pub fn decode<'a>(
     buffer: &'a mut Vec<u8>,
 ) -> Result<Decoded<'a>, DecodeError> {
     inflate(data, limits.max_inflated_bytes, buffer)?;
+    if buffer.len() > SIMD_MAX_INPUT {
+        let json: &'a [u8] = buffer;
+        return parse(json);
+    }
     // simd-json unescapes text in place, so even text with escapes (every
     // JSON log line has some) is a view into the buffer. What it does not
     // take is read again by serde_json, whose errors say where and what; the
     // failed parse rewrote the buffer, so that reading inflates anew, and
     // what it makes of the record owns its text (a rare path).
-    match SIMD_BUFFERS.with_borrow_mut(|buffers| {
-        // They grow to the largest input they served.
-        let large = buffer.len() > KEEP_SIMD_BUFFERS;
-        let parsed = simd_json::serde::from_slice_with_buffers::<Envelope>(buffer, buffers);
-        if large {
-            *buffers = simd_json::Buffers::default();
-        }
-        parsed
-    }) {
+    let parsed = SIMD_BUFFERS.with_borrow_mut(|buffers| {
+        simd_json::serde::from_slice_with_buffers::<Envelope>(buffer, buffers)
+    });
+    match parsed {
         Ok(envelope) => envelope.decoded(),
         Err(_) => {
             let mut again = Vec::new();
@@ -147,8 +146,12 @@ pub fn decode<'a>(
     }
 }
 
-/// Input bytes a thread's simd-json buffers may stay sized for between records.
-const KEEP_SIMD_BUFFERS: usize = 4 << 20;
+/// The largest inflated payload simd-json reads; serde_json reads larger
+/// ones. simd-json holds 28 bytes for each value and structural character
+/// while it parses, and keeps its buffers sized for the largest input it
+/// served: a record made of `[0,0,0,…]` would cost about 18 times its size,
+/// where serde_json skips what it does not read without allocating.
+const SIMD_MAX_INPUT: usize = 2 << 20;
 
 thread_local! {
     /// simd-json's working buffers, reused record after record on each thread.
@@ -455,7 +458,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Nesting in what is read deeper than serde_json follows (128) is an
+    /// Nesting in what is read deeper than simd-json follows (1,024) is an
     /// error for the record, never a stack overflow of the worker; an unknown
     /// field is skipped however deep, without recursion.
     #[test]
@@ -484,6 +487,20 @@ pub(crate) mod tests {
                 Ok(_) => panic!("nested {depth} deep, the envelope was read"),
             }
         }
+    }
+
+    /// Past what simd-json reads, serde_json reads the payload, borrowing too.
+    #[test]
+    fn a_payload_past_what_simd_json_reads_is_read_by_serde_json() {
+        let line = "x".repeat(SIMD_MAX_INPUT);
+        let payload = GOLDEN.replace("ERROR disk full", &line);
+        let mut buffer = Vec::new();
+        let Decoded::Data(data) =
+            decode(&gzip(payload.as_bytes()), Limits::default(), &mut buffer).unwrap()
+        else {
+            panic!("data");
+        };
+        assert!(matches!(&data.log_events[0].message, Cow::Borrowed(m) if *m == line));
     }
 
     #[test]

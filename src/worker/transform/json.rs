@@ -14,29 +14,26 @@ pub const BODY: &str = "message";
 /// Parses the body into fields, if it is a JSON object.
 pub fn apply(mut doc: Document<'_>) -> Document<'_> {
     // A body a transform split off replaces the message, whatever it holds.
-    let body = match doc
-        .get(BODY)
-        .or_else(|| doc.get(MESSAGE))
-        .map(Field::as_cow)
-    {
-        Some(Some(text)) => text,
-        _ => return doc,
-    };
-    let trimmed = body.trim();
-    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
-        return doc;
-    }
     // A body that is a view into the payload gives fields that are views too.
-    let fields = match body {
-        Cow::Borrowed(text) => serde_json::from_str::<Document>(text).ok(),
-        Cow::Owned(text) => serde_json::from_str::<Document>(&text)
-            .ok()
-            .map(Document::into_owned),
+    let fields = match doc.get(BODY).or_else(|| doc.get(MESSAGE)) {
+        Some(Field::Text(Cow::Borrowed(text))) => object(text),
+        Some(Field::Text(Cow::Owned(text))) => object(text).map(Document::into_owned),
+        _ => None,
     };
     if let Some(fields) = fields {
         merge(&mut doc, fields);
     }
     doc
+}
+
+/// The fields of `text` when it is a JSON object, trimmed of any Unicode
+/// whitespace (which serde_json would refuse around it).
+fn object(text: &str) -> Option<Document<'_>> {
+    let text = text.trim();
+    if !(text.starts_with('{') && text.ends_with('}')) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 #[cfg(test)]
@@ -59,6 +56,8 @@ mod tests {
                 json!({"@id": "1", "level": "error", "latency": 12.5, "ok": false, "user": {"id": 7, "tags": ["a"]}}),
             ),
             ("  {\"a\":1}\n", json!({"@id": "1", "a": 1})),
+            ("\u{a0}{\"a\":1}\u{b}", json!({"@id": "1", "a": 1})),
+            ("{\"a\":1}\u{2028}", json!({"@id": "1", "a": 1})),
             ("plain text", json!({"@id": "1"})),
             ("has {braces} inside", json!({"@id": "1"})),
             ("[1,2,3]", json!({"@id": "1"})),
