@@ -40,15 +40,6 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// The text, borrowed for as long as the payload when it is a view into it.
-    pub fn as_cow(&self) -> Option<Cow<'a, str>> {
-        match self {
-            Field::Text(Cow::Borrowed(text)) => Some(Cow::Borrowed(text)),
-            Field::Text(Cow::Owned(text)) => Some(Cow::Owned(text.clone())),
-            Field::Json(_) => None,
-        }
-    }
-
     /// The value, when the field is not text.
     pub fn as_json(&self) -> Option<&Value> {
         match self {

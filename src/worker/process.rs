@@ -84,67 +84,63 @@ pub fn process_each(
     budget: Duration,
     each: &mut dyn FnMut(Document<'_>) -> Result<(), Why>,
 ) -> Streamed {
-    INFLATED.with_borrow_mut(|buffer| {
-        let streamed = process_in(shard, record, transforms, limits, budget, each, buffer);
-        if buffer.capacity() > KEEP_INFLATED {
-            *buffer = Vec::new();
+    with_inflate_buffer(|buffer| {
+        let clock = ThreadClock::start();
+        let data = match decode(&record.data, limits, buffer) {
+            Ok(Decoded::Control) => return Streamed::Control,
+            Ok(Decoded::Data(data)) => data,
+            Err(error) => {
+                let why = Why {
+                    reason: error.category(),
+                    message: error.to_string(),
+                    status: None,
+                    error_type: None,
+                };
+                return Streamed::Rejected(Box::new(dead_letter(shard, record, why)));
+            }
+        };
+        let events = data.log_events.len();
+        let mut handed = 0usize;
+        let mut refused: Option<Why> = None;
+        for doc in from_data(data) {
+            let mut hand = |doc: Document<'_>| {
+                handed += 1;
+                if handed.is_multiple_of(CLOCK_EVERY) && clock.elapsed() > budget {
+                    refused = Some(too_slow(budget, handed));
+                    return false;
+                }
+                match each(doc) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refused = Some(why);
+                        false
+                    }
+                }
+            };
+            if !apply_each(transforms, doc, &mut hand) {
+                break;
+            }
         }
-        streamed
+        if refused.is_none() && clock.elapsed() > budget {
+            refused = Some(too_slow(budget, handed));
+        }
+        match refused {
+            Some(why) => Streamed::Rejected(Box::new(dead_letter(shard, record, why))),
+            None => Streamed::Events(events),
+        }
     })
 }
 
-fn process_in(
-    shard: &str,
-    record: &Record,
-    transforms: &[Compiled],
-    limits: Limits,
-    budget: Duration,
-    each: &mut dyn FnMut(Document<'_>) -> Result<(), Why>,
-    buffer: &mut Vec<u8>,
-) -> Streamed {
-    let clock = ThreadClock::start();
-    let data = match decode(&record.data, limits, buffer) {
-        Ok(Decoded::Control) => return Streamed::Control,
-        Ok(Decoded::Data(data)) => data,
-        Err(error) => {
-            let why = Why {
-                reason: error.category(),
-                message: error.to_string(),
-                status: None,
-                error_type: None,
-            };
-            return Streamed::Rejected(Box::new(dead_letter(shard, record, why)));
+/// Runs `f` with this thread's buffer for inflated payloads, kept for the
+/// next record unless it grew past [`KEEP_INFLATED`].
+fn with_inflate_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    INFLATED.with_borrow_mut(|buffer| {
+        let out = f(buffer);
+        if buffer.capacity() > KEEP_INFLATED {
+            *buffer = Vec::new();
         }
-    };
-    let events = data.log_events.len();
-    let mut handed = 0usize;
-    let mut refused: Option<Why> = None;
-    for doc in from_data(data) {
-        let mut hand = |doc: Document<'_>| {
-            handed += 1;
-            if handed.is_multiple_of(CLOCK_EVERY) && clock.elapsed() > budget {
-                refused = Some(too_slow(budget, handed));
-                return false;
-            }
-            match each(doc) {
-                Ok(()) => true,
-                Err(why) => {
-                    refused = Some(why);
-                    false
-                }
-            }
-        };
-        if !apply_each(transforms, doc, &mut hand) {
-            break;
-        }
-    }
-    if refused.is_none() && clock.elapsed() > budget {
-        refused = Some(too_slow(budget, handed));
-    }
-    match refused {
-        Some(why) => Streamed::Rejected(Box::new(dead_letter(shard, record, why))),
-        None => Streamed::Events(events),
-    }
+        out
+    })
 }
 
 fn too_slow(budget: Duration, handed: usize) -> Why {

@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 
 use super::merge;
 use crate::time::{parse_rfc3339_millis, rfc3339_millis};
-use crate::worker::document::Field;
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch.
@@ -39,11 +38,7 @@ pub fn each<'a>(mut doc: Document<'a>, out: &mut dyn FnMut(Document<'a>) -> bool
         Some(Value::Array(records))
             if !records.is_empty() && records.iter().all(Value::is_object) =>
         {
-            let id = doc
-                .get(ID)
-                .and_then(Field::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let id = doc.text(ID).unwrap_or_default().to_owned();
             // Each record's document is made from the event's without its
             // message: copying the whole batch's text into each of its records
             // would cost the square of its size.
