@@ -339,8 +339,12 @@ async fn write_floor(admin: &kube::Client, n: u64, stream: &str, prefix: &str) -
                     .await
                     .expect("create");
                 let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
-                let built = workload::workload(&lsub, runtime, &config::worker_config(&lsub, &arn))
-                    .expect("the workers' objects");
+                let built = workload::workload(
+                    &lsub,
+                    runtime,
+                    &config::worker_config(&lsub, &arn).expect("config"),
+                )
+                .expect("the workers' objects");
                 let name = lsub.metadata.name.clone().expect("a name");
                 apply_in(controller, &ns.name, &built.role_binding).await;
                 apply_in(controller, &ns.name, &built.service_account).await;

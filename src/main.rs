@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use logsub::cli::{Cli, Command, ControllerArgs, LogFormat, WorkerArgs};
-use logsub::worker::config::WorkerConfig;
+use logsub::contract::config::WorkerConfig;
 use tracing_subscriber::EnvFilter;
 
 // Every log event allocates its document; mimalloc keeps that cheap across the

@@ -87,14 +87,15 @@ fn examples_cover_the_named_scenarios() {
         .iter()
         .map(|(_, t)| serde_saphyr::from_str(t).expect("example"))
         .collect();
-    use logsub::api::{Compression, ElasticsearchTarget, Sink, Transform};
+    use logsub::api::{Compression, Sink, Transform};
+    use logsub::contract::config::Target;
     let daily_vpc = all.iter().any(|l| {
         l.spec.transforms.iter().any(|t| matches!(t, Transform::VpcFlowLog(_)))
-            && matches!(&l.spec.sink, Sink::Elasticsearch(es) if matches!(es.target(), Some(ElasticsearchTarget::Index(i)) if i.contains("%d")))
+            && matches!(&l.spec.sink, Sink::Elasticsearch(es) if matches!(es.target(), Ok(Target::Index(i)) if i.source().contains("%d")))
     });
     let lambda_ds = all.iter().any(|l| {
         l.spec.source.log_groups.prefix.as_deref() == Some("/aws/lambda/")
-            && matches!(&l.spec.sink, Sink::Elasticsearch(es) if matches!(es.target(), Some(ElasticsearchTarget::DataStream(_))))
+            && matches!(&l.spec.sink, Sink::Elasticsearch(es) if matches!(es.target(), Ok(Target::DataStream(_))))
     });
     let trail_s3 = all.iter().any(|l| {
         l.spec.transforms.iter().any(|t| matches!(t, Transform::CloudTrail(_)))

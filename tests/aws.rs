@@ -268,9 +268,10 @@ async fn the_search_sinks_sigv4_signatures_verify() {
 #[tokio::test]
 async fn the_controllers_log_groups_and_filters_round_trip() {
     use logsub::api::{Distribution, FilterState};
+    use logsub::aws::logs::Filter;
     use logsub::aws::logs::Logs;
     use logsub::controller::error::filter_failure;
-    use logsub::controller::plan::{Action, Earlier, Filter, filters};
+    use logsub::controller::plan::{Action, Earlier, filters};
 
     let config = stack().aws().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);

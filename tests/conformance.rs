@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::search::{count, create_index};
 use common::{fault_node, stack, unique};
-use logsub::api::UtcHour;
+use logsub::contract::SequenceNumber;
+use logsub::contract::UtcHour;
+use logsub::contract::config::{ElasticsearchOutput, S3Output};
 use logsub::telemetry::WorkerMetrics;
-use logsub::worker::checkpoint::watermark::SequenceNumber;
-use logsub::worker::config::{ElasticsearchOutput, S3Output};
 use logsub::worker::document::Document;
 use logsub::worker::health::SinkHealth;
 use logsub::worker::sink::batch::{Ack, Acked};
@@ -240,7 +240,7 @@ fn s3_sink(client: aws_sdk_s3::Client, bucket: &str) -> S3 {
         "bucket": bucket, "prefix": "{logGroup}/", "forcePathStyle": true,
     }))
     .expect("config");
-    S3::new(client, &config, "us-east-1", "ns", "conformance").expect("sink")
+    S3::new(client, &config, "us-east-1", "ns", "conformance")
 }
 
 async fn keys(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {

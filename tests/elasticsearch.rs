@@ -364,7 +364,7 @@ async fn elasticsearch_data_stream() {
 /// is checked is the handshake, so any HTTP answer at all means it succeeded.
 #[tokio::test]
 async fn tls_trusts_the_given_ca_and_nothing_else() {
-    use logsub::worker::config::ElasticsearchOutput;
+    use logsub::contract::config::ElasticsearchOutput;
     use logsub::worker::sink::elasticsearch::Elasticsearch;
 
     let kubeconfig = std::fs::read_to_string(stack().kubeconfig()).expect("kubeconfig");
@@ -401,7 +401,7 @@ async fn tls_trusts_the_given_ca_and_nothing_else() {
 /// the new password, the worker reads them again and delivers the rest, once.
 #[tokio::test]
 async fn rotated_credentials_are_read_again_from_their_files() {
-    use logsub::worker::config::ElasticsearchOutput;
+    use logsub::contract::config::ElasticsearchOutput;
     use logsub::worker::sink::elasticsearch::Elasticsearch;
 
     let secure_search = |args: &[&str]| {

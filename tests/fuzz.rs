@@ -16,7 +16,7 @@ use logsub::api::{
     CloudTrailTransform, JsonTransform, LambdaTransform, Transform, VpcFlowLogTransform,
 };
 use logsub::aws::kinesis::Record;
-use logsub::worker::checkpoint::watermark::SequenceNumber;
+use logsub::contract::SequenceNumber;
 use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::process::{Outcome, process};
 use logsub::worker::transform::Compiled;

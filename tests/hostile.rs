@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use logsub::api::{CloudTrailTransform, JsonTransform, Transform};
 use logsub::aws::kinesis::Record;
-use logsub::worker::checkpoint::watermark::SequenceNumber;
+use logsub::contract::SequenceNumber;
 use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::pipeline::{Kind, PartLimits, prepare};
 use logsub::worker::sink::stdout::Stdout;

@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{TestNamespace, stack};
-use logsub::worker::checkpoint::watermark::SequenceNumber;
-use logsub::worker::source::kinesis::lease::{
-    Checkpoint, LeaseError, LeaseStore, ShardLease, stream_key,
-};
+use logsub::contract::lease::stream_key;
+use logsub::contract::{Checkpoint, SequenceNumber, ShardLease};
+use logsub::worker::source::kinesis::lease::{LeaseError, LeaseStore};
 
 const SHARD: &str = "shardId-000000000000";
 const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/flow";

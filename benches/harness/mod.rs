@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use logsub::contract::{Checkpoint, ShardHealth};
 use logsub::telemetry::WorkerMetrics;
 use logsub::worker::decode::cloudwatch::Limits;
-use logsub::worker::health::{ShardHealth, SinkHealth};
+use logsub::worker::health::SinkHealth;
 use logsub::worker::shard::{HeldLease, ShardContext};
 use logsub::worker::sink::Sink;
 use logsub::worker::sink::driver::{self, DriverLimits};
-use logsub::worker::source::kinesis::lease::{Checkpoint, LeaseError};
+use logsub::worker::source::kinesis::lease::LeaseError;
 use logsub::worker::transform::Compiled;
 use tokio::task::JoinHandle;
 

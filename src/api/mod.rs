@@ -10,7 +10,6 @@ mod sink;
 mod source;
 mod status;
 mod stream;
-mod template;
 mod transform;
 mod validate;
 mod workers;
@@ -22,8 +21,8 @@ pub use policy::{
 };
 pub use sink::{
     ApiKeyAuth, AwsSigV4Auth, BasicAuth, Compression, DeadLetter, ElasticsearchAuth,
-    ElasticsearchSink, ElasticsearchTarget, IndexTemplateSpec, S3Sink, SecretKeyRef, SecretRef,
-    SigV4Service, Sink, StorageClass, TlsSpec,
+    ElasticsearchSink, IndexTemplateSpec, S3Sink, SecretKeyRef, SecretRef, SigV4Service, Sink,
+    StorageClass, TlsSpec,
 };
 pub(crate) use source::glob_matches;
 pub use source::{Distribution, LogGroupSelector, SourceSpec};
@@ -31,7 +30,6 @@ pub use status::{
     Condition, DeliveryStatus, FilterState, LogGroupStatus, LogSubscriptionStatus, WorkersStatus,
 };
 pub use stream::{ExistingStream, ManagedStream, OnDemand, StreamRef, StreamSpec};
-pub use template::{Template, TemplateError, UtcHour};
 pub use transform::{
     CloudTrailTransform, JsonTransform, LambdaTransform, Transform, VPC_FLOW_LOG_DEFAULT_FIELDS,
     VPC_FLOW_LOG_FIELDS, VpcFlowLogTransform,

@@ -1,7 +1,8 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::template::{Template, TemplateError};
+use crate::contract::Template;
+use crate::contract::config::{S3Output, SinkConfigError, Target};
 
 /// Where documents are delivered. Exactly one key is set.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
@@ -20,9 +21,8 @@ impl Sink {
     /// `elasticsearch:cwl-%Y.%m.%d` or `s3://logs/{logGroup}/`.
     pub fn summary(&self) -> String {
         match self {
-            Sink::Elasticsearch(es) => match es.target() {
-                Some(ElasticsearchTarget::Index(index)) => format!("elasticsearch:{index}"),
-                Some(ElasticsearchTarget::DataStream(ds)) => format!("elasticsearch:{ds}"),
+            Sink::Elasticsearch(es) => match es.index.as_ref().or(es.data_stream.as_ref()) {
+                Some(target) => format!("elasticsearch:{target}"),
                 None => "elasticsearch".to_owned(),
             },
             Sink::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
@@ -99,23 +99,11 @@ fn one() -> i32 {
     1
 }
 
-/// The index or data stream an Elasticsearch sink writes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ElasticsearchTarget<'a> {
-    /// A date-templated index name.
-    Index(&'a str),
-    /// A data stream name.
-    DataStream(&'a str),
-}
-
 impl ElasticsearchSink {
-    /// The target, or `None` when not exactly one of index / dataStream is set.
-    pub fn target(&self) -> Option<ElasticsearchTarget<'_>> {
-        match (&self.index, &self.data_stream) {
-            (Some(index), None) => Some(ElasticsearchTarget::Index(index)),
-            (None, Some(ds)) => Some(ElasticsearchTarget::DataStream(ds)),
-            _ => None,
-        }
+    /// The index template or data stream written to, when exactly one is set
+    /// and an index template parses.
+    pub fn target(&self) -> Result<Target, SinkConfigError> {
+        Target::parse(self.index.as_deref(), self.data_stream.as_deref())
     }
 }
 
@@ -288,17 +276,14 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
-    /// The placeholders a prefix template may use.
-    pub const PREFIX_VARS: &[&str] = &["logGroup", "account", "region", "namespace", "name"];
-
     /// The parsed key prefix template.
-    pub fn prefix_template(&self) -> Result<Template, TemplateError> {
-        Template::parse(&self.prefix, Self::PREFIX_VARS)
+    pub fn prefix_template(&self) -> Result<Template, SinkConfigError> {
+        S3Output::parse_prefix(&self.prefix)
     }
 }
 
 fn default_prefix() -> String {
-    "{logGroup}/%Y/%m/%d/%H/".to_owned()
+    S3Output::DEFAULT_PREFIX.to_owned()
 }
 
 /// Compression of the objects written to S3.

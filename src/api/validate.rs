@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::template::{Template, UtcHour};
 use super::{
-    ElasticsearchSink, ElasticsearchTarget, LogSubscriptionSpec, S3Sink, Sink, SourceSpec,
-    StreamSpec, Transform, VPC_FLOW_LOG_FIELDS, WorkersSpec,
+    ElasticsearchSink, LogSubscriptionSpec, S3Sink, Sink, SourceSpec, StreamSpec, Transform,
+    VPC_FLOW_LOG_FIELDS, WorkersSpec,
 };
+use crate::contract::UtcHour;
+use crate::contract::config::Target;
 
 const MIN_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_BATCH_BYTES: u64 = 100 << 20;
@@ -239,18 +240,18 @@ fn validate_elasticsearch(es: &ElasticsearchSink, errors: &mut Errors) {
     let path = "spec.sink.elasticsearch";
     check_url(&es.endpoint, &format!("{path}.endpoint"), errors);
     match es.target() {
-        None => errors.add(path, "exactly one of index or dataStream must be set"),
-        Some(ElasticsearchTarget::Index(index)) => match Template::parse(index, &[]) {
-            Err(e) => errors.add(format!("{path}.index"), e.to_string()),
-            Ok(t) => {
-                let sample = t.render(UtcHour::from_unix_millis(0), |_| String::new());
-                if let Err(message) = check_index_name(&sample) {
-                    errors.add(format!("{path}.index"), message);
-                }
+        Err(e) if es.index.is_some() && es.data_stream.is_none() => {
+            errors.add(format!("{path}.index"), e.message)
+        }
+        Err(e) => errors.add(path, e.message),
+        Ok(Target::Index(t)) => {
+            let sample = t.render(UtcHour::from_unix_millis(0), |_| String::new());
+            if let Err(message) = check_index_name(&sample) {
+                errors.add(format!("{path}.index"), message);
             }
-        },
-        Some(ElasticsearchTarget::DataStream(ds)) => {
-            if let Err(message) = check_data_stream_name(ds).and_then(|()| check_index_name(ds)) {
+        }
+        Ok(Target::DataStream(ds)) => {
+            if let Err(message) = check_data_stream_name(&ds).and_then(|()| check_index_name(&ds)) {
                 errors.add(format!("{path}.dataStream"), message);
             }
         }
@@ -301,7 +302,7 @@ fn validate_s3(s3: &S3Sink, errors: &mut Errors) {
         check_url(endpoint, &format!("{path}.endpoint"), errors);
     }
     match s3.prefix_template() {
-        Err(e) => errors.add(format!("{path}.prefix"), e.to_string()),
+        Err(e) => errors.add(format!("{path}.prefix"), e.message),
         Ok(_) if s3.prefix.starts_with('/') => errors.add(
             format!("{path}.prefix"),
             "must not start with '/' (S3 keys have no leading slash)",

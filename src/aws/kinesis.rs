@@ -6,7 +6,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
 use super::{AwsError, classify};
-use crate::worker::checkpoint::watermark::SequenceNumber;
+use crate::contract::SequenceNumber;
 
 /// A shard as ListShards reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

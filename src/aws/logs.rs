@@ -7,7 +7,30 @@ use aws_sdk_cloudwatchlogs::types::Distribution as AwsDistribution;
 
 use super::{AwsError, classify};
 use crate::api::Distribution;
-use crate::controller::plan::{Filter, Group};
+
+/// A subscription filter as CloudWatch Logs describes it, or as we want it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Its name.
+    pub name: String,
+    /// The filter pattern.
+    pub pattern: String,
+    /// Where it sends events (the stream's ARN).
+    pub destination_arn: String,
+    /// The role CloudWatch Logs assumes to send them.
+    pub role_arn: Option<String>,
+    /// How events spread over the shards.
+    pub distribution: Option<Distribution>,
+}
+
+/// A log group and the subscription filters on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The log group's name.
+    pub name: String,
+    /// Its filters, ours among them or not.
+    pub filters: Vec<Filter>,
+}
 
 /// CloudWatch Logs in one account and region.
 #[derive(Clone, Debug)]

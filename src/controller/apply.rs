@@ -10,11 +10,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::observe::Cached;
-use super::plan::{Action, Filter, StreamAction};
+use super::plan::{Action, StreamAction};
 use super::resources::workload::BuildError;
 use crate::api::{LogSubscription, LogSubscriptionStatus};
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StreamInfo, Streams};
+use crate::aws::logs::Filter;
 use crate::aws::logs::Logs;
 
 /// How many subscription filters are written at once for one LogSubscription.

@@ -149,7 +149,7 @@ async fn forget_checkpoints(lsub: &LogSubscription, ctx: &Context) -> Result<(),
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!(
         "{}={}",
-        crate::worker::source::kinesis::lease::SUBSCRIPTION_LABEL,
+        crate::contract::lease::SUBSCRIPTION_LABEL,
         lsub.name_any()
     );
     let listed = match leases

@@ -13,14 +13,13 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::plan::Group;
 use super::{Aws, Scope};
 use crate::api::{LogGroupSelector, StreamRef};
 use crate::aws::kinesis::StreamInfo;
-use crate::aws::logs::Logs;
+use crate::aws::logs::{Group, Logs};
 use crate::aws::{AwsError, ErrorClass};
-use crate::worker::health::ShardHealth;
-use crate::worker::source::kinesis::lease::{
+use crate::contract::ShardHealth;
+use crate::contract::lease::{
     Checkpoint, STREAM_ARN_ANNOTATION, STREAM_LABEL, SUBSCRIPTION_LABEL, ShardLease, stream_key,
 };
 
@@ -384,7 +383,7 @@ pub async fn subscription_leases(
 /// Those of `leases` of the stream `stream` (its [`stream_key`]), as the
 /// controller reads them.
 ///
-/// [`stream_key`]: crate::worker::source::kinesis::lease::stream_key
+/// [`stream_key`]: crate::contract::lease::stream_key
 pub fn leases_of(leases: Vec<Lease>, stream: &str) -> Vec<LeaseSeen> {
     leases
         .into_iter()

@@ -8,35 +8,12 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::resources::workload::CONFIG_HASH;
-use crate::api::{Distribution, ManagedStream};
+use crate::api::ManagedStream;
 use crate::aws::kinesis::{Capacity, StreamInfo, StreamStatus};
+use crate::aws::logs::{Filter, Group};
 
 /// CloudWatch Logs allows this many subscription filters on a log group.
 pub const FILTERS_PER_GROUP: usize = 2;
-
-/// A subscription filter as CloudWatch Logs describes it, or as we want it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Filter {
-    /// Its name.
-    pub name: String,
-    /// The filter pattern.
-    pub pattern: String,
-    /// Where it sends events (the stream's ARN).
-    pub destination_arn: String,
-    /// The role CloudWatch Logs assumes to send them.
-    pub role_arn: Option<String>,
-    /// How events spread over the shards.
-    pub distribution: Option<Distribution>,
-}
-
-/// A log group and the subscription filters on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Group {
-    /// The log group's name.
-    pub name: String,
-    /// Its filters, ours among them or not.
-    pub filters: Vec<Filter>,
-}
 
 /// One thing to do (or not) about one log group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +232,7 @@ pub fn workload(current: Option<&Deployment>, wanted: &Deployment, force: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::OnDemand;
+    use crate::api::{Distribution, OnDemand};
 
     /// Observed × desired → action for a managed stream.
     #[test]

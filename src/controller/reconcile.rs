@@ -22,8 +22,8 @@ use super::tenancy::{AuthorizeError, Watches};
 use super::validate::{Invalid, validate};
 use super::{AwsView, Context, Scope, apply, cleanup, observe, plan, sync};
 use crate::api::{LogSubscription, LogSubscriptionStatus};
+use crate::contract::lease::stream_key;
 use crate::telemetry::ReconcileLabels;
-use crate::worker::source::kinesis::lease::stream_key;
 
 /// The finalizer that guards the AWS resources.
 pub const FINALIZER: &str = "logsub.io/aws-cleanup";
@@ -442,7 +442,7 @@ async fn sync_workers(
     view: &AwsView,
     force: bool,
 ) -> Result<(Check, crate::api::WorkersStatus), ApplyError> {
-    let mut config = worker_config(lsub, view.stream_arn.as_deref().unwrap_or_default());
+    let mut config = worker_config(lsub, view.stream_arn.as_deref().unwrap_or_default())?;
     config.region.get_or_insert_with(|| scope.region.clone());
     config.stream_created = view.stream_created;
     let built = workload::workload(lsub, &ctx.settings.worker_runtime(), &config)?;

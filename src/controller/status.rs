@@ -15,14 +15,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType};
 
 use super::error::{aws_reason, filter_failure};
-use super::plan::{Action, FILTERS_PER_GROUP, Group, StreamAction};
+use super::plan::{Action, FILTERS_PER_GROUP, StreamAction};
 use crate::api::{
     DeliveryStatus, FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, Sink,
     WorkersStatus,
 };
 use crate::aws::kinesis::StreamInfo;
+use crate::aws::logs::Group;
 use crate::aws::{AwsError, ErrorClass};
-use crate::worker::health::ShardHealth;
+use crate::contract::ShardHealth;
 
 /// The Events of one reconcile, published after its status is written.
 #[derive(Default)]
@@ -1250,7 +1251,7 @@ mod tests {
             name: name.into(),
             filters: filters
                 .iter()
-                .map(|f| super::super::plan::Filter {
+                .map(|f| crate::aws::logs::Filter {
                     name: (*f).into(),
                     pattern: String::new(),
                     destination_arn: "arn:other".into(),

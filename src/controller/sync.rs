@@ -9,12 +9,13 @@ use kube::ResourceExt;
 
 use super::authorize::Grant;
 use super::error::filter_failure;
-use super::plan::{self, Filter};
+use super::plan;
 use super::status::{self as conditions, Check, Events};
 use super::{AwsView, Context, Memo, Scope, apply, observe};
 use crate::api::{FilterState, LogGroupStatus, LogSubscription, LogSubscriptionStatus, StreamRef};
 use crate::aws::AwsError;
 use crate::aws::kinesis::Streams;
+use crate::aws::logs::{Filter, Group};
 
 /// The tag on a managed stream naming the LogSubscription's UID.
 pub const UID_TAG: &str = "logsub.io/uid";
@@ -379,13 +380,13 @@ fn earlier_toward<'a>(
     lsub: &LogSubscription,
     ctx: &Context,
     memo: &'a Memo,
-    groups: &[plan::Group],
+    groups: &[Group],
     legacy: &str,
     arn: &'a str,
     recorded: &[&'a str],
     events: &mut Events,
 ) -> Vec<&'a str> {
-    let found: Vec<&plan::Group> = groups
+    let found: Vec<&Group> = groups
         .iter()
         .filter(|g| g.filters.iter().any(|f| f.name == legacy))
         .collect();

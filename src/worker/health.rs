@@ -6,40 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
 use super::sink::SinkError;
 use super::sink::batch::Stored;
+use crate::contract::ShardHealth;
 use crate::time::rfc3339_millis;
-
-/// The health of one shard, as published on its lease.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardHealth {
-    /// The worker that holds the shard.
-    pub worker: String,
-    /// Documents delivered from the shard, over all its holders.
-    pub delivered: u64,
-    /// Records of the shard that went to the dead letter, over all its holders.
-    pub dead_lettered: u64,
-    /// How far the reader is behind the shard's tip.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub millis_behind_latest: Option<i64>,
-    /// When a document of this shard was last delivered (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_delivery: Option<String>,
-    /// Why the sink is failing, while it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sink_error: Option<String>,
-    /// Why reading the shard makes no progress (a GetRecords that keeps
-    /// failing or hanging), while it does not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_error: Option<String>,
-    /// The record the shard stopped at, and why: a document of it and its
-    /// dead letter were both refused for good.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
-}
 
 /// How the sink is doing, shared by the driver's deliveries (writers) and the
 /// shard tasks (readers, when they publish). Each delivery that is failing

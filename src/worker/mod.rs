@@ -2,7 +2,6 @@
 //! event as a document. The stages here are pure; I/O lives at the edges.
 
 pub mod checkpoint;
-pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod document;

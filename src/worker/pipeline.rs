@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::checkpoint::watermark::{SequenceNumber, Watermark, WatermarkError};
+use super::checkpoint::watermark::{Watermark, WatermarkError};
 use super::dead_letter::Why;
 use super::decode::cloudwatch::Limits;
 use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
@@ -22,8 +22,8 @@ use super::process::{Streamed, process_each};
 use super::sink::batch::{Ack, Acked, Earlier, Encoded, ObjectMeta, Part, Span};
 use super::sink::{EncodeError, Sink};
 use super::transform::Compiled;
-use crate::api::UtcHour;
 use crate::aws::kinesis::Record;
+use crate::contract::{SequenceNumber, UtcHour};
 use crate::telemetry::{ErrorLabels, ShardLabels, WorkerMetrics};
 use crate::time::now_millis;
 

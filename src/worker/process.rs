@@ -196,7 +196,7 @@ pub fn dead_letter(shard: &str, record: &Record, why: Why) -> DeadLetter {
 mod tests {
     use super::*;
     use crate::api::{Transform, VpcFlowLogTransform};
-    use crate::worker::checkpoint::watermark::SequenceNumber;
+    use crate::contract::SequenceNumber;
     use crate::worker::decode::cloudwatch::tests::gzip;
 
     const BUDGET: Duration = Duration::from_secs(60);

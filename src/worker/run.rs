@@ -9,9 +9,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::{ElasticsearchCredentials, OutputSink, StartAt, WorkerConfig};
 use super::decode::cloudwatch::Limits;
-use super::health::{ShardCounters, ShardHealth, SinkHealth};
+use super::health::{ShardCounters, SinkHealth};
 use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
 use super::sink::Sink;
 use super::sink::driver::{self, DriverLimits};
@@ -20,12 +19,14 @@ use super::sink::elasticsearch::{Elasticsearch, SetupError};
 use super::sink::s3::S3;
 use super::sink::stdout::Stdout;
 use super::source::kinesis::balance::{free_own_orphans, plan};
-use super::source::kinesis::lease::{Checkpoint, LeaseError, LeaseStore, ShardLease};
+use super::source::kinesis::lease::{LeaseError, LeaseStore};
 use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
 use super::transform::Compiled;
 use crate::api::SigV4Service;
 use crate::aws::AwsError;
 use crate::aws::kinesis::{StartPosition, Stream};
+use crate::contract::config::{ElasticsearchCredentials, OutputSink, StartAt, WorkerConfig};
+use crate::contract::{Checkpoint, ShardHealth, ShardLease};
 use crate::retry::Backoff;
 use crate::telemetry::{BlockedLabels, Readiness, WorkerMetrics};
 
@@ -206,8 +207,7 @@ pub async fn run(
                 &region,
                 &subscription.namespace,
                 &subscription.name,
-            )
-            .map_err(|e| WorkerError::Sink(SetupError::Invalid(e)))?;
+            );
             work(parts, Arc::new(sink), shutdown).await
         }
     }

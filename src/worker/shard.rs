@@ -16,9 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::checkpoint::watermark::SequenceNumber;
 use super::decode::cloudwatch::Limits;
-use super::health::{ShardCounters, ShardHealth, SinkHealth};
+use super::health::{ShardCounters, SinkHealth};
 use super::pipeline::{
     Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, prepare,
 };
@@ -26,11 +25,13 @@ use super::prepare_pool::PreparePool;
 use super::sink::batch::Acked;
 use super::sink::driver::{Closed, DriverHandle, Room};
 use super::sink::{Earlier, Part, Sink, SinkError};
-use super::source::kinesis::lease::{Checkpoint, LeaseError};
+use super::source::kinesis::lease::LeaseError;
 use super::source::kinesis::reader::Read;
 use super::transform::Compiled;
 use crate::aws::AwsError;
 use crate::aws::kinesis::Record;
+use crate::contract::SequenceNumber;
+use crate::contract::{Checkpoint, ShardHealth};
 use crate::telemetry::{BlockedLabels, WorkerMetrics};
 use crate::time::{now_millis, sleep_until};
 

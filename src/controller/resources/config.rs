@@ -2,10 +2,11 @@
 //! the worker reads. Secrets stay Secrets: the configuration names the files
 //! where the worker Pod mounts them.
 
+use super::workload::BuildError;
 use crate::api::{ElasticsearchAuth, LogSubscription, SecretKeyRef, Sink};
-use crate::worker::config::{
+use crate::contract::config::{
     AssumeRole, ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput, LeaseSettings,
-    OutputSink, S3Output, StartAt, SubscriptionRef, WorkerConfig,
+    OutputSink, S3Output, SinkConfigError, StartAt, SubscriptionRef, WorkerConfig,
 };
 
 /// Where the worker Pod mounts each Secret the sink names: `<SECRETS_DIR>/<name>/`.
@@ -42,10 +43,11 @@ pub fn secrets(lsub: &LogSubscription) -> Vec<String> {
     names
 }
 
-/// The worker configuration of `lsub`, reading `stream_arn`.
-pub fn worker_config(lsub: &LogSubscription, stream_arn: &str) -> WorkerConfig {
+/// The worker configuration of `lsub`, reading `stream_arn`. Fails only
+/// for a sink that validation refuses.
+pub fn worker_config(lsub: &LogSubscription, stream_arn: &str) -> Result<WorkerConfig, BuildError> {
     let spec = &lsub.spec;
-    WorkerConfig {
+    Ok(WorkerConfig {
         subscription: SubscriptionRef {
             namespace: lsub.metadata.namespace.clone().unwrap_or_default(),
             name: lsub.metadata.name.clone().unwrap_or_default(),
@@ -60,21 +62,22 @@ pub fn worker_config(lsub: &LogSubscription, stream_arn: &str) -> WorkerConfig {
         stream_created: None,
         start_position: StartAt::TrimHorizon,
         transforms: spec.transforms.clone(),
-        sink: sink(lsub),
+        sink: sink(lsub).map_err(BuildError::Sink)?,
         batch: spec.workers.batch.clone(),
         leases: LeaseSettings::default(),
         max_inflated_bytes: WorkerConfig::default_max_inflated(),
         processing_budget: WorkerConfig::default_processing_budget(),
-    }
+    })
 }
 
-fn sink(lsub: &LogSubscription) -> OutputSink {
-    match &lsub.spec.sink {
+fn sink(lsub: &LogSubscription) -> Result<OutputSink, SinkConfigError> {
+    Ok(match &lsub.spec.sink {
         Sink::Elasticsearch(es) => OutputSink::Elasticsearch(ElasticsearchOutput {
-            endpoint: es.endpoint.clone(),
-            index: es.index.clone(),
-            data_stream: es.data_stream.clone(),
-            dead_letter_index: es.dead_letter.as_ref().map(|d| d.index.clone()),
+            dead_letter_index: es
+                .dead_letter
+                .as_ref()
+                .map(|d| ElasticsearchOutput::parse_dead_letter_index(&d.index))
+                .transpose()?,
             auth: es.auth.as_ref().map(|auth| match auth {
                 ElasticsearchAuth::Basic(basic) => ElasticsearchCredentials::Basic {
                     secret_dir: secret_dir(&basic.secret_ref.name),
@@ -92,8 +95,6 @@ fn sink(lsub: &LogSubscription) -> OutputSink {
                 .as_ref()
                 .and_then(|t| t.ca_secret_ref.as_ref())
                 .map(|ca| secret_file(ca, "ca.crt")),
-            compress: true,
-            concurrency: 4,
             index_template: es.index_template.as_ref().map(|t| IndexTemplateOutput {
                 name: lsub.resource_name(),
                 replaces: Some(lsub.legacy_name()),
@@ -101,10 +102,11 @@ fn sink(lsub: &LogSubscription) -> OutputSink {
                 replicas: t.replicas,
                 overwrite: t.overwrite,
             }),
+            ..ElasticsearchOutput::new(&es.endpoint, es.target()?)?
         }),
         Sink::S3(s3) => OutputSink::S3(S3Output {
             bucket: s3.bucket.clone(),
-            prefix: s3.prefix.clone(),
+            prefix: s3.prefix_template()?,
             compression: s3.compression,
             region: s3.region.clone().or_else(|| lsub.spec.region.clone()),
             endpoint: s3.endpoint.clone(),
@@ -116,7 +118,7 @@ fn sink(lsub: &LogSubscription) -> OutputSink {
                 .and_then(|c| serde_json::to_value(c).ok())
                 .and_then(|v| v.as_str().map(str::to_owned)),
         }),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -153,7 +155,7 @@ spec:
     #[test]
     fn an_elasticsearch_subscription_renders_its_worker_config() {
         let lsub = lsub(ES);
-        let config = worker_config(&lsub, "arn:aws:kinesis:eu-west-1:1:stream/flow");
+        let config = worker_config(&lsub, "arn:aws:kinesis:eu-west-1:1:stream/flow").unwrap();
         assert_eq!(config.subscription.namespace, "observability");
         assert_eq!(config.subscription.name, "vpc-flow");
         assert_eq!(config.region.as_deref(), Some("eu-west-1"));
@@ -172,7 +174,10 @@ spec:
             es.ca_file.as_deref(),
             Some("/etc/logsub/secrets/es-ca/ca.crt")
         );
-        assert_eq!(es.dead_letter_index.as_deref(), Some("cwl-dead"));
+        assert_eq!(
+            es.dead_letter_index.as_ref().map(|t| t.source()),
+            Some("cwl-dead")
+        );
         assert_eq!(
             es.index_template
                 .as_ref()
@@ -190,6 +195,21 @@ spec:
         assert_eq!(secrets(&lsub), ["es-ca", "es-creds"]);
     }
 
+    /// A sink that validation refuses (admission would too) renders no
+    /// configuration, and says which field.
+    #[test]
+    fn a_sink_without_one_target_renders_nothing() {
+        let both = lsub(&ES.replace(
+            "index: cwl-%Y.%m.%d",
+            "index: cwl-%Y.%m.%d\n      dataStream: logs-x-y",
+        ));
+        let err = worker_config(&both, "arn:x").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "spec.sink: index: exactly one of index or dataStream must be set"
+        );
+    }
+
     #[test]
     fn s3_and_sigv4_subscriptions_render_too() {
         let s3 = lsub(
@@ -203,19 +223,21 @@ spec:
   sink: {s3: {bucket: trail-archive, storageClass: STANDARD_IA, compression: zstd}}
 "#,
         );
-        let OutputSink::S3(out) = worker_config(&s3, "arn:aws:kinesis:us-east-1:1:stream/t").sink
+        let OutputSink::S3(out) = worker_config(&s3, "arn:aws:kinesis:us-east-1:1:stream/t")
+            .unwrap()
+            .sink
         else {
             panic!("s3");
         };
         assert_eq!(out.storage_class.as_deref(), Some("STANDARD_IA"));
-        assert_eq!(out.prefix, "{logGroup}/%Y/%m/%d/%H/");
+        assert_eq!(out.prefix.source(), "{logGroup}/%Y/%m/%d/%H/");
         assert!(secrets(&s3).is_empty());
 
         let signed = lsub(&ES.replace(
             "auth: {basic: {secretRef: {name: es-creds}}}",
             "auth: {awsSigV4: {service: aoss}}",
         ));
-        let OutputSink::Elasticsearch(es) = worker_config(&signed, "arn:x").sink else {
+        let OutputSink::Elasticsearch(es) = worker_config(&signed, "arn:x").unwrap().sink else {
             panic!("elasticsearch");
         };
         assert_eq!(

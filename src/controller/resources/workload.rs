@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{secret_dir, secrets};
 use crate::api::LogSubscription;
-use crate::worker::config::WorkerConfig;
+use crate::contract::config::WorkerConfig;
 
 /// Where the worker's configuration file is mounted.
 pub const CONFIG_DIR: &str = "/etc/logsub";
@@ -68,6 +68,9 @@ pub enum BuildError {
     /// The LogSubscription has no uid or namespace yet (it was not read from the API server).
     #[error("the LogSubscription has no {0} yet")]
     Missing(&'static str),
+    /// The sink cannot be configured (a spec that validation would refuse).
+    #[error("spec.sink: {0}")]
+    Sink(crate::contract::config::SinkConfigError),
 }
 
 /// What the workers' RoleBinding adds to their objects' name.
@@ -95,10 +98,7 @@ pub fn labels(lsub: &LogSubscription) -> BTreeMap<String, String> {
             "app.kubernetes.io/managed-by".to_owned(),
             "logsub".to_owned(),
         ),
-        (
-            crate::worker::source::kinesis::lease::SUBSCRIPTION_LABEL.to_owned(),
-            name,
-        ),
+        (crate::contract::lease::SUBSCRIPTION_LABEL.to_owned(), name),
     ])
 }
 
@@ -426,7 +426,7 @@ spec:
     }
 
     fn built(lsub: &LogSubscription) -> Workload {
-        let config = worker_config(lsub, "arn:aws:kinesis:us-east-1:1:stream/flow");
+        let config = worker_config(lsub, "arn:aws:kinesis:us-east-1:1:stream/flow").unwrap();
         workload(lsub, &runtime(), &config).unwrap()
     }
 
@@ -669,7 +669,7 @@ spec:
     fn a_subscription_not_read_from_the_api_server_is_refused() {
         let mut lsub = lsub();
         lsub.metadata.uid = None;
-        let config = worker_config(&lsub, "arn:x");
+        let config = worker_config(&lsub, "arn:x").unwrap();
         assert_eq!(
             workload(&lsub, &runtime(), &config),
             Err(BuildError::Missing("uid"))

@@ -11,8 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::SinkError;
-use crate::api::UtcHour;
-use crate::worker::checkpoint::watermark::SequenceNumber;
+use crate::contract::SequenceNumber;
+use crate::contract::UtcHour;
 
 /// Documents in a sink's wire form, back to back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use std::future::Future;
 
 pub use batch::{Batch, Delivered, Earlier, Encoded, ObjectMeta, Part, Span};
 
-use super::checkpoint::watermark::SequenceNumber;
 use super::document::Document;
+use crate::contract::SequenceNumber;
 
 /// A destination for documents.
 pub trait Sink: Send + Sync + 'static {

@@ -16,10 +16,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 
 use super::{Batch, Delivered, Earlier, EncodeError, ObjectMeta, Sink, SinkError, Span};
-use crate::api::{Compression, Template};
+use crate::api::Compression;
 use crate::aws::{AwsError, ErrorClass, classify};
-use crate::worker::checkpoint::watermark::SequenceNumber;
-use crate::worker::config::S3Output;
+use crate::contract::SequenceNumber;
+use crate::contract::Template;
+use crate::contract::config::S3Output;
 use crate::worker::document::Document;
 
 /// Objects larger than this go up in parts.
@@ -62,19 +63,11 @@ pub struct S3 {
 impl S3 {
     /// A sink writing to `config.bucket` through `client`, for the subscription
     /// `namespace`/`name`.
-    pub fn new(
-        client: Client,
-        config: &S3Output,
-        region: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<S3, String> {
-        let prefix = Template::parse(&config.prefix, crate::api::S3Sink::PREFIX_VARS)
-            .map_err(|e| format!("sink.s3.prefix: {e}"))?;
-        Ok(S3 {
+    pub fn new(client: Client, config: &S3Output, region: &str, namespace: &str, name: &str) -> S3 {
+        S3 {
             client,
             bucket: config.bucket.clone(),
-            prefix,
+            prefix: config.prefix.clone(),
             compression: config.compression,
             region: region.to_owned(),
             namespace: namespace.to_owned(),
@@ -84,7 +77,7 @@ impl S3 {
                 .storage_class
                 .as_deref()
                 .map(aws_sdk_s3::types::StorageClass::from),
-        })
+        }
     }
 
     /// The directory of a shard's objects for a first document.
@@ -448,7 +441,7 @@ impl Sink for S3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::UtcHour;
+    use crate::contract::UtcHour;
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
@@ -462,7 +455,7 @@ mod tests {
     fn keys_name_their_partition_shard_and_records() {
         let template = Template::parse(
             "{logGroup}/year=%Y/month=%m/day=%d/hour=%H/",
-            crate::api::S3Sink::PREFIX_VARS,
+            S3Output::PREFIX_VARS,
         )
         .unwrap();
         assert_eq!(
@@ -471,7 +464,7 @@ mod tests {
         );
         let template = Template::parse(
             "{account}/{region}/{namespace}-{name}/",
-            crate::api::S3Sink::PREFIX_VARS,
+            S3Output::PREFIX_VARS,
         )
         .unwrap();
         assert_eq!(

@@ -24,9 +24,11 @@ use serde_json::{Value, json};
 use self::bulk::{Failure, Item};
 use self::sigv4::Signer;
 use super::{Batch, Delivered, EncodeError, Sink, SinkError};
-use crate::api::{Template, UtcHour};
+use crate::contract::config::{
+    ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput, Target,
+};
+use crate::contract::{Template, UtcHour};
 use crate::time::now_millis;
-use crate::worker::config::{ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput};
 use crate::worker::dead_letter::{DeadLetter, KEEP_TEXT, Origin, Why};
 use crate::worker::document::{Document, ID, TIMESTAMP};
 
@@ -56,14 +58,6 @@ pub enum SetupError {
     Client(String),
 }
 
-/// Where documents go.
-enum Target {
-    /// A name template filled from each document's time.
-    Index(Template),
-    /// A data stream.
-    DataStream(String),
-}
-
 /// The Elasticsearch/OpenSearch sink.
 pub struct Elasticsearch {
     transport: Transport,
@@ -84,11 +78,9 @@ pub struct Elasticsearch {
 impl Elasticsearch {
     /// A sink as configured; reads its credential and CA files.
     pub fn new(config: &ElasticsearchOutput) -> Result<Elasticsearch, SetupError> {
-        config.check().map_err(SetupError::Invalid)?;
-        let url =
-            url::Url::parse(&config.endpoint).map_err(|e| SetupError::Invalid(e.to_string()))?;
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(Duration::from_secs(60));
+        let mut builder =
+            TransportBuilder::new(SingleNodeConnectionPool::new(config.endpoint.clone()))
+                .timeout(Duration::from_secs(60));
         let auth = config
             .auth
             .as_ref()
@@ -101,15 +93,12 @@ impl Elasticsearch {
                 .map_err(|e| SetupError::Invalid(format!("{ca}: {e}")))?;
             builder = builder.cert_validation(CertificateValidation::Full(cert));
         }
-        let parse =
-            |t: &str| Template::parse(t, &[]).map_err(|e| SetupError::Invalid(e.to_string()));
-        let (target, pattern) = match (&config.index, &config.data_stream) {
-            (Some(index), _) => (Target::Index(parse(index)?), pattern_of(index)),
-            (None, Some(ds)) => (Target::DataStream(ds.clone()), ds.clone()),
-            (None, None) => unreachable!("checked above"),
+        let pattern = match &config.target {
+            Target::Index(index) => pattern_of(index.source()),
+            Target::DataStream(ds) => ds.clone(),
         };
         Ok(Elasticsearch {
-            endpoint: config.endpoint.trim_end_matches('/').to_owned(),
+            endpoint: config.endpoint.as_str().trim_end_matches('/').to_owned(),
             signer: None,
             auth,
             pattern,
@@ -117,10 +106,10 @@ impl Elasticsearch {
             transport: builder
                 .build()
                 .map_err(|e| SetupError::Client(e.to_string()))?,
-            target,
-            dead_letter: config.dead_letter_index.as_deref().map(parse).transpose()?,
+            target: config.target.clone(),
+            dead_letter: config.dead_letter_index.clone(),
             compress: config.compress,
-            concurrency: config.concurrency.max(1) as usize,
+            concurrency: config.concurrency.get() as usize,
         })
     }
 

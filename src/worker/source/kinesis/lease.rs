@@ -18,38 +18,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::balance::LeaseView;
-use crate::worker::checkpoint::watermark::SequenceNumber;
-use crate::worker::health::ShardHealth;
-
-/// Label naming the LogSubscription a lease belongs to.
-pub const SUBSCRIPTION_LABEL: &str = "logsub.io/subscription";
-/// Label naming the stream a lease's checkpoint belongs to (see [`stream_key`]).
-pub const STREAM_LABEL: &str = "logsub.io/stream";
-/// Annotation naming the stream of a lease's checkpoint, for people.
-pub const STREAM_ARN_ANNOTATION: &str = "logsub.io/stream-arn";
-const SHARD_ANNOTATION: &str = "logsub.io/shard-id";
-const PARENTS_ANNOTATION: &str = "logsub.io/parent-shards";
-const CHECKPOINT_ANNOTATION: &str = "logsub.io/checkpoint";
-/// Annotation holding the holder's [`ShardHealth`] as JSON.
-const HEALTH_ANNOTATION: &str = "logsub.io/health";
-/// The checkpoint of a shard read to its end.
-pub const SHARD_END: &str = "SHARD_END";
-
-/// The key of one stream: the ARN and the creation time (when known) hashed
-/// to 10 hex digits, short enough for a label value and a Lease name.
-pub fn stream_key(arn: &str, created_millis: Option<i64>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    hash.update(arn.as_bytes());
-    if let Some(created) = created_millis {
-        hash.update(format!("@{created}").as_bytes());
-    }
-    hash.finalize()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::contract::lease::{
+    CHECKPOINT_ANNOTATION, PARENTS_ANNOTATION, SHARD_ANNOTATION, SHARD_END, STREAM_ARN_ANNOTATION,
+    STREAM_LABEL, SUBSCRIPTION_LABEL, stream_key,
+};
+use crate::contract::{Checkpoint, ShardLease};
 
 /// Lease store errors.
 #[derive(Debug, thiserror::Error)]
@@ -60,109 +33,6 @@ pub enum LeaseError {
     /// The API server refused or failed the call.
     #[error("lease API call failed: {0}")]
     Api(#[from] kube::Error),
-}
-
-/// Where a shard stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Checkpoint {
-    /// Nothing acknowledged yet: read from the start position.
-    None,
-    /// Every record up to this one is delivered.
-    At(SequenceNumber),
-    /// The shard was read to its end.
-    ShardEnd,
-}
-
-/// A lease as last read or written by this worker.
-#[derive(Clone, Debug)]
-pub struct ShardLease {
-    lease: Lease,
-}
-
-impl From<Lease> for ShardLease {
-    fn from(lease: Lease) -> ShardLease {
-        ShardLease { lease }
-    }
-}
-
-impl ShardLease {
-    /// The Lease object's name.
-    pub fn name(&self) -> &str {
-        self.lease.metadata.name.as_deref().unwrap_or_default()
-    }
-
-    /// The shard id.
-    pub fn shard_id(&self) -> &str {
-        self.annotation(SHARD_ANNOTATION).unwrap_or_default()
-    }
-
-    /// The holder, if any.
-    pub fn holder(&self) -> Option<&str> {
-        self.lease
-            .spec
-            .as_ref()?
-            .holder_identity
-            .as_deref()
-            .filter(|h| !h.is_empty())
-    }
-
-    /// The stored checkpoint.
-    pub fn checkpoint(&self) -> Checkpoint {
-        match self.annotation(CHECKPOINT_ANNOTATION) {
-            Some(SHARD_END) => Checkpoint::ShardEnd,
-            Some(s) => SequenceNumber::parse(s).map(Checkpoint::At).unwrap_or_else(|_| {
-                tracing::warn!(lease = self.name(), checkpoint = s, "a checkpoint that is no sequence number; the shard starts at its start position");
-                Checkpoint::None
-            }),
-            None => Checkpoint::None,
-        }
-    }
-
-    /// The shard's parents.
-    pub fn parents(&self) -> Vec<String> {
-        self.annotation(PARENTS_ANNOTATION)
-            .map(|p| {
-                p.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The health its holder last published; None when absent or unreadable
-    /// (health is informational: a bad value never blocks the shard).
-    pub fn health(&self) -> Option<ShardHealth> {
-        serde_json::from_str(self.annotation(HEALTH_ANNOTATION)?).ok()
-    }
-
-    /// Sets the health that the next write of this lease publishes.
-    pub fn publish(&mut self, health: &ShardHealth) {
-        if let Ok(json) = serde_json::to_string(health) {
-            self.lease
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(HEALTH_ANNOTATION.to_owned(), json);
-        }
-    }
-
-    fn annotation(&self, key: &str) -> Option<&str> {
-        self.lease
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
-    }
-
-    fn resource_version(&self) -> &str {
-        self.lease
-            .metadata
-            .resource_version
-            .as_deref()
-            .unwrap_or_default()
-    }
 }
 
 /// The leases of one subscription's stream, seen by one worker.

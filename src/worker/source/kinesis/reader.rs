@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use crate::aws::kinesis::{Record, StartPosition, Stream};
 use crate::aws::{AwsError, ErrorClass};
+use crate::contract::SequenceNumber;
 use crate::retry::Backoff;
-use crate::worker::checkpoint::watermark::SequenceNumber;
 
 /// Pace and size of the reads.
 #[derive(Clone, Debug)]

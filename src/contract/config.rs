@@ -1,12 +1,16 @@
 //! The worker's configuration file: what the controller renders into a ConfigMap
-//! from a LogSubscription, built from the same API types the CRD uses.
+//! from a LogSubscription, built from the same API types the CRD uses. The
+//! sink's part is checked as it is read (one target, templates that parse, an
+//! endpoint that is a URL), so neither side checks it again.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 
 use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{BatchSpec, ByteSize, Compression, Template, Transform};
+use crate::api::{BatchSpec, ByteSize, Compression, Transform};
+use crate::contract::Template;
 
 /// `logsub worker --config FILE`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -107,8 +111,8 @@ pub struct S3Output {
     /// Bucket name.
     pub bucket: String,
     /// Key prefix template (see the LogSubscription API).
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    #[serde(default = "default_prefix", with = "prefix_template")]
+    pub prefix: Template,
     /// Object compression.
     #[serde(default)]
     pub compression: Compression,
@@ -129,42 +133,220 @@ pub struct S3Output {
     pub storage_class: Option<String>,
 }
 
-fn default_prefix() -> String {
-    "{logGroup}/%Y/%m/%d/%H/".to_owned()
+impl S3Output {
+    /// The placeholders a key prefix may use.
+    pub const PREFIX_VARS: &[&str] = &["logGroup", "account", "region", "namespace", "name"];
+
+    /// The key prefix unless one is given: by log group, then by hour.
+    pub const DEFAULT_PREFIX: &str = "{logGroup}/%Y/%m/%d/%H/";
+
+    /// Parses a key prefix template.
+    pub fn parse_prefix(prefix: &str) -> Result<Template, SinkConfigError> {
+        Template::parse(prefix, Self::PREFIX_VARS).map_err(|e| SinkConfigError {
+            field: "prefix",
+            message: e.to_string(),
+        })
+    }
+}
+
+fn default_prefix() -> Template {
+    S3Output::parse_prefix(S3Output::DEFAULT_PREFIX).expect("the default prefix parses")
+}
+
+/// A key prefix as its template text.
+mod prefix_template {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{S3Output, Template};
+
+    pub fn serialize<S: Serializer>(prefix: &Template, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(prefix.source())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Template, D::Error> {
+        let text = String::deserialize(from)?;
+        S3Output::parse_prefix(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A sink field whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SinkConfigError {
+    /// The field, as the LogSubscription's sink names it (`index`, `prefix`, …).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Where an Elasticsearch sink writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An index name template, filled from each document's time.
+    Index(Template),
+    /// A data stream.
+    DataStream(String),
+}
+
+impl Target {
+    /// The target of a sink that names `index` or `dataStream`: exactly one.
+    pub fn parse(
+        index: Option<&str>,
+        data_stream: Option<&str>,
+    ) -> Result<Target, SinkConfigError> {
+        match (index, data_stream) {
+            (Some(index), None) => {
+                Template::parse(index, &[])
+                    .map(Target::Index)
+                    .map_err(|e| SinkConfigError {
+                        field: "index",
+                        message: e.to_string(),
+                    })
+            }
+            (None, Some(ds)) => Ok(Target::DataStream(ds.to_owned())),
+            _ => Err(SinkConfigError {
+                field: "index",
+                message: "exactly one of index or dataStream must be set".to_owned(),
+            }),
+        }
+    }
+
+    /// The names a configuration file and the API give it: `index`, `dataStream`.
+    fn names(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Target::Index(t) => (Some(t.source().to_owned()), None),
+            Target::DataStream(ds) => (None, Some(ds.clone())),
+        }
+    }
 }
 
 /// Delivery to Elasticsearch or OpenSearch: the LogSubscription's sink, with its
-/// Secrets as the files the worker Pod mounts.
+/// Secrets as the files the worker Pod mounts. Checked when read: a value of
+/// this type has one target, templates that parse and an endpoint that is a URL.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "ElasticsearchFile", into = "ElasticsearchFile")]
 pub struct ElasticsearchOutput {
     /// Base URL, e.g. `https://search.example:9200`.
-    pub endpoint: String,
-    /// Index name template (`cwl-%Y.%m.%d`), filled from each document's
-    /// `@timestamp`; exclusive with `dataStream`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<String>,
-    /// Data stream name; exclusive with `index`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_stream: Option<String>,
+    pub endpoint: url::Url,
+    /// The index template or data stream written to.
+    pub target: Target,
     /// Index (template) for documents the cluster refuses for good.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_index: Option<String>,
+    pub dead_letter_index: Option<Template>,
     /// Credentials, if the cluster wants them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<ElasticsearchCredentials>,
     /// PEM file of the CA that signs the cluster's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
     /// gzip request bodies (bulk NDJSON compresses about 10:1).
-    #[serde(default = "yes")]
     pub compress: bool,
     /// Bulk requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
+    pub concurrency: NonZeroU32,
     /// The index template to install at start, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_template: Option<IndexTemplateOutput>,
+}
+
+impl ElasticsearchOutput {
+    /// Bulk requests in flight at once unless configured otherwise.
+    pub const DEFAULT_CONCURRENCY: NonZeroU32 = NonZeroU32::new(4).expect("not zero");
+
+    /// Delivery to `target` at `endpoint`, with the defaults for the rest.
+    pub fn new(endpoint: &str, target: Target) -> Result<ElasticsearchOutput, SinkConfigError> {
+        Ok(ElasticsearchOutput {
+            endpoint: parse_endpoint(endpoint)?,
+            target,
+            dead_letter_index: None,
+            auth: None,
+            ca_file: None,
+            compress: true,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            index_template: None,
+        })
+    }
+
+    /// Parses a dead-letter index name template.
+    pub fn parse_dead_letter_index(index: &str) -> Result<Template, SinkConfigError> {
+        Template::parse(index, &[]).map_err(|e| SinkConfigError {
+            field: "deadLetter.index",
+            message: e.to_string(),
+        })
+    }
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<url::Url, SinkConfigError> {
+    let url = url::Url::parse(endpoint).map_err(|e| SinkConfigError {
+        field: "endpoint",
+        message: format!("{endpoint:?}: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(SinkConfigError {
+            field: "endpoint",
+            message: format!("{endpoint:?} is not an http or https URL"),
+        });
+    }
+    Ok(url)
+}
+
+/// [`ElasticsearchOutput`] as the configuration file spells it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ElasticsearchFile {
+    endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dead_letter_index: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<ElasticsearchCredentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    compress: bool,
+    #[serde(default = "default_concurrency")]
+    concurrency: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index_template: Option<IndexTemplateOutput>,
+}
+
+impl TryFrom<ElasticsearchFile> for ElasticsearchOutput {
+    type Error = SinkConfigError;
+
+    fn try_from(file: ElasticsearchFile) -> Result<ElasticsearchOutput, SinkConfigError> {
+        Ok(ElasticsearchOutput {
+            endpoint: parse_endpoint(&file.endpoint)?,
+            target: Target::parse(file.index.as_deref(), file.data_stream.as_deref())?,
+            dead_letter_index: file
+                .dead_letter_index
+                .as_deref()
+                .map(ElasticsearchOutput::parse_dead_letter_index)
+                .transpose()?,
+            auth: file.auth,
+            ca_file: file.ca_file,
+            compress: file.compress,
+            concurrency: NonZeroU32::new(file.concurrency).ok_or_else(|| SinkConfigError {
+                field: "concurrency",
+                message: "must be at least 1".to_owned(),
+            })?,
+            index_template: file.index_template,
+        })
+    }
+}
+
+impl From<ElasticsearchOutput> for ElasticsearchFile {
+    fn from(out: ElasticsearchOutput) -> ElasticsearchFile {
+        let (index, data_stream) = out.target.names();
+        ElasticsearchFile {
+            endpoint: out.endpoint.into(),
+            index,
+            data_stream,
+            dead_letter_index: out.dead_letter_index.map(|t| t.source().to_owned()),
+            auth: out.auth,
+            ca_file: out.ca_file,
+            compress: out.compress,
+            concurrency: out.concurrency.get(),
+            index_template: out.index_template,
+        }
+    }
 }
 
 /// An index template to install, by name.
@@ -221,31 +403,7 @@ fn yes() -> bool {
     true
 }
 fn default_concurrency() -> u32 {
-    4
-}
-
-impl ElasticsearchOutput {
-    /// The rules between its fields.
-    pub fn check(&self) -> Result<(), String> {
-        url::Url::parse(&self.endpoint)
-            .map_err(|e| format!("sink.elasticsearch.endpoint {:?}: {e}", self.endpoint))?;
-        match (&self.index, &self.data_stream) {
-            (Some(index), None) => {
-                Template::parse(index, &[])
-                    .map_err(|e| format!("sink.elasticsearch.index: {e}"))?;
-            }
-            (None, Some(_)) => {}
-            _ => return Err("sink.elasticsearch needs exactly one of index and dataStream".into()),
-        }
-        if let Some(index) = &self.dead_letter_index {
-            Template::parse(index, &[])
-                .map_err(|e| format!("sink.elasticsearch.deadLetterIndex: {e}"))?;
-        }
-        if self.concurrency == 0 {
-            return Err("sink.elasticsearch.concurrency must be at least 1".into());
-        }
-        Ok(())
-    }
+    ElasticsearchOutput::DEFAULT_CONCURRENCY.get()
 }
 
 /// Shard lease timing.
@@ -383,14 +541,6 @@ impl WorkerConfig {
         if !self.stream_arn.starts_with("arn:") {
             return Err(format!("streamArn {:?} is not an ARN", self.stream_arn));
         }
-        match &self.sink {
-            OutputSink::Elasticsearch(es) => es.check()?,
-            OutputSink::S3(s3) => {
-                Template::parse(&s3.prefix, crate::api::S3Sink::PREFIX_VARS)
-                    .map_err(|e| format!("sink.s3.prefix: {e}"))?;
-            }
-            OutputSink::Stdout {} => {}
-        }
         Ok(())
     }
 
@@ -438,6 +588,27 @@ mod tests {
         assert_eq!(back, config, "{yaml}");
     }
 
+    /// What the controller writes for a sink is read back as the same
+    /// checked values, with the defaults written out.
+    #[test]
+    fn a_sink_round_trips_as_checked_values() {
+        let mut config = sample();
+        let target = Target::parse(Some("cwl-%Y.%m.%d"), None).unwrap();
+        let mut es = ElasticsearchOutput::new("https://search.example:9200/logs", target).unwrap();
+        es.dead_letter_index = Some(ElasticsearchOutput::parse_dead_letter_index("dead").unwrap());
+        config.sink = OutputSink::Elasticsearch(es.clone());
+        let yaml = config.to_yaml();
+        assert!(yaml.contains("index: cwl-%Y.%m.%d"), "{yaml}");
+        assert!(yaml.contains("concurrency: 4"), "{yaml}");
+        let back: WorkerConfig = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back.sink, OutputSink::Elasticsearch(es));
+        let minimal: OutputSink = serde_saphyr::from_str("s3: {bucket: b}").unwrap();
+        let OutputSink::S3(s3) = minimal else {
+            panic!("s3")
+        };
+        assert_eq!(s3.prefix.source(), S3Output::DEFAULT_PREFIX);
+    }
+
     #[test]
     fn defaults_fill_a_minimal_file() {
         let minimal = "subscription: {namespace: ns, name: n}\nstreamArn: arn:aws:kinesis:us-east-1:1:stream/s\nsink: {stdout: {}}\n";
@@ -468,6 +639,26 @@ mod tests {
             (
                 "subscription: {namespace: ns, name: n}\nstreamArn: flow\nsink: {stdout: {}}\n",
                 "not an ARN",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'http://s:9200', index: a, dataStream: b}}\n",
+                "exactly one of index or dataStream",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'http://s:9200', index: 'cwl-%q'}}\n",
+                "index: unknown placeholder %q",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'search:9200', index: a}}\n",
+                "endpoint",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'http://s:9200', index: a, concurrency: 0}}\n",
+                "concurrency: must be at least 1",
+            ),
+            (
+                "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {s3: {bucket: b, prefix: '{bucket}/'}}\n",
+                "prefix: unknown placeholder {bucket}",
             ),
         ];
         for (i, (text, want)) in cases.iter().enumerate() {
