@@ -14,7 +14,7 @@ use logsub::api::{CloudTrailTransform, JsonTransform, Transform};
 use logsub::aws::kinesis::Record;
 use logsub::contract::SequenceNumber;
 use logsub::worker::decode::cloudwatch::Limits;
-use logsub::worker::pipeline::{Kind, PartLimits, prepare};
+use logsub::worker::pipeline::{Kind, PartLimits, Sizing, prepare};
 use logsub::worker::sink::stdout::Stdout;
 use logsub::worker::transform::Compiled;
 
@@ -108,7 +108,15 @@ fn cost(data: &[u8], transforms: &[Compiled], documents: usize) -> Cost {
         PEAK.store(live, Ordering::Relaxed);
         let total = TOTAL.load(Ordering::Relaxed);
         let started = Instant::now();
-        let prepared = prepare("shardId-0", &record, transforms, &sink, &limits).unwrap();
+        let prepared = prepare(
+            "shardId-0",
+            &record,
+            transforms,
+            &sink,
+            &limits,
+            &mut Sizing::default(),
+        )
+        .unwrap();
         let time = started.elapsed();
         assert!(
             matches!(prepared.kind, Kind::Documents(_)),
@@ -251,7 +259,15 @@ fn a_small_record_that_expands_too_far() {
     };
     let live = LIVE.load(Ordering::Relaxed);
     PEAK.store(live, Ordering::Relaxed);
-    let prepared = prepare("shardId-0", &record, &[], &sink, &limits).unwrap();
+    let prepared = prepare(
+        "shardId-0",
+        &record,
+        &[],
+        &sink,
+        &limits,
+        &mut Sizing::default(),
+    )
+    .unwrap();
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(live);
     eprintln!(
         "expanding record: {} bytes compressed, {} inflated: {:?}, peak {peak} bytes",

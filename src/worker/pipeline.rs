@@ -93,6 +93,41 @@ pub enum Kind {
     DeadLetter(&'static str),
 }
 
+/// How large a record's encoded documents are likely to be, learnt from the
+/// shard's records before it: its buffer is made that size at once. A buffer
+/// grown by doubling instead leaves its earlier copies behind in the
+/// allocator, resident: with a stalled sink (whose buffer holds its full
+/// budget of parts) that slack was a quarter of the worker's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizing {
+    /// Encoded bytes per compressed byte of the last record that became
+    /// documents, in 1/16ths.
+    sixteenths: usize,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        // Documents come to several times the compressed record.
+        Sizing { sixteenths: 8 * 16 }
+    }
+}
+
+impl Sizing {
+    /// Room for the documents of a record of `bytes` bytes: an eighth more
+    /// than the last ratio gives, at most `max`.
+    fn capacity(&self, bytes: usize, max: usize) -> usize {
+        let expected = bytes.saturating_mul(self.sixteenths) / 16;
+        expected.saturating_add(expected / 8).min(max)
+    }
+
+    /// Learns from a record of `bytes` bytes that became `encoded` bytes.
+    fn learn(&mut self, bytes: usize, encoded: usize) {
+        if bytes > 0 && encoded > 0 {
+            self.sixteenths = encoded.saturating_mul(16) / bytes + 1;
+        }
+    }
+}
+
 /// A record prepared for the sink: its documents (or its dead letter) in the
 /// sink's wire form.
 #[derive(Debug)]
@@ -114,13 +149,15 @@ pub struct Prepared {
 /// budget, has a document the sink cannot encode, or becomes more than
 /// `max_output` bytes of documents (a small record of many tiny events can
 /// become a thousand times its size) becomes a dead letter. Fails only when
-/// even the dead letter cannot be encoded.
+/// even the dead letter cannot be encoded. `sizing` learns from each record
+/// how much room the next one needs.
 pub fn prepare<S: Sink>(
     shard: &str,
     record: &Record,
     transforms: &[Compiled],
     sink: &S,
     limits: &PartLimits,
+    sizing: &mut Sizing,
 ) -> Result<Prepared, PipelineError> {
     let prepared = |kind, encoded, meta| Prepared {
         sequence: record.sequence.clone(),
@@ -129,10 +166,9 @@ pub fn prepare<S: Sink>(
         encoded,
         meta,
     };
-    // Documents come to several times the compressed record: room for that
-    // at once (touched only as written), at most a batch.
-    let mut encoded =
-        Encoded::with_capacity(record.data.len().saturating_mul(8).min(limits.max_bytes));
+    // Room for what such a record became last (touched only as written), at
+    // most a batch.
+    let mut encoded = Encoded::with_capacity(sizing.capacity(record.data.len(), limits.max_bytes));
     let mut meta = None;
     let streamed = process_each(
         shard,
@@ -168,7 +204,10 @@ pub fn prepare<S: Sink>(
     );
     let letter = match streamed {
         Streamed::Control => return Ok(prepared(Kind::Control, Encoded::default(), None)),
-        Streamed::Events(events) => return Ok(prepared(Kind::Documents(events), encoded, meta)),
+        Streamed::Events(events) => {
+            sizing.learn(record.data.len(), encoded.byte_len());
+            return Ok(prepared(Kind::Documents(events), encoded, meta));
+        }
         Streamed::Rejected(letter) => *letter,
     };
     drop(encoded);
@@ -559,7 +598,8 @@ mod tests {
         parts: &mut VecDeque<Part>,
     ) {
         for record in records {
-            let prepared = prepare("s", &record, &[], sink, p.limits()).unwrap();
+            let prepared =
+                prepare("s", &record, &[], sink, p.limits(), &mut Sizing::default()).unwrap();
             assert!(matches!(
                 p.accept(prepared, metrics, parts),
                 Ok(Accepted::Done)
@@ -570,6 +610,43 @@ mod tests {
     fn settle(part: Part, acks: &mut mpsc::UnboundedReceiver<Acked>) -> Acked {
         Batch::of(part).settle(&Delivered::default());
         acks.try_recv().unwrap()
+    }
+
+    /// A record's buffer is made as large as what the shard's last record
+    /// became, with a little room: it is neither grown nor mostly empty.
+    #[test]
+    fn a_records_buffer_is_sized_by_what_the_last_one_became() {
+        let (tx, _acks) = mpsc::unbounded_channel();
+        let p = ShardPipeline::new("s", None, tx, limits(1000), ShardCounters::default());
+        let sink = Stdout::to(Vec::new());
+        let mut sizing = Sizing::default();
+        let data = payload(50);
+        let first = prepare(
+            "s",
+            &record(1, data.clone()),
+            &[],
+            &sink,
+            p.limits(),
+            &mut sizing,
+        );
+        let encoded = first.unwrap().encoded.byte_len();
+        let room = sizing.capacity(data.len(), usize::MAX);
+        assert!(
+            room >= encoded && room <= encoded + encoded / 4,
+            "{room} bytes of room for {encoded}"
+        );
+        assert_eq!(sizing.capacity(data.len(), 100), 100, "at most a batch");
+        // A control message or a dead letter teaches nothing.
+        prepare(
+            "s",
+            &record(2, b"corrupt".to_vec()),
+            &[],
+            &sink,
+            p.limits(),
+            &mut sizing,
+        )
+        .unwrap();
+        assert_eq!(sizing.capacity(data.len(), usize::MAX), room);
     }
 
     #[test]
@@ -661,7 +738,15 @@ mod tests {
         let mut parts = VecDeque::new();
         let mut probes = Vec::new();
         for n in 1..=6 {
-            let prepared = prepare("s", &record(n, payload(2)), &[], &sink, p.limits()).unwrap();
+            let prepared = prepare(
+                "s",
+                &record(n, payload(2)),
+                &[],
+                &sink,
+                p.limits(),
+                &mut Sizing::default(),
+            )
+            .unwrap();
             match p.accept(prepared, &metrics, &mut parts).unwrap() {
                 Accepted::Done => {}
                 Accepted::Probe(probed) => {

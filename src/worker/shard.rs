@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::decode::cloudwatch::Limits;
 use super::health::{ShardCounters, SinkHealth};
 use super::pipeline::{
-    Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, prepare,
+    Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, Sizing, prepare,
 };
 use super::prepare_pool::PreparePool;
 use super::sink::batch::Acked;
@@ -123,8 +123,8 @@ type Probing = Pin<Box<dyn Future<Output = Result<Option<Earlier>, SinkError>> +
 /// a stalled sink holds little beyond its own buffer.
 const PREPARE_AHEAD: usize = 256 << 10;
 
-/// Records prepared together, and those left for later.
-type PreparedSome = Result<(Vec<Prepared>, Vec<Record>), PipelineError>;
+/// Records prepared together, those left for later, and what their sizes taught.
+type PreparedSome = Result<(Vec<Prepared>, Vec<Record>, Sizing), PipelineError>;
 
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
 /// come from the shard's reader, in order.
@@ -166,6 +166,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         written: resume.checkpoint,
         last_write: Instant::now(),
         probed: None,
+        sizing: Sizing::default(),
     };
     // Records being prepared off the runtime, and an object sink's probe:
     // each in its own branch, so that neither delays a renewal.
@@ -228,7 +229,8 @@ pub async fn run<S: Sink, L: HeldLease>(
             prepared = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
                 preparing = None;
                 match prepared {
-                    Ok(Ok((prepared, rest))) => {
+                    Ok(Ok((prepared, rest, sizing))) => {
+                        task.sizing = sizing;
                         task.ready.extend(prepared);
                         for record in rest.into_iter().rev() {
                             task.raw.push_front(record);
@@ -298,6 +300,8 @@ struct ShardTask<S, L> {
     last_write: Instant,
     /// A record waiting for its probe's answer, with the probe.
     probed: Option<(Probe, Prepared)>,
+    /// How much room a record's documents take, learnt from the last ones.
+    sizing: Sizing,
 }
 
 impl<S: Sink, L: HeldLease> ShardTask<S, L> {
@@ -325,11 +329,13 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         let shard = self.shard.clone();
         let limits = *self.pipeline.limits();
         let records: Vec<Record> = self.raw.drain(..).collect();
+        let sizing = self.sizing;
         tokio::spawn(async move {
             let pool = context.prepares.clone();
             let prepared = pool
                 .run(move || {
                     let mut out = Vec::new();
+                    let mut sizing = sizing;
                     let mut bytes = 0;
                     let mut records = records.into_iter();
                     for record in records.by_ref() {
@@ -339,6 +345,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                             &context.transforms,
                             &*context.sink,
                             &limits,
+                            &mut sizing,
                         )?;
                         bytes += prepared.encoded.byte_len();
                         out.push(prepared);
@@ -346,7 +353,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                             break;
                         }
                     }
-                    Ok((out, records.collect()))
+                    Ok((out, records.collect(), sizing))
                 })
                 .await;
             prepared.unwrap_or_else(|e| Err(PipelineError::Panicked(e.to_string())))
