@@ -206,6 +206,9 @@ pub fn prepare<S: Sink>(
         Streamed::Control => return Ok(prepared(Kind::Control, Encoded::default(), None)),
         Streamed::Events(events) => {
             sizing.learn(record.data.len(), encoded.byte_len());
+            // A record unlike the last (a thousand tiny events after a few
+            // large ones) must not keep the room guessed for it.
+            encoded.trim();
             return Ok(prepared(Kind::Documents(events), encoded, meta));
         }
         Streamed::Rejected(letter) => *letter,
@@ -636,7 +639,26 @@ mod tests {
             "{room} bytes of room for {encoded}"
         );
         assert_eq!(sizing.capacity(data.len(), 100), 100, "at most a batch");
+        // After a record that grew a hundredfold, a plain one keeps only
+        // the room it takes.
+        sizing.learn(data.len() / 100, encoded);
+        let plain = prepare(
+            "s",
+            &record(3, data.clone()),
+            &[],
+            &sink,
+            p.limits(),
+            &mut sizing,
+        );
+        let plain = plain.unwrap().encoded;
+        assert!(
+            plain.capacity() <= plain.byte_len() + plain.byte_len() / 4,
+            "{} bytes of room for {}",
+            plain.capacity(),
+            plain.byte_len()
+        );
         // A control message or a dead letter teaches nothing.
+        let learnt = sizing.capacity(data.len(), usize::MAX);
         prepare(
             "s",
             &record(2, b"corrupt".to_vec()),
@@ -646,7 +668,7 @@ mod tests {
             &mut sizing,
         )
         .unwrap();
-        assert_eq!(sizing.capacity(data.len(), usize::MAX), room);
+        assert_eq!(sizing.capacity(data.len(), usize::MAX), learnt);
     }
 
     #[test]

@@ -51,6 +51,22 @@ impl Encoded {
         }
     }
 
+    /// Gives back the room past a quarter more than the documents take: a
+    /// part's room in the driver's buffer is counted by what it holds, so
+    /// what it merely reserves must stay small.
+    pub fn trim(&mut self) {
+        let held = self.bytes.len();
+        if self.bytes.capacity() > held.saturating_add(held / 4) {
+            self.bytes.shrink_to_fit();
+        }
+    }
+
+    /// Bytes of room held, used or not.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Documents held.
     pub fn len(&self) -> usize {
         self.ends.len()
