@@ -10,7 +10,7 @@ use super::{
     VPC_FLOW_LOG_FIELDS, WorkersSpec,
 };
 use crate::contract::UtcHour;
-use crate::contract::config::Target;
+use crate::contract::config::{ElasticsearchOutput, Target};
 
 const MIN_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_BATCH_BYTES: u64 = 100 << 20;
@@ -256,8 +256,13 @@ fn validate_elasticsearch(es: &ElasticsearchSink, errors: &mut Errors) {
             }
         }
     }
+    // Parsed as the workers parse it: a name template like the index.
     if let Some(dl) = &es.dead_letter
-        && let Err(message) = check_index_name(&dl.index)
+        && let Err(message) = ElasticsearchOutput::parse_dead_letter_index(&dl.index)
+            .map_err(|e| e.message)
+            .and_then(|t| {
+                check_index_name(&t.render(UtcHour::from_unix_millis(0), |_| String::new()))
+            })
     {
         errors.add(format!("{path}.deadLetter.index"), message);
     }
@@ -518,6 +523,11 @@ sink:
             (
                 r#"{sink: {elasticsearch: {endpoint: "https://h", index: a, deadLetter: {index: "Bad"}}}}"#,
                 "spec.sink.elasticsearch.deadLetter.index",
+            ),
+            (
+                // The workers could not read it: not a name template.
+                r#"{sink: {elasticsearch: {endpoint: "https://h", index: a, deadLetter: {index: "dead-{name}"}}}}"#,
+                "spec.sink.elasticsearch.deadLetter.index: unknown placeholder {name}",
             ),
             (
                 r#"{sink: {s3: {bucket: logs, prefix: "{logStream}/%Y/"}}}"#,

@@ -143,7 +143,7 @@ impl S3Output {
     /// Parses a key prefix template.
     pub fn parse_prefix(prefix: &str) -> Result<Template, SinkConfigError> {
         Template::parse(prefix, Self::PREFIX_VARS).map_err(|e| SinkConfigError {
-            field: "prefix",
+            field: "s3.prefix",
             message: e.to_string(),
         })
     }
@@ -173,7 +173,8 @@ mod prefix_template {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct SinkConfigError {
-    /// The field, as the LogSubscription's sink names it (`index`, `prefix`, …).
+    /// The field, as the LogSubscription's sink names it
+    /// (`elasticsearch.index`, `s3.prefix`, …).
     pub field: &'static str,
     /// What is wrong with it.
     pub message: String,
@@ -199,13 +200,13 @@ impl Target {
                 Template::parse(index, &[])
                     .map(Target::Index)
                     .map_err(|e| SinkConfigError {
-                        field: "index",
+                        field: "elasticsearch.index",
                         message: e.to_string(),
                     })
             }
             (None, Some(ds)) => Ok(Target::DataStream(ds.to_owned())),
             _ => Err(SinkConfigError {
-                field: "index",
+                field: "elasticsearch",
                 message: "exactly one of index or dataStream must be set".to_owned(),
             }),
         }
@@ -265,7 +266,7 @@ impl ElasticsearchOutput {
     /// Parses a dead-letter index name template.
     pub fn parse_dead_letter_index(index: &str) -> Result<Template, SinkConfigError> {
         Template::parse(index, &[]).map_err(|e| SinkConfigError {
-            field: "deadLetter.index",
+            field: "elasticsearch.deadLetter.index",
             message: e.to_string(),
         })
     }
@@ -273,12 +274,12 @@ impl ElasticsearchOutput {
 
 fn parse_endpoint(endpoint: &str) -> Result<url::Url, SinkConfigError> {
     let url = url::Url::parse(endpoint).map_err(|e| SinkConfigError {
-        field: "endpoint",
+        field: "elasticsearch.endpoint",
         message: format!("{endpoint:?}: {e}"),
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(SinkConfigError {
-            field: "endpoint",
+            field: "elasticsearch.endpoint",
             message: format!("{endpoint:?} is not an http or https URL"),
         });
     }
@@ -324,7 +325,7 @@ impl TryFrom<ElasticsearchFile> for ElasticsearchOutput {
             ca_file: file.ca_file,
             compress: file.compress,
             concurrency: NonZeroU32::new(file.concurrency).ok_or_else(|| SinkConfigError {
-                field: "concurrency",
+                field: "elasticsearch.concurrency",
                 message: "must be at least 1".to_owned(),
             })?,
             index_template: file.index_template,
@@ -646,7 +647,7 @@ mod tests {
             ),
             (
                 "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'http://s:9200', index: 'cwl-%q'}}\n",
-                "index: unknown placeholder %q",
+                "elasticsearch.index: unknown placeholder %q",
             ),
             (
                 "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'search:9200', index: a}}\n",
@@ -654,11 +655,11 @@ mod tests {
             ),
             (
                 "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {elasticsearch: {endpoint: 'http://s:9200', index: a, concurrency: 0}}\n",
-                "concurrency: must be at least 1",
+                "elasticsearch.concurrency: must be at least 1",
             ),
             (
                 "subscription: {namespace: ns, name: n}\nstreamArn: arn:x\nsink: {s3: {bucket: b, prefix: '{bucket}/'}}\n",
-                "prefix: unknown placeholder {bucket}",
+                "s3.prefix: unknown placeholder {bucket}",
             ),
         ];
         for (i, (text, want)) in cases.iter().enumerate() {

@@ -206,7 +206,7 @@ spec:
         let err = worker_config(&both, "arn:x").unwrap_err().to_string();
         assert_eq!(
             err,
-            "spec.sink: index: exactly one of index or dataStream must be set"
+            "spec.sink.elasticsearch: exactly one of index or dataStream must be set"
         );
     }
 

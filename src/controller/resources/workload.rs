@@ -69,7 +69,7 @@ pub enum BuildError {
     #[error("the LogSubscription has no {0} yet")]
     Missing(&'static str),
     /// The sink cannot be configured (a spec that validation would refuse).
-    #[error("spec.sink: {0}")]
+    #[error("spec.sink.{0}")]
     Sink(crate::contract::config::SinkConfigError),
 }
 
