@@ -101,29 +101,35 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug)]
 pub struct Sizing {
     /// Encoded bytes per compressed byte of the last record that became
-    /// documents, in 1/16ths.
-    sixteenths: usize,
+    /// documents, in 1/1024ths, at most [`Sizing::MAX_RATIO`].
+    ratio: usize,
 }
 
 impl Default for Sizing {
     fn default() -> Self {
         // Documents come to several times the compressed record.
-        Sizing { sixteenths: 8 * 16 }
+        Sizing { ratio: 8 << 10 }
     }
 }
 
 impl Sizing {
+    /// The most a record is guessed to grow by: a record of tiny events may
+    /// grow a thousandfold, and the one after it must not be given room
+    /// for that. Such records grow their buffer as they go.
+    const MAX_RATIO: usize = 64 << 10;
+
     /// Room for the documents of a record of `bytes` bytes: an eighth more
     /// than the last ratio gives, at most `max`.
     fn capacity(&self, bytes: usize, max: usize) -> usize {
-        let expected = bytes.saturating_mul(self.sixteenths) / 16;
+        let expected = bytes.saturating_mul(self.ratio) >> 10;
         expected.saturating_add(expected / 8).min(max)
     }
 
     /// Learns from a record of `bytes` bytes that became `encoded` bytes.
     fn learn(&mut self, bytes: usize, encoded: usize) {
         if bytes > 0 && encoded > 0 {
-            self.sixteenths = encoded.saturating_mul(16) / bytes + 1;
+            let ratio = (encoded.saturating_mul(1 << 10) / bytes).saturating_add(1);
+            self.ratio = ratio.min(Self::MAX_RATIO);
         }
     }
 }
@@ -639,9 +645,13 @@ mod tests {
             "{room} bytes of room for {encoded}"
         );
         assert_eq!(sizing.capacity(data.len(), 100), 100, "at most a batch");
-        // After a record that grew a hundredfold, a plain one keeps only
-        // the room it takes.
-        sizing.learn(data.len() / 100, encoded);
+        // After a record that grew a thousandfold, a plain one is given
+        // room for at most 64 times its size, and keeps only what it takes.
+        sizing.learn(1, encoded);
+        assert_eq!(
+            sizing.capacity(data.len(), usize::MAX),
+            data.len() * 64 + data.len() * 8
+        );
         let plain = prepare(
             "s",
             &record(3, data.clone()),
