@@ -171,6 +171,19 @@ impl Template {
             .any(|p| matches!(p, Part::Year | Part::Month | Part::Day | Part::Hour))
     }
 
+    /// A glob every rendering matches: each run of placeholders is a `*`.
+    pub fn glob(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                _ if out.ends_with('*') => {}
+                _ => out.push('*'),
+            }
+        }
+        out
+    }
+
     /// Renders the template; `var` supplies each `{name}`.
     pub fn render(&self, at: UtcHour, var: impl Fn(&str) -> String) -> String {
         let mut out = String::new();

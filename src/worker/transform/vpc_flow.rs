@@ -96,7 +96,7 @@ pub fn apply<'a>(format: &Format, mut doc: Document<'a>) -> Document<'a> {
 }
 
 fn typed(kind: Kind, text: Cow<'_, str>) -> Field<'_> {
-    let number = match kind {
+    let parsed = match kind {
         Kind::Number => text.parse::<u64>().ok().map(Value::from),
         Kind::Time => text
             .parse::<i64>()
@@ -105,7 +105,7 @@ fn typed(kind: Kind, text: Cow<'_, str>) -> Field<'_> {
             .map(|millis| Value::from(rfc3339_millis(millis))),
         Kind::Text => None,
     };
-    number.map_or(Field::Text(text), Field::from)
+    parsed.map_or(Field::Text(text), Field::from)
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl Elasticsearch {
             builder = builder.cert_validation(CertificateValidation::Full(cert));
         }
         let pattern = match &config.target {
-            Target::Index(index) => pattern_of(index.source()),
+            Target::Index(index) => pattern_of(index),
             Target::DataStream(ds) => ds.clone(),
         };
         Ok(Elasticsearch {
@@ -523,22 +523,8 @@ fn split_action(doc: &[u8]) -> (Action, &[u8]) {
 }
 
 /// The index pattern of an index name template: each placeholder run a `*`.
-fn pattern_of(index: &str) -> String {
-    let mut out = String::new();
-    let mut chars = index.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '%' && chars.peek().is_some_and(|n| *n != '%') {
-            chars.next();
-            if !out.ends_with('*') {
-                out.push('*');
-            }
-        } else if c == '%' {
-            chars.next();
-            out.push('%');
-        } else {
-            out.push(c);
-        }
-    }
+fn pattern_of(index: &Template) -> String {
+    let mut out = index.glob();
     // Dots between placeholders (`%Y.%m.%d`) fold into one wildcard.
     while out.contains("*.*") {
         out = out.replace("*.*", "*");
@@ -818,10 +804,11 @@ mod tests {
 
     #[test]
     fn index_templates_cover_every_index_of_the_pattern() {
-        assert_eq!(pattern_of("cwl-%Y.%m.%d"), "cwl-*");
-        assert_eq!(pattern_of("logs-%Y-%m"), "logs-*");
-        assert_eq!(pattern_of("flow"), "flow");
-        assert_eq!(pattern_of("a%%b-%H"), "a%b-*");
+        let pattern = |index| pattern_of(&Template::parse(index, &[]).unwrap());
+        assert_eq!(pattern("cwl-%Y.%m.%d"), "cwl-*");
+        assert_eq!(pattern("logs-%Y-%m"), "logs-*");
+        assert_eq!(pattern("flow"), "flow");
+        assert_eq!(pattern("a%%b-%H"), "a%b-*");
         let spec = IndexTemplateOutput {
             replaces: None,
             name: "logsub-ns-flow".into(),
