@@ -35,10 +35,9 @@ use logsub::aws::AwsError;
 use logsub::aws::kinesis::Record;
 use logsub::contract::SequenceNumber;
 use logsub::telemetry::WorkerMetrics;
-use logsub::worker::document::Document;
 use logsub::worker::health::ShardCounters;
 use logsub::worker::shard::{self, Resume, ShardExit};
-use logsub::worker::sink::{Batch, Delivered, EncodeError, Sink, SinkError};
+use logsub::worker::sink::{Batch, Delivered, NdJson, Sink, SinkError};
 use logsub::worker::source::kinesis::reader::Read;
 use ratio::{alternate, process_cpu, thread_cpu};
 use serde::Deserialize;
@@ -134,10 +133,10 @@ struct Discard {
 }
 
 impl Sink for Discard {
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        doc.write_json(out);
-        out.push(b'\n');
-        Ok(())
+    type Encoder = NdJson;
+
+    fn encoder(&self) -> &NdJson {
+        &NdJson
     }
 
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
@@ -155,10 +154,10 @@ impl Sink for Discard {
 struct Stalled;
 
 impl Sink for Stalled {
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        doc.write_json(out);
-        out.push(b'\n');
-        Ok(())
+    type Encoder = NdJson;
+
+    fn encoder(&self) -> &NdJson {
+        &NdJson
     }
 
     async fn deliver(&self, _: &Batch) -> Result<Delivered, SinkError> {

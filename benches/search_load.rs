@@ -30,8 +30,8 @@ use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::health::ShardCounters;
 use logsub::worker::process::{Outcome, process};
 use logsub::worker::shard::{self, Resume, ShardExit};
-use logsub::worker::sink::Sink;
 use logsub::worker::sink::elasticsearch::Elasticsearch;
+use logsub::worker::sink::{Encoded, Encoder, Sink};
 use logsub::worker::source::kinesis::reader::Read;
 use ratio::Spread;
 use search::{count, create_index};
@@ -117,7 +117,7 @@ fn bodies(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Vec<Vec<u8>>
     let transforms = payloads::transforms("vpc-flow");
     let max = usize::try_from(logsub::api::BatchSpec::default().max_events).expect("events");
     let mut bodies = Vec::new();
-    let (mut body, mut in_body) = (Vec::new(), 0);
+    let (mut body, mut in_body) = (Encoded::default(), 0);
     for (s, records) in shards.iter().enumerate() {
         for (i, data) in records.iter().enumerate() {
             let record = Record {
@@ -135,7 +135,8 @@ fn bodies(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Vec<Vec<u8>>
                 panic!("documents");
             };
             for doc in docs {
-                sink.encode(&doc, &mut body).expect("encode");
+                body.push(|out| sink.encoder().encode(&doc, out))
+                    .expect("encode");
                 in_body += 1;
                 if in_body == max {
                     bodies.push(std::mem::take(&mut body));
@@ -151,7 +152,7 @@ fn bodies(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Vec<Vec<u8>>
         .into_iter()
         .map(|b| {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&b).expect("gzip");
+            gz.write_all(b.as_bytes()).expect("gzip");
             gz.finish().expect("gzip")
         })
         .collect()

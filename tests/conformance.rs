@@ -17,11 +17,11 @@ use logsub::contract::config::{ElasticsearchOutput, S3Output};
 use logsub::telemetry::WorkerMetrics;
 use logsub::worker::document::Document;
 use logsub::worker::health::SinkHealth;
-use logsub::worker::sink::batch::{Ack, Acked};
+use logsub::worker::sink::batch::{Ack, Acked, BatchLimits};
 use logsub::worker::sink::driver::{self, DriverHandle, DriverLimits};
 use logsub::worker::sink::elasticsearch::Elasticsearch;
 use logsub::worker::sink::s3::S3;
-use logsub::worker::sink::{Encoded, ObjectMeta, Part, Sink, Span};
+use logsub::worker::sink::{Batching, Encoded, Encoder, ObjectMeta, Part, Sink, Span};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ fn start<S: Sink>(sink: S) -> Harness<S> {
     let sink = Arc::new(sink);
     let metrics = Arc::new(WorkerMetrics::default());
     let health = Arc::new(SinkHealth::default());
-    let limits = DriverLimits::new(100, 1 << 20, Duration::from_millis(50), 2);
+    let limits = DriverLimits::new(BatchLimits::new(100, 1 << 20, Duration::from_millis(50)), 2);
     let (driver, delivering) = driver::spawn(sink.clone(), limits, metrics.clone(), health.clone());
     let (ack_to, acks) = mpsc::unbounded_channel();
     Harness {
@@ -82,7 +82,7 @@ impl<S: Sink> Harness<S> {
         let mut encoded = Encoded::default();
         for d in docs {
             encoded
-                .push(|out| self.sink.encode(d, out))
+                .push(|out| self.sink.encoder().encode(d, out))
                 .expect("encode");
         }
         let sequence = SequenceNumber::parse(&seq.to_string()).expect("sequence");
@@ -91,7 +91,7 @@ impl<S: Sink> Harness<S> {
             shard: SHARD.into(),
             sequence: sequence.clone(),
         };
-        let part = if self.sink.objects() {
+        let part = if self.sink.batching() == Batching::PerShard {
             let span = Span {
                 shard: SHARD.into(),
                 first: sequence.clone(),

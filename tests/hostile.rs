@@ -15,7 +15,7 @@ use logsub::aws::kinesis::Record;
 use logsub::contract::SequenceNumber;
 use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::pipeline::{Kind, PartLimits, Sizing, prepare};
-use logsub::worker::sink::stdout::Stdout;
+use logsub::worker::sink::NdJson;
 use logsub::worker::transform::Compiled;
 
 /// Counts the bytes allocated, and the most live at once.
@@ -87,9 +87,7 @@ fn event(i: usize, message: &str) -> String {
 /// Prepares `data` through `transforms` (the fastest of three runs, and the
 /// memory of the first); every event must come out as documents.
 fn cost(data: &[u8], transforms: &[Compiled], documents: usize) -> Cost {
-    let sink = Stdout::to(Vec::new());
     let limits = PartLimits {
-        max_docs: 5000,
         max_bytes: 5 << 20,
         decode: Limits {
             max_inflated_bytes: 64 << 20,
@@ -112,7 +110,7 @@ fn cost(data: &[u8], transforms: &[Compiled], documents: usize) -> Cost {
             "shardId-0",
             &record,
             transforms,
-            &sink,
+            &NdJson,
             &limits,
             &mut Sizing::default(),
         )
@@ -244,9 +242,7 @@ fn a_small_record_that_expands_too_far() {
         events.join(",")
     );
     let data = gzip(json.as_bytes());
-    let sink = Stdout::to(Vec::new());
     let limits = PartLimits {
-        max_docs: 5000,
         max_bytes: 5 << 20,
         decode: Limits::default(),
         budget: Duration::from_secs(600),
@@ -263,7 +259,7 @@ fn a_small_record_that_expands_too_far() {
         "shardId-0",
         &record,
         &[],
-        &sink,
+        &NdJson,
         &limits,
         &mut Sizing::default(),
     )

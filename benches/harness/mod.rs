@@ -12,6 +12,7 @@ use logsub::worker::decode::cloudwatch::Limits;
 use logsub::worker::health::SinkHealth;
 use logsub::worker::shard::{HeldLease, ShardContext};
 use logsub::worker::sink::Sink;
+use logsub::worker::sink::batch::BatchLimits;
 use logsub::worker::sink::driver::{self, DriverLimits};
 use logsub::worker::source::kinesis::lease::LeaseError;
 use logsub::worker::transform::Compiled;
@@ -47,19 +48,15 @@ pub fn context<S: Sink>(
 ) -> (Arc<ShardContext<S>>, JoinHandle<()>) {
     let metrics = Arc::new(WorkerMetrics::default());
     let sink_health = Arc::new(SinkHealth::default());
-    let batch = logsub::api::BatchSpec::default();
-    let limits = DriverLimits::new(
-        usize::try_from(batch.max_events).expect("max events"),
-        usize::try_from(batch.max_bytes.0).expect("max bytes"),
-        batch.max_wait.into(),
-        sink.concurrency(),
-    );
+    let batch = BatchLimits::from(&logsub::api::BatchSpec::default());
+    let limits = DriverLimits::new(batch, sink.concurrency());
     let (driver, delivering) =
         driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
     let context = Arc::new(ShardContext {
         sink,
         sink_health,
         driver,
+        batch,
         transforms,
         metrics,
         decode: Limits::default(),

@@ -95,15 +95,9 @@ impl DeadLetter {
     }
 
     /// The dead letter of a document the sink refused for good: `source` is
-    /// the document as sent, under `id` (its own `@id` when `None`), `index`
-    /// where it was meant to go.
-    pub fn document(
-        origin: Origin,
-        id: Option<&str>,
-        source: &[u8],
-        index: Option<&str>,
-        why: Why,
-    ) -> DeadLetter {
+    /// the document as sent (the dead letter takes its `@id`), `index` where
+    /// it was meant to go.
+    pub fn document(origin: Origin, source: &[u8], index: Option<&str>, why: Why) -> DeadLetter {
         #[derive(serde::Deserialize, Default)]
         struct Known {
             #[serde(rename = "@id")]
@@ -138,9 +132,8 @@ impl DeadLetter {
             ));
         }
         DeadLetter {
-            id: id
-                .map(str::to_owned)
-                .or(known.id)
+            id: known
+                .id
                 .unwrap_or_else(|| format!("deadletter-{}-{}", origin.shard, origin.sequence)),
             // Only a time: the refused document's own may be what was refused.
             time: known
@@ -308,7 +301,7 @@ mod tests {
             status: Some(413),
             error_type: Some("too_large".into()),
         };
-        let letter = DeadLetter::document(origin(), None, &source, Some("cwl-2026.12.03"), why);
+        let letter = DeadLetter::document(origin(), &source, Some("cwl-2026.12.03"), why);
         let doc = letter.to_document(0);
         assert_eq!(doc["@id"], "3195");
         assert_eq!(doc["@timestamp"], "2026-12-03T08:00:00.000Z");
@@ -337,7 +330,7 @@ mod tests {
             status: Some(400),
             error_type: Some("mapper_parsing_exception".into()),
         };
-        let letter = DeadLetter::document(origin(), None, source, None, why);
+        let letter = DeadLetter::document(origin(), source, None, why);
         assert_eq!(
             letter.to_document(0)["@timestamp"],
             "1970-01-01T00:00:00.000Z"

@@ -19,8 +19,9 @@ use super::decode::cloudwatch::Limits;
 use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
 use super::health::ShardCounters;
 use super::process::{Streamed, process_each};
-use super::sink::batch::{Ack, Acked, Earlier, Encoded, ObjectMeta, Part, Span};
-use super::sink::{EncodeError, Sink};
+use super::sink::batch::{AckTo, Acked, Earlier, Encoded, ObjectMeta, Part};
+use super::sink::cut::{self, Cutter, Probe};
+use super::sink::{EncodeError, Encoder};
 use super::transform::Compiled;
 use crate::aws::kinesis::Record;
 use crate::contract::{SequenceNumber, UtcHour};
@@ -66,12 +67,11 @@ pub enum PipelineError {
     },
 }
 
-/// How a shard's records are prepared and cut.
+/// How a shard's records are prepared.
 #[derive(Clone, Copy, Debug)]
 pub struct PartLimits {
-    /// Most documents in a part (the batch's limit).
-    pub max_docs: usize,
-    /// Most bytes in a part (the batch's limit).
+    /// Most bytes in a part (the batch's limit): no record's buffer is made
+    /// larger to begin with.
     pub max_bytes: usize,
     /// Largest inflated payload accepted.
     pub decode: Limits,
@@ -150,18 +150,18 @@ pub struct Prepared {
     pub meta: Option<ObjectMeta>,
 }
 
-/// Decodes, transforms and encodes one record of `shard` for `sink` (pure),
+/// Decodes, transforms and encodes one record of `shard` with `encoder` (pure),
 /// one document at a time. A record that cannot be decoded, is over its
 /// budget, has a document the sink cannot encode, or becomes more than
 /// `max_output` bytes of documents (a small record of many tiny events can
 /// become a thousand times its size) becomes a dead letter. Fails only when
 /// even the dead letter cannot be encoded. `sizing` learns from each record
 /// how much room the next one needs.
-pub fn prepare<S: Sink>(
+pub fn prepare<E: Encoder>(
     shard: &str,
     record: &Record,
     transforms: &[Compiled],
-    sink: &S,
+    encoder: &E,
     limits: &PartLimits,
     sizing: &mut Sizing,
 ) -> Result<Prepared, PipelineError> {
@@ -187,7 +187,7 @@ pub fn prepare<S: Sink>(
                 meta = Some(object_meta(&doc));
             }
             encoded
-                .push(|out| sink.encode(&doc, out))
+                .push(|out| encoder.encode(&doc, out))
                 .map_err(|e| Why {
                     reason: "encode",
                     message: e.to_string(),
@@ -224,7 +224,7 @@ pub fn prepare<S: Sink>(
     let letter = letter.to_document(now_millis());
     let mut encoded = Encoded::default();
     encoded
-        .push(|out| sink.encode_dead_letter(&letter, out))
+        .push(|out| encoder.encode_dead_letter(&letter, out))
         .map_err(|source| PipelineError::Encode {
             sequence: record.sequence.clone(),
             source,
@@ -245,162 +245,83 @@ pub enum Accepted {
 
 /// The pipeline state of one shard held by this worker.
 pub struct ShardPipeline {
-    shard: Arc<str>,
+    to: AckTo,
     labels: ShardLabels,
     watermark: Watermark,
-    acks: UnboundedSender<Acked>,
     limits: PartLimits,
-    /// For an object sink: the shard's own batching.
-    objects: Option<Objects>,
+    /// How records become parts, as the sink batches.
+    cutter: Cutter,
     /// Delivery counters published on the lease.
     pub counters: ShardCounters,
 }
 
-/// A shard's batching for an object sink: runs of whole records, cut at the
-/// limits or after `max_wait`, except where an object written before a restart
-/// ended, which is where the replay must cut again.
-struct Objects {
-    max_wait: Duration,
-    open: Option<OpenObject>,
-    /// Whether objects may exist beyond the checkpoint: asked for each new
-    /// object until one is not there.
-    probing: bool,
-    /// The record a probe was answered for, and the object found there.
-    probed: Option<(SequenceNumber, Option<Earlier>)>,
-}
-
-struct OpenObject {
-    encoded: Encoded,
-    first: SequenceNumber,
-    last: SequenceNumber,
-    meta: ObjectMeta,
-    opened: Instant,
-    /// The object an earlier holder wrote from the same first record: this
-    /// one ends where it did.
-    earlier: Option<Earlier>,
-    /// Its documents that are dead letters.
-    dead_letters: usize,
-}
-
-/// An object sink must be asked where the object starting at `first` ended.
-#[derive(Debug, PartialEq)]
-pub struct Probe {
-    /// The first record of the object.
-    pub first: SequenceNumber,
-    /// Its key's parts.
-    pub meta: ObjectMeta,
-}
-
 impl ShardPipeline {
-    /// A pipeline resuming after `checkpoint`; acks for its parts come back on `acks`.
+    /// A pipeline resuming after `checkpoint`, cutting records with
+    /// `cutter`; acks for its parts come back on `acks`.
     pub fn new(
         shard: &str,
         checkpoint: Option<SequenceNumber>,
         acks: UnboundedSender<Acked>,
-        limits: PartLimits,
+        (limits, cutter): (PartLimits, Cutter),
         counters: ShardCounters,
     ) -> ShardPipeline {
         ShardPipeline {
-            shard: Arc::from(shard),
+            to: AckTo {
+                shard: Arc::from(shard),
+                to: acks,
+            },
             labels: WorkerMetrics::shard(shard),
             watermark: Watermark::new(checkpoint),
-            acks,
             limits,
-            objects: None,
+            cutter,
             counters,
         }
     }
 
-    /// Batches for an object sink: objects of whole records, at most
-    /// `max_wait` old, probed for after a restart.
-    pub fn cut_objects(mut self, max_wait: Duration) -> ShardPipeline {
-        self.objects = Some(Objects {
-            max_wait,
-            open: None,
-            probing: true,
-            probed: None,
-        });
-        self
-    }
-
-    /// The limits records are prepared and cut with.
+    /// The limits records are prepared with.
     pub fn limits(&self) -> &PartLimits {
         &self.limits
     }
 
+    /// How records become parts.
+    pub fn cutter(&self) -> &Cutter {
+        &self.cutter
+    }
+
     /// The shard.
     pub fn shard(&self) -> &str {
-        &self.shard
+        &self.to.shard
     }
 
     /// The answer to a [`Probe`]: where the object ended, if it exists.
     pub fn probed(&mut self, probe: &Probe, earlier: Option<Earlier>) {
-        if let Some(objects) = &mut self.objects {
-            objects.probing = earlier.is_some();
-            objects.probed = Some((probe.first.clone(), earlier));
-        }
+        self.cutter.probed(probe, earlier);
     }
 
-    /// When the open object must be cut, if it may be cut by time.
-    pub fn object_due(&self) -> Option<Instant> {
-        let open = self.objects.as_ref()?.open.as_ref()?;
-        open.earlier
-            .is_none()
-            .then_some(open.opened + self.objects.as_ref()?.max_wait)
+    /// When the parts held back must be cut, if by time.
+    pub fn due(&self) -> Option<Instant> {
+        self.cutter.due()
     }
 
-    /// Cuts the open object now (its time is up, or the shard ended).
+    /// Cuts what is held back now (its time is up, or the shard ended).
     pub fn cut_now(&mut self) -> Option<Part> {
-        let open = self.objects.as_mut()?.open.take()?;
-        Some(self.close(open))
+        self.cutter.cut_now(&self.to)
     }
 
-    fn ack(&self, sequence: &SequenceNumber) -> Ack {
-        Ack {
-            to: self.acks.clone(),
-            shard: self.shard.clone(),
-            sequence: sequence.clone(),
-        }
-    }
-
-    fn close(&self, open: OpenObject) -> Part {
-        let ack = self.ack(&open.first);
-        let written = open
-            .earlier
-            .filter(|earlier| earlier.last == open.last)
-            .map(|earlier| earlier.key);
-        let span = Span {
-            shard: self.shard.clone(),
-            first: open.first,
-            last: open.last,
-            meta: open.meta,
-            written,
-        };
-        Part::object(open.encoded, span, Some(ack)).with_dead_letters(open.dead_letters)
-    }
-
-    /// Takes a prepared record: registers it in the watermark with the number
-    /// of parts it became and appends the parts to `out`, unless an object
-    /// sink must first answer a [`Probe`].
+    /// Takes a prepared record: cuts it into parts appended to `out` and
+    /// registers it in the watermark with the number of parts it waits for,
+    /// unless an object sink must first answer a [`Probe`].
     pub fn accept(
         &mut self,
         prepared: Prepared,
         metrics: &WorkerMetrics,
         out: &mut VecDeque<Part>,
     ) -> Result<Accepted, PipelineError> {
-        if let Some(objects) = &mut self.objects
-            && objects.open.is_none()
-            && !prepared.encoded.is_empty()
-            && objects.probing
-            && objects
-                .probed
-                .as_ref()
-                .is_none_or(|(first, _)| *first != prepared.sequence)
-        {
-            let probe = Probe {
-                first: prepared.sequence.clone(),
-                meta: prepared.meta.clone().unwrap_or_default(),
-            };
+        if let Some(probe) = self.cutter.probe(
+            &prepared.sequence,
+            prepared.encoded.is_empty(),
+            prepared.meta.as_ref(),
+        ) {
             return Ok(Accepted::Probe(Box::new((probe, prepared))));
         }
         let Prepared {
@@ -410,24 +331,14 @@ impl ShardPipeline {
             encoded,
             meta,
         } = prepared;
-        let dead = matches!(kind, Kind::DeadLetter(_));
-        // Taken out for the call, which needs the rest of `self` too.
-        if let Some(mut objects) = self.objects.take() {
-            let added = self.object_record(&mut objects, &sequence, encoded, meta, dead, out);
-            self.objects = Some(objects);
-            added?;
-        } else {
-            let parts = if encoded.is_empty() {
-                Vec::new()
-            } else {
-                encoded.split(self.limits.max_docs, self.limits.max_bytes)
-            };
-            self.watermark.read(sequence.clone(), parts.len())?;
-            out.extend(parts.into_iter().map(|p| {
-                let dead_letters = if dead { p.len() } else { 0 };
-                Part::new(p, Some(self.ack(&sequence))).with_dead_letters(dead_letters)
-            }));
-        }
+        let record = cut::Record {
+            sequence: &sequence,
+            encoded,
+            meta,
+            dead: matches!(kind, Kind::DeadLetter(_)),
+        };
+        let parts = self.cutter.cut(record, &self.to, out);
+        self.watermark.read(sequence.clone(), parts)?;
         metrics.records_read.get_or_create(&self.labels).inc();
         metrics
             .bytes_read
@@ -445,69 +356,10 @@ impl ShardPipeline {
                     .errors
                     .get_or_create(&ErrorLabels::processing(reason))
                     .inc();
-                tracing::warn!(shard = %self.shard, %sequence, %reason, "record dead-lettered");
+                tracing::warn!(shard = %self.to.shard, %sequence, %reason, "record dead-lettered");
             }
         }
         Ok(Accepted::Done)
-    }
-
-    /// Adds a record's documents to the shard's object, and cuts it when full
-    /// or where an earlier one ended.
-    fn object_record(
-        &mut self,
-        objects: &mut Objects,
-        seq: &SequenceNumber,
-        encoded: Encoded,
-        meta: Option<ObjectMeta>,
-        dead: bool,
-        out: &mut VecDeque<Part>,
-    ) -> Result<(), PipelineError> {
-        let dead_letters = if dead { encoded.len() } else { 0 };
-        match &mut objects.open {
-            // Nothing to deliver and no object open: done at once.
-            None if encoded.is_empty() => {
-                self.watermark.read(seq.clone(), 0)?;
-                return Ok(());
-            }
-            None => {
-                let earlier = match &objects.probed {
-                    Some((first, earlier)) if first == seq => earlier.clone(),
-                    _ => None,
-                };
-                objects.open = Some(OpenObject {
-                    encoded,
-                    first: seq.clone(),
-                    last: seq.clone(),
-                    meta: meta.unwrap_or_default(),
-                    opened: Instant::now(),
-                    earlier,
-                    dead_letters,
-                });
-                // The object's first record holds the watermark for all of it.
-                self.watermark.read(seq.clone(), 1)?;
-            }
-            Some(open) => {
-                open.encoded.append(&encoded);
-                open.last = seq.clone();
-                open.dead_letters += dead_letters;
-                self.watermark.read(seq.clone(), 0)?;
-            }
-        }
-        let limits = self.limits;
-        let full = objects
-            .open
-            .as_ref()
-            .is_some_and(|open| match &open.earlier {
-                Some(earlier) => *seq >= earlier.last,
-                None => {
-                    open.encoded.len() >= limits.max_docs
-                        || open.encoded.byte_len() >= limits.max_bytes
-                }
-            });
-        if full && let Some(open) = objects.open.take() {
-            out.push_back(self.close(open));
-        }
-        Ok(())
     }
 
     /// A part came back: stored (the checkpoint may move), or stored nowhere
@@ -563,9 +415,8 @@ mod tests {
 
     use super::*;
     use crate::worker::decode::cloudwatch::tests::gzip;
-    use crate::worker::sink::batch::Stored;
-    use crate::worker::sink::stdout::Stdout;
-    use crate::worker::sink::{Batch, Delivered};
+    use crate::worker::sink::batch::{BatchLimits, Stored};
+    use crate::worker::sink::{Batch, Batching, Delivered, NdJson};
 
     fn record(n: u64, data: Vec<u8>) -> Record {
         Record {
@@ -588,27 +439,36 @@ mod tests {
         )
     }
 
-    fn limits(max_docs: usize) -> PartLimits {
-        PartLimits {
-            max_docs,
-            max_bytes: 1 << 20,
+    /// Limits for parts of at most `max_docs` documents, cut for a sink
+    /// that batches so.
+    fn limits(max_docs: usize, batching: Batching) -> (PartLimits, Cutter) {
+        let batch = BatchLimits::new(max_docs, 1 << 20, Duration::from_secs(60));
+        let limits = PartLimits {
+            max_bytes: batch.max_bytes,
             decode: Limits::default(),
             budget: Duration::from_secs(60),
             max_output: 64 << 20,
-        }
+        };
+        (limits, Cutter::new(batching, batch))
     }
 
     /// Prepares and accepts `records` in order, answering no probe.
     fn feed(
         p: &mut ShardPipeline,
         records: Vec<Record>,
-        sink: &Stdout<Vec<u8>>,
         metrics: &WorkerMetrics,
         parts: &mut VecDeque<Part>,
     ) {
         for record in records {
-            let prepared =
-                prepare("s", &record, &[], sink, p.limits(), &mut Sizing::default()).unwrap();
+            let prepared = prepare(
+                "s",
+                &record,
+                &[],
+                &NdJson,
+                p.limits(),
+                &mut Sizing::default(),
+            )
+            .unwrap();
             assert!(matches!(
                 p.accept(prepared, metrics, parts),
                 Ok(Accepted::Done)
@@ -626,15 +486,20 @@ mod tests {
     #[test]
     fn a_records_buffer_is_sized_by_what_the_last_one_became() {
         let (tx, _acks) = mpsc::unbounded_channel();
-        let p = ShardPipeline::new("s", None, tx, limits(1000), ShardCounters::default());
-        let sink = Stdout::to(Vec::new());
+        let p = ShardPipeline::new(
+            "s",
+            None,
+            tx,
+            limits(1000, Batching::Shared),
+            ShardCounters::default(),
+        );
         let mut sizing = Sizing::default();
         let data = payload(50);
         let first = prepare(
             "s",
             &record(1, data.clone()),
             &[],
-            &sink,
+            &NdJson,
             p.limits(),
             &mut sizing,
         );
@@ -656,7 +521,7 @@ mod tests {
             "s",
             &record(3, data.clone()),
             &[],
-            &sink,
+            &NdJson,
             p.limits(),
             &mut sizing,
         );
@@ -673,7 +538,7 @@ mod tests {
             "s",
             &record(2, b"corrupt".to_vec()),
             &[],
-            &sink,
+            &NdJson,
             p.limits(),
             &mut sizing,
         )
@@ -684,8 +549,13 @@ mod tests {
     #[test]
     fn records_become_parts_and_the_checkpoint_follows_the_acks() {
         let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new("s", None, tx, limits(2), ShardCounters::default());
-        let sink = Stdout::to(Vec::new());
+        let mut p = ShardPipeline::new(
+            "s",
+            None,
+            tx,
+            limits(2, Batching::Shared),
+            ShardCounters::default(),
+        );
         let metrics = WorkerMetrics::default();
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[]}"#;
         let mut parts = VecDeque::new();
@@ -696,7 +566,6 @@ mod tests {
                 record(2, gzip(control)),
                 record(3, b"corrupt".to_vec()),
             ],
-            &sink,
             &metrics,
             &mut parts,
         );
@@ -728,14 +597,18 @@ mod tests {
     #[test]
     fn a_part_stored_nowhere_holds_the_checkpoint_and_says_where() {
         let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new("s", None, tx, limits(10), ShardCounters::default());
-        let sink = Stdout::to(Vec::new());
+        let mut p = ShardPipeline::new(
+            "s",
+            None,
+            tx,
+            limits(10, Batching::Shared),
+            ShardCounters::default(),
+        );
         let metrics = WorkerMetrics::default();
         let mut parts = VecDeque::new();
         feed(
             &mut p,
             vec![record(1, payload(1)), record(2, payload(1))],
-            &sink,
             &metrics,
             &mut parts,
         );
@@ -763,9 +636,13 @@ mod tests {
     #[test]
     fn objects_are_runs_of_whole_records_cut_where_earlier_ones_ended() {
         let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new("s", None, tx, limits(5), ShardCounters::default())
-            .cut_objects(Duration::from_secs(60));
-        let sink = Stdout::to(Vec::new());
+        let mut p = ShardPipeline::new(
+            "s",
+            None,
+            tx,
+            limits(5, Batching::PerShard),
+            ShardCounters::default(),
+        );
         let metrics = WorkerMetrics::default();
         let mut parts = VecDeque::new();
         let mut probes = Vec::new();
@@ -774,7 +651,7 @@ mod tests {
                 "s",
                 &record(n, payload(2)),
                 &[],
-                &sink,
+                &NdJson,
                 p.limits(),
                 &mut Sizing::default(),
             )
@@ -824,7 +701,7 @@ mod tests {
             "only the replay is there already"
         );
         // Record 6 stays open until its time is up.
-        assert!(p.object_due().is_some());
+        assert!(p.due().is_some());
         let last = p.cut_now().expect("the open object");
         assert_eq!(last.encoded().len(), 2);
         // Nothing moves until the first object is delivered, then all of it.

@@ -13,6 +13,7 @@ use super::decode::cloudwatch::Limits;
 use super::health::{ShardCounters, SinkHealth};
 use super::shard::{self, HeldLease, Resume, ShardContext, ShardExit};
 use super::sink::Sink;
+use super::sink::batch::BatchLimits;
 use super::sink::driver::{self, DriverLimits};
 use super::sink::elasticsearch::sigv4::Signer;
 use super::sink::elasticsearch::{Elasticsearch, SetupError};
@@ -236,13 +237,8 @@ async fn work<S: Sink>(
         identity,
         ready,
     } = parts;
-    let batch = &config.batch;
-    let limits = DriverLimits::new(
-        usize::try_from(batch.max_events).unwrap_or(1),
-        usize::try_from(batch.max_bytes.0).unwrap_or(usize::MAX),
-        batch.max_wait.into(),
-        sink.concurrency(),
-    );
+    let batch = BatchLimits::from(&config.batch);
+    let limits = DriverLimits::new(batch, sink.concurrency());
     let sink_health = Arc::new(SinkHealth::default());
     let (driver, delivering) =
         driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
@@ -251,6 +247,7 @@ async fn work<S: Sink>(
         sink,
         sink_health,
         driver,
+        batch,
         transforms: config.transforms.iter().map(Compiled::new).collect(),
         metrics,
         decode: Limits {

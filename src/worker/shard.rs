@@ -19,10 +19,11 @@ use tokio::time::Instant;
 use super::decode::cloudwatch::Limits;
 use super::health::{ShardCounters, SinkHealth};
 use super::pipeline::{
-    Accepted, PartLimits, PipelineError, Prepared, Probe, ShardPipeline, Sizing, prepare,
+    Accepted, PartLimits, PipelineError, Prepared, ShardPipeline, Sizing, prepare,
 };
 use super::prepare_pool::PreparePool;
-use super::sink::batch::Acked;
+use super::sink::batch::{Acked, BatchLimits};
+use super::sink::cut::{Cutter, Probe};
 use super::sink::driver::{Closed, DriverHandle, Room};
 use super::sink::{Earlier, Part, Sink, SinkError};
 use super::source::kinesis::lease::LeaseError;
@@ -64,6 +65,8 @@ pub struct ShardContext<S> {
     pub sink_health: Arc<SinkHealth>,
     /// The sink driver.
     pub driver: DriverHandle,
+    /// How large and old a batch grows.
+    pub batch: BatchLimits,
     /// The transforms, in order.
     pub transforms: Vec<Compiled>,
     /// The worker's metrics.
@@ -136,24 +139,19 @@ pub async fn run<S: Sink, L: HeldLease>(
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
     let limits = PartLimits {
-        max_docs: context.driver.limits().max_docs,
-        max_bytes: context.driver.limits().max_bytes,
+        max_bytes: context.batch.max_bytes,
         decode: context.decode,
         budget: context.budget,
         max_output: context.max_output,
     };
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
-    let mut pipeline = ShardPipeline::new(
+    let pipeline = ShardPipeline::new(
         &resume.shard,
         resume.checkpoint.clone(),
         ack_tx,
-        limits,
+        (limits, Cutter::new(context.sink.batching(), context.batch)),
         resume.counters,
     );
-    let objects = context.sink.objects();
-    if objects {
-        pipeline = pipeline.cut_objects(context.driver.limits().max_wait);
-    }
     let mut task = ShardTask {
         context,
         lease,
@@ -201,18 +199,16 @@ pub async fn run<S: Sink, L: HeldLease>(
         {
             preparing = Some(task.prepare_some());
         }
-        // An object sink's shard has one object in flight at a time, so that
-        // objects land in order and a replay finds where they ended.
         let next_part = task
             .pending
             .front()
-            .filter(|_| !objects || task.sent == 0)
+            .filter(|_| task.pipeline.cutter().may_send(task.sent))
             .map(|p| p.encoded().byte_len());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
         let busy = preparing.is_some() || probing.is_some() || !task.ready.is_empty();
         let can_read = task.pending.is_empty() && task.raw.is_empty() && !busy && end.is_none();
-        let object_due = task.pipeline.object_due().filter(|_| !busy);
+        let cut_due = task.pipeline.due().filter(|_| !busy);
         let result = tokio::select! {
             biased;
             _ = stop.changed() => return task.stop(acks).await,
@@ -245,7 +241,7 @@ pub async fn run<S: Sink, L: HeldLease>(
                 probing = None;
                 task.probed(end_at)
             }
-            () = sleep_until(object_due), if object_due.is_some() => {
+            () = sleep_until(cut_due), if cut_due.is_some() => {
                 task.pending.extend(task.pipeline.cut_now());
                 Ok(())
             }
@@ -343,7 +339,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                             &shard,
                             &record,
                             &context.transforms,
-                            &*context.sink,
+                            context.sink.encoder(),
                             &limits,
                             &mut sizing,
                         )?;

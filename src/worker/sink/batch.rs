@@ -3,23 +3,78 @@
 //! [`Batcher`], and each part is acknowledged to its shard once all of its
 //! documents are delivered.
 
-use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::SinkError;
+use crate::api::BatchSpec;
 use crate::contract::SequenceNumber;
 use crate::contract::UtcHour;
 
-/// Documents in a sink's wire form, back to back.
+/// Documents in a sink's wire form, back to back, each with where its
+/// source starts (after the header its sink writes before it, such as a bulk
+/// action line) and where it goes: what a dead letter needs travels beside
+/// the bytes and is never parsed back out of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Encoded {
     bytes: Vec<u8>,
-    /// The end offset of each document in `bytes`.
-    ends: Vec<usize>,
+    docs: Vec<Entry>,
+    /// Runs of documents sent to one target: the first document of each
+    /// run, and the target (a record's documents mostly share one).
+    targets: Vec<(usize, Arc<str>)>,
+}
+
+/// One document's place in [`Encoded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Where its source starts.
+    source: usize,
+    /// Where it ends.
+    end: usize,
+}
+
+/// One document being written into [`Encoded`] by an
+/// [`Encoder`](super::Encoder).
+pub struct DocOut<'a> {
+    encoded: &'a mut Encoded,
+    source: usize,
+}
+
+impl DocOut<'_> {
+    /// Writes the header the document follows (a bulk action line), which
+    /// sends it to `target`.
+    pub fn header(&mut self, target: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        let doc = self.encoded.docs.len();
+        let targets = &mut self.encoded.targets;
+        match targets.last_mut() {
+            // A second header for the same document replaces the first's target.
+            Some((first, last)) if *first == doc => *last = Arc::from(target),
+            Some((_, last)) if **last == *target => {}
+            _ => targets.push((doc, Arc::from(target))),
+        }
+        write(&mut self.encoded.bytes);
+        self.source = self.encoded.bytes.len();
+    }
+
+    /// The buffer the document's source is appended to.
+    pub fn source(&mut self) -> &mut Vec<u8> {
+        &mut self.encoded.bytes
+    }
+}
+
+/// A document of [`Encoded`], as its sink wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Doc<'a> {
+    /// All of it: header and source.
+    pub wire: &'a [u8],
+    /// The document itself, without its header or final newline.
+    pub source: &'a [u8],
+    /// Where its header sends it.
+    pub target: Option<&'a str>,
 }
 
 impl Encoded {
@@ -27,7 +82,7 @@ impl Encoded {
     pub fn with_capacity(bytes: usize) -> Encoded {
         Encoded {
             bytes: Vec::with_capacity(bytes),
-            ends: Vec::new(),
+            ..Encoded::default()
         }
     }
 
@@ -37,15 +92,29 @@ impl Encoded {
     }
 
     /// Appends one document written by `encode`; nothing is kept if it fails.
-    pub fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(
+        &mut self,
+        encode: impl FnOnce(&mut DocOut<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let start = self.bytes.len();
-        match encode(&mut self.bytes) {
+        let targets = self.targets.len();
+        let mut out = DocOut {
+            encoded: self,
+            source: start,
+        };
+        let written = encode(&mut out);
+        let source = out.source;
+        match written {
             Ok(()) => {
-                self.ends.push(self.bytes.len());
+                self.docs.push(Entry {
+                    source,
+                    end: self.bytes.len(),
+                });
                 Ok(())
             }
             Err(e) => {
                 self.bytes.truncate(start);
+                self.targets.truncate(targets);
                 Err(e)
             }
         }
@@ -69,12 +138,12 @@ impl Encoded {
 
     /// Documents held.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.docs.len()
     }
 
     /// Whether there are no documents.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.docs.is_empty()
     }
 
     /// Bytes held.
@@ -87,14 +156,49 @@ impl Encoded {
         &self.bytes
     }
 
-    fn range(&self, i: usize) -> Range<usize> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        start..self.ends[i]
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.docs[i - 1].end }
+    }
+
+    /// Document `i`, header and all.
+    pub fn wire(&self, i: usize) -> &[u8] {
+        &self.bytes[self.start(i)..self.docs[i].end]
     }
 
     /// Document `i`.
-    pub fn doc(&self, i: usize) -> &[u8] {
-        &self.bytes[self.range(i)]
+    pub fn doc(&self, i: usize) -> Doc<'_> {
+        let Entry { source, end } = self.docs[i];
+        let source = &self.bytes[source..end];
+        let run = self.targets.partition_point(|(first, _)| *first <= i);
+        Doc {
+            wire: self.wire(i),
+            source: source.strip_suffix(b"\n").unwrap_or(source),
+            target: run.checked_sub(1).map(|run| &*self.targets[run].1),
+        }
+    }
+
+    /// Appends document `i` of `from`.
+    fn copy(&mut self, from: &Encoded, i: usize) {
+        let start = from.start(i);
+        let base = self.bytes.len();
+        self.bytes
+            .extend_from_slice(&from.bytes[start..from.docs[i].end]);
+        let run = from.targets.partition_point(|(first, _)| *first <= i);
+        if let Some(run) = run.checked_sub(1) {
+            self.target_from(self.docs.len(), &from.targets[run].1);
+        }
+        let Entry { source, end } = from.docs[i];
+        self.docs.push(Entry {
+            source: source - start + base,
+            end: end - start + base,
+        });
+    }
+
+    /// Documents from `doc` on go to `target`.
+    fn target_from(&mut self, doc: usize, target: &Arc<str>) {
+        if self.targets.last().is_none_or(|(_, last)| last != target) {
+            self.targets.push((doc, target.clone()));
+        }
     }
 
     /// Cuts the documents into runs of at most `max_docs` documents and
@@ -106,13 +210,12 @@ impl Encoded {
         let mut runs = Vec::new();
         let mut run = Encoded::default();
         for i in 0..self.len() {
-            let doc = self.doc(i);
-            let full = run.len() >= max_docs || run.byte_len() + doc.len() > max_bytes;
+            let size = self.docs[i].end - self.start(i);
+            let full = run.len() >= max_docs || run.byte_len() + size > max_bytes;
             if full && !run.is_empty() {
                 runs.push(std::mem::take(&mut run));
             }
-            run.bytes.extend_from_slice(doc);
-            run.ends.push(run.bytes.len());
+            run.copy(&self, i);
         }
         if !run.is_empty() {
             runs.push(run);
@@ -122,17 +225,22 @@ impl Encoded {
 
     /// Appends every document of `other`.
     pub fn append(&mut self, other: &Encoded) {
-        let base = self.bytes.len();
+        let (base, docs) = (self.bytes.len(), self.docs.len());
         self.bytes.extend_from_slice(&other.bytes);
-        self.ends.extend(other.ends.iter().map(|e| e + base));
+        self.docs.extend(other.docs.iter().map(|e| Entry {
+            source: e.source + base,
+            end: e.end + base,
+        }));
+        for (first, target) in &other.targets {
+            self.target_from(first + docs, target);
+        }
     }
 
     /// Only the documents at `indexes` (ascending), in order.
     fn select(&self, indexes: &[usize]) -> Encoded {
         let mut out = Encoded::default();
         for &i in indexes {
-            out.bytes.extend_from_slice(self.doc(i));
-            out.ends.push(out.bytes.len());
+            out.copy(self, i);
         }
         out
     }
@@ -168,6 +276,26 @@ pub struct Unstored {
     pub reason: String,
     /// Whether another holder's object took the part's place.
     pub superseded: bool,
+}
+
+/// Where a shard's parts are acknowledged.
+#[derive(Clone, Debug)]
+pub struct AckTo {
+    /// The shard.
+    pub shard: Arc<str>,
+    /// Its task's acknowledgement channel.
+    pub to: UnboundedSender<Acked>,
+}
+
+impl AckTo {
+    /// The acknowledgement of a part of the record at `sequence`.
+    pub fn ack(&self, sequence: &SequenceNumber) -> Ack {
+        Ack {
+            to: self.to.clone(),
+            shard: self.shard.clone(),
+            sequence: sequence.clone(),
+        }
+    }
 }
 
 /// Where and what to acknowledge when a part is delivered.
@@ -371,11 +499,12 @@ impl Batch {
         self.parts.iter().map(|p| p.encoded.as_bytes())
     }
 
-    /// Every document, in order (index `i` of [`Delivered`] is the `i`th).
+    /// Every document in its wire form, in order (index `i` of
+    /// [`Delivered`] is the `i`th).
     pub fn docs(&self) -> impl Iterator<Item = &[u8]> {
         self.parts
             .iter()
-            .flat_map(|p| (0..p.encoded.len()).map(|i| p.encoded.doc(i)))
+            .flat_map(|p| (0..p.encoded.len()).map(|i| p.encoded.wire(i)))
     }
 
     /// A batch of one part.
@@ -390,11 +519,13 @@ impl Batch {
         self.parts.first().and_then(|p| p.span.as_ref())
     }
 
-    /// Where document `i` came from: its shard and record, for dead letters.
-    pub fn origin(&self, mut i: usize) -> Option<(&str, &SequenceNumber)> {
+    /// Document `i`, and where it came from (its shard and record), for
+    /// its dead letter.
+    pub fn doc(&self, mut i: usize) -> Option<(Doc<'_>, Option<(&str, &SequenceNumber)>)> {
         for part in &self.parts {
             if i < part.encoded.len() {
-                return part.ack.as_ref().map(|a| (&*a.shard, &a.sequence));
+                let origin = part.ack.as_ref().map(|a| (&*a.shard, &a.sequence));
+                return Some((part.encoded.doc(i), origin));
             }
             i -= part.encoded.len();
         }
@@ -478,24 +609,53 @@ impl Batch {
     }
 }
 
-/// Gathers parts into batches of at most `max_docs` documents and `max_bytes`
-/// bytes; a batch is also due `max_wait` after its first part arrived.
+/// How large and how old a batch may grow, as the subscription's
+/// `workers.batch` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most documents in a batch.
+    pub max_docs: usize,
+    /// Most bytes in a batch.
+    pub max_bytes: usize,
+    /// Longest a document waits for its batch to fill.
+    pub max_wait: Duration,
+}
+
+impl BatchLimits {
+    /// These limits, at least one document and one byte.
+    pub fn new(max_docs: usize, max_bytes: usize, max_wait: Duration) -> BatchLimits {
+        BatchLimits {
+            max_docs: max_docs.max(1),
+            max_bytes: max_bytes.max(1),
+            max_wait,
+        }
+    }
+}
+
+impl From<&BatchSpec> for BatchLimits {
+    fn from(spec: &BatchSpec) -> BatchLimits {
+        BatchLimits::new(
+            usize::try_from(spec.max_events).unwrap_or(1),
+            usize::try_from(spec.max_bytes.0).unwrap_or(usize::MAX),
+            spec.max_wait.into(),
+        )
+    }
+}
+
+/// Gathers the parts of every shard into batches within the limits; a batch
+/// is also due `max_wait` after its first part arrived.
 #[derive(Debug)]
 pub struct Batcher {
-    max_docs: usize,
-    max_bytes: usize,
-    max_wait: std::time::Duration,
+    limits: BatchLimits,
     current: Batch,
     due: Option<Instant>,
 }
 
 impl Batcher {
     /// A batcher with these limits.
-    pub fn new(max_docs: usize, max_bytes: usize, max_wait: std::time::Duration) -> Batcher {
+    pub fn new(limits: BatchLimits) -> Batcher {
         Batcher {
-            max_docs: max_docs.max(1),
-            max_bytes: max_bytes.max(1),
-            max_wait,
+            limits,
             current: Batch::default(),
             due: None,
         }
@@ -505,16 +665,21 @@ impl Batcher {
     /// part does not fit in it, and the new one when the part fills it).
     pub fn push(&mut self, part: Part, now: Instant) -> Vec<Batch> {
         let mut ready = Vec::new();
-        let fits = self.current.docs + part.encoded.len() <= self.max_docs
-            && self.current.bytes + part.encoded.byte_len() <= self.max_bytes;
+        let BatchLimits {
+            max_docs,
+            max_bytes,
+            max_wait,
+        } = self.limits;
+        let fits = self.current.docs + part.encoded.len() <= max_docs
+            && self.current.bytes + part.encoded.byte_len() <= max_bytes;
         if !fits && !self.current.is_empty() {
             ready.extend(self.take());
         }
         if self.current.parts.is_empty() {
-            self.due = Some(now + self.max_wait);
+            self.due = Some(now + max_wait);
         }
         self.current.push(part);
-        if self.current.docs >= self.max_docs || self.current.bytes >= self.max_bytes {
+        if self.current.docs >= max_docs || self.current.bytes >= max_bytes {
             ready.extend(self.take());
         }
         ready
@@ -550,7 +715,7 @@ pub(crate) mod tests {
         let mut e = Encoded::default();
         for d in docs {
             e.push(|out| {
-                out.extend_from_slice(d.as_bytes());
+                out.source().extend_from_slice(d.as_bytes());
                 Ok::<(), ()>(())
             })
             .unwrap();
@@ -579,12 +744,66 @@ pub(crate) mod tests {
         let mut e = encoded(&["a\n"]);
         assert!(
             e.push(|out| {
-                out.extend_from_slice(b"half");
+                out.header("t", |b| b.extend_from_slice(b"head\n"));
+                out.source().extend_from_slice(b"half");
                 Err("no")
             })
             .is_err()
         );
         assert_eq!((e.len(), e.as_bytes()), (1, &b"a\n"[..]));
+        assert_eq!(e.doc(0).target, None, "nor its target");
+    }
+
+    /// Bulk-like documents: a header naming the target, then the source.
+    fn headed(docs: &[(&str, &str)]) -> Encoded {
+        let mut e = Encoded::default();
+        for (target, source) in docs {
+            e.push(|out| {
+                out.header(target, |b| {
+                    b.extend_from_slice(format!("{{\"to\":\"{target}\"}}\n").as_bytes())
+                });
+                out.source()
+                    .extend_from_slice(format!("{source}\n").as_bytes());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        e
+    }
+
+    fn described(e: &Encoded) -> Vec<(Option<&str>, &[u8])> {
+        (0..e.len())
+            .map(|i| (e.doc(i).target, e.doc(i).source))
+            .collect()
+    }
+
+    /// Each document keeps its source and target through every cut,
+    /// selection and join.
+    #[test]
+    fn documents_keep_their_source_and_target_when_cut_and_joined() {
+        let e = headed(&[("a", "1"), ("a", "22"), ("b", "3"), ("a", "4")]);
+        assert_eq!(e.targets.len(), 3, "runs of one target share it");
+        assert_eq!(e.doc(1).wire, b"{\"to\":\"a\"}\n22\n");
+        let whole = described(&e);
+        assert_eq!(
+            whole,
+            [
+                (Some("a"), &b"1"[..]),
+                (Some("a"), b"22"),
+                (Some("b"), b"3"),
+                (Some("a"), b"4")
+            ]
+        );
+        let runs = e.clone().split(1, usize::MAX);
+        let cut: Vec<_> = runs.iter().flat_map(described).collect();
+        assert_eq!(cut, whole);
+        let mut joined = Encoded::default();
+        for run in &runs {
+            joined.append(run);
+        }
+        assert_eq!(described(&joined), whole);
+        assert_eq!(joined.targets, e.targets);
+        assert_eq!(described(&e.select(&[1, 3])), [whole[1], whole[3]]);
     }
 
     #[test]
@@ -602,9 +821,9 @@ pub(crate) mod tests {
     fn batches_close_on_count_bytes_and_fit() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let mut b = Batcher::new(3, 100, std::time::Duration::from_secs(1));
+        let mut b = Batcher::new(BatchLimits::new(3, 100, Duration::from_secs(1)));
         assert!(b.push(part(&["a", "b"], 1, &tx), now).is_empty());
-        assert_eq!(b.due(), Some(now + std::time::Duration::from_secs(1)));
+        assert_eq!(b.due(), Some(now + Duration::from_secs(1)));
         // Two more do not fit beside two: the open batch goes, the part stays.
         let ready = b.push(part(&["c", "d"], 2, &tx), now);
         assert_eq!(ready.len(), 1);
@@ -613,7 +832,7 @@ pub(crate) mod tests {
         let ready = b.push(part(&["e"], 3, &tx), now);
         assert_eq!(ready[0].docs().collect::<Vec<_>>(), [b"c", b"d", b"e"]);
         assert!(b.take().is_none());
-        let mut small = Batcher::new(100, 4, std::time::Duration::ZERO);
+        let mut small = Batcher::new(BatchLimits::new(100, 4, Duration::ZERO));
         let ready = small.push(part(&["12345"], 4, &tx), now);
         assert_eq!(ready.len(), 1, "an oversized part goes alone");
     }

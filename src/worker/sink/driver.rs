@@ -13,8 +13,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::batch::{Batch, Batcher, Part};
-use super::{Delivered, Sink, SinkError};
+use super::batch::{Batch, BatchLimits, Batcher, Part};
+use super::{Batching, Delivered, Sink, SinkError};
 use crate::retry::Backoff;
 use crate::telemetry::{ErrorLabels, SinkErrorLabels, WorkerMetrics};
 use crate::time::sleep_until;
@@ -23,25 +23,19 @@ use crate::worker::health::{SinkHealth, Trouble};
 /// Batch limits and the buffer's size.
 #[derive(Clone, Debug)]
 pub struct DriverLimits {
-    /// Most documents in a batch.
-    pub max_docs: usize,
-    /// Most bytes in a batch.
-    pub max_bytes: usize,
-    /// Longest a document waits for its batch to fill.
-    pub max_wait: Duration,
+    /// How large and old a shared batch grows.
+    pub batch: BatchLimits,
     /// Bytes of parts the driver holds at most (waiting, batching or in flight).
     pub buffer_bytes: usize,
 }
 
 impl DriverLimits {
-    /// The limits for a batch spec: room for the batches in flight plus one
-    /// filling, so shards keep reading while a batch is out.
-    pub fn new(max_docs: usize, max_bytes: usize, max_wait: Duration, concurrency: usize) -> Self {
+    /// Room for the batches in flight plus one filling, so shards keep
+    /// reading while a batch is out.
+    pub fn new(batch: BatchLimits, concurrency: usize) -> Self {
         DriverLimits {
-            max_docs: max_docs.max(1),
-            max_bytes: max_bytes.max(1),
-            max_wait,
-            buffer_bytes: max_bytes.max(1).saturating_mul(concurrency.max(1) + 1),
+            batch,
+            buffer_bytes: batch.max_bytes.saturating_mul(concurrency.max(1) + 1),
         }
     }
 }
@@ -62,7 +56,6 @@ pub struct DriverHandle {
     room: Arc<Semaphore>,
     buffer_bytes: usize,
     flush: Arc<Notify>,
-    limits: DriverLimits,
 }
 
 impl DriverHandle {
@@ -89,11 +82,6 @@ impl DriverHandle {
     pub fn flush(&self) {
         self.flush.notify_one();
     }
-
-    /// The batch limits, which shard tasks cut their parts to.
-    pub fn limits(&self) -> &DriverLimits {
-        &self.limits
-    }
 }
 
 /// Starts the driver for `sink`. It ends once every handle is dropped and
@@ -111,9 +99,12 @@ pub fn spawn<S: Sink>(
         room: Arc::new(Semaphore::new(buffer_bytes)),
         buffer_bytes,
         flush: Arc::new(Notify::new()),
-        limits: limits.clone(),
     };
-    let batcher = Batcher::new(limits.max_docs, limits.max_bytes, limits.max_wait);
+    // Parts cut by their shards are each a batch already.
+    let batcher = match sink.batching() {
+        Batching::Shared => Some(Batcher::new(limits.batch)),
+        Batching::PerShard => None,
+    };
     let driver = Driver {
         slots: Arc::new(Semaphore::new(sink.concurrency().max(1))),
         sink,
@@ -141,36 +132,35 @@ impl<S: Sink> Driver<S> {
     async fn run(
         mut self,
         mut parts: mpsc::UnboundedReceiver<Part>,
-        mut batcher: Batcher,
+        mut batcher: Option<Batcher>,
         flush: Arc<Notify>,
     ) {
         loop {
-            let due = batcher.due();
+            let due = batcher.as_ref().and_then(Batcher::due);
             tokio::select! {
-                part = parts.recv() => match part {
-                    // An object sink's parts are cut by their shards: each is a batch.
-                    Some(part) if self.sink.objects() => self.launch(Batch::of(part)).await,
-                    Some(part) => {
+                part = parts.recv() => match (part, &mut batcher) {
+                    (Some(part), Some(batcher)) => {
                         for batch in batcher.push(part, Instant::now()) {
                             self.launch(batch).await;
                         }
                     }
-                    None => break,
+                    (Some(part), None) => self.launch(Batch::of(part)).await,
+                    (None, _) => break,
                 },
                 () = sleep_until(due), if due.is_some() => {
-                    if let Some(batch) = batcher.take() {
+                    if let Some(batch) = batcher.as_mut().and_then(Batcher::take) {
                         self.launch(batch).await;
                     }
                 }
                 () = flush.notified() => {
-                    if let Some(batch) = batcher.take() {
+                    if let Some(batch) = batcher.as_mut().and_then(Batcher::take) {
                         self.launch(batch).await;
                     }
                 }
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => reap(done),
             }
         }
-        if let Some(batch) = batcher.take() {
+        if let Some(batch) = batcher.as_mut().and_then(Batcher::take) {
             self.launch(batch).await;
         }
         while let Some(done) = self.in_flight.join_next().await {
@@ -359,10 +349,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::worker::document::Document;
     use crate::worker::sink::batch::tests::{part, seq};
     use crate::worker::sink::batch::{Acked, Stored};
-    use crate::worker::sink::{Delivered, EncodeError};
+    use crate::worker::sink::{Delivered, NdJson};
 
     /// Keeps what it is given; fails the first `fail` deliveries, then asks to
     /// retry every document whose text starts with `r` once.
@@ -374,8 +363,10 @@ mod tests {
     }
 
     impl Sink for Recorder {
-        fn encode(&self, _: &Document, _: &mut Vec<u8>) -> Result<(), EncodeError> {
-            unreachable!("parts are built by the test")
+        type Encoder = NdJson;
+
+        fn encoder(&self) -> &NdJson {
+            &NdJson
         }
 
         async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
@@ -410,7 +401,7 @@ mod tests {
         sink.fail.store(2, Ordering::Relaxed);
         let metrics = Arc::new(WorkerMetrics::default());
         let health = Arc::new(SinkHealth::default());
-        let limits = DriverLimits::new(3, 1 << 20, Duration::from_millis(50), 1);
+        let limits = DriverLimits::new(BatchLimits::new(3, 1 << 20, Duration::from_millis(50)), 1);
         let (handle, task) = spawn(sink.clone(), limits, metrics.clone(), health.clone());
         let (tx, mut acks) = mpsc::unbounded_channel();
         let inputs = [
@@ -457,7 +448,7 @@ mod tests {
         sink.fail.store(usize::MAX, Ordering::Relaxed);
         let limits = DriverLimits {
             buffer_bytes: 4,
-            ..DriverLimits::new(100, 100, Duration::ZERO, 1)
+            ..DriverLimits::new(BatchLimits::new(100, 100, Duration::ZERO), 1)
         };
         let health = Arc::new(SinkHealth::default());
         let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
@@ -486,8 +477,10 @@ mod tests {
     }
 
     impl Sink for Refusing {
-        fn encode(&self, _: &Document, _: &mut Vec<u8>) -> Result<(), EncodeError> {
-            unreachable!("parts are built by the test")
+        type Encoder = NdJson;
+
+        fn encoder(&self) -> &NdJson {
+            &NdJson
         }
 
         async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
@@ -533,7 +526,7 @@ mod tests {
             ..Refusing::default()
         });
         // One delivery at a time: the stuck one must not keep it.
-        let limits = DriverLimits::new(10, 1 << 20, Duration::from_millis(50), 1);
+        let limits = DriverLimits::new(BatchLimits::new(10, 1 << 20, Duration::from_millis(50)), 1);
         let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
         let (tx, mut acks) = mpsc::unbounded_channel();
         let send = |docs: &[&str], n| {
@@ -572,7 +565,7 @@ mod tests {
             throttled: 9.into(),
             ..Refusing::default()
         });
-        let limits = DriverLimits::new(10, 1 << 20, Duration::from_millis(50), 1);
+        let limits = DriverLimits::new(BatchLimits::new(10, 1 << 20, Duration::from_millis(50)), 1);
         let (handle, _task) = spawn(sink.clone(), limits, Arc::default(), health.clone());
         let (tx, mut acks) = mpsc::unbounded_channel();
         let p = part(&["a"], 1, &tx);

@@ -1,10 +1,11 @@
-//! Where documents go. A [`Sink`] encodes documents in its wire form and
-//! delivers batches of them; the [`driver`] gathers the parts every shard task
+//! Where documents go. A [`Sink`] supplies the [`Encoder`] that writes
+//! documents in its wire form, and delivers batches of them; the [`driver`] gathers the parts every shard task
 //! sends into batches within the configured limits, delivers them (retrying until
 //! they are stored: nothing is dropped) and acknowledges each part to its shard,
 //! whose watermark then lets the checkpoint move.
 
 pub mod batch;
+pub mod cut;
 pub mod driver;
 pub mod elasticsearch;
 pub mod s3;
@@ -12,23 +13,49 @@ pub mod stdout;
 
 use std::future::Future;
 
-pub use batch::{Batch, Delivered, Earlier, Encoded, ObjectMeta, Part, Span};
+pub use batch::{Batch, Delivered, Doc, DocOut, Earlier, Encoded, ObjectMeta, Part, Span};
 
 use super::document::Document;
 use crate::contract::SequenceNumber;
 
-/// A destination for documents.
-pub trait Sink: Send + Sync + 'static {
-    /// Appends one document to `out` in the sink's wire form (a bulk action and
-    /// source for a search server, a JSON line for a file).
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+/// Writes documents in a sink's wire form (a bulk action and source for a
+/// search server, a JSON line for a file), straight from the document.
+pub trait Encoder: Send + Sync + 'static {
+    /// Writes one document.
+    fn encode(&self, doc: &Document, out: &mut DocOut<'_>) -> Result<(), EncodeError>;
 
-    /// Appends a dead letter (see [`crate::worker::dead_letter`]) to `out`,
-    /// addressed to where dead letters go: the dead-letter index when one is
-    /// set, else where documents go.
-    fn encode_dead_letter(&self, letter: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// Writes a dead letter (see [`crate::worker::dead_letter`]), addressed
+    /// to where dead letters go: the dead-letter index when one is set, else
+    /// where documents go.
+    fn encode_dead_letter(
+        &self,
+        letter: &Document,
+        out: &mut DocOut<'_>,
+    ) -> Result<(), EncodeError> {
         self.encode(letter, out)
     }
+}
+
+/// One JSON document per line, as files, streams and objects hold them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NdJson;
+
+impl Encoder for NdJson {
+    fn encode(&self, doc: &Document, out: &mut DocOut<'_>) -> Result<(), EncodeError> {
+        let out = out.source();
+        doc.write_json(out);
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+/// A destination for documents.
+pub trait Sink: Send + Sync + 'static {
+    /// What writes documents for it.
+    type Encoder: Encoder;
+
+    /// Its encoder.
+    fn encoder(&self) -> &Self::Encoder;
 
     /// Delivers a batch. `Ok` means every document is stored, or, when the
     /// destination refused it for good, stored as a dead letter by the sink
@@ -43,15 +70,13 @@ pub trait Sink: Send + Sync + 'static {
         1
     }
 
-    /// Whether the sink writes one object per shard batch (S3). The shard task
-    /// then cuts its own batches, whole records each, with one in flight at a
-    /// time, and each part the driver gets is a batch of its own.
-    fn objects(&self) -> bool {
-        false
+    /// How its documents are gathered into batches.
+    fn batching(&self) -> Batching {
+        Batching::Shared
     }
 
-    /// For an object sink: the object that starts at record `first` of
-    /// `shard`, if an earlier holder wrote one, so that a replay cuts its
+    /// For [`Batching::PerShard`]: the object that starts at record `first`
+    /// of `shard`, if an earlier holder wrote one, so that a replay cuts its
     /// batch at the same record and adds no other object.
     fn resume_cut(
         &self,
@@ -62,6 +87,18 @@ pub trait Sink: Send + Sync + 'static {
         let _ = (shard, first, meta);
         std::future::ready(Ok(None))
     }
+}
+
+/// How a sink's documents are gathered into batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// Parts of every shard share batches, cut by size and age (a search
+    /// server's bulk requests).
+    Shared,
+    /// Each shard cuts its own batches of whole records, one in flight at a
+    /// time, and cuts a replay where the batches an earlier holder delivered
+    /// ended (objects named by their first record); see [`cut`].
+    PerShard,
 }
 
 /// A document that cannot be put in the sink's wire form.

@@ -15,13 +15,12 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 
-use super::{Batch, Delivered, Earlier, EncodeError, ObjectMeta, Sink, SinkError, Span};
+use super::{Batch, Batching, Delivered, Earlier, NdJson, ObjectMeta, Sink, SinkError, Span};
 use crate::api::Compression;
 use crate::aws::{AwsError, ErrorClass, classify};
 use crate::contract::SequenceNumber;
 use crate::contract::Template;
 use crate::contract::config::S3Output;
-use crate::worker::document::Document;
 
 /// Objects larger than this go up in parts.
 const MULTIPART_FROM: usize = 16 << 20;
@@ -341,10 +340,10 @@ fn failure(e: AwsError) -> SinkError {
 }
 
 impl Sink for S3 {
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        doc.write_json(out);
-        out.push(b'\n');
-        Ok(())
+    type Encoder = NdJson;
+
+    fn encoder(&self) -> &NdJson {
+        &NdJson
     }
 
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
@@ -399,8 +398,8 @@ impl Sink for S3 {
         8
     }
 
-    fn objects(&self) -> bool {
-        true
+    fn batching(&self) -> Batching {
+        Batching::PerShard
     }
 
     async fn resume_cut(
@@ -500,7 +499,7 @@ mod tests {
         for line in ["{\"a\":1}\n", "{\"b\":2}\n"] {
             encoded
                 .push(|out| {
-                    out.extend_from_slice(line.as_bytes());
+                    out.source().extend_from_slice(line.as_bytes());
                     Ok::<(), ()>(())
                 })
                 .unwrap();

@@ -3,8 +3,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{Batch, Delivered, EncodeError, Sink, SinkError};
-use crate::worker::document::Document;
+use super::{Batch, Delivered, NdJson, Sink, SinkError};
 
 /// Writes each batch to a stream and flushes it; a write that returns is delivered.
 pub struct Stdout<W = std::io::Stdout> {
@@ -39,10 +38,10 @@ impl<W> Stdout<W> {
 }
 
 impl<W: Write + Send + 'static> Sink for Stdout<W> {
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        doc.write_json(out);
-        out.push(b'\n');
-        Ok(())
+    type Encoder = NdJson;
+
+    fn encoder(&self) -> &NdJson {
+        &NdJson
     }
 
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {

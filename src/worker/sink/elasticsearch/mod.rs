@@ -6,7 +6,6 @@
 pub mod bulk;
 pub mod sigv4;
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 
 use self::bulk::{Failure, Item};
 use self::sigv4::Signer;
-use super::{Batch, Delivered, EncodeError, Sink, SinkError};
+use super::{Batch, Delivered, DocOut, EncodeError, Encoded, Encoder, Sink, SinkError};
 use crate::contract::config::{
     ElasticsearchCredentials, ElasticsearchOutput, IndexTemplateOutput, Target,
 };
@@ -65,12 +64,11 @@ pub struct Elasticsearch {
     endpoint: String,
     signer: Option<Signer>,
     auth: Option<FileAuth>,
-    target: Target,
+    encoder: BulkCreate,
     /// The pattern the index template applies to: the index template with
     /// its placeholders as `*`, or the data stream's name.
     pattern: String,
     index_template: Option<IndexTemplateOutput>,
-    dead_letter: Option<Template>,
     compress: bool,
     concurrency: usize,
 }
@@ -106,8 +104,10 @@ impl Elasticsearch {
             transport: builder
                 .build()
                 .map_err(|e| SetupError::Client(e.to_string()))?,
-            target: config.target.clone(),
-            dead_letter: config.dead_letter_index.clone(),
+            encoder: BulkCreate {
+                target: config.target.clone(),
+                dead_letter: config.dead_letter_index.clone(),
+            },
             compress: config.compress,
             concurrency: config.concurrency.get() as usize,
         })
@@ -173,7 +173,7 @@ impl Elasticsearch {
         }
         let mut body = index_template(
             &self.pattern,
-            matches!(self.target, Target::DataStream(_)),
+            matches!(self.encoder.target, Target::DataStream(_)),
             spec,
         );
         if let Some(earlier) = &spec.replaces
@@ -323,13 +323,6 @@ impl Elasticsearch {
         Ok((status, body.to_vec()))
     }
 
-    fn index_of(&self, doc: &Document) -> Cow<'_, str> {
-        match &self.target {
-            Target::DataStream(ds) => Cow::Borrowed(ds),
-            Target::Index(template) => Cow::Owned(render(template, doc)),
-        }
-    }
-
     /// Sends one bulk body of `documents` documents.
     async fn bulk(&self, chunks: &[&[u8]], documents: usize) -> Result<Vec<Item>, Failure> {
         let body = if self.compress {
@@ -406,7 +399,6 @@ impl Elasticsearch {
         rejected: &[(usize, &Item)],
         delivered: &mut Delivered,
     ) -> Result<(), SinkError> {
-        let docs: Vec<&[u8]> = batch.docs().collect();
         let mut pending: Vec<(usize, DeadLetter)> = Vec::with_capacity(rejected.len());
         for (i, item) in rejected {
             let Item::Rejected {
@@ -417,8 +409,10 @@ impl Elasticsearch {
             else {
                 continue;
             };
-            let (action, source) = split_action(docs[*i]);
-            let origin = batch.origin(*i).map_or_else(
+            let Some((doc, origin)) = batch.doc(*i) else {
+                continue;
+            };
+            let origin = origin.map_or_else(
                 || Origin {
                     shard: String::new(),
                     sequence: String::new(),
@@ -438,21 +432,20 @@ impl Elasticsearch {
                 status: Some(*status),
                 error_type: Some(error_type.clone()),
             };
-            let index = (!action.index.is_empty()).then_some(action.index.as_str());
-            let id = (!action.id.is_empty()).then_some(action.id.as_str());
-            pending.push((*i, DeadLetter::document(origin, id, source, index, why)));
+            let letter = DeadLetter::document(origin, doc.source, doc.target, why);
+            pending.push((*i, letter));
         }
         let now = now_millis();
         let mut keep = KEEP_TEXT;
         while !pending.is_empty() {
-            let mut lines = Vec::with_capacity(pending.len());
+            let mut lines = Encoded::default();
             for (_, letter) in &pending {
-                let mut line = Vec::new();
-                self.encode_dead_letter(&letter.to_document_within(now, keep), &mut line)
+                let letter = letter.to_document_within(now, keep);
+                lines
+                    .push(|out| self.encoder.encode_dead_letter(&letter, out))
                     .map_err(|e| SinkError::new("encode", e.0))?;
-                lines.push(line);
             }
-            let bodies: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            let bodies: Vec<&[u8]> = (0..lines.len()).map(|i| lines.wire(i)).collect();
             let items = self.bulk_split(&bodies).await.map_err(|f| failure(&f))?;
             let mut smaller = Vec::new();
             for ((i, letter), item) in pending.into_iter().zip(items) {
@@ -470,7 +463,7 @@ impl Elasticsearch {
                         error_type,
                         reason,
                     } => {
-                        let target = if self.dead_letter.is_some() {
+                        let target = if self.encoder.dead_letter.is_some() {
                             "the dead-letter index"
                         } else {
                             "the index"
@@ -497,29 +490,6 @@ fn method_name(method: Method) -> &'static str {
         Method::Delete => "DELETE",
         Method::Head => "HEAD",
     }
-}
-
-/// The `_index` and `_id` of an encoded document, and its source.
-struct Action {
-    index: String,
-    id: String,
-}
-
-fn split_action(doc: &[u8]) -> (Action, &[u8]) {
-    let end = doc.iter().position(|&b| b == b'\n').unwrap_or(doc.len());
-    let line: Value = serde_json::from_slice(&doc[..end]).unwrap_or_default();
-    let action = Action {
-        index: line["create"]["_index"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        id: line["create"]["_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    let source = doc.get(end + 1..).unwrap_or_default();
-    (action, source.strip_suffix(b"\n").unwrap_or(source))
 }
 
 /// The index pattern of an index name template: each placeholder run a `*`.
@@ -574,15 +544,44 @@ fn render(template: &Template, doc: &Document) -> String {
     template.render(hour, |_| String::new())
 }
 
-/// A `create` action and the document, one line each.
-fn write_create(index: &str, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let id = doc
-        .text(ID)
-        .ok_or_else(|| EncodeError("the document has no @id".into()))?;
-    bulk::action(index, id, out);
-    doc.write_json(out);
-    out.push(b'\n');
-    Ok(())
+/// Writes each document as a bulk `create` action and its source, one line
+/// each, into the index its time names (or the data stream).
+pub struct BulkCreate {
+    target: Target,
+    dead_letter: Option<Template>,
+}
+
+impl BulkCreate {
+    fn write(index: &str, doc: &Document, out: &mut DocOut<'_>) -> Result<(), EncodeError> {
+        let id = doc
+            .text(ID)
+            .ok_or_else(|| EncodeError("the document has no @id".into()))?;
+        out.header(index, |line| bulk::action(index, id, line));
+        let out = out.source();
+        doc.write_json(out);
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+impl Encoder for BulkCreate {
+    fn encode(&self, doc: &Document, out: &mut DocOut<'_>) -> Result<(), EncodeError> {
+        match &self.target {
+            Target::DataStream(ds) => BulkCreate::write(ds, doc, out),
+            Target::Index(template) => BulkCreate::write(&render(template, doc), doc, out),
+        }
+    }
+
+    fn encode_dead_letter(
+        &self,
+        letter: &Document,
+        out: &mut DocOut<'_>,
+    ) -> Result<(), EncodeError> {
+        match &self.dead_letter {
+            Some(template) => BulkCreate::write(&render(template, letter), letter, out),
+            None => self.encode(letter, out),
+        }
+    }
 }
 
 /// Sends document `i` again, and keeps why: an index that takes nothing now
@@ -713,15 +712,10 @@ fn authorization(auth: &ElasticsearchCredentials) -> Result<Option<HeaderValue>,
 }
 
 impl Sink for Elasticsearch {
-    fn encode(&self, doc: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        write_create(&self.index_of(doc), doc, out)
-    }
+    type Encoder = BulkCreate;
 
-    fn encode_dead_letter(&self, letter: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        match &self.dead_letter {
-            Some(template) => write_create(&render(template, letter), letter, out),
-            None => self.encode(letter, out),
-        }
+    fn encoder(&self) -> &BulkCreate {
+        &self.encoder
     }
 
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
@@ -830,16 +824,36 @@ mod tests {
         );
     }
 
+    /// A document's index and source travel beside its bulk lines; its
+    /// dead letter goes where dead letters go.
     #[test]
-    fn encoded_documents_split_back_into_action_and_source() {
-        let mut out = Vec::new();
-        bulk::action("cwl-2019.06.19", "3195", &mut out);
-        out.extend_from_slice(b"{\"@id\":\"3195\"}\n");
-        let (action, source) = split_action(&out);
+    fn encoded_documents_keep_their_index_and_source() {
+        let encoder = BulkCreate {
+            target: Target::Index(Template::parse("cwl-%Y.%m.%d", &[]).unwrap()),
+            dead_letter: Some(Template::parse("dead-%Y", &[]).unwrap()),
+        };
+        let mut doc = Document::new();
+        doc.insert(ID, json!("3195"));
+        doc.insert(TIMESTAMP, json!("2019-06-19T08:00:00.000Z"));
+        let mut out = Encoded::default();
+        out.push(|out| encoder.encode(&doc, out)).unwrap();
+        out.push(|out| encoder.encode_dead_letter(&doc, out))
+            .unwrap();
+        let source = br#"{"@id":"3195","@timestamp":"2019-06-19T08:00:00.000Z"}"#;
+        let first = out.doc(0);
         assert_eq!(
-            (action.index.as_str(), action.id.as_str()),
-            ("cwl-2019.06.19", "3195")
+            (first.target, first.source),
+            (Some("cwl-2019.06.19"), &source[..])
         );
-        assert_eq!(source, b"{\"@id\":\"3195\"}");
+        assert!(
+            first
+                .wire
+                .starts_with(br#"{"create":{"_index":"cwl-2019.06.19","_id":"3195"}}"#)
+        );
+        assert_eq!(out.doc(1).target, Some("dead-2019"));
+        let mut no_id = Document::new();
+        no_id.insert(TIMESTAMP, json!("2019-06-19T08:00:00.000Z"));
+        assert!(out.push(|out| encoder.encode(&no_id, out)).is_err());
+        assert_eq!(out.len(), 2);
     }
 }
