@@ -16,28 +16,28 @@
 //! runs the stages in order; `scenarios` tests the whole of it against a
 //! mocked API server and an in-memory AWS account (`fixtures`).
 
-pub mod apply;
+pub(crate) mod apply;
 #[cfg(test)]
 mod attack_regions;
 #[cfg(test)]
 mod attack_scenarios;
 pub mod authorize;
-pub mod cleanup;
+pub(crate) mod cleanup;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
-pub mod leader;
-pub mod observe;
+pub(crate) mod leader;
+pub(crate) mod observe;
 pub mod plan;
-pub mod reconcile;
+pub(crate) mod reconcile;
 pub mod resources;
 pub mod run;
 #[cfg(test)]
 mod scenarios;
-pub mod status;
-pub mod sync;
-pub mod tenancy;
-pub mod validate;
+pub(crate) mod status;
+pub(crate) mod sync;
+pub(crate) mod tenancy;
+pub(crate) mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

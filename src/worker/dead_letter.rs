@@ -95,9 +95,15 @@ impl DeadLetter {
     }
 
     /// The dead letter of a document the sink refused for good: `source` is
-    /// the document as sent (the dead letter takes its `@id`), `index` where
-    /// it was meant to go.
-    pub fn document(origin: Origin, source: &[u8], index: Option<&str>, why: Why) -> DeadLetter {
+    /// the document as sent under `id` (else its own `@id`, if its text can
+    /// be read), `index` where it was meant to go.
+    pub fn document(
+        origin: Origin,
+        id: Option<&str>,
+        source: &[u8],
+        index: Option<&str>,
+        why: Why,
+    ) -> DeadLetter {
         #[derive(serde::Deserialize, Default)]
         struct Known {
             #[serde(rename = "@id")]
@@ -132,8 +138,9 @@ impl DeadLetter {
             ));
         }
         DeadLetter {
-            id: known
-                .id
+            id: id
+                .map(str::to_owned)
+                .or(known.id)
                 .unwrap_or_else(|| format!("deadletter-{}-{}", origin.shard, origin.sequence)),
             // Only a time: the refused document's own may be what was refused.
             time: known
@@ -301,7 +308,7 @@ mod tests {
             status: Some(413),
             error_type: Some("too_large".into()),
         };
-        let letter = DeadLetter::document(origin(), &source, Some("cwl-2026.12.03"), why);
+        let letter = DeadLetter::document(origin(), None, &source, Some("cwl-2026.12.03"), why);
         let doc = letter.to_document(0);
         assert_eq!(doc["@id"], "3195");
         assert_eq!(doc["@timestamp"], "2026-12-03T08:00:00.000Z");
@@ -330,10 +337,31 @@ mod tests {
             status: Some(400),
             error_type: Some("mapper_parsing_exception".into()),
         };
-        let letter = DeadLetter::document(origin(), source, None, why);
+        let letter = DeadLetter::document(origin(), None, source, None, why);
         assert_eq!(
             letter.to_document(0)["@timestamp"],
             "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    /// A refused document whose known fields do not read as text keeps the
+    /// key it was sent under: two of one record must not share one dead
+    /// letter (the second would be a 409, taken for stored).
+    #[test]
+    fn a_document_whose_fields_do_not_read_keeps_its_key() {
+        let odd = br#"{"@id":"7","@log_stream":5,"@message":{"a":1}}"#;
+        let why = || Why {
+            reason: "refused",
+            message: "mapper_parsing_exception".into(),
+            status: Some(400),
+            error_type: Some("mapper_parsing_exception".into()),
+        };
+        let sent = DeadLetter::document(origin(), Some("7"), odd, None, why());
+        assert_eq!(sent.to_document(0)["@id"], "7");
+        let unread = DeadLetter::document(origin(), None, odd, None, why());
+        assert_eq!(
+            unread.to_document(0)["@id"],
+            "deadletter-shardId-000000000007-49590338271490256608559692538361571095921575989136588898"
         );
     }
 }

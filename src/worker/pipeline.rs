@@ -20,7 +20,7 @@ use super::document::{Document, LOG_GROUP, OWNER, TIMESTAMP};
 use super::health::ShardCounters;
 use super::process::{Streamed, process_each};
 use super::sink::batch::{AckTo, Acked, Earlier, Encoded, ObjectMeta, Part};
-use super::sink::cut::{self, Cutter, Probe};
+use super::sink::cut::{Cutter, Probe, RecordDocs};
 use super::sink::{EncodeError, Encoder};
 use super::transform::Compiled;
 use crate::aws::kinesis::Record;
@@ -268,7 +268,7 @@ impl ShardPipeline {
         ShardPipeline {
             to: AckTo {
                 shard: Arc::from(shard),
-                to: acks,
+                channel: acks,
             },
             labels: WorkerMetrics::shard(shard),
             watermark: Watermark::new(checkpoint),
@@ -331,14 +331,19 @@ impl ShardPipeline {
             encoded,
             meta,
         } = prepared;
-        let record = cut::Record {
+        let record = RecordDocs {
             sequence: &sequence,
             encoded,
             meta,
             dead: matches!(kind, Kind::DeadLetter(_)),
         };
+        let before = out.len();
         let parts = self.cutter.cut(record, &self.to, out);
-        self.watermark.read(sequence.clone(), parts)?;
+        if let Err(e) = self.watermark.read(sequence.clone(), parts) {
+            // No part goes out for a record the watermark does not wait for.
+            out.truncate(before);
+            return Err(e.into());
+        }
         metrics.records_read.get_or_create(&self.labels).inc();
         metrics
             .bytes_read

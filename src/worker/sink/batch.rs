@@ -17,15 +17,18 @@ use crate::contract::UtcHour;
 
 /// Documents in a sink's wire form, back to back, each with where its
 /// source starts (after the header its sink writes before it, such as a bulk
-/// action line) and where it goes: what a dead letter needs travels beside
-/// the bytes and is never parsed back out of them.
+/// action line), where it goes and under which key: what a dead letter needs
+/// travels beside the bytes and is never parsed back out of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Encoded {
     bytes: Vec<u8>,
     docs: Vec<Entry>,
-    /// Runs of documents sent to one target: the first document of each
-    /// run, and the target (a record's documents mostly share one).
-    targets: Vec<(usize, Arc<str>)>,
+    /// Runs of documents sent to one target (or to none: no header): the
+    /// first document of each run, and the target. A record's documents
+    /// mostly share one.
+    targets: Vec<(usize, Option<Arc<str>>)>,
+    /// The documents' keys, back to back.
+    keys: String,
 }
 
 /// One document's place in [`Encoded`].
@@ -35,27 +38,31 @@ struct Entry {
     source: usize,
     /// Where it ends.
     end: usize,
+    /// Where its key ends in `keys`.
+    key: usize,
 }
 
 /// One document being written into [`Encoded`] by an
 /// [`Encoder`](super::Encoder).
+#[derive(Debug)]
 pub struct DocOut<'a> {
     encoded: &'a mut Encoded,
     source: usize,
+    headed: bool,
 }
 
 impl DocOut<'_> {
     /// Writes the header the document follows (a bulk action line), which
-    /// sends it to `target`.
-    pub fn header(&mut self, target: &str, write: impl FnOnce(&mut Vec<u8>)) {
+    /// sends it to `target` under `key` (its `_id`). Once per document, before
+    /// its source.
+    pub fn header(&mut self, target: &str, key: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        assert!(!self.headed, "a document has one header");
+        self.headed = true;
         let doc = self.encoded.docs.len();
-        let targets = &mut self.encoded.targets;
-        match targets.last_mut() {
-            // A second header for the same document replaces the first's target.
-            Some((first, last)) if *first == doc => *last = Arc::from(target),
-            Some((_, last)) if **last == *target => {}
-            _ => targets.push((doc, Arc::from(target))),
+        if self.encoded.target_of_last() != Some(target) {
+            self.encoded.targets.push((doc, Some(Arc::from(target))));
         }
+        self.encoded.keys.push_str(key);
         write(&mut self.encoded.bytes);
         self.source = self.encoded.bytes.len();
     }
@@ -75,6 +82,8 @@ pub struct Doc<'a> {
     pub source: &'a [u8],
     /// Where its header sends it.
     pub target: Option<&'a str>,
+    /// The key its header gives it.
+    pub key: Option<&'a str>,
 }
 
 impl Encoded {
@@ -96,28 +105,34 @@ impl Encoded {
         &mut self,
         encode: impl FnOnce(&mut DocOut<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let start = self.bytes.len();
-        let targets = self.targets.len();
+        let (start, targets, keys) = (self.bytes.len(), self.targets.len(), self.keys.len());
         let mut out = DocOut {
             encoded: self,
             source: start,
+            headed: false,
         };
         let written = encode(&mut out);
-        let source = out.source;
-        match written {
-            Ok(()) => {
-                self.docs.push(Entry {
-                    source,
-                    end: self.bytes.len(),
-                });
-                Ok(())
-            }
-            Err(e) => {
-                self.bytes.truncate(start);
-                self.targets.truncate(targets);
-                Err(e)
-            }
+        let (source, headed) = (out.source, out.headed);
+        if let Err(e) = written {
+            self.bytes.truncate(start);
+            self.targets.truncate(targets);
+            self.keys.truncate(keys);
+            return Err(e);
         }
+        if !headed && self.target_of_last().is_some() {
+            self.targets.push((self.docs.len(), None));
+        }
+        self.docs.push(Entry {
+            source,
+            end: self.bytes.len(),
+            key: self.keys.len(),
+        });
+        Ok(())
+    }
+
+    /// The target of the last run.
+    fn target_of_last(&self) -> Option<&str> {
+        self.targets.last().and_then(|(_, t)| t.as_deref())
     }
 
     /// Gives back the room past a quarter more than the documents take: a
@@ -160,6 +175,16 @@ impl Encoded {
         if i == 0 { 0 } else { self.docs[i - 1].end }
     }
 
+    fn key_start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.docs[i - 1].key }
+    }
+
+    /// The target run document `i` is in.
+    fn target(&self, i: usize) -> Option<&Arc<str>> {
+        let run = self.targets.partition_point(|(first, _)| *first <= i);
+        self.targets[run.checked_sub(1)?].1.as_ref()
+    }
+
     /// Document `i`, header and all.
     pub fn wire(&self, i: usize) -> &[u8] {
         &self.bytes[self.start(i)..self.docs[i].end]
@@ -167,37 +192,36 @@ impl Encoded {
 
     /// Document `i`.
     pub fn doc(&self, i: usize) -> Doc<'_> {
-        let Entry { source, end } = self.docs[i];
+        let Entry { source, end, key } = self.docs[i];
         let source = &self.bytes[source..end];
-        let run = self.targets.partition_point(|(first, _)| *first <= i);
+        let key = &self.keys[self.key_start(i)..key];
         Doc {
             wire: self.wire(i),
             source: source.strip_suffix(b"\n").unwrap_or(source),
-            target: run.checked_sub(1).map(|run| &*self.targets[run].1),
+            target: self.target(i).map(|t| &**t),
+            key: (!key.is_empty()).then_some(key),
         }
     }
 
     /// Appends document `i` of `from`.
     fn copy(&mut self, from: &Encoded, i: usize) {
-        let start = from.start(i);
-        let base = self.bytes.len();
-        self.bytes
-            .extend_from_slice(&from.bytes[start..from.docs[i].end]);
-        let run = from.targets.partition_point(|(first, _)| *first <= i);
-        if let Some(run) = run.checked_sub(1) {
-            self.target_from(self.docs.len(), &from.targets[run].1);
-        }
-        let Entry { source, end } = from.docs[i];
+        let (start, key_start) = (from.start(i), from.key_start(i));
+        let (base, key_base) = (self.bytes.len(), self.keys.len());
+        let Entry { source, end, key } = from.docs[i];
+        self.bytes.extend_from_slice(&from.bytes[start..end]);
+        self.keys.push_str(&from.keys[key_start..key]);
+        self.target_from(self.docs.len(), from.target(i));
         self.docs.push(Entry {
             source: source - start + base,
             end: end - start + base,
+            key: key - key_start + key_base,
         });
     }
 
     /// Documents from `doc` on go to `target`.
-    fn target_from(&mut self, doc: usize, target: &Arc<str>) {
-        if self.targets.last().is_none_or(|(_, last)| last != target) {
-            self.targets.push((doc, target.clone()));
+    fn target_from(&mut self, doc: usize, target: Option<&Arc<str>>) {
+        if self.target_of_last() != target.map(|t| &**t) {
+            self.targets.push((doc, target.cloned()));
         }
     }
 
@@ -225,14 +249,20 @@ impl Encoded {
 
     /// Appends every document of `other`.
     pub fn append(&mut self, other: &Encoded) {
-        let (base, docs) = (self.bytes.len(), self.docs.len());
+        let (base, docs, keys) = (self.bytes.len(), self.docs.len(), self.keys.len());
         self.bytes.extend_from_slice(&other.bytes);
+        self.keys.push_str(&other.keys);
         self.docs.extend(other.docs.iter().map(|e| Entry {
             source: e.source + base,
             end: e.end + base,
+            key: e.key + keys,
         }));
+        // Documents before `other`'s first run have no target.
+        if other.targets.first().is_none_or(|(first, _)| *first > 0) && !other.is_empty() {
+            self.target_from(docs, None);
+        }
         for (first, target) in &other.targets {
-            self.target_from(first + docs, target);
+            self.target_from(first + docs, target.as_ref());
         }
     }
 
@@ -284,14 +314,14 @@ pub struct AckTo {
     /// The shard.
     pub shard: Arc<str>,
     /// Its task's acknowledgement channel.
-    pub to: UnboundedSender<Acked>,
+    pub channel: UnboundedSender<Acked>,
 }
 
 impl AckTo {
     /// The acknowledgement of a part of the record at `sequence`.
     pub fn ack(&self, sequence: &SequenceNumber) -> Ack {
         Ack {
-            to: self.to.clone(),
+            to: self.channel.clone(),
             shard: self.shard.clone(),
             sequence: sequence.clone(),
         }
@@ -744,7 +774,7 @@ pub(crate) mod tests {
         let mut e = encoded(&["a\n"]);
         assert!(
             e.push(|out| {
-                out.header("t", |b| b.extend_from_slice(b"head\n"));
+                out.header("t", "k", |b| b.extend_from_slice(b"head\n"));
                 out.source().extend_from_slice(b"half");
                 Err("no")
             })
@@ -754,14 +784,17 @@ pub(crate) mod tests {
         assert_eq!(e.doc(0).target, None, "nor its target");
     }
 
-    /// Bulk-like documents: a header naming the target, then the source.
-    fn headed(docs: &[(&str, &str)]) -> Encoded {
+    /// Bulk-like documents: a header naming the target and key, then the
+    /// source; a document without a target has no header.
+    fn headed(docs: &[(Option<&str>, &str)]) -> Encoded {
         let mut e = Encoded::default();
         for (target, source) in docs {
             e.push(|out| {
-                out.header(target, |b| {
-                    b.extend_from_slice(format!("{{\"to\":\"{target}\"}}\n").as_bytes())
-                });
+                if let Some(target) = target {
+                    out.header(target, &format!("k{source}"), |b| {
+                        b.extend_from_slice(format!("{{\"to\":\"{target}\"}}\n").as_bytes())
+                    });
+                }
                 out.source()
                     .extend_from_slice(format!("{source}\n").as_bytes());
                 Ok::<(), ()>(())
@@ -771,27 +804,36 @@ pub(crate) mod tests {
         e
     }
 
-    fn described(e: &Encoded) -> Vec<(Option<&str>, &[u8])> {
+    type Described<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+    fn described(e: &Encoded) -> Vec<Described<'_>> {
         (0..e.len())
-            .map(|i| (e.doc(i).target, e.doc(i).source))
+            .map(|i| (e.doc(i).target, e.doc(i).key, e.doc(i).source))
             .collect()
     }
 
-    /// Each document keeps its source and target through every cut,
-    /// selection and join.
+    /// Each document keeps its source, target and key through every cut,
+    /// selection and join, and one without a header has neither.
     #[test]
-    fn documents_keep_their_source_and_target_when_cut_and_joined() {
-        let e = headed(&[("a", "1"), ("a", "22"), ("b", "3"), ("a", "4")]);
-        assert_eq!(e.targets.len(), 3, "runs of one target share it");
+    fn documents_keep_their_source_target_and_key_when_cut_and_joined() {
+        let e = headed(&[
+            (Some("a"), "1"),
+            (Some("a"), "22"),
+            (None, "x"),
+            (Some("b"), "3"),
+            (Some("a"), "4"),
+        ]);
+        assert_eq!(e.targets.len(), 4, "runs of one target share it");
         assert_eq!(e.doc(1).wire, b"{\"to\":\"a\"}\n22\n");
         let whole = described(&e);
         assert_eq!(
             whole,
             [
-                (Some("a"), &b"1"[..]),
-                (Some("a"), b"22"),
-                (Some("b"), b"3"),
-                (Some("a"), b"4")
+                (Some("a"), Some("k1"), &b"1"[..]),
+                (Some("a"), Some("k22"), b"22"),
+                (None, None, b"x"),
+                (Some("b"), Some("k3"), b"3"),
+                (Some("a"), Some("k4"), b"4")
             ]
         );
         let runs = e.clone().split(1, usize::MAX);
@@ -803,7 +845,21 @@ pub(crate) mod tests {
         }
         assert_eq!(described(&joined), whole);
         assert_eq!(joined.targets, e.targets);
-        assert_eq!(described(&e.select(&[1, 3])), [whole[1], whole[3]]);
+        assert_eq!(
+            described(&e.select(&[1, 2, 4])),
+            [whole[1], whole[2], whole[4]]
+        );
+        // Unheaded documents appended after headed ones stay without.
+        let mut mixed = headed(&[(Some("a"), "1")]);
+        mixed.append(&headed(&[(None, "y"), (Some("a"), "2")]));
+        assert_eq!(
+            described(&mixed),
+            [
+                (Some("a"), Some("k1"), &b"1"[..]),
+                (None, None, b"y"),
+                (Some("a"), Some("k2"), b"2")
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::contract::SequenceNumber;
 
 /// A record's documents, to be cut.
 #[derive(Debug)]
-pub struct Record<'a> {
+pub struct RecordDocs<'a> {
     /// The record.
     pub sequence: &'a SequenceNumber,
     /// Its documents, encoded.
@@ -79,11 +79,11 @@ impl Cutter {
         Cutter { limits, objects }
     }
 
-    /// Whether another part may go out while `out` of the shard's are: an
+    /// Whether another part may go out while `sent` of the shard's are: an
     /// object shard has one at a time, so that objects land in order and a
     /// replay finds where they ended.
-    pub fn may_send(&self, out: usize) -> bool {
-        self.objects.is_none() || out == 0
+    pub fn may_send(&self, sent: usize) -> bool {
+        self.objects.is_none() || sent == 0
     }
 
     /// The question to ask the sink before the record at `sequence` can be
@@ -119,7 +119,7 @@ impl Cutter {
     /// Cuts a record's documents into parts appended to `out`; returns how
     /// many parts its acknowledgement waits for (an object's first record
     /// waits for the object; the others of it for nothing more).
-    pub fn cut(&mut self, record: Record<'_>, to: &AckTo, out: &mut VecDeque<Part>) -> usize {
+    pub fn cut(&mut self, record: RecordDocs<'_>, to: &AckTo, out: &mut VecDeque<Part>) -> usize {
         if let Some(objects) = &mut self.objects {
             return objects.add(record, &self.limits, to, out);
         }
@@ -156,12 +156,12 @@ impl Objects {
     /// or where an earlier one ended.
     fn add(
         &mut self,
-        record: Record<'_>,
+        record: RecordDocs<'_>,
         limits: &BatchLimits,
         to: &AckTo,
         out: &mut VecDeque<Part>,
     ) -> usize {
-        let Record {
+        let RecordDocs {
             sequence,
             encoded,
             meta,

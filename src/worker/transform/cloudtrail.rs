@@ -9,8 +9,9 @@ use super::merge;
 use crate::time::{parse_rfc3339_millis, rfc3339_millis};
 use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
 
-/// Parses `@message` as a CloudTrail event or a `Records` batch.
-pub fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
+/// Parses `@message` as a CloudTrail event or a `Records` batch, all at once.
+#[cfg(test)]
+fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
     let mut out = Vec::new();
     each(doc, &mut |d| {
         out.push(d);
@@ -19,7 +20,7 @@ pub fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
     out
 }
 
-/// As [`apply`], handing each document to `out` as it is made, until `out`
+/// Parses `@message` as a CloudTrail event or a `Records` batch, handing each document to `out` as it is made, until `out`
 /// says to stop (returns false); whether it went to the end. A batch of many
 /// records is never held whole as documents.
 pub fn each<'a>(mut doc: Document<'a>, out: &mut dyn FnMut(Document<'a>) -> bool) -> bool {

@@ -409,9 +409,12 @@ impl Elasticsearch {
             else {
                 continue;
             };
-            let Some((doc, origin)) = batch.doc(*i) else {
-                continue;
-            };
+            let (doc, origin) = batch.doc(*i).ok_or_else(|| {
+                SinkError::new(
+                    "bug",
+                    format!("the cluster answered for document {i}, which the batch has not"),
+                )
+            })?;
             let origin = origin.map_or_else(
                 || Origin {
                     shard: String::new(),
@@ -432,7 +435,7 @@ impl Elasticsearch {
                 status: Some(*status),
                 error_type: Some(error_type.clone()),
             };
-            let letter = DeadLetter::document(origin, doc.source, doc.target, why);
+            let letter = DeadLetter::document(origin, doc.key, doc.source, doc.target, why);
             pending.push((*i, letter));
         }
         let now = now_millis();
@@ -556,7 +559,7 @@ impl BulkCreate {
         let id = doc
             .text(ID)
             .ok_or_else(|| EncodeError("the document has no @id".into()))?;
-        out.header(index, |line| bulk::action(index, id, line));
+        out.header(index, id, |line| bulk::action(index, id, line));
         let out = out.source();
         doc.write_json(out);
         out.push(b'\n');
@@ -850,6 +853,7 @@ mod tests {
                 .wire
                 .starts_with(br#"{"create":{"_index":"cwl-2019.06.19","_id":"3195"}}"#)
         );
+        assert_eq!(first.key, Some("3195"));
         assert_eq!(out.doc(1).target, Some("dead-2019"));
         let mut no_id = Document::new();
         no_id.insert(TIMESTAMP, json!("2019-06-19T08:00:00.000Z"));
