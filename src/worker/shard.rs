@@ -203,7 +203,7 @@ pub async fn run<S: Sink, L: HeldLease>(
             .pending
             .front()
             .filter(|_| task.pipeline.cutter().may_send(task.sent))
-            .map(|p| p.encoded().byte_len());
+            .map(|p| p.encoded().held());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
         let busy = preparing.is_some() || probing.is_some() || !task.ready.is_empty();

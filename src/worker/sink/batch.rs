@@ -166,6 +166,24 @@ impl Encoded {
         self.bytes.len()
     }
 
+    /// Bytes of memory the documents hold: their wire form and what
+    /// travels beside it. The driver's buffer counts this, a request's size
+    /// only the wire form.
+    pub fn held(&self) -> usize {
+        self.bytes.len()
+            + self.keys.len()
+            + self.docs.len() * std::mem::size_of::<Entry>()
+            + self
+                .targets
+                .iter()
+                // The run, and its target's allocation (two counts and the text).
+                .map(|(_, t)| {
+                    std::mem::size_of::<(usize, Option<Arc<str>>)>()
+                        + t.as_ref().map_or(0, |t| 16 + t.len())
+                })
+                .sum::<usize>()
+    }
+
     /// All documents, back to back.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -824,6 +842,9 @@ pub(crate) mod tests {
             (Some("a"), "4"),
         ]);
         assert_eq!(e.targets.len(), 4, "runs of one target share it");
+        // The driver's room for them counts their keys and places too.
+        let keys = "k1k22k3k4".len();
+        assert!(e.held() >= e.byte_len() + keys + 5 * std::mem::size_of::<Entry>());
         assert_eq!(e.doc(1).wire, b"{\"to\":\"a\"}\n22\n");
         let whole = described(&e);
         assert_eq!(
