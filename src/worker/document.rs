@@ -709,6 +709,30 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever names go in and out (few letters, so that many share a
+        /// bit of the mask, and past the count that builds the hash index),
+        /// a lookup finds exactly what a map of the same names holds.
+        #[test]
+        fn lookups_find_what_a_map_holds(
+            ops in proptest::collection::vec(("[ab@_]{0,3}", proptest::bool::weighted(0.8)), 0..80),
+            probes in proptest::collection::vec("[ab@_]{0,3}", 0..20),
+        ) {
+            let mut doc = Document::new();
+            let mut model = std::collections::HashMap::new();
+            for (i, (name, add)) in ops.iter().enumerate() {
+                if *add {
+                    doc.insert(name.clone(), json!(i));
+                    model.insert(name.clone(), i);
+                } else {
+                    proptest::prop_assert_eq!(doc.remove(name).is_some(), model.remove(name).is_some());
+                }
+            }
+            for name in probes.iter().chain(model.keys()) {
+                proptest::prop_assert_eq!(doc.get(name).and_then(Field::as_u64), model.get(name).map(|&i| i as u64));
+            }
+            proptest::prop_assert_eq!(doc.len(), model.len());
+        }
+
         /// The hand-written writer says what `serde_json` says of the same
         /// document, for any text: quotes, backslashes, control characters,
         /// any Unicode, in keys, text and nested values alike.
@@ -742,6 +766,21 @@ mod tests {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = b;
                     assert!(needs_escape(&bytes), "{b:#x} at {at} of {len}");
+                    // And written as serde_json writes it, whatever follows
+                    // (a byte just past an escaped one can look escaped too).
+                    for next in [b'#', b'!', b' ', b'"', 0x1f, b']', 0x7f] {
+                        if at + 1 < len {
+                            bytes[at + 1] = next;
+                        }
+                        let text = std::str::from_utf8(&bytes).unwrap();
+                        let mut out = Vec::new();
+                        write_str(text, &mut out);
+                        assert_eq!(
+                            String::from_utf8(out).unwrap(),
+                            serde_json::to_string(text).unwrap(),
+                            "{bytes:?}"
+                        );
+                    }
                 }
             }
         }
