@@ -194,8 +194,8 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
         let records = Arc::new(payloads::records("vpc-flow", 50));
         let (_stop_tx, stop) = watch::channel(false);
         for s in 0..shards {
-            let (reads_tx, reads) = mpsc::channel(1);
-            tokio::spawn(feed_forever(records.clone(), reads_tx));
+            let (to_shard, from_feed) = mpsc::channel(1);
+            tokio::spawn(feed_forever(records.clone(), to_shard));
             let resume = Resume {
                 shard: format!("shardId-{s:012}"),
                 checkpoint: None,
@@ -205,7 +205,7 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
                 context.clone(),
                 MemoryLease::default(),
                 resume,
-                reads,
+                from_feed,
                 stop.clone(),
             ));
         }
@@ -242,8 +242,8 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
     });
 }
 
-/// Records `from..to` of `records` repeated without end, as GetRecords
-/// answers with rising sequence numbers.
+/// Records `from..to` of the samples `records` repeated over and over, as
+/// GetRecords answers with rising sequence numbers.
 fn reads(records: &[Vec<u8>], from: usize, to: usize) -> Vec<Read> {
     (from..to)
         .step_by(RECORDS_PER_READ)
@@ -274,13 +274,13 @@ async fn feed(reads: Vec<Read>, to: mpsc::Sender<Result<Read, AwsError>>) {
         .await;
 }
 
-/// Feeds `records` to a shard without end, copying each as it goes.
+/// Feeds `records` to a shard without end, one read at a time, copying
+/// each record as it goes.
 async fn feed_forever(records: Arc<Vec<Vec<u8>>>, to: mpsc::Sender<Result<Read, AwsError>>) {
     for n in (0..).step_by(RECORDS_PER_READ) {
-        for read in reads(&records, n, n + RECORDS_PER_READ) {
-            if to.send(Ok(read)).await.is_err() {
-                return;
-            }
+        let read = reads(&records, n, n + RECORDS_PER_READ).remove(0);
+        if to.send(Ok(read)).await.is_err() {
+            return;
         }
     }
 }
@@ -318,8 +318,8 @@ fn ours(kind: &str, records: Arc<Vec<Vec<u8>>>, o: &Options) -> Measured {
         let wall = Instant::now();
         let mut shards = Vec::new();
         for (s, input) in inputs.into_iter().enumerate() {
-            let (reads_tx, reads) = mpsc::channel(1);
-            tokio::spawn(feed(input, reads_tx));
+            let (to_shard, from_feed) = mpsc::channel(1);
+            tokio::spawn(feed(input, to_shard));
             let resume = Resume {
                 shard: format!("shardId-{s:012}"),
                 checkpoint: None,
@@ -332,7 +332,7 @@ fn ours(kind: &str, records: Arc<Vec<Vec<u8>>>, o: &Options) -> Measured {
                 context.clone(),
                 lease,
                 resume,
-                reads,
+                from_feed,
                 stop.clone(),
             )));
         }

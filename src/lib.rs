@@ -6,7 +6,7 @@ pub mod aws;
 pub mod cli;
 pub mod contract;
 pub mod controller;
-pub(crate) mod retry;
+pub mod retry;
 pub mod telemetry;
 pub mod time;
 pub mod worker;

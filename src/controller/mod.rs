@@ -7,11 +7,11 @@
 //! unchanged LogSubscription; the reconciles between only refresh the workers'
 //! state and the delivery health they publish.
 //!
-//! One module per stage: `validate` (the spec and its region, [`validate::Invalid`]),
-//! `authorize` with `tenancy` (the policies, [`tenancy::AuthorizeError`]),
+//! One module per stage: `validate` (the spec and its region, `validate::Invalid`),
+//! `authorize` with `tenancy` (the policies, `tenancy::AuthorizeError`),
 //! `observe` (reads only), `plan` (pure: the stream's step, the filters'
 //! actions, whether the workers' objects are applied), `apply` (the writes,
-//! [`apply::ApplyError`]) and `status` (pure: the checks, rows and Events from
+//! `apply::ApplyError`) and `status` (pure: the checks, rows and Events from
 //! what happened). `sync` runs observe → plan → apply for AWS, `reconcile`
 //! runs the stages in order; `scenarios` tests the whole of it against a
 //! mocked API server and an in-memory AWS account (`fixtures`).

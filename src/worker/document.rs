@@ -165,7 +165,7 @@ impl Serialize for Field<'_> {
 /// A document: a JSON object whose fields keep the order they were added in.
 ///
 /// A vector rather than a map: most documents have a few dozen fields at most,
-/// which a scan finds faster than a hash. Past [`INDEXED_FROM`] fields a hash
+/// which a scan finds faster than a hash. Past `INDEXED_FROM` fields a hash
 /// index of positions is kept beside it, so that a message of 100,000 keys costs
 /// their number, not its square (anyone who can write to a log group chooses
 /// the keys).
@@ -709,12 +709,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever names go in and out (few letters, so that many share a
-        /// bit of the mask, and past the count that builds the hash index),
-        /// a lookup finds exactly what a map of the same names holds.
+        /// Whatever names go in and out (few letters, so that they come
+        /// back often, and mostly past the count that builds the hash
+        /// index), a lookup finds exactly what a map of the same names holds.
         #[test]
         fn lookups_find_what_a_map_holds(
-            ops in proptest::collection::vec(("[ab@_]{0,3}", proptest::bool::weighted(0.8)), 0..80),
+            ops in proptest::collection::vec(("[ab@_]{0,3}", proptest::bool::weighted(0.9)), 20..200),
             probes in proptest::collection::vec("[ab@_]{0,3}", 0..20),
         ) {
             let mut doc = Document::new();
@@ -766,21 +766,6 @@ mod tests {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = b;
                     assert!(needs_escape(&bytes), "{b:#x} at {at} of {len}");
-                    // And written as serde_json writes it, whatever follows
-                    // (a byte just past an escaped one can look escaped too).
-                    for next in [b'#', b'!', b' ', b'"', 0x1f, b']', 0x7f] {
-                        if at + 1 < len {
-                            bytes[at + 1] = next;
-                        }
-                        let text = std::str::from_utf8(&bytes).unwrap();
-                        let mut out = Vec::new();
-                        write_str(text, &mut out);
-                        assert_eq!(
-                            String::from_utf8(out).unwrap(),
-                            serde_json::to_string(text).unwrap(),
-                            "{bytes:?}"
-                        );
-                    }
                 }
             }
         }

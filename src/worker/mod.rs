@@ -1,8 +1,8 @@
 //! The worker: reads a LogSubscription's Kinesis stream and delivers each log
 //! event as a document. The stages here are pure; I/O lives at the edges.
 
-pub(crate) mod checkpoint;
-pub(crate) mod dead_letter;
+pub mod checkpoint;
+pub mod dead_letter;
 pub mod decode;
 pub mod document;
 pub mod health;

@@ -340,7 +340,9 @@ impl ShardPipeline {
         let before = out.len();
         let parts = self.cutter.cut(record, &self.to, out);
         if let Err(e) = self.watermark.read(sequence.clone(), parts) {
-            // No part goes out for a record the watermark does not wait for.
+            // A bug (records out of order) that fails the shard: none of
+            // the parts cut now goes out (an object sink's open object
+            // keeps the record, but nothing delivers it any more).
             out.truncate(before);
             return Err(e.into());
         }

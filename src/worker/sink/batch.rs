@@ -800,6 +800,17 @@ pub(crate) mod tests {
         );
         assert_eq!((e.len(), e.as_bytes()), (1, &b"a\n"[..]));
         assert_eq!(e.doc(0).target, None, "nor its target");
+        e.push(|out| {
+            out.header("t", "k2", |b| b.extend_from_slice(b"head\n"));
+            out.source().extend_from_slice(b"b\n");
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            (e.doc(1).target, e.doc(1).key, e.doc(1).source),
+            (Some("t"), Some("k2"), &b"b"[..]),
+            "nor its key"
+        );
     }
 
     /// Bulk-like documents: a header naming the target and key, then the

@@ -31,7 +31,8 @@ pub struct DriverLimits {
 
 impl DriverLimits {
     /// Room for the batches in flight plus one filling, so shards keep
-    /// reading while a batch is out.
+    /// reading while a batch is out (a little less: a part's room counts
+    /// its keys and places beside its wire bytes, which batches are cut by).
     pub fn new(batch: BatchLimits, concurrency: usize) -> Self {
         DriverLimits {
             batch,

@@ -1,10 +1,10 @@
 //! Transforms: pure functions of one document, applied in the configured order.
 //! Most return the document changed; `cloudTrail` may split one into several.
 
-pub(crate) mod cloudtrail;
-pub(crate) mod json;
-pub(crate) mod lambda;
-pub(crate) mod vpc_flow;
+pub mod cloudtrail;
+pub mod json;
+pub mod lambda;
+pub mod vpc_flow;
 
 use super::document::{Document, Field, Key};
 use crate::api::Transform;
