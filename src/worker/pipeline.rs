@@ -262,7 +262,8 @@ impl ShardPipeline {
         shard: &str,
         checkpoint: Option<SequenceNumber>,
         acks: UnboundedSender<Acked>,
-        (limits, cutter): (PartLimits, Cutter),
+        limits: PartLimits,
+        cutter: Cutter,
         counters: ShardCounters,
     ) -> ShardPipeline {
         ShardPipeline {
@@ -446,9 +447,12 @@ mod tests {
         )
     }
 
-    /// Limits for parts of at most `max_docs` documents, cut for a sink
-    /// that batches so.
-    fn limits(max_docs: usize, batching: Batching) -> (PartLimits, Cutter) {
+    /// A fresh shard's pipeline cutting parts of at most `max_docs`
+    /// documents for a sink that batches so, and where its acks come back.
+    fn pipeline(
+        max_docs: usize,
+        batching: Batching,
+    ) -> (ShardPipeline, mpsc::UnboundedReceiver<Acked>) {
         let batch = BatchLimits::new(max_docs, 1 << 20, Duration::from_secs(60));
         let limits = PartLimits {
             max_bytes: batch.max_bytes,
@@ -456,7 +460,10 @@ mod tests {
             budget: Duration::from_secs(60),
             max_output: 64 << 20,
         };
-        (limits, Cutter::new(batching, batch))
+        let (tx, acks) = mpsc::unbounded_channel();
+        let cutter = Cutter::new(batching, batch);
+        let p = ShardPipeline::new("s", None, tx, limits, cutter, ShardCounters::default());
+        (p, acks)
     }
 
     /// Prepares and accepts `records` in order, answering no probe.
@@ -492,14 +499,7 @@ mod tests {
     /// became, with a little room: it is neither grown nor mostly empty.
     #[test]
     fn a_records_buffer_is_sized_by_what_the_last_one_became() {
-        let (tx, _acks) = mpsc::unbounded_channel();
-        let p = ShardPipeline::new(
-            "s",
-            None,
-            tx,
-            limits(1000, Batching::Shared),
-            ShardCounters::default(),
-        );
+        let (p, _acks) = pipeline(1000, Batching::Shared);
         let mut sizing = Sizing::default();
         let data = payload(50);
         let first = prepare(
@@ -555,14 +555,7 @@ mod tests {
 
     #[test]
     fn records_become_parts_and_the_checkpoint_follows_the_acks() {
-        let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new(
-            "s",
-            None,
-            tx,
-            limits(2, Batching::Shared),
-            ShardCounters::default(),
-        );
+        let (mut p, mut acks) = pipeline(2, Batching::Shared);
         let metrics = WorkerMetrics::default();
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[]}"#;
         let mut parts = VecDeque::new();
@@ -603,14 +596,7 @@ mod tests {
     /// never passes it, whatever comes back after.
     #[test]
     fn a_part_stored_nowhere_holds_the_checkpoint_and_says_where() {
-        let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new(
-            "s",
-            None,
-            tx,
-            limits(10, Batching::Shared),
-            ShardCounters::default(),
-        );
+        let (mut p, mut acks) = pipeline(10, Batching::Shared);
         let metrics = WorkerMetrics::default();
         let mut parts = VecDeque::new();
         feed(
@@ -642,14 +628,7 @@ mod tests {
     /// probed after a restart and cut again where the earlier object ended.
     #[test]
     fn objects_are_runs_of_whole_records_cut_where_earlier_ones_ended() {
-        let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut p = ShardPipeline::new(
-            "s",
-            None,
-            tx,
-            limits(5, Batching::PerShard),
-            ShardCounters::default(),
-        );
+        let (mut p, mut acks) = pipeline(5, Batching::PerShard);
         let metrics = WorkerMetrics::default();
         let mut parts = VecDeque::new();
         let mut probes = Vec::new();

@@ -149,7 +149,8 @@ pub async fn run<S: Sink, L: HeldLease>(
         &resume.shard,
         resume.checkpoint.clone(),
         ack_tx,
-        (limits, Cutter::new(context.sink.batching(), context.batch)),
+        limits,
+        Cutter::new(context.sink.batching(), context.batch),
         resume.counters,
     );
     let mut task = ShardTask {
