@@ -325,6 +325,22 @@ async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
     setup.ns.delete().await;
 }
 
+/// How often the lease of the shard that publishes `blocked` was taken.
+async fn blocked_takes(ns: &str) -> i32 {
+    common::pipeline::leases(ns)
+        .await
+        .iter()
+        .find(|l| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("logsub.io/health"))
+                .is_some_and(|h| h.contains("\"blocked\""))
+        })
+        .and_then(|l| l.spec.as_ref()?.lease_transitions)
+        .unwrap_or(0)
+}
+
 /// A document the index refuses whose dead letter the dead-letter index
 /// refuses too (a strict mapping): nothing stores it. Its shard stops at that
 /// record, saying so on its lease and in a metric naming shard and record;
@@ -410,6 +426,18 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
         )
         .await;
     }
+    // The blocked shard is taken again (it backs off, then tries the record
+    // once more) twice after those puts: one whole try read past the record.
+    let tried = blocked_takes(&ns).await;
+    eventually(
+        "the blocked shard tried again",
+        Duration::from_secs(60),
+        || {
+            let ns = ns.clone();
+            async move { (blocked_takes(&ns).await >= tried + 2).then_some(()) }
+        },
+    )
+    .await;
     let after = eventually(
         "the other shard goes on",
         Duration::from_secs(60),

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SequenceNumber;
+
 /// The health of one shard, as published on its lease.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -31,4 +33,9 @@ pub struct ShardHealth {
     /// dead letter were both refused for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// The record `blocked` names. A later holder sends one part at a time
+    /// until its checkpoint passes that record, so that nothing after it is
+    /// stored while it still fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_at: Option<SequenceNumber>,
 }

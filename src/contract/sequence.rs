@@ -5,7 +5,8 @@ use std::fmt;
 
 /// A Kinesis sequence number: a decimal string of up to 128 digits, compared as a
 /// number (they outgrow `u128`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct SequenceNumber(String);
 
 /// A sequence number that is not a plain decimal without leading zeros.
@@ -30,6 +31,20 @@ impl SequenceNumber {
     /// The decimal text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = BadSequenceNumber;
+
+    fn try_from(s: String) -> Result<SequenceNumber, BadSequenceNumber> {
+        SequenceNumber::parse(&s)
+    }
+}
+
+impl From<SequenceNumber> for String {
+    fn from(s: SequenceNumber) -> String {
+        s.0
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::sink::SinkError;
 use super::sink::batch::Stored;
-use crate::contract::ShardHealth;
+use crate::contract::{SequenceNumber, ShardHealth};
 use crate::time::rfc3339_millis;
 
 /// How the sink is doing, shared by the driver's deliveries (writers) and the
@@ -78,17 +78,41 @@ pub struct ShardCounters {
 }
 
 impl ShardCounters {
-    /// Continues from what the previous holder published.
+    /// Continues from what the previous holder published. A shard it
+    /// stopped at a record stays stopped there until the checkpoint passes it.
     pub fn resume(worker: &str, previous: Option<ShardHealth>) -> ShardCounters {
         let previous = previous.unwrap_or_default();
+        let (blocked, blocked_at) = match previous.blocked_at {
+            Some(at) => (previous.blocked, Some(at)),
+            None => (None, None),
+        };
         ShardCounters {
             health: ShardHealth {
                 worker: worker.to_owned(),
                 delivered: previous.delivered,
                 dead_lettered: previous.dead_lettered,
                 last_delivery: previous.last_delivery,
+                blocked,
+                blocked_at,
                 ..ShardHealth::default()
             },
+        }
+    }
+
+    /// The shard stops at the record at `sequence`, for `reason`.
+    pub fn blocked(&mut self, sequence: &SequenceNumber, reason: &str) {
+        self.health.blocked = Some(format!("record {sequence}: {reason}"));
+        self.health.blocked_at = Some(sequence.clone());
+    }
+
+    /// Every record up to `checkpoint` is delivered: a record the shard
+    /// stopped at no longer holds it once passed.
+    pub fn passed(&mut self, checkpoint: Option<&SequenceNumber>) {
+        if let (Some(at), Some(checkpoint)) = (&self.health.blocked_at, checkpoint)
+            && checkpoint >= at
+        {
+            self.health.blocked = None;
+            self.health.blocked_at = None;
         }
     }
 
@@ -124,6 +148,7 @@ mod tests {
             sink_error: Some("old".into()),
             read_error: Some("old".into()),
             blocked: Some("old".into()),
+            blocked_at: None,
         };
         let mut c = ShardCounters::resume("b", Some(previous));
         c.delivered(

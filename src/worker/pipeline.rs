@@ -284,9 +284,12 @@ impl ShardPipeline {
         &self.limits
     }
 
-    /// How records become parts.
-    pub fn cutter(&self) -> &Cutter {
-        &self.cutter
+    /// Whether another part may go out while `sent` of the shard's are: one
+    /// at a time for an object sink, and while the shard is still held at a
+    /// record it stopped at before, so that nothing after that record is
+    /// stored while it may fail again.
+    pub fn may_send(&self, sent: usize) -> bool {
+        sent == 0 || (self.cutter.may_send(sent) && self.counters.health.blocked_at.is_none())
     }
 
     /// The shard.
@@ -347,6 +350,7 @@ impl ShardPipeline {
             out.truncate(before);
             return Err(e.into());
         }
+        self.counters.passed(self.watermark.checkpoint());
         metrics.records_read.get_or_create(&self.labels).inc();
         metrics
             .bytes_read
@@ -377,6 +381,7 @@ impl ShardPipeline {
             Ok(stored) => {
                 self.watermark.ack(&acked.sequence)?;
                 self.counters.delivered(stored, now_millis());
+                self.counters.passed(self.watermark.checkpoint());
                 Ok(())
             }
             Err(unstored) if unstored.superseded => Err(PipelineError::Superseded {
@@ -422,6 +427,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::contract::ShardHealth;
     use crate::worker::decode::cloudwatch::tests::gzip;
     use crate::worker::sink::batch::{BatchLimits, Stored};
     use crate::worker::sink::{Batch, Batching, Delivered, NdJson};
@@ -622,6 +628,61 @@ mod tests {
             p.counters.health.delivered, 1,
             "only what was stored counts"
         );
+    }
+
+    /// A shard taken again after it stopped at a record sends one part at a
+    /// time until its checkpoint passes that record: nothing after the record
+    /// is stored while it may fail again, and the status says it is held there
+    /// until then.
+    #[test]
+    fn a_shard_held_at_a_record_sends_one_part_at_a_time_until_past_it() {
+        let (mut p, mut acks) = pipeline(10, Batching::Shared);
+        assert!(p.may_send(3), "parts of a shared batch go out together");
+        let seq = |n: u64| SequenceNumber::parse(&n.to_string()).unwrap();
+        p.counters = ShardCounters::resume(
+            "w",
+            Some(ShardHealth {
+                blocked: Some("record 2: refused".into()),
+                blocked_at: Some(seq(2)),
+                ..ShardHealth::default()
+            }),
+        );
+        assert_eq!(
+            p.counters.health.blocked.as_deref(),
+            Some("record 2: refused")
+        );
+        assert!(p.may_send(0) && !p.may_send(1));
+        let metrics = WorkerMetrics::default();
+        let mut parts = VecDeque::new();
+        feed(
+            &mut p,
+            (1..=3).map(|n| record(n, payload(1))).collect(),
+            &metrics,
+            &mut parts,
+        );
+        p.acked(&settle(parts.pop_front().unwrap(), &mut acks))
+            .unwrap();
+        assert_eq!(p.checkpoint(), Some(&seq(1)));
+        assert!(!p.may_send(1), "record 2 is not passed yet");
+        assert!(p.counters.health.blocked.is_some());
+        p.acked(&settle(parts.pop_front().unwrap(), &mut acks))
+            .unwrap();
+        assert!(p.may_send(1), "past record 2");
+        assert_eq!(
+            (&p.counters.health.blocked, &p.counters.health.blocked_at),
+            (&None, &None)
+        );
+        // A holder that finds no record named resumes as usual.
+        let fresh = ShardCounters::resume(
+            "w",
+            Some(ShardHealth {
+                blocked: Some("from a worker that names no record".into()),
+                ..ShardHealth::default()
+            }),
+        );
+        assert_eq!(fresh.health.blocked, None);
+        let (objects, _acks) = pipeline(10, Batching::PerShard);
+        assert!(objects.may_send(0) && !objects.may_send(1));
     }
 
     /// An object sink's shard: whole records per object, cut at the limits,

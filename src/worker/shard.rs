@@ -203,7 +203,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         let next_part = task
             .pending
             .front()
-            .filter(|_| task.pipeline.cutter().may_send(task.sent))
+            .filter(|_| task.pipeline.may_send(task.sent))
             .map(|p| p.encoded().held());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
@@ -527,7 +527,7 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
                 sequence: sequence.to_string(),
             })
             .set(1);
-        self.pipeline.counters.health.blocked = Some(format!("record {sequence}: {reason}"));
+        self.pipeline.counters.blocked(&sequence, &reason);
         if let Err(exit) = self.maintain(true).await {
             return exit;
         }
