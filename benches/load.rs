@@ -277,11 +277,12 @@ async fn feed(reads: Vec<Read>, to: mpsc::Sender<Result<Read, AwsError>>) {
 /// Feeds `records` to a shard without end, one read at a time, copying
 /// each record as it goes.
 async fn feed_forever(records: Arc<Vec<Vec<u8>>>, to: mpsc::Sender<Result<Read, AwsError>>) {
+    // As the worker's reader: the next read is made once the last is taken.
     for n in (0..).step_by(RECORDS_PER_READ) {
-        let read = reads(&records, n, n + RECORDS_PER_READ).remove(0);
-        if to.send(Ok(read)).await.is_err() {
+        let Ok(slot) = to.reserve().await else {
             return;
-        }
+        };
+        slot.send(Ok(reads(&records, n, n + RECORDS_PER_READ).remove(0)));
     }
 }
 

@@ -521,12 +521,16 @@ async fn run_shard<S: Sink>(
     shard::run(shared.shard.clone(), lease, resume, reads, stop).await
 }
 
-/// Feeds reads to the shard task until the shard ends or fails.
+/// Feeds reads to the shard task until the shard ends or fails. The next
+/// call is made only once the shard has taken the last read, so a shard whose
+/// sink is stalled holds one read waiting beside the one it works through,
+/// not a third in the reader's hands.
 async fn read_ahead(mut reader: ShardReader, reads: mpsc::Sender<Result<Read, AwsError>>) {
-    loop {
+    while let Ok(slot) = reads.reserve().await {
         let read = reader.next().await;
         let last = matches!(read, Ok(Read::End { .. }) | Err(_));
-        if reads.send(read).await.is_err() || last {
+        slot.send(read);
+        if last {
             return;
         }
     }
