@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::MemoryLease;
-use logsub::aws::AwsError;
 use logsub::aws::kinesis::Record;
 use logsub::contract::SequenceNumber;
 use logsub::telemetry::WorkerMetrics;
@@ -41,7 +40,7 @@ use logsub::worker::sink::{Batch, Delivered, NdJson, Sink, SinkError};
 use logsub::worker::source::kinesis::reader::Read;
 use ratio::{alternate, process_cpu, thread_cpu};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 // The worker's allocator, so the harness measures what runs.
 #[global_allocator]
@@ -194,8 +193,12 @@ fn stalled(seconds: u64, shards: usize, threads: usize) {
         let records = Arc::new(payloads::records("vpc-flow", 50));
         let (_stop_tx, stop) = watch::channel(false);
         for s in 0..shards {
-            let (to_shard, from_feed) = mpsc::channel(1);
-            tokio::spawn(feed_forever(records.clone(), to_shard));
+            let records = records.clone();
+            let mut n = 0;
+            let from_feed = harness::feed_forever(move || {
+                n += RECORDS_PER_READ;
+                reads(&records, n - RECORDS_PER_READ, n).remove(0)
+            });
             let resume = Resume {
                 shard: format!("shardId-{s:012}"),
                 checkpoint: None,
@@ -260,32 +263,6 @@ fn reads(records: &[Vec<u8>], from: usize, to: usize) -> Vec<Read> {
         .collect()
 }
 
-/// Feeds a shard its reads, then ends it.
-async fn feed(reads: Vec<Read>, to: mpsc::Sender<Result<Read, AwsError>>) {
-    for read in reads {
-        if to.send(Ok(read)).await.is_err() {
-            return;
-        }
-    }
-    let _ = to
-        .send(Ok(Read::End {
-            children: Vec::new(),
-        }))
-        .await;
-}
-
-/// Feeds `records` to a shard without end, one read at a time, copying
-/// each record as it goes.
-async fn feed_forever(records: Arc<Vec<Vec<u8>>>, to: mpsc::Sender<Result<Read, AwsError>>) {
-    // As the worker's reader: the next read is made once the last is taken.
-    for n in (0..).step_by(RECORDS_PER_READ) {
-        let Ok(slot) = to.reserve().await else {
-            return;
-        };
-        slot.send(Ok(reads(&records, n, n + RECORDS_PER_READ).remove(0)));
-    }
-}
-
 struct Measured {
     bytes: u64,
     cpu_ns: u64,
@@ -319,8 +296,7 @@ fn ours(kind: &str, records: Arc<Vec<Vec<u8>>>, o: &Options) -> Measured {
         let wall = Instant::now();
         let mut shards = Vec::new();
         for (s, input) in inputs.into_iter().enumerate() {
-            let (to_shard, from_feed) = mpsc::channel(1);
-            tokio::spawn(feed(input, to_shard));
+            let from_feed = harness::feed(input);
             let resume = Resume {
                 shard: format!("shardId-{s:012}"),
                 checkpoint: None,

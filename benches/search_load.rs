@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::MemoryLease;
-use logsub::aws::AwsError;
 use logsub::aws::kinesis::Record;
 use logsub::contract::SequenceNumber;
 use logsub::contract::config::ElasticsearchOutput;
@@ -36,7 +35,7 @@ use logsub::worker::source::kinesis::reader::Read;
 use ratio::Spread;
 use search::{count, create_index};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -65,30 +64,19 @@ async fn worker(base: &str, index: &str, shards: &[Arc<Vec<Vec<u8>>>]) -> Durati
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (s, records) in shards.iter().enumerate() {
-        let (reads_tx, reads) = mpsc::channel::<Result<Read, AwsError>>(1);
-        let records = records.clone();
-        tokio::spawn(async move {
-            let batch: Vec<Record> = records
-                .iter()
-                .enumerate()
-                .map(|(i, data)| Record {
-                    sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
-                    data: data.clone(),
-                    arrival_millis: None,
-                })
-                .collect();
-            let _ = reads_tx
-                .send(Ok(Read::Records {
-                    records: batch,
-                    millis_behind_latest: Some(0),
-                }))
-                .await;
-            let _ = reads_tx
-                .send(Ok(Read::End {
-                    children: Vec::new(),
-                }))
-                .await;
-        });
+        let batch: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, data)| Record {
+                sequence: SequenceNumber::parse(&(i + 1).to_string()).expect("sequence"),
+                data: data.clone(),
+                arrival_millis: None,
+            })
+            .collect();
+        let reads = harness::feed(vec![Read::Records {
+            records: batch,
+            millis_behind_latest: Some(0),
+        }]);
         let resume = Resume {
             shard: format!("shardId-{s:012}"),
             checkpoint: None,

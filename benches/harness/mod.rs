@@ -15,6 +15,7 @@ use logsub::worker::sink::Sink;
 use logsub::worker::sink::batch::BatchLimits;
 use logsub::worker::sink::driver::{self, DriverLimits};
 use logsub::worker::source::kinesis::lease::LeaseError;
+use logsub::worker::source::kinesis::reader::{Read, Reads, reads_on_demand};
 use logsub::worker::transform::Compiled;
 use tokio::task::JoinHandle;
 
@@ -68,4 +69,33 @@ pub fn context<S: Sink>(
         checkpoint_interval: Duration::from_secs(1),
     });
     (context, delivering)
+}
+
+/// A shard's reads, each handed over once the shard task asks for it (as the
+/// worker's reader does), then the shard's end. Spawns the feeding task.
+pub fn feed(reads: Vec<Read>) -> Reads {
+    let (to, from) = reads_on_demand();
+    tokio::spawn(async move {
+        for read in reads.into_iter().chain([Read::End {
+            children: Vec::new(),
+        }]) {
+            if !to.wanted().await || !to.send(Ok(read)).await {
+                return;
+            }
+        }
+    });
+    from
+}
+
+/// Reads made by `next` without end, each once the shard task asks for it.
+pub fn feed_forever(mut next: impl FnMut() -> Read + Send + 'static) -> Reads {
+    let (to, from) = reads_on_demand();
+    tokio::spawn(async move {
+        while to.wanted().await {
+            if !to.send(Ok(next())).await {
+                return;
+            }
+        }
+    });
+    from
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::decode::cloudwatch::Limits;
@@ -21,7 +21,9 @@ use super::sink::s3::S3;
 use super::sink::stdout::Stdout;
 use super::source::kinesis::balance::{free_own_orphans, plan};
 use super::source::kinesis::lease::{LeaseError, LeaseStore};
-use super::source::kinesis::reader::{Read, ReaderLimits, ShardReader};
+use super::source::kinesis::reader::{
+    Read, ReadSender, ReaderLimits, ShardReader, reads_on_demand,
+};
 use super::transform::Compiled;
 use crate::api::SigV4Service;
 use crate::aws::AwsError;
@@ -511,7 +513,7 @@ async fn run_shard<S: Sink>(
         start,
         ReaderLimits::default(),
     );
-    let (reads_tx, reads) = mpsc::channel(1);
+    let (reads_tx, reads) = reads_on_demand();
     let _reader = AbortOnDrop(tokio::spawn(read_ahead(reader, reads_tx)));
     tracing::info!(%shard, "reading shard");
     let lease = KubeLease {
@@ -521,16 +523,13 @@ async fn run_shard<S: Sink>(
     shard::run(shared.shard.clone(), lease, resume, reads, stop).await
 }
 
-/// Feeds reads to the shard task until the shard ends or fails. The next
-/// call is made only once the shard has taken the last read, so a shard whose
-/// sink is stalled holds one read waiting beside the one it works through,
-/// not a third in the reader's hands.
-async fn read_ahead(mut reader: ShardReader, reads: mpsc::Sender<Result<Read, AwsError>>) {
-    while let Ok(slot) = reads.reserve().await {
+/// Feeds reads to the shard task, each once it is asked for, until the shard
+/// ends or fails.
+async fn read_ahead(mut reader: ShardReader, reads: ReadSender) {
+    while reads.wanted().await {
         let read = reader.next().await;
         let last = matches!(read, Ok(Read::End { .. }) | Err(_));
-        slot.send(read);
-        if last {
+        if !reads.send(read).await || last {
             return;
         }
     }

@@ -27,9 +27,8 @@ use super::sink::cut::{Cutter, Probe};
 use super::sink::driver::{Closed, DriverHandle, Room};
 use super::sink::{Earlier, Part, Sink, SinkError};
 use super::source::kinesis::lease::LeaseError;
-use super::source::kinesis::reader::Read;
+use super::source::kinesis::reader::{Read, Reads};
 use super::transform::Compiled;
-use crate::aws::AwsError;
 use crate::aws::kinesis::Record;
 use crate::contract::SequenceNumber;
 use crate::contract::{Checkpoint, ShardHealth};
@@ -130,12 +129,13 @@ const PREPARE_AHEAD: usize = 256 << 10;
 type PreparedSome = Result<(Vec<Prepared>, Vec<Record>, Sizing), PipelineError>;
 
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
-/// come from the shard's reader, in order.
+/// come from the shard's reader, in order, each once asked for: the next is
+/// asked for when the last read's records are all prepared, or it brought none.
 pub async fn run<S: Sink, L: HeldLease>(
     context: Arc<ShardContext<S>>,
     lease: L,
     resume: Resume,
-    mut reads: mpsc::Receiver<Result<Read, AwsError>>,
+    mut reads: Reads,
     mut stop: watch::Receiver<bool>,
 ) -> ShardExit {
     let limits = PartLimits {
@@ -172,6 +172,7 @@ pub async fn run<S: Sink, L: HeldLease>(
     let mut preparing: Option<JoinHandle<PreparedSome>> = None;
     let mut probing: Option<Probing> = None;
     let mut end: Option<Vec<String>> = None;
+    reads.want();
     loop {
         if let Some(children) = &end
             && task.pipeline.in_flight() == 0
@@ -229,6 +230,9 @@ pub async fn run<S: Sink, L: HeldLease>(
                     Ok(Ok((prepared, rest, sizing))) => {
                         task.sizing = sizing;
                         task.ready.extend(prepared);
+                        if rest.is_empty() {
+                            reads.want();
+                        }
                         for record in rest.into_iter().rev() {
                             task.raw.push_front(record);
                         }
@@ -248,6 +252,9 @@ pub async fn run<S: Sink, L: HeldLease>(
             }
             read = reads.recv(), if can_read => match read {
                 Some(Ok(Read::Records { records, millis_behind_latest })) => {
+                    if records.is_empty() {
+                        reads.want();
+                    }
                     task.read(records, millis_behind_latest);
                     Ok(())
                 }
@@ -260,6 +267,7 @@ pub async fn run<S: Sink, L: HeldLease>(
                 Some(Ok(Read::Stalled { error })) => {
                     tracing::warn!(shard = %task.shard, %error, "reading makes no progress");
                     task.pipeline.counters.health.read_error = Some(error);
+                    reads.want();
                     Ok(())
                 }
                 Some(Err(e)) => {

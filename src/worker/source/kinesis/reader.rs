@@ -2,7 +2,10 @@
 //! and 2 MB/s per shard, shared by every consumer; back off when throttled; get a
 //! new iterator when one expires; report the end of a closed shard with its children.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
 
 use tokio::time::Instant;
 
@@ -209,5 +212,92 @@ impl ShardReader {
             records: page.records,
             millis_behind_latest: page.millis_behind_latest,
         })
+    }
+}
+
+/// Hands a shard's reads from its reader to its task, each only once the task
+/// asks for it: a shard whose documents wait on a stalled sink holds the read
+/// it works through and no second one, whatever the size of its reads.
+pub fn reads_on_demand() -> (ReadSender, Reads) {
+    let (tx, rx) = mpsc::channel(1);
+    let wanted = Arc::new(Notify::new());
+    (
+        ReadSender {
+            tx,
+            wanted: wanted.clone(),
+        },
+        Reads { rx, wanted },
+    )
+}
+
+/// The reader's end of [`reads_on_demand`].
+#[derive(Debug)]
+pub struct ReadSender {
+    tx: mpsc::Sender<Result<Read, AwsError>>,
+    wanted: Arc<Notify>,
+}
+
+impl ReadSender {
+    /// Waits until the task asks for a read; false once the task is gone.
+    pub async fn wanted(&self) -> bool {
+        tokio::select! {
+            () = self.wanted.notified() => true,
+            () = self.tx.closed() => false,
+        }
+    }
+
+    /// Hands the task a read; false once the task is gone.
+    pub async fn send(&self, read: Result<Read, AwsError>) -> bool {
+        self.tx.send(read).await.is_ok()
+    }
+}
+
+/// The task's end of [`reads_on_demand`].
+#[derive(Debug)]
+pub struct Reads {
+    rx: mpsc::Receiver<Result<Read, AwsError>>,
+    wanted: Arc<Notify>,
+}
+
+impl Reads {
+    /// Asks for the next read. Asking again before it came asks for no more.
+    pub fn want(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// The read asked for; `None` once the reader is gone.
+    pub async fn recv(&mut self) -> Option<Result<Read, AwsError>> {
+        self.rx.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn read() -> Result<Read, AwsError> {
+        Ok(Read::Records {
+            records: Vec::new(),
+            millis_behind_latest: None,
+        })
+    }
+
+    /// The reader makes a call only once the shard task asks, and asking twice
+    /// before the read came asks for one read.
+    #[tokio::test]
+    async fn a_read_is_made_only_once_asked_for() {
+        let (sender, mut reads) = reads_on_demand();
+        assert_eq!(sender.wanted().now_or_never(), None, "nothing asked yet");
+        reads.want();
+        reads.want();
+        assert_eq!(sender.wanted().now_or_never(), Some(true));
+        assert_eq!(sender.wanted().now_or_never(), None, "one read asked for");
+        assert!(sender.send(read()).await);
+        assert_eq!(reads.recv().await.map(|r| r.is_ok()), Some(true));
+        drop(reads);
+        assert!(!sender.wanted().await, "the task is gone");
+        assert!(!sender.send(read()).await);
     }
 }
