@@ -118,10 +118,15 @@ impl Sizing {
     /// for that. Such records grow their buffer as they go.
     const MAX_RATIO: usize = 64 << 10;
 
+    /// How many bytes of documents records of `bytes` bytes likely become.
+    pub fn expected(&self, bytes: usize) -> usize {
+        bytes.saturating_mul(self.ratio) >> 10
+    }
+
     /// Room for the documents of a record of `bytes` bytes: an eighth more
     /// than the last ratio gives, at most `max`.
     fn capacity(&self, bytes: usize, max: usize) -> usize {
-        let expected = bytes.saturating_mul(self.ratio) >> 10;
+        let expected = self.expected(bytes);
         expected.saturating_add(expected / 8).min(max)
     }
 

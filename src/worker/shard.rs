@@ -199,6 +199,11 @@ pub async fn run<S: Sink, L: HeldLease>(
             && probing.is_none()
             && !task.raw.is_empty()
         {
+            // The last records of a read: the next is asked for now, so that
+            // the call overlaps their preparing.
+            if task.last_of_read() {
+                reads.want();
+            }
             preparing = Some(task.prepare_some());
         }
         let next_part = task
@@ -322,6 +327,13 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         // Records came: whatever kept the reader from them is over.
         self.pipeline.counters.health.read_error = None;
         self.raw.extend(records);
+    }
+
+    /// Whether the records read and not yet prepared are likely to be
+    /// prepared at once.
+    fn last_of_read(&self) -> bool {
+        let bytes = self.raw.iter().map(|r| r.data.len()).sum();
+        self.sizing.expected(bytes) < PREPARE_AHEAD.min(self.pipeline.limits().max_bytes)
     }
 
     /// Prepares the records read, in order, on the blocking pool: decoding a

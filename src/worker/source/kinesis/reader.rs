@@ -226,7 +226,11 @@ pub fn reads_on_demand() -> (ReadSender, Reads) {
             tx,
             wanted: wanted.clone(),
         },
-        Reads { rx, wanted },
+        Reads {
+            rx,
+            wanted,
+            asked: false,
+        },
     )
 }
 
@@ -257,17 +261,24 @@ impl ReadSender {
 pub struct Reads {
     rx: mpsc::Receiver<Result<Read, AwsError>>,
     wanted: Arc<Notify>,
+    /// A read is asked for and has not come yet.
+    asked: bool,
 }
 
 impl Reads {
     /// Asks for the next read. Asking again before it came asks for no more.
-    pub fn want(&self) {
-        self.wanted.notify_one();
+    pub fn want(&mut self) {
+        if !self.asked {
+            self.asked = true;
+            self.wanted.notify_one();
+        }
     }
 
-    /// The read asked for; `None` once the reader is gone.
+    /// The read asked for; `None` once the reader is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Result<Read, AwsError>> {
-        self.rx.recv().await
+        let read = self.rx.recv().await;
+        self.asked = false;
+        read
     }
 }
 
@@ -294,8 +305,13 @@ mod tests {
         reads.want();
         assert_eq!(sender.wanted().now_or_never(), Some(true));
         assert_eq!(sender.wanted().now_or_never(), None, "one read asked for");
+        // Asked again after the reader took the question, before the read came.
+        reads.want();
+        assert_eq!(sender.wanted().now_or_never(), None, "still one read");
         assert!(sender.send(read()).await);
         assert_eq!(reads.recv().await.map(|r| r.is_ok()), Some(true));
+        reads.want();
+        assert_eq!(sender.wanted().now_or_never(), Some(true), "the next one");
         drop(reads);
         assert!(!sender.wanted().await, "the task is gone");
         assert!(!sender.send(read()).await);
