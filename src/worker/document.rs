@@ -12,6 +12,7 @@ use std::hash::BuildHasher;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::decode::cloudwatch::{LogData, LogEvent};
@@ -29,6 +30,10 @@ pub enum Field<'a> {
     Text(Cow<'a, str>),
     /// Any other JSON value (never a string: [`Field::from`] makes those text).
     Json(Value),
+    /// An object or array of a parsed message, kept as its JSON text: nothing
+    /// looks inside one, so it is written as it came instead of being built
+    /// into a [`Value`] and written again.
+    Raw(Cow<'a, RawValue>),
 }
 
 impl<'a> Field<'a> {
@@ -36,23 +41,24 @@ impl<'a> Field<'a> {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Field::Text(text) => Some(text),
-            Field::Json(_) => None,
+            Field::Json(_) | Field::Raw(_) => None,
         }
     }
 
-    /// The value, when the field is not text.
+    /// The value, when the field is neither text nor kept as JSON text.
     pub fn as_json(&self) -> Option<&Value> {
         match self {
-            Field::Text(_) => None,
             Field::Json(value) => Some(value),
+            Field::Text(_) | Field::Raw(_) => None,
         }
     }
 
-    /// The field as a JSON value (copying text).
+    /// The field as a JSON value (copying text, parsing JSON text).
     pub fn to_value(&self) -> Value {
         match self {
             Field::Text(text) => Value::String(text.to_string()),
             Field::Json(value) => value.clone(),
+            Field::Raw(raw) => raw_value(raw),
         }
     }
 
@@ -61,6 +67,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Text(text) => Field::Text(Cow::Owned(text.into_owned())),
             Field::Json(value) => Field::Json(value),
+            Field::Raw(raw) => Field::Raw(Cow::Owned(raw.into_owned())),
         }
     }
 
@@ -80,6 +87,13 @@ impl<'a> Field<'a> {
     }
 }
 
+/// JSON text as a [`Value`]. What serde_json's parser let through as raw
+/// text but will not build (a number out of range, a lone surrogate) stays
+/// text rather than being lost.
+fn raw_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_owned()))
+}
+
 static NULL: Value = Value::Null;
 static NULL_FIELD: Field<'static> = Field::Json(Value::Null);
 
@@ -97,6 +111,7 @@ impl PartialEq for Field<'_> {
         match (self, other) {
             (Field::Text(a), Field::Text(b)) => a == b,
             (Field::Json(a), Field::Json(b)) => a == b,
+            (Field::Raw(_), _) | (_, Field::Raw(_)) => self.to_value() == other.to_value(),
             _ => false,
         }
     }
@@ -110,6 +125,7 @@ macro_rules! field_eq {
                 match self {
                     Field::Text(text) => Value::String(text.to_string()) == *other,
                     Field::Json(value) => value == other,
+                    Field::Raw(raw) => raw_value(raw) == *other,
                 }
             }
         }
@@ -149,6 +165,7 @@ impl From<Field<'_>> for Value {
         match field {
             Field::Text(text) => Value::String(text.into_owned()),
             Field::Json(value) => value,
+            Field::Raw(raw) => raw_value(&raw),
         }
     }
 }
@@ -158,6 +175,7 @@ impl Serialize for Field<'_> {
         match self {
             Field::Text(text) => serializer.serialize_str(text),
             Field::Json(value) => value.serialize(serializer),
+            Field::Raw(raw) => raw_value(raw).serialize(serializer),
         }
     }
 }
@@ -357,6 +375,7 @@ impl<'a> Document<'a> {
                 Field::Json(value) => {
                     let _ = serde_json::to_writer(&mut *out, value);
                 }
+                Field::Raw(raw) => write_raw(raw.get(), out),
             }
         }
         out.push(b'}');
@@ -436,6 +455,52 @@ impl Serialize for Document<'_> {
     }
 }
 
+impl<'a> Document<'a> {
+    /// The fields of `text`, a JSON object, or `None` when it is not one. Text
+    /// borrows from `text` where it holds no escape; objects and arrays stay
+    /// JSON text ([`Field::Raw`]); a repeated key keeps its last value.
+    pub fn parse_object(text: &'a str) -> Option<Document<'a>> {
+        serde_json::from_str::<Flat<'a>>(text).ok().map(|f| f.0)
+    }
+}
+
+/// A JSON object read one level deep: see [`Document::parse_object`].
+struct Flat<'a>(Document<'a>);
+
+impl<'de> Deserialize<'de> for Flat<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Flat<'de>, D::Error> {
+        use serde::de::Error;
+
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Flat<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Flat<'de>, A::Error> {
+                let mut doc = Document::with_capacity(access.size_hint().unwrap_or(8));
+                while let Some((k, raw)) = access.next_entry::<String, &'de RawValue>()? {
+                    let text = raw.get();
+                    let value = match text.as_bytes().first() {
+                        Some(b'{' | b'[') => Field::Raw(Cow::Borrowed(raw)),
+                        // A string without escapes is its own text, quotes off.
+                        Some(b'"') if !text.contains('\\') => {
+                            Field::Text(Cow::Borrowed(&text[1..text.len() - 1]))
+                        }
+                        Some(b'"') => Field::Text(Cow::Owned(
+                            serde_json::from_str(text).map_err(A::Error::custom)?,
+                        )),
+                        _ => Field::Json(serde_json::from_str(text).map_err(A::Error::custom)?),
+                    };
+                    doc.insert(k, value);
+                }
+                Ok(Flat(doc))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 impl<'de> Deserialize<'de> for Document<'de> {
     /// A JSON object; a repeated key keeps its last value, as `serde_json` does.
     /// Its text values borrow from the input where they hold no escape.
@@ -509,6 +574,21 @@ impl<'de> Deserialize<'de> for Field<'de> {
             }
         }
         deserializer.deserialize_any(Any)
+    }
+}
+
+/// Appends JSON text to `out` on one line: every sink's wire form is a line
+/// per document. JSON strings cannot hold a raw line break, so any in the text
+/// is whitespace between tokens, and becomes a space.
+fn write_raw(text: &str, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(text.as_bytes());
+    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        for b in &mut out[start..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
     }
 }
 
@@ -754,6 +834,32 @@ mod tests {
                 serde_json::to_string(&doc).unwrap()
             );
         }
+
+        /// An object read one level deep and written again is the same JSON
+        /// as serde_json reads it, whatever its text and nesting.
+        #[test]
+        fn an_object_read_one_level_deep_writes_what_it_read(
+            fields in proptest::collection::vec(("\\PC{0,8}|[\"\\\\\u{0}-\u{1f}a]{0,6}", "\\PC{0,20}|[\"\\\\\u{0}-\u{1f}\u{2028}é]{0,20}"), 0..8),
+            spaced in proptest::bool::ANY,
+        ) {
+            let mut object = serde_json::Map::new();
+            for (i, (key, text)) in fields.iter().enumerate() {
+                object.insert(key.clone(), json!(text));
+                object.insert(format!("n{i}"), json!({ key.clone(): [text, i, null, {"f": 1.5}] }));
+            }
+            let value = Value::Object(object);
+            let text = if spaced {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            let doc = Document::parse_object(&text).unwrap();
+            let mut out = Vec::new();
+            doc.write_json(&mut out);
+            proptest::prop_assert!(!out.contains(&b'\n') && !out.contains(&b'\r'), "one line");
+            proptest::prop_assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), value.clone());
+            proptest::prop_assert_eq!(Value::from(doc), value);
+        }
     }
 
     #[test]
@@ -781,6 +887,47 @@ mod tests {
         assert!(matches!(&doc["escaped"], Field::Text(Cow::Owned(t)) if t == "a\"b"));
         assert_eq!(doc["n"], 1);
         assert_eq!(doc["o"]["k"], "v");
+    }
+
+    /// A message object read one level deep: text borrows, objects and
+    /// arrays are their JSON text as it came (spaces and escapes kept), and
+    /// what is not one JSON object is refused.
+    #[test]
+    fn an_object_is_read_one_level_deep() {
+        let text = r#"{"plain":"ann","escaped":"a\"b","n":1.5,"o": { "k" : "v\/" },"a":[1, {"x":null}],"z":1,"z":2}"#;
+        let doc = Document::parse_object(text).unwrap();
+        assert!(matches!(doc["plain"], Field::Text(Cow::Borrowed("ann"))));
+        assert!(matches!(&doc["escaped"], Field::Text(Cow::Owned(t)) if t == "a\"b"));
+        assert_eq!(doc["n"], 1.5);
+        assert!(
+            matches!(&doc["o"], Field::Raw(Cow::Borrowed(r)) if r.get() == r#"{ "k" : "v\/" }"#)
+        );
+        assert_eq!(doc["o"], json!({"k": "v/"}));
+        assert_eq!(doc["z"], 2, "a repeated key keeps its last value");
+        let mut out = Vec::new();
+        doc.write_json(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"plain":"ann","escaped":"a\"b","n":1.5,"o":{ "k" : "v\/" },"a":[1, {"x":null}],"z":2}"#
+        );
+        assert_eq!(
+            Value::from(doc.clone().into_owned()),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        for bad in [
+            "[1]",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1} x",
+            "{\"a\":[1,}",
+            "\"s\"",
+            "",
+        ] {
+            assert!(Document::parse_object(bad).is_none(), "{bad}");
+        }
+        // A number no f64 holds passes as text, read back as that text.
+        let big = Document::parse_object(r#"{"o":{"n":1e400}}"#).unwrap();
+        assert_eq!(big["o"], json!(r#"{"n":1e400}"#));
     }
 
     #[test]

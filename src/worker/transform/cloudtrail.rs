@@ -3,11 +3,13 @@
 //! message holding a `Records` array (the S3 delivery format) becomes one document
 //! per record, with the id `<event id>-<index>` so a replay rewrites the same ones.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 
 use super::merge;
 use crate::time::{parse_rfc3339_millis, rfc3339_millis};
-use crate::worker::document::{Document, ID, MESSAGE, TIMESTAMP};
+use crate::worker::document::{Document, Field, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch, all at once.
 #[cfg(test)]
@@ -20,59 +22,76 @@ fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
     out
 }
 
-/// Parses `@message` as a CloudTrail event or a `Records` batch, handing each document to `out` as it is made, until `out`
-/// says to stop (returns false); whether it went to the end. A batch of many
-/// records is never held whole as documents.
+/// Parses `@message` as a CloudTrail event or a `Records` batch, handing each
+/// document to `out` as it is made, until `out` says to stop (returns false);
+/// whether it went to the end. A batch of many records is never held whole
+/// as documents.
 pub fn each<'a>(mut doc: Document<'a>, out: &mut dyn FnMut(Document<'a>) -> bool) -> bool {
-    let event = match doc.text(MESSAGE) {
-        Some(text) if text.trim_start().starts_with('{') => {
-            serde_json::from_str::<Map<String, Value>>(text).ok()
-        }
+    // An event's fields borrow from the message where it is a view into the
+    // payload; a message a transform made is copied from.
+    let event = match doc.get(MESSAGE) {
+        Some(Field::Text(Cow::Borrowed(text))) => object(text),
+        Some(Field::Text(Cow::Owned(text))) => object(text).map(Document::into_owned),
         _ => None,
     };
     let Some(mut event) = event else {
         return out(doc);
     };
-    match event.remove("Records") {
-        // Only a batch of events is split; anything else in `Records` stays
-        // one document, as it came.
-        Some(Value::Array(records))
-            if !records.is_empty() && records.iter().all(Value::is_object) =>
-        {
-            let id = doc.text(ID).unwrap_or_default().to_owned();
-            // Each record's document is made from the event's without its
-            // message: copying the whole batch's text into each of its records
-            // would cost the square of its size.
-            doc.remove(MESSAGE);
-            for (i, record) in records.into_iter().enumerate() {
-                let mut one = doc.clone();
-                one.insert(ID, format!("{id}-{i}"));
-                one.insert(MESSAGE, record.to_string());
-                let one = match record {
-                    Value::Object(fields) => with_event(one, fields),
-                    _ => one,
-                };
-                if !out(one) {
-                    return false;
-                }
+    // Only a batch of events is split; anything else in `Records` stays
+    // one document, as it came.
+    let raw = match event.remove("Records") {
+        Some(Field::Raw(raw)) => raw,
+        other => {
+            if let Some(other) = other {
+                event.insert("Records", other);
             }
-            true
+            return out(with_event(doc, event));
         }
-        Some(other) => {
-            event.insert("Records".into(), other);
-            out(with_event(doc, event))
+    };
+    let Some(records) = batch(&raw) else {
+        event.insert("Records", Field::Raw(raw));
+        return out(with_event(doc, event));
+    };
+    let id = doc.text(ID).unwrap_or_default().to_owned();
+    // Each record's document is made from the event's without its message:
+    // copying the whole batch's text into each of its records would cost the
+    // square of its size.
+    doc.remove(MESSAGE);
+    for (i, record) in records.into_iter().enumerate() {
+        let mut one = doc.clone();
+        one.insert(ID, format!("{id}-{i}"));
+        one.insert(MESSAGE, record.to_owned());
+        let one = match Document::parse_object(record) {
+            Some(fields) => with_event(one, fields.into_owned()),
+            None => one,
+        };
+        if !out(one) {
+            return false;
         }
-        None => out(with_event(doc, event)),
     }
+    true
 }
 
-fn with_event(mut doc: Document<'_>, event: Map<String, Value>) -> Document<'_> {
+/// A message that is a JSON object.
+fn object(text: &str) -> Option<Document<'_>> {
+    text.trim_start()
+        .starts_with('{')
+        .then(|| Document::parse_object(text))?
+}
+
+/// The records of a `Records` batch: a non-empty array of objects, as their
+/// JSON text.
+fn batch(raw: &RawValue) -> Option<Vec<&str>> {
+    let records: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+    let records: Vec<&str> = records.into_iter().map(RawValue::get).collect();
+    (!records.is_empty() && records.iter().all(|r| r.starts_with('{'))).then_some(records)
+}
+
+fn with_event<'a>(mut doc: Document<'a>, event: Document<'a>) -> Document<'a> {
     // Anyone who writes to the log group writes this text: only a time
     // becomes the document's (in one form, which every index and object key
     // reads alike); anything else stays the event's own field.
-    if let Some(Value::String(time)) = event.get("eventTime")
-        && let Some(millis) = parse_rfc3339_millis(time)
-    {
+    if let Some(millis) = event.text("eventTime").and_then(parse_rfc3339_millis) {
         doc.insert(TIMESTAMP, rfc3339_millis(millis));
     }
     merge(&mut doc, event);
@@ -81,7 +100,7 @@ fn with_event(mut doc: Document<'_>, event: Map<String, Value>) -> Document<'_> 
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -103,10 +122,17 @@ mod tests {
         assert_eq!(out["@id"], "3195");
         assert_eq!(out["@timestamp"], "2019-06-19T00:18:31.000Z");
         assert_eq!(out["eventName"], "StartLogging");
-        assert_eq!(out["userIdentity"]["userName"], "Mary_Major");
         assert_eq!(out["sourceIPAddress"], "203.0.113.64");
         assert_eq!(out["readOnly"], false);
         assert_eq!(out["responseElements"], Value::Null);
+        // Nested objects are written as they came, and read back the same.
+        let mut written = Vec::new();
+        out.write_json(&mut written);
+        let written: Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(written["userIdentity"]["userName"], "Mary_Major");
+        let event: Value = serde_json::from_str(START_LOGGING).unwrap();
+        assert_eq!(written["userIdentity"], event["userIdentity"]);
+        assert_eq!(written["requestParameters"], event["requestParameters"]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn object(text: &str) -> Option<Document<'_>> {
     if !(text.starts_with('{') && text.ends_with('}')) {
         return None;
     }
-    serde_json::from_str(text).ok()
+    Document::parse_object(text)
 }
 
 #[cfg(test)]
