@@ -95,6 +95,8 @@ async fn delivers_once_with_dead_letters(base: &str) {
         r#"{"n": 1, "user": "ann"}"#,
         r#"{"n": "many", "user": "bob"}"#,
         r#"{"n": 3, "user": "cid"}"#,
+        // Pretty-printed: its line breaks must not break the bulk body's lines.
+        "{\n  \"n\": 4,\n  \"user\": \"dee\",\n  \"ctx\": {\r\n    \"tags\": [\"a\",\n      \"b\"]\n  }\n}",
     ]
     .map(str::to_owned);
     put(&setup, "app", &app).await;
@@ -111,15 +113,15 @@ async fn delivers_once_with_dead_letters(base: &str) {
         .expect("put a raw record");
 
     let pattern = format!("{prefix}-*");
-    let docs = eventually("8 documents indexed", Duration::from_secs(60), || {
+    let docs = eventually("9 documents indexed", Duration::from_secs(60), || {
         let (http, pattern) = (http.clone(), pattern.clone());
         async move {
             let docs = search(&http, base, &pattern).await;
-            (docs.len() >= 8).then_some(docs)
+            (docs.len() >= 9).then_some(docs)
         }
     })
     .await;
-    assert_eq!(docs.len(), 8, "{docs:#?}");
+    assert_eq!(docs.len(), 9, "{docs:#?}");
     for hit in &docs {
         let source = &hit["_source"];
         assert_eq!(hit["_id"], source["@id"], "_id is the event id");
@@ -169,7 +171,13 @@ async fn delivers_once_with_dead_letters(base: &str) {
     let app = by_stream("app");
     let mut users: Vec<&str> = app.iter().filter_map(|d| d["user"].as_str()).collect();
     users.sort_unstable();
-    assert_eq!(users, ["ann", "cid"], "bob's document broke the mapping");
+    assert_eq!(
+        users,
+        ["ann", "cid", "dee"],
+        "bob's document broke the mapping"
+    );
+    let dee = app.iter().find(|d| d["user"] == "dee").expect("dee");
+    assert_eq!(dee["ctx"], json!({"tags": ["a", "b"]}));
 
     let letters = eventually("the dead letters", Duration::from_secs(30), || {
         let (http, dead) = (http.clone(), dead.clone());

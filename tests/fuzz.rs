@@ -56,6 +56,10 @@ const MESSAGES: &[&str] = &[
     r#"{"Records":{"not":"an array"}}"#,
     r#"{"@id":"spoof","@timestamp":1,"message":{"deep":[[[[[[[[[[1]]]]]]]]]]}}"#,
     "{\"a\":\"\\ud800\"}",
+    "{\n  \"user\": {\r\n    \"tags\": [\"a\",\n \"b\"]\n  },\n  \"n\": 1e300\n}",
+    "{\"m\": {\"big\": [1e400]}, \"t\": \"ok\"}",
+    "2026-11-25T19:44:28.711Z\tf1b2\tINFO\t{\n \"ctx\": [\n  {\"x\": 1}\n ]\n}",
+    "{\"Records\": [\n {\"eventTime\": \"2019-06-19T00:18:31Z\",\n  \"a\": {\"b\":\n 1}}\n]}",
     "{not json}",
     "[1,2,3]",
     "",
@@ -259,7 +263,20 @@ fn decode_and_transforms_survive_anything() {
                         doc["@id"].is_string() && doc["@timestamp"].is_string(),
                         "case LOGSUB_FUZZ_SEED={case}: a document without @id or @timestamp: {doc:?}"
                     );
-                    serde_json::to_vec(doc).expect("every document encodes");
+                    // The wire form: one line, the same JSON as the document.
+                    let mut wire = Vec::new();
+                    doc.write_json(&mut wire);
+                    assert!(
+                        !wire.contains(&b'\n') && !wire.contains(&b'\r'),
+                        "case LOGSUB_FUZZ_SEED={case}: a document over more than one line"
+                    );
+                    let written: serde_json::Value = serde_json::from_slice(&wire)
+                        .unwrap_or_else(|e| panic!("case LOGSUB_FUZZ_SEED={case}: {e}"));
+                    assert_eq!(
+                        written,
+                        serde_json::to_value(doc).expect("every document encodes"),
+                        "case LOGSUB_FUZZ_SEED={case}"
+                    );
                 }
                 documents += docs.len() as u64;
             }

@@ -482,7 +482,7 @@ impl<'de> Deserialize<'de> for Flat<'de> {
                 while let Some((k, raw)) = access.next_entry::<String, &'de RawValue>()? {
                     let text = raw.get();
                     let value = match text.as_bytes().first() {
-                        Some(b'{' | b'[') => Field::Raw(Cow::Borrowed(raw)),
+                        Some(b'{' | b'[') if numbers_fit(text) => Field::Raw(Cow::Borrowed(raw)),
                         // A string without escapes is its own text, quotes off.
                         Some(b'"') if !text.contains('\\') => {
                             Field::Text(Cow::Borrowed(&text[1..text.len() - 1]))
@@ -575,6 +575,54 @@ impl<'de> Deserialize<'de> for Field<'de> {
         }
         deserializer.deserialize_any(Any)
     }
+}
+
+/// Whether every number in JSON text is one an f64 holds. serde_json's raw
+/// reader lets `1e400` through where building a [`Value`] refuses it: such a
+/// value is built instead, so that its message stays text as before rather
+/// than reaching a sink as a number none reads.
+fn numbers_fit(text: &str) -> bool {
+    let b = text.as_bytes();
+    // Only an exponent of three digits or more, or more than 300 digits in a
+    // row, can overflow: most text has neither, and is not walked through.
+    let exponent = memchr::memchr2_iter(b'e', b'E', b).any(|at| {
+        let after = &b[at + 1..];
+        let after = after
+            .strip_prefix(b"-")
+            .or(after.strip_prefix(b"+"))
+            .unwrap_or(after);
+        after.len() >= 3 && after[..3].iter().all(u8::is_ascii_digit)
+    });
+    if !exponent && b.iter().filter(|c| c.is_ascii_digit()).count() <= 300 {
+        return true;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let n = &text[start..i];
+                if (n.len() > 300 || n.contains(['e', 'E']))
+                    && !n.parse::<f64>().is_ok_and(f64::is_finite)
+                {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 /// Appends JSON text to `out` on one line: every sink's wire form is a line
@@ -925,9 +973,18 @@ mod tests {
         ] {
             assert!(Document::parse_object(bad).is_none(), "{bad}");
         }
-        // A number no f64 holds passes as text, read back as that text.
-        let big = Document::parse_object(r#"{"o":{"n":1e400}}"#).unwrap();
-        assert_eq!(big["o"], json!(r#"{"n":1e400}"#));
+        // A number no f64 holds refuses the object, as serde_json does,
+        // nested or not, with or without an exponent; one in text does not.
+        let huge = format!(r#"{{"o":[{}]}}"#, "9".repeat(400));
+        for bad in [r#"{"o":{"n":1e400}}"#, r#"{"o":[-1E+999]}"#, &huge] {
+            assert!(Document::parse_object(bad).is_none(), "{bad}");
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+        }
+        let fine = Document::parse_object(
+            r#"{"o":{"t":"1e400 \" 1e400","n":[1e300,-2.5E-400,18446744073709551616]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(fine["o"], Field::Raw(_)));
     }
 
     #[test]
