@@ -36,6 +36,46 @@ pub struct ShardHealth {
     /// The record `blocked` names. A later holder sends one part at a time
     /// until its checkpoint passes that record, so that nothing after it is
     /// stored while it still fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "sequence_or_none"
+    )]
     pub blocked_at: Option<SequenceNumber>,
+}
+
+/// A record named by something other than a sequence number (an edit by
+/// hand) names none, rather than making the whole health unreadable.
+fn sequence_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SequenceNumber>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(value.as_str().and_then(|s| SequenceNumber::parse(s).ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record a blocked shard names comes back as it was written, and a
+    /// name that is no sequence number loses only itself, not the counters.
+    #[test]
+    fn the_blocked_record_reads_back_and_a_bad_one_names_none() {
+        let health = ShardHealth {
+            worker: "w".into(),
+            delivered: 7,
+            blocked: Some("record 41: refused".into()),
+            blocked_at: Some(SequenceNumber::parse("41").unwrap()),
+            ..ShardHealth::default()
+        };
+        let json = serde_json::to_string(&health).unwrap();
+        assert!(json.contains(r#""blockedAt":"41""#), "{json}");
+        assert_eq!(serde_json::from_str::<ShardHealth>(&json).unwrap(), health);
+        for bad in [r#""0012""#, r#""""#, "12", "null", "[]"] {
+            let json =
+                format!(r#"{{"worker":"w","delivered":7,"deadLettered":0,"blockedAt":{bad}}}"#);
+            let read: ShardHealth = serde_json::from_str(&json).unwrap();
+            assert_eq!((read.delivered, read.blocked_at), (7, None), "{bad}");
+        }
+    }
 }

@@ -269,8 +269,11 @@ impl ShardPipeline {
         acks: UnboundedSender<Acked>,
         limits: PartLimits,
         cutter: Cutter,
-        counters: ShardCounters,
+        mut counters: ShardCounters,
     ) -> ShardPipeline {
+        // A checkpoint already past the record the shard stopped at (moved by
+        // hand) holds it there no more.
+        counters.passed(checkpoint.as_ref());
         ShardPipeline {
             to: AckTo {
                 shard: Arc::from(shard),
@@ -289,12 +292,21 @@ impl ShardPipeline {
         &self.limits
     }
 
-    /// Whether another part may go out while `sent` of the shard's are: one
-    /// at a time for an object sink, and while the shard is still held at a
-    /// record it stopped at before, so that nothing after that record is
-    /// stored while it may fail again.
-    pub fn may_send(&self, sent: usize) -> bool {
-        sent == 0 || (self.cutter.may_send(sent) && self.counters.health.blocked_at.is_none())
+    /// Whether `next` may go out while `sent` of the shard's parts are: one
+    /// at a time for an object sink; and while the shard is held at a record
+    /// it stopped at before, that record's parts and those after it go
+    /// alone, so that nothing after it is stored while it may fail again.
+    pub fn may_send(&self, sent: usize, next: &Part) -> bool {
+        sent == 0 || (self.cutter.may_send(sent) && !self.goes_alone(next))
+    }
+
+    /// Whether `part` is of the record the shard is held at, or after it.
+    pub fn goes_alone(&self, part: &Part) -> bool {
+        self.counters
+            .health
+            .blocked_at
+            .as_ref()
+            .is_some_and(|at| part.record().is_none_or(|r| r >= at))
     }
 
     /// The shard.
@@ -635,48 +647,64 @@ mod tests {
         );
     }
 
-    /// A shard taken again after it stopped at a record sends one part at a
-    /// time until its checkpoint passes that record: nothing after the record
-    /// is stored while it may fail again, and the status says it is held there
-    /// until then.
+    /// A shard taken again after it stopped at a record sends the records
+    /// before it as usual, then that record's parts alone, and those after
+    /// it only once it is stored: nothing after it is stored while it may
+    /// fail again, and the status says it is held there until then.
     #[test]
-    fn a_shard_held_at_a_record_sends_one_part_at_a_time_until_past_it() {
-        let (mut p, mut acks) = pipeline(10, Batching::Shared);
-        assert!(p.may_send(3), "parts of a shared batch go out together");
+    fn a_shard_held_at_a_record_sends_it_alone_until_past_it() {
+        let (p, _acks) = pipeline(10, Batching::Shared);
         let seq = |n: u64| SequenceNumber::parse(&n.to_string()).unwrap();
-        p.counters = ShardCounters::resume(
-            "w",
-            Some(ShardHealth {
-                blocked: Some("record 2: refused".into()),
-                blocked_at: Some(seq(2)),
-                ..ShardHealth::default()
-            }),
-        );
+        let held = |checkpoint: Option<u64>| {
+            let (tx, acks) = mpsc::unbounded_channel();
+            let counters = ShardCounters::resume(
+                "w",
+                Some(ShardHealth {
+                    blocked: Some("record 3: refused".into()),
+                    blocked_at: Some(seq(3)),
+                    ..ShardHealth::default()
+                }),
+            );
+            let batch = BatchLimits::new(10, 1 << 20, Duration::from_secs(60));
+            let cutter = Cutter::new(Batching::Shared, batch);
+            let p = ShardPipeline::new("s", checkpoint.map(seq), tx, *p.limits(), cutter, counters);
+            (p, acks)
+        };
+        let (mut p, mut acks) = held(None);
         assert_eq!(
             p.counters.health.blocked.as_deref(),
-            Some("record 2: refused")
+            Some("record 3: refused")
         );
-        assert!(p.may_send(0) && !p.may_send(1));
         let metrics = WorkerMetrics::default();
         let mut parts = VecDeque::new();
         feed(
             &mut p,
-            (1..=3).map(|n| record(n, payload(1))).collect(),
+            (1..=4).map(|n| record(n, payload(1))).collect(),
             &metrics,
             &mut parts,
         );
-        p.acked(&settle(parts.pop_front().unwrap(), &mut acks))
-            .unwrap();
-        assert_eq!(p.checkpoint(), Some(&seq(1)));
-        assert!(!p.may_send(1), "record 2 is not passed yet");
+        let [one, two, three, four] = <[Part; 4]>::try_from(Vec::from(parts)).unwrap();
+        assert!(p.may_send(1, &two), "records before it go together");
+        assert!(!p.goes_alone(&two) && p.goes_alone(&three));
+        assert!(
+            !p.may_send(2, &three) && p.may_send(0, &three),
+            "it goes alone"
+        );
+        for part in [one, two] {
+            p.acked(&settle(part, &mut acks)).unwrap();
+        }
+        assert_eq!(p.checkpoint(), Some(&seq(2)));
+        assert!(!p.may_send(1, &four), "record 3 is not stored yet");
         assert!(p.counters.health.blocked.is_some());
-        p.acked(&settle(parts.pop_front().unwrap(), &mut acks))
-            .unwrap();
-        assert!(p.may_send(1), "past record 2");
+        p.acked(&settle(three, &mut acks)).unwrap();
+        assert!(p.may_send(1, &four), "past record 3");
         assert_eq!(
             (&p.counters.health.blocked, &p.counters.health.blocked_at),
             (&None, &None)
         );
+        // A checkpoint already past the record: not held.
+        let (past, _acks) = held(Some(3));
+        assert_eq!(past.counters.health.blocked, None);
         // A holder that finds no record named resumes as usual.
         let fresh = ShardCounters::resume(
             "w",
@@ -686,8 +714,9 @@ mod tests {
             }),
         );
         assert_eq!(fresh.health.blocked, None);
+        // An object sink's shard has one part out at a time, held or not.
         let (objects, _acks) = pipeline(10, Batching::PerShard);
-        assert!(objects.may_send(0) && !objects.may_send(1));
+        assert!(objects.may_send(0, &four) && !objects.may_send(1, &four));
     }
 
     /// An object sink's shard: whole records per object, cut at the limits,

@@ -125,6 +125,12 @@ type Probing = Pin<Box<dyn Future<Output = Result<Option<Earlier>, SinkError>> +
 /// a stalled sink holds little beyond its own buffer.
 const PREPARE_AHEAD: usize = 256 << 10;
 
+/// Bytes of documents a shard's unprepared records may still become when it
+/// asks for its next read: enough work to cover a GetRecords round trip, and
+/// far less than a read, so that a shard whose sink stalls early in a read
+/// does not ask for another.
+const ASK_AHEAD: usize = 2 << 20;
+
 /// Records prepared together, those left for later, and what their sizes taught.
 type PreparedSome = Result<(Vec<Prepared>, Vec<Record>, Sizing), PipelineError>;
 
@@ -199,9 +205,9 @@ pub async fn run<S: Sink, L: HeldLease>(
             && probing.is_none()
             && !task.raw.is_empty()
         {
-            // The last records of a read: the next is asked for now, so that
-            // the call overlaps their preparing.
-            if task.last_of_read() {
+            // Near the end of a read: the next is asked for now, so that the
+            // call overlaps preparing what is left.
+            if task.near_end_of_read() {
                 reads.want();
             }
             preparing = Some(task.prepare_some());
@@ -209,7 +215,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         let next_part = task
             .pending
             .front()
-            .filter(|_| task.pipeline.may_send(task.sent))
+            .filter(|p| task.pipeline.may_send(task.sent, p))
             .map(|p| p.encoded().held());
         let driver = task.context.driver.clone();
         let wake = task.next_write();
@@ -329,11 +335,11 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         self.raw.extend(records);
     }
 
-    /// Whether the records read and not yet prepared are likely to be
-    /// prepared at once.
-    fn last_of_read(&self) -> bool {
+    /// Whether the records read and not yet prepared are likely to become
+    /// less than [`ASK_AHEAD`] of documents.
+    fn near_end_of_read(&self) -> bool {
         let bytes = self.raw.iter().map(|r| r.data.len()).sum();
-        self.sizing.expected(bytes) < PREPARE_AHEAD.min(self.pipeline.limits().max_bytes)
+        self.sizing.expected(bytes) < ASK_AHEAD
     }
 
     /// Prepares the records read, in order, on the blocking pool: decoding a
@@ -427,11 +433,16 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
     fn hand_over(&mut self, room: Result<Room, Closed>) -> Result<(), ShardExit> {
         let room = room.map_err(|e| ShardExit::Failed(e.to_string()))?;
         if let Some(part) = self.pending.pop_front() {
+            // A part that goes alone is not kept waiting for a batch to fill.
+            let alone = self.pipeline.goes_alone(&part);
             self.context
                 .driver
                 .send(part, room)
                 .map_err(|e| ShardExit::Failed(e.to_string()))?;
             self.sent += 1;
+            if alone {
+                self.context.driver.flush();
+            }
         }
         Ok(())
     }

@@ -423,6 +423,11 @@ pub struct Part {
 }
 
 impl Part {
+    /// The record whose acknowledgement the part carries (an object's first).
+    pub fn record(&self) -> Option<&SequenceNumber> {
+        self.ack.as_ref().map(|a| &a.sequence)
+    }
+
     /// A part that acknowledges to `ack` when delivered.
     pub fn new(encoded: Encoded, ack: Option<Ack>) -> Part {
         Part {
