@@ -235,7 +235,7 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("counted", Duration::from_secs(10), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 9.0 && dead == 1.0).then_some(())
+        (sent == 10.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(child).await;
@@ -247,13 +247,13 @@ async fn delivers_once_with_dead_letters(base: &str) {
     eventually("the replay delivered", Duration::from_secs(60), || async {
         let sent = metric(admin, "component_sent_events_total").await?;
         let dead = metric(admin, "logsub_worker_sink_dead_lettered_events_total").await?;
-        (sent == 9.0 && dead == 1.0).then_some(())
+        (sent == 10.0 && dead == 1.0).then_some(())
     })
     .await;
     stop(again).await;
     assert_eq!(
         search(&http, base, &pattern).await.len(),
-        8,
+        9,
         "the replay added nothing"
     );
     assert_eq!(
