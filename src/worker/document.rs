@@ -482,7 +482,7 @@ impl<'de> Deserialize<'de> for Flat<'de> {
                 while let Some((k, raw)) = access.next_entry::<String, &'de RawValue>()? {
                     let text = raw.get();
                     let value = match text.as_bytes().first() {
-                        Some(b'{' | b'[') if numbers_fit(text) => Field::Raw(Cow::Borrowed(raw)),
+                        Some(b'{' | b'[') if plain(text) => Field::Raw(Cow::Borrowed(raw)),
                         // A string without escapes is its own text, quotes off.
                         Some(b'"') if !text.contains('\\') => {
                             Field::Text(Cow::Borrowed(&text[1..text.len() - 1]))
@@ -577,52 +577,102 @@ impl<'de> Deserialize<'de> for Field<'de> {
     }
 }
 
-/// Whether every number in JSON text is one an f64 holds. serde_json's raw
-/// reader lets `1e400` through where building a [`Value`] refuses it: such a
-/// value is built instead, so that its message stays text as before rather
-/// than reaching a sink as a number none reads.
-fn numbers_fit(text: &str) -> bool {
-    let b = text.as_bytes();
-    // Only an exponent of three digits or more, or more than 300 digits in a
-    // row, can overflow: most text has neither, and is not walked through.
-    let exponent = memchr::memchr2_iter(b'e', b'E', b).any(|at| {
-        let after = &b[at + 1..];
-        let after = after
-            .strip_prefix(b"-")
-            .or(after.strip_prefix(b"+"))
-            .unwrap_or(after);
-        after.len() >= 3 && after[..3].iter().all(u8::is_ascii_digit)
-    });
-    if !exponent && b.iter().filter(|c| c.is_ascii_digit()).count() <= 300 {
-        return true;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
+/// Whether JSON text reads as serde_json builds a [`Value`] from it, and no
+/// object in it has a key twice. serde_json's raw reader lets through what
+/// its `Value` builder refuses (a lone surrogate, a number out of range,
+/// nesting past 128 levels) or changes (a repeated key keeps its last value),
+/// and sinks refuse a repeated key: such a value is built as a `Value`
+/// instead, as it always was. This walk allocates only for an object's keys.
+fn plain(text: &str) -> bool {
+    serde_json::from_str::<Plain>(text).is_ok()
+}
+
+/// Any JSON value without a repeated key; see [`plain`].
+struct Plain;
+
+impl<'de> Deserialize<'de> for Plain {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Plain, D::Error> {
+        use serde::de::{Error, SeqAccess};
+
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Plain;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
             }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
-                    i += 1;
-                }
-                let n = &text[start..i];
-                if (n.len() > 300 || n.contains(['e', 'E']))
-                    && !n.parse::<f64>().is_ok_and(f64::is_finite)
-                {
-                    return false;
-                }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<Plain, E> {
+                Ok(Plain)
             }
-            _ => i += 1,
+            fn visit_i64<E: Error>(self, _: i64) -> Result<Plain, E> {
+                Ok(Plain)
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<Plain, E> {
+                Ok(Plain)
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<Plain, E> {
+                Ok(Plain)
+            }
+            fn visit_str<E: Error>(self, _: &str) -> Result<Plain, E> {
+                Ok(Plain)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Plain, E> {
+                Ok(Plain)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Plain, A::Error> {
+                while seq.next_element::<Plain>()?.is_some() {}
+                Ok(Plain)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Plain, A::Error> {
+                // A scan for few keys, a set past them: a message may hold
+                // an object of 100,000 keys.
+                let mut keys: Vec<Cow<'de, str>> = Vec::new();
+                let mut set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
+                while let Some(KeyText(key)) = map.next_key()? {
+                    let repeated = match &mut set {
+                        Some(set) => !set.insert(key),
+                        None if keys.contains(&key) => true,
+                        None => {
+                            keys.push(key);
+                            if keys.len() > 16 {
+                                set = Some(keys.drain(..).collect());
+                            }
+                            false
+                        }
+                    };
+                    if repeated {
+                        return Err(A::Error::custom("a key twice in an object"));
+                    }
+                    map.next_value::<Plain>()?;
+                }
+                Ok(Plain)
+            }
         }
+        deserializer.deserialize_any(Any)
     }
-    true
+}
+
+/// An object's key, borrowed where it holds no escape.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeyText<'de>, D::Error> {
+        use serde::de::Error;
+
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 /// Appends JSON text to `out` on one line: every sink's wire form is a line
@@ -973,13 +1023,46 @@ mod tests {
         ] {
             assert!(Document::parse_object(bad).is_none(), "{bad}");
         }
-        // A number no f64 holds refuses the object, as serde_json does,
-        // nested or not, with or without an exponent; one in text does not.
+        // What serde_json's Value builder refuses refuses the message, as it
+        // did: a number no f64 holds (with or without an exponent, or by its
+        // own rounding), a lone surrogate, nesting past 128 levels.
         let huge = format!(r#"{{"o":[{}]}}"#, "9".repeat(400));
-        for bad in [r#"{"o":{"n":1e400}}"#, r#"{"o":[-1E+999]}"#, &huge] {
-            assert!(Document::parse_object(bad).is_none(), "{bad}");
+        let long = format!(r#"{{"o":[1{}e99]}}"#, "0".repeat(210));
+        let deep = format!(r#"{{"o":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        for bad in [
+            r#"{"o":{"n":1e400}}"#,
+            r#"{"o":[-1E+999]}"#,
+            r#"{"o":[1.7976931348623159e308]}"#,
+            r#"{"o":["\ud800"]}"#,
+            &huge,
+            &long,
+            &deep,
+        ] {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+            assert!(Document::parse_object(bad).is_none(), "{bad}");
         }
+        // A key twice in a nested object (a sink refuses it) keeps its last
+        // value, as it did, however it is written.
+        let twice =
+            Document::parse_object(r#"{"o":{"a":1,"\u0061":2},"p":[{"b":1,"b":[3]}]}"#).unwrap();
+        assert!(matches!(twice["o"], Field::Json(_)));
+        let mut out = Vec::new();
+        twice.write_json(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"o":{"a":2},"p":[{"b":[3]}]}"#
+        );
+        let many: String = (0..40).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        let many_twice = format!(r#"{{"o":{{{many}"k7":0}}}}"#);
+        assert!(matches!(
+            Document::parse_object(&many_twice).unwrap()["o"],
+            Field::Json(_)
+        ));
+        let many_once = format!(r#"{{"o":{{{many}"k40":0}}}}"#);
+        assert!(matches!(
+            Document::parse_object(&many_once).unwrap()["o"],
+            Field::Raw(_)
+        ));
         let fine = Document::parse_object(
             r#"{"o":{"t":"1e400 \" 1e400","n":[1e300,-2.5E-400,18446744073709551616]}}"#,
         )

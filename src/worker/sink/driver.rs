@@ -139,14 +139,9 @@ impl<S: Sink> Driver<S> {
         loop {
             let due = batcher.as_ref().and_then(Batcher::due);
             tokio::select! {
-                part = parts.recv() => match (part, &mut batcher) {
-                    (Some(part), Some(batcher)) => {
-                        for batch in batcher.push(part, Instant::now()) {
-                            self.launch(batch).await;
-                        }
-                    }
-                    (Some(part), None) => self.launch(Batch::of(part)).await,
-                    (None, _) => break,
+                part = parts.recv() => match part {
+                    Some(part) => self.take(part, &mut batcher).await,
+                    None => break,
                 },
                 () = sleep_until(due), if due.is_some() => {
                     if let Some(batch) = batcher.as_mut().and_then(Batcher::take) {
@@ -154,6 +149,10 @@ impl<S: Sink> Driver<S> {
                     }
                 }
                 () = flush.notified() => {
+                    // Parts handed over before the flush was asked for go with it.
+                    while let Ok(part) = parts.try_recv() {
+                        self.take(part, &mut batcher).await;
+                    }
                     if let Some(batch) = batcher.as_mut().and_then(Batcher::take) {
                         self.launch(batch).await;
                     }
@@ -166,6 +165,19 @@ impl<S: Sink> Driver<S> {
         }
         while let Some(done) = self.in_flight.join_next().await {
             reap(done);
+        }
+    }
+
+    /// Adds a part to the open batch (launching those it fills), or
+    /// delivers it alone for a sink that batches per shard.
+    async fn take(&mut self, part: Part, batcher: &mut Option<Batcher>) {
+        match batcher {
+            Some(batcher) => {
+                for batch in batcher.push(part, Instant::now()) {
+                    self.launch(batch).await;
+                }
+            }
+            None => self.launch(Batch::of(part)).await,
         }
     }
 
