@@ -136,7 +136,8 @@ type PreparedSome = Result<(Vec<Prepared>, Vec<Record>, Sizing), PipelineError>;
 
 /// Runs a shard until it ends, its lease is lost, or `stop` turns true. `reads`
 /// come from the shard's reader, in order, each once asked for: the next is
-/// asked for when the last read's records are all prepared, or it brought none.
+/// asked for near the end of the last one (see [`ASK_AHEAD`]), or at once when
+/// it brought no records.
 pub async fn run<S: Sink, L: HeldLease>(
     context: Arc<ShardContext<S>>,
     lease: L,

@@ -3,11 +3,9 @@
 //! message holding a `Records` array (the S3 delivery format) becomes one document
 //! per record, with the id `<event id>-<index>` so a replay rewrites the same ones.
 
-use std::borrow::Cow;
-
 use serde_json::value::RawValue;
 
-use super::merge;
+use super::{merge, parsed};
 use crate::time::{parse_rfc3339_millis, rfc3339_millis};
 use crate::worker::document::{Document, Field, ID, MESSAGE, TIMESTAMP};
 
@@ -27,14 +25,7 @@ fn apply(doc: Document<'_>) -> Vec<Document<'_>> {
 /// whether it went to the end. A batch of many records is never held whole
 /// as documents.
 pub fn each<'a>(mut doc: Document<'a>, out: &mut dyn FnMut(Document<'a>) -> bool) -> bool {
-    // An event's fields borrow from the message where it is a view into the
-    // payload; a message a transform made is copied from.
-    let event = match doc.get(MESSAGE) {
-        Some(Field::Text(Cow::Borrowed(text))) => object(text),
-        Some(Field::Text(Cow::Owned(text))) => object(text).map(Document::into_owned),
-        _ => None,
-    };
-    let Some(mut event) = event else {
+    let Some(mut event) = parsed(doc.get(MESSAGE), object) else {
         return out(doc);
     };
     // Only a batch of events is split; anything else in `Records` stays

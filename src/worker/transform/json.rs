@@ -3,10 +3,9 @@
 //! The message is the `message` body a previous transform split off (`lambda`),
 //! else `@message`.
 
-use super::merge;
-use std::borrow::Cow;
+use super::{merge, parsed};
 
-use crate::worker::document::{Document, Field, MESSAGE};
+use crate::worker::document::{Document, MESSAGE};
 
 /// The field a transform puts a message body in for `json` to parse.
 pub const BODY: &str = "message";
@@ -15,11 +14,7 @@ pub const BODY: &str = "message";
 pub fn apply(mut doc: Document<'_>) -> Document<'_> {
     // A body a transform split off replaces the message, whatever it holds.
     // A body that is a view into the payload gives fields that are views too.
-    let fields = match doc.get(BODY).or_else(|| doc.get(MESSAGE)) {
-        Some(Field::Text(Cow::Borrowed(text))) => object(text),
-        Some(Field::Text(Cow::Owned(text))) => object(text).map(Document::into_owned),
-        _ => None,
-    };
+    let fields = parsed(doc.get(BODY).or_else(|| doc.get(MESSAGE)), object);
     if let Some(fields) = fields {
         merge(&mut doc, fields);
     }

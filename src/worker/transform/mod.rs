@@ -6,6 +6,8 @@ pub mod json;
 pub mod lambda;
 pub mod vpc_flow;
 
+use std::borrow::Cow;
+
 use super::document::{Document, Field, Key};
 use crate::api::Transform;
 
@@ -63,6 +65,19 @@ pub fn apply_each<'a>(
         Compiled::VpcFlowLog(format) => apply_each(rest, vpc_flow::apply(format, doc), out),
         Compiled::Lambda => apply_each(rest, lambda::apply(doc), out),
         Compiled::CloudTrail => cloudtrail::each(doc, &mut |d| apply_each(rest, d, out)),
+    }
+}
+
+/// The fields `parse` finds in a text field: views into the payload where the
+/// text is one, copies where a transform made the text.
+pub(crate) fn parsed<'a>(
+    field: Option<&Field<'a>>,
+    parse: for<'t> fn(&'t str) -> Option<Document<'t>>,
+) -> Option<Document<'a>> {
+    match field? {
+        Field::Text(Cow::Borrowed(text)) => parse(text),
+        Field::Text(Cow::Owned(text)) => parse(text).map(Document::into_owned),
+        _ => None,
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-
 use tokio::time::Instant;
 
 use crate::aws::kinesis::{Record, StartPosition, Stream};
