@@ -98,26 +98,38 @@ pub fn now_millis() -> i64 {
 
 /// RFC 3339 with milliseconds in UTC, e.g. `2026-11-25T19:44:28.711Z`.
 pub fn rfc3339_millis(millis: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339_millis(millis, &mut out);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`rfc3339_millis`] to `out`.
+pub fn write_rfc3339_millis(millis: i64, out: &mut Vec<u8>) {
     let secs = millis.div_euclid(1000);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    // Every log event gets one: written digit by digit, not through `fmt`.
-    let mut out = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut n: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
     if !(0..=9999).contains(&year) {
-        return format!(
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
             "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
             of_day / 3600,
             of_day % 3600 / 60,
             of_day % 60,
             millis.rem_euclid(1000)
         );
+        return;
     }
+    // Every log event gets one: written digit by digit, not through `fmt`.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
     put(0, 4, year as u64);
     put(5, 2, u64::from(month));
     put(8, 2, u64::from(day));
@@ -125,8 +137,7 @@ pub fn rfc3339_millis(millis: i64) -> String {
     put(14, 2, (of_day % 3600 / 60) as u64);
     put(17, 2, (of_day % 60) as u64);
     put(20, 3, millis.rem_euclid(1000) as u64);
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+    out.extend_from_slice(&text);
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl<S: Sink> Harness<S> {
                 first: sequence.clone(),
                 last: sequence,
                 meta: ObjectMeta {
-                    hour: UtcHour::from_rfc3339("2026-11-25T19:44:28.711Z").expect("hour"),
+                    hour: UtcHour::from_unix_millis(1_795_635_868_711),
                     log_group: "/conformance".into(),
                     owner: "123456789012".into(),
                 },

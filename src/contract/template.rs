@@ -66,31 +66,6 @@ impl UtcHour {
             hour,
         }
     }
-
-    /// The UTC hour of an RFC 3339 time in UTC (`2026-11-25T19:44:28.711Z`, as
-    /// documents carry `@timestamp`); None when it is not one.
-    pub fn from_rfc3339(text: &str) -> Option<UtcHour> {
-        let b = text.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-            return None;
-        }
-        let num = |range: std::ops::Range<usize>| -> Option<u32> {
-            let digits = b.get(range)?;
-            digits.iter().try_fold(0u32, |n, &d| {
-                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-            })
-        };
-        let (year, month, day, hour) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?);
-        // Only UTC: an offset would move the hour (and maybe the day).
-        let utc = text.ends_with('Z') || text.ends_with('z') || text.ends_with("+00:00");
-        let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24;
-        (utc && valid).then_some(UtcHour {
-            year: year as i32,
-            month,
-            day,
-            hour,
-        })
-    }
 }
 
 impl Template {
@@ -207,37 +182,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hours_of_rfc3339_times() {
-        let hour = |y, m, d, h| {
+    fn hours_of_times() {
+        let hour = |text| crate::time::parse_rfc3339_millis(text).map(UtcHour::from_unix_millis);
+        let want = |year, month, day, hour| {
             Some(UtcHour {
-                year: y,
-                month: m,
-                day: d,
-                hour: h,
+                year,
+                month,
+                day,
+                hour,
             })
         };
+        assert_eq!(hour("2026-11-25T19:44:28.711Z"), want(2026, 11, 25, 19));
+        assert_eq!(hour("2019-06-19T00:18:31+00:00"), want(2019, 6, 19, 0));
         assert_eq!(
-            UtcHour::from_rfc3339("2026-11-25T19:44:28.711Z"),
-            hour(2026, 11, 25, 19)
+            hour("2019-06-19T00:18:31+02:00"),
+            want(2019, 6, 18, 22),
+            "an offset moves the hour and the day"
         );
-        assert_eq!(
-            UtcHour::from_rfc3339("2019-06-19T00:18:31Z"),
-            hour(2019, 6, 19, 0)
-        );
-        assert_eq!(
-            UtcHour::from_rfc3339("2019-06-19T00:18:31+00:00"),
-            hour(2019, 6, 19, 0)
-        );
-        for bad in [
-            "2019-06-19T00:18:31+02:00",
-            "2019-13-19T00:18:31Z",
-            "yesterday",
-            "2019-06-19",
-            "",
-            "2019-06-1xT00:18:31Z",
-        ] {
-            assert_eq!(UtcHour::from_rfc3339(bad), None, "{bad}");
-        }
+        assert_eq!(hour("1969-12-31T23:59:59.999Z"), want(1969, 12, 31, 23));
     }
 
     const VARS: &[&str] = &["logGroup", "account"];

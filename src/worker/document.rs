@@ -13,27 +13,41 @@ use std::hash::BuildHasher;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use super::decode::cloudwatch::{LogData, LogEvent};
-use crate::time::rfc3339_millis;
+use crate::time::{parse_rfc3339_millis, rfc3339_millis, write_rfc3339_millis};
 
 /// A field name: most are known in advance and borrowed, so building a
 /// document allocates for its values only.
 pub type Key = Cow<'static, str>;
 
-/// A field's value: text, which may borrow the payload the document was made
-/// from, or any other JSON value.
+/// A field's value: JSON, with text that may borrow the payload the document
+/// was made from, and variants of their own for what every document holds
+/// (scalars, a time) so that a field stays small: a [`Value`] is many words
+/// wide, and a document's fields are moved and written as a block.
 #[derive(Clone, Debug)]
 pub enum Field<'a> {
     /// A JSON string.
     Text(Cow<'a, str>),
-    /// Any other JSON value (never a string: [`Field::from`] makes those text).
-    Json(Value),
+    /// A JSON number.
+    Number(Number),
+    /// A JSON boolean.
+    Bool(bool),
+    /// JSON `null`.
+    Null,
+    /// An object or array built as a [`Value`] ([`Field::from`] gives the
+    /// variants above to strings and scalars).
+    Json(Box<Value>),
     /// An object or array of a parsed message, kept as its JSON text: nothing
     /// looks inside one, so it is written as it came instead of being built
     /// into a [`Value`] and written again.
     Raw(Cow<'a, RawValue>),
+    /// A time in Unix milliseconds, written as RFC 3339 UTC with milliseconds
+    /// (`2026-11-25T19:44:28.711Z`): every document has one, and a flow log
+    /// record two more, so it goes straight into the wire form instead of
+    /// through a string of its own.
+    Time(i64),
 }
 
 impl<'a> Field<'a> {
@@ -41,15 +55,7 @@ impl<'a> Field<'a> {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Field::Text(text) => Some(text),
-            Field::Json(_) | Field::Raw(_) => None,
-        }
-    }
-
-    /// The value, when the field is neither text nor kept as JSON text.
-    pub fn as_json(&self) -> Option<&Value> {
-        match self {
-            Field::Json(value) => Some(value),
-            Field::Text(_) | Field::Raw(_) => None,
+            _ => None,
         }
     }
 
@@ -57,8 +63,21 @@ impl<'a> Field<'a> {
     pub fn to_value(&self) -> Value {
         match self {
             Field::Text(text) => Value::String(text.to_string()),
-            Field::Json(value) => value.clone(),
+            Field::Number(n) => Value::Number(n.clone()),
+            Field::Bool(b) => Value::Bool(*b),
+            Field::Null => Value::Null,
+            Field::Json(value) => (**value).clone(),
             Field::Raw(raw) => raw_value(raw),
+            Field::Time(millis) => Value::String(rfc3339_millis(*millis)),
+        }
+    }
+
+    /// The time in Unix milliseconds, when the field is one or is RFC 3339 text.
+    pub fn as_millis(&self) -> Option<i64> {
+        match self {
+            Field::Time(millis) => Some(*millis),
+            Field::Text(text) => parse_rfc3339_millis(text),
+            _ => None,
         }
     }
 
@@ -66,14 +85,21 @@ impl<'a> Field<'a> {
     pub fn into_owned(self) -> Field<'static> {
         match self {
             Field::Text(text) => Field::Text(Cow::Owned(text.into_owned())),
+            Field::Number(n) => Field::Number(n),
+            Field::Bool(b) => Field::Bool(b),
+            Field::Null => Field::Null,
             Field::Json(value) => Field::Json(value),
             Field::Raw(raw) => Field::Raw(Cow::Owned(raw.into_owned())),
+            Field::Time(millis) => Field::Time(millis),
         }
     }
 
     /// The field as an unsigned integer (as [`Value::as_u64`]).
     pub fn as_u64(&self) -> Option<u64> {
-        self.as_json()?.as_u64()
+        match self {
+            Field::Number(n) => n.as_u64(),
+            _ => None,
+        }
     }
 
     /// Whether the field is text.
@@ -83,7 +109,10 @@ impl<'a> Field<'a> {
 
     /// A member of an object field (`null` when absent or not an object).
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.as_json()?.get(key)
+        match self {
+            Field::Json(value) => value.get(key),
+            _ => None,
+        }
     }
 }
 
@@ -95,7 +124,7 @@ fn raw_value(raw: &RawValue) -> Value {
 }
 
 static NULL: Value = Value::Null;
-static NULL_FIELD: Field<'static> = Field::Json(Value::Null);
+static NULL_FIELD: Field<'static> = Field::Null;
 
 impl std::ops::Index<&str> for Field<'_> {
     type Output = Value;
@@ -110,8 +139,14 @@ impl PartialEq for Field<'_> {
     fn eq(&self, other: &Field<'_>) -> bool {
         match (self, other) {
             (Field::Text(a), Field::Text(b)) => a == b,
+            (Field::Number(a), Field::Number(b)) => a == b,
+            (Field::Bool(a), Field::Bool(b)) => a == b,
+            (Field::Null, Field::Null) => true,
             (Field::Json(a), Field::Json(b)) => a == b,
-            (Field::Raw(_), _) | (_, Field::Raw(_)) => self.to_value() == other.to_value(),
+            (Field::Time(a), Field::Time(b)) => a == b,
+            (Field::Raw(_) | Field::Time(_), _) | (_, Field::Raw(_) | Field::Time(_)) => {
+                self.to_value() == other.to_value()
+            }
             _ => false,
         }
     }
@@ -124,8 +159,7 @@ macro_rules! field_eq {
             fn eq(&self, other: &$t) -> bool {
                 match self {
                     Field::Text(text) => Value::String(text.to_string()) == *other,
-                    Field::Json(value) => value == other,
-                    Field::Raw(raw) => raw_value(raw) == *other,
+                    _ => self.to_value() == *other,
                 }
             }
         }
@@ -137,7 +171,10 @@ impl From<Value> for Field<'_> {
     fn from(value: Value) -> Self {
         match value {
             Value::String(text) => Field::Text(Cow::Owned(text)),
-            other => Field::Json(other),
+            Value::Number(n) => Field::Number(n),
+            Value::Bool(b) => Field::Bool(b),
+            Value::Null => Field::Null,
+            other => Field::Json(Box::new(other)),
         }
     }
 }
@@ -164,8 +201,10 @@ impl From<Field<'_>> for Value {
     fn from(field: Field<'_>) -> Value {
         match field {
             Field::Text(text) => Value::String(text.into_owned()),
-            Field::Json(value) => value,
+            Field::Json(value) => *value,
             Field::Raw(raw) => raw_value(&raw),
+            Field::Number(_) | Field::Bool(_) | Field::Null => field.to_value(),
+            Field::Time(millis) => Value::String(rfc3339_millis(millis)),
         }
     }
 }
@@ -174,8 +213,12 @@ impl Serialize for Field<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Field::Text(text) => serializer.serialize_str(text),
+            Field::Number(n) => n.serialize(serializer),
+            Field::Bool(b) => serializer.serialize_bool(*b),
+            Field::Null => serializer.serialize_unit(),
             Field::Json(value) => value.serialize(serializer),
             Field::Raw(raw) => raw_value(raw).serialize(serializer),
+            Field::Time(millis) => serializer.serialize_str(&rfc3339_millis(*millis)),
         }
     }
 }
@@ -265,8 +308,9 @@ impl<'a> Document<'a> {
         }
     }
 
-    /// Appends a field known to be absent.
-    fn push(&mut self, key: Key, value: Field<'a>) {
+    /// Appends a field known to be absent (a field of the same name would be
+    /// written twice).
+    pub(crate) fn push(&mut self, key: Key, value: Field<'a>) {
         let at = self.fields.len();
         if let Some(index) = &mut self.index {
             index.add(&self.fields, &key, at);
@@ -285,6 +329,11 @@ impl<'a> Document<'a> {
     /// The text of a field, when it is text.
     pub fn text(&self, key: &str) -> Option<&str> {
         self.get(key)?.as_str()
+    }
+
+    /// The time a field holds (see [`Field::as_millis`]).
+    pub fn millis(&self, key: &str) -> Option<i64> {
+        self.get(key)?.as_millis()
     }
 
     /// The value of a field, to change in place.
@@ -371,11 +420,22 @@ impl<'a> Document<'a> {
             }
             match value {
                 Field::Text(text) => write_str(text, out),
-                // Writing a value to a Vec cannot fail: its keys are strings.
+                // Writing to a Vec cannot fail, nor can a value whose keys are
+                // strings.
+                Field::Number(n) => {
+                    let _ = serde_json::to_writer(&mut *out, n);
+                }
+                Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+                Field::Null => out.extend_from_slice(b"null"),
                 Field::Json(value) => {
                     let _ = serde_json::to_writer(&mut *out, value);
                 }
                 Field::Raw(raw) => write_raw(raw.get(), out),
+                Field::Time(millis) => {
+                    out.push(b'"');
+                    write_rfc3339_millis(*millis, out);
+                    out.push(b'"');
+                }
             }
         }
         out.push(b'}');
@@ -490,7 +550,9 @@ impl<'de> Deserialize<'de> for Flat<'de> {
                         Some(b'"') => Field::Text(Cow::Owned(
                             serde_json::from_str(text).map_err(A::Error::custom)?,
                         )),
-                        _ => Field::Json(serde_json::from_str(text).map_err(A::Error::custom)?),
+                        _ => Field::from(
+                            serde_json::from_str::<Value>(text).map_err(A::Error::custom)?,
+                        ),
                     };
                     doc.insert(k, value);
                 }
@@ -549,28 +611,28 @@ impl<'de> Deserialize<'de> for Field<'de> {
                 Ok(Field::Text(Cow::Owned(v)))
             }
             fn visit_bool<E: Error>(self, v: bool) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::Bool(v)))
+                Ok(Field::Bool(v))
             }
             fn visit_i64<E: Error>(self, v: i64) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::from(v)))
+                Ok(Field::from(Value::from(v)))
             }
             fn visit_u64<E: Error>(self, v: u64) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::from(v)))
+                Ok(Field::from(Value::from(v)))
             }
             fn visit_f64<E: Error>(self, v: f64) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::from(v)))
+                Ok(Field::from(Value::from(v)))
             }
             fn visit_unit<E: Error>(self) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::Null))
+                Ok(Field::Null)
             }
             fn visit_none<E: Error>(self) -> Result<Field<'de>, E> {
-                Ok(Field::Json(Value::Null))
+                Ok(Field::Null)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
-                Value::deserialize(MapAccessDeserializer::new(map)).map(Field::Json)
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Field::from)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Field::Json)
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Field::from)
             }
         }
         deserializer.deserialize_any(Any)
@@ -781,10 +843,7 @@ pub fn from_event<'a>(
     let mut doc = Document::with_capacity(24);
     doc.fields.extend([
         (Key::Borrowed(ID), Field::Text(event.id)),
-        (
-            Key::Borrowed(TIMESTAMP),
-            Field::from(rfc3339_millis(event.timestamp)),
-        ),
+        (Key::Borrowed(TIMESTAMP), Field::Time(event.timestamp)),
         (Key::Borrowed(MESSAGE), Field::Text(event.message)),
         (Key::Borrowed(OWNER), Field::Text(owner.clone())),
         (Key::Borrowed(LOG_GROUP), Field::Text(log_group.clone())),
@@ -859,6 +918,17 @@ mod tests {
             log_events: vec![],
         };
         (data, event)
+    }
+
+    /// A document's fields are moved and written as a block: a field stays
+    /// four words wide (a `Value` with ordered objects is several times that).
+    #[test]
+    fn a_field_is_small() {
+        assert!(
+            std::mem::size_of::<Field>() <= 32,
+            "{}",
+            std::mem::size_of::<Field>()
+        );
     }
 
     #[test]
@@ -1171,7 +1241,7 @@ mod tests {
         };
         let object = typed(json!({"body": "{\"user\":\"ann\"}", "size": "18446744073709551615"}));
         assert_eq!(object["$body"], json!({"user": "ann"}));
-        assert!(object["$size_number"].as_json().is_some_and(Value::is_f64));
+        assert!(matches!(&object["$size_number"], Field::Number(n) if n.is_f64()));
         let number = typed(json!({"body": "200"}));
         assert!(!number.contains_key("$body") && number["$body_number"] == 200.0);
         assert_eq!(doc["$bytes_number"], 1534.0);

@@ -432,8 +432,7 @@ impl ShardPipeline {
 fn object_meta(doc: &Document) -> ObjectMeta {
     let text = |key: &str| doc.text(key).unwrap_or_default();
     ObjectMeta {
-        hour: UtcHour::from_rfc3339(text(TIMESTAMP))
-            .unwrap_or_else(|| UtcHour::from_unix_millis(now_millis())),
+        hour: UtcHour::from_unix_millis(doc.millis(TIMESTAMP).unwrap_or_else(now_millis)),
         log_group: text(LOG_GROUP).to_owned(),
         owner: text(OWNER).to_owned(),
     }

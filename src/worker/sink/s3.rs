@@ -444,7 +444,7 @@ mod tests {
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
-            hour: UtcHour::from_rfc3339("2026-11-25T19:44:28.711Z").unwrap(),
+            hour: UtcHour::from_unix_millis(1_795_635_868_711),
             log_group: "/aws/cloudtrail/org".into(),
             owner: "123456789012".into(),
         }

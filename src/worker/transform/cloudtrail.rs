@@ -6,7 +6,7 @@
 use serde_json::value::RawValue;
 
 use super::{merge, parsed};
-use crate::time::{parse_rfc3339_millis, rfc3339_millis};
+use crate::time::parse_rfc3339_millis;
 use crate::worker::document::{Document, Field, ID, MESSAGE, TIMESTAMP};
 
 /// Parses `@message` as a CloudTrail event or a `Records` batch, all at once.
@@ -83,7 +83,7 @@ fn with_event<'a>(mut doc: Document<'a>, event: Document<'a>) -> Document<'a> {
     // becomes the document's (in one form, which every index and object key
     // reads alike); anything else stays the event's own field.
     if let Some(millis) = event.text("eventTime").and_then(parse_rfc3339_millis) {
-        doc.insert(TIMESTAMP, rfc3339_millis(millis));
+        doc.insert(TIMESTAMP, Field::Time(millis));
     }
     merge(&mut doc, event);
     doc

@@ -6,11 +6,9 @@
 
 use std::sync::LazyLock;
 
-use serde_json::Value;
 use std::borrow::Cow;
 
 use crate::api::VPC_FLOW_LOG_FIELDS;
-use crate::time::rfc3339_millis;
 use crate::worker::document::{Document, Field, Key, MESSAGE, part_of};
 
 /// The document key of every known field (`-` becomes `_`), made once per
@@ -38,6 +36,8 @@ const TIMES: &[&str] = &["start", "end"];
 #[derive(Clone, Debug, PartialEq)]
 pub struct Format {
     columns: Vec<Column>,
+    /// Whether no field is listed twice.
+    unique: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,8 +71,12 @@ impl Format {
                     Kind::Text
                 },
             })
-            .collect();
-        Format { columns }
+            .collect::<Vec<_>>();
+        let unique = columns
+            .iter()
+            .enumerate()
+            .all(|(i, c)| !columns[..i].iter().any(|d| d.key == c.key));
+        Format { columns, unique }
     }
 }
 
@@ -84,10 +88,18 @@ pub fn apply<'a>(format: &Format, mut doc: Document<'a>) -> Document<'a> {
         Some(Field::Text(message)) => std::mem::take(message),
         _ => return doc,
     };
-    if message.split_ascii_whitespace().count() == format.columns.len() {
-        for (column, v) in format.columns.iter().zip(message.split_ascii_whitespace()) {
+    if let Some(values) = values(&message, format.columns.len()) {
+        // A document as an event made it has only `@` fields, which no flow
+        // log field is: the fields go in without looking for each first.
+        let fresh = format.unique && doc.iter().all(|(k, _)| k.starts_with('@'));
+        for (column, v) in format.columns.iter().zip(values) {
             if v != "-" {
-                doc.insert(column.key.clone(), typed(column.kind, part_of(&message, v)));
+                let value = typed(column.kind, part_of(&message, v));
+                if fresh {
+                    doc.push(column.key.clone(), value);
+                } else {
+                    doc.insert(column.key.clone(), value);
+                }
             }
         }
     }
@@ -95,22 +107,38 @@ pub fn apply<'a>(format: &Format, mut doc: Document<'a>) -> Document<'a> {
     doc
 }
 
+/// Columns a format can have: no more than the flow log fields there are
+/// (the `fields` list is checked to hold each known field once).
+const MAX_COLUMNS: usize = 64;
+
+/// The `n` values of a flow log line, in one pass over it; None when it does
+/// not have `n`.
+fn values(line: &str, n: usize) -> Option<impl Iterator<Item = &str>> {
+    let mut values = [""; MAX_COLUMNS];
+    let mut found = 0;
+    for v in line.split_ascii_whitespace() {
+        *values.get_mut(found)? = v;
+        found += 1;
+    }
+    (found == n).then(|| values.into_iter().take(n))
+}
+
 fn typed(kind: Kind, text: Cow<'_, str>) -> Field<'_> {
     let parsed = match kind {
-        Kind::Number => text.parse::<u64>().ok().map(Value::from),
+        Kind::Number => text.parse::<u64>().ok().map(|n| Field::Number(n.into())),
         Kind::Time => text
             .parse::<i64>()
             .ok()
             .and_then(|secs| secs.checked_mul(1000))
-            .map(|millis| Value::from(rfc3339_millis(millis))),
+            .map(Field::Time),
         Kind::Text => None,
     };
-    parsed.map_or(Field::Text(text), Field::from)
+    parsed.unwrap_or(Field::Text(text))
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::api::VPC_FLOW_LOG_DEFAULT_FIELDS;
@@ -157,6 +185,34 @@ mod tests {
         for (message, want) in cases {
             assert_eq!(run(VPC_FLOW_LOG_DEFAULT_FIELDS, message), want, "{message}");
         }
+    }
+
+    #[test]
+    fn a_field_already_there_is_replaced_in_place() {
+        let doc = json!({"@id": "1", "srcaddr": "from a filter pattern", "@message":
+            "2 123456789010 eni-1 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK"});
+        let out = apply(
+            &Format::new(VPC_FLOW_LOG_DEFAULT_FIELDS),
+            Document::from(doc.as_object().unwrap().clone()),
+        );
+        assert_eq!(out.iter().filter(|(k, _)| *k == "srcaddr").count(), 1);
+        assert_eq!(
+            out.iter().nth(1).map(|(k, v)| (k, v.clone())),
+            Some(("srcaddr", Field::from("172.31.16.139")))
+        );
+        let mut wire = Vec::new();
+        out.write_json(&mut wire);
+        let back: Value = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(back["start"], "2014-12-14T04:06:50.000Z");
+        assert_eq!(back["bytes"], 4249);
+    }
+
+    #[test]
+    fn a_line_of_more_values_than_any_format_is_left_as_it_is() {
+        let line = vec!["1"; MAX_COLUMNS + 1].join(" ");
+        let fields = vec!["version"; MAX_COLUMNS + 1];
+        assert_eq!(run(&fields, &line), json!({"@id": "1"}));
+        assert!(values(&line, MAX_COLUMNS).is_none());
     }
 
     #[test]

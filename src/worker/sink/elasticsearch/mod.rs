@@ -540,10 +540,7 @@ fn index_template(pattern: &str, data_stream: bool, spec: &IndexTemplateOutput) 
 /// The index of a document: the template at its `@timestamp` (UTC), or at now
 /// when it has none readable.
 fn render(template: &Template, doc: &Document) -> String {
-    let hour = doc
-        .text(TIMESTAMP)
-        .and_then(UtcHour::from_rfc3339)
-        .unwrap_or_else(|| UtcHour::from_unix_millis(now_millis()));
+    let hour = UtcHour::from_unix_millis(doc.millis(TIMESTAMP).unwrap_or_else(now_millis));
     template.render(hour, |_| String::new())
 }
 
