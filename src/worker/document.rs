@@ -39,6 +39,8 @@ pub enum Field<'a> {
     /// An object or array built as a [`Value`] ([`Field::from`] gives the
     /// variants above to strings and scalars).
     Json(Box<Value>),
+    /// An object a transform builds, its text borrowing as a document's does.
+    Object(Box<Document<'a>>),
     /// An object or array of a parsed message, kept as its JSON text: nothing
     /// looks inside one, so it is written as it came instead of being built
     /// into a [`Value`] and written again.
@@ -67,6 +69,7 @@ impl<'a> Field<'a> {
             Field::Bool(b) => Value::Bool(*b),
             Field::Null => Value::Null,
             Field::Json(value) => (**value).clone(),
+            Field::Object(doc) => Value::from((**doc).clone()),
             Field::Raw(raw) => raw_value(raw),
             Field::Time(millis) => Value::String(rfc3339_millis(*millis)),
         }
@@ -89,6 +92,7 @@ impl<'a> Field<'a> {
             Field::Bool(b) => Field::Bool(b),
             Field::Null => Field::Null,
             Field::Json(value) => Field::Json(value),
+            Field::Object(doc) => Field::Object(Box::new(doc.into_owned())),
             Field::Raw(raw) => Field::Raw(Cow::Owned(raw.into_owned())),
             Field::Time(millis) => Field::Time(millis),
         }
@@ -143,8 +147,10 @@ impl PartialEq for Field<'_> {
             (Field::Bool(a), Field::Bool(b)) => a == b,
             (Field::Null, Field::Null) => true,
             (Field::Json(a), Field::Json(b)) => a == b,
+            (Field::Object(a), Field::Object(b)) => a == b,
             (Field::Time(a), Field::Time(b)) => a == b,
-            (Field::Raw(_) | Field::Time(_), _) | (_, Field::Raw(_) | Field::Time(_)) => {
+            (Field::Raw(_) | Field::Time(_) | Field::Object(_), _)
+            | (_, Field::Raw(_) | Field::Time(_) | Field::Object(_)) => {
                 self.to_value() == other.to_value()
             }
             _ => false,
@@ -202,6 +208,7 @@ impl From<Field<'_>> for Value {
         match field {
             Field::Text(text) => Value::String(text.into_owned()),
             Field::Json(value) => *value,
+            Field::Object(doc) => Value::from(*doc),
             Field::Raw(raw) => raw_value(&raw),
             Field::Number(_) | Field::Bool(_) | Field::Null => field.to_value(),
             Field::Time(millis) => Value::String(rfc3339_millis(millis)),
@@ -217,6 +224,7 @@ impl Serialize for Field<'_> {
             Field::Bool(b) => serializer.serialize_bool(*b),
             Field::Null => serializer.serialize_unit(),
             Field::Json(value) => value.serialize(serializer),
+            Field::Object(doc) => doc.serialize(serializer),
             Field::Raw(raw) => raw_value(raw).serialize(serializer),
             Field::Time(millis) => serializer.serialize_str(&rfc3339_millis(*millis)),
         }
@@ -430,6 +438,7 @@ impl<'a> Document<'a> {
                 Field::Json(value) => {
                     let _ = serde_json::to_writer(&mut *out, value);
                 }
+                Field::Object(doc) => doc.write_json(out),
                 Field::Raw(raw) => write_raw(raw.get(), out),
                 Field::Time(millis) => {
                     out.push(b'"');

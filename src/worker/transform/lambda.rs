@@ -4,100 +4,103 @@
 //! timestamp requestId body`, Python) give `lambda.request_id`, `level` and the
 //! body as `message`, which `json` parses when it is JSON.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use super::json::BODY;
-use crate::worker::document::{Document, MESSAGE};
+use crate::worker::document::{Document, Field, MESSAGE, part_of};
 
 /// The object this transform fills.
 pub const LAMBDA: &str = "lambda";
 
-/// Parses `@message` as a Lambda log line.
+/// Parses `@message` as a Lambda log line. What it finds are views into the
+/// message where the message is one into the payload.
 pub fn apply(mut doc: Document<'_>) -> Document<'_> {
-    let Some(message) = doc.text(MESSAGE) else {
-        return doc;
+    let message = match doc.get(MESSAGE) {
+        Some(Field::Text(message)) => message.clone(),
+        _ => return doc,
     };
-    let parsed = platform_line(message)
+    let parsed = platform_line(&message)
         .map(|lambda| (lambda, None))
-        .or_else(|| runtime_line(message));
+        .or_else(|| runtime_line(&message));
     if let Some((lambda, body)) = parsed {
         if let Some((level, body)) = body {
             doc.insert_absent("level", level);
             doc.insert_absent(BODY, body);
         }
-        doc.insert(LAMBDA, Value::Object(lambda));
+        doc.insert(LAMBDA, Field::Object(Box::new(lambda)));
     }
     doc
 }
 
-fn platform_line(message: &str) -> Option<Map<String, Value>> {
+fn platform_line<'a>(message: &Cow<'a, str>) -> Option<Document<'a>> {
     let (kind, rest) = message.split_once(' ')?;
-    if !matches!(kind, "START" | "END" | "REPORT" | "INIT_START") {
-        return None;
-    }
-    let mut lambda = Map::new();
-    lambda.insert("type".into(), Value::from(kind));
+    let kind = match kind {
+        "START" => "START",
+        "END" => "END",
+        "REPORT" => "REPORT",
+        "INIT_START" => "INIT_START",
+        _ => return None,
+    };
+    let mut lambda = Document::with_capacity(12);
+    lambda.insert("type", kind);
     for part in rest
         .split(['\t', '\n'])
         .map(str::trim)
         .filter(|p| !p.is_empty())
     {
         // START puts two pairs on one line: "RequestId: x Version: $LATEST".
-        let pairs: Vec<&str> = if kind == "START" {
-            part.split(" Version: ").collect()
-        } else {
-            vec![part]
+        let (first, version) = match part.split_once(" Version: ") {
+            Some((first, version)) if kind == "START" => (first, Some(version)),
+            _ => (part, None),
         };
-        for (i, pair) in pairs.iter().enumerate() {
-            let (key, value) = if i == 1 {
-                ("Version", *pair)
-            } else {
-                pair.split_once(": ")?
-            };
-            let (name, value) = field(key, value.trim())?;
-            lambda.insert(name.into(), value);
+        let (key, value) = first.split_once(": ")?;
+        let (name, value) = field(message, key, value.trim())?;
+        lambda.insert(name, value);
+        if let Some(version) = version {
+            lambda.insert("version", part_of(message, version.trim()));
         }
     }
     if lambda.contains_key("init_duration_ms") || kind == "REPORT" {
         let cold = lambda.contains_key("init_duration_ms");
-        lambda.insert("cold_start".into(), Value::Bool(cold));
+        lambda.insert("cold_start", Field::Bool(cold));
     }
     Some(lambda)
 }
 
-fn field(key: &str, value: &str) -> Option<(&'static str, Value)> {
+fn field<'a>(message: &Cow<'a, str>, key: &str, value: &str) -> Option<(&'static str, Field<'a>)> {
     let number = |v: &str| {
         let n = v.split_whitespace().next()?;
-        n.parse::<u64>()
-            .map(Value::from)
+        let number = n
+            .parse::<u64>()
+            .map(serde_json::Number::from)
             .ok()
-            .or_else(|| n.parse::<f64>().ok().map(Value::from))
+            .or_else(|| serde_json::Number::from_f64(n.parse::<f64>().ok()?))?;
+        Some(Field::Number(number))
     };
+    let text = || Field::Text(part_of(message, value));
     Some(match key {
-        "RequestId" => ("request_id", Value::from(value)),
-        "Version" => ("version", Value::from(value)),
+        "RequestId" => ("request_id", text()),
+        "Version" => ("version", text()),
         "Duration" => ("duration_ms", number(value)?),
         "Billed Duration" => ("billed_duration_ms", number(value)?),
         "Memory Size" => ("memory_size_mb", number(value)?),
         "Max Memory Used" => ("max_memory_used_mb", number(value)?),
         "Init Duration" => ("init_duration_ms", number(value)?),
         "Restore Duration" => ("restore_duration_ms", number(value)?),
-        "XRAY TraceId" => ("xray_trace_id", Value::from(value)),
-        "SegmentId" => ("xray_segment_id", Value::from(value)),
-        "Sampled" => ("xray_sampled", Value::Bool(value == "true")),
-        "Runtime Version" => ("runtime_version", Value::from(value)),
-        "Runtime Version ARN" => ("runtime_version_arn", Value::from(value)),
-        _ => ("unknown", Value::from(format!("{key}: {value}"))),
+        "XRAY TraceId" => ("xray_trace_id", text()),
+        "SegmentId" => ("xray_segment_id", text()),
+        "Sampled" => ("xray_sampled", Field::Bool(value == "true")),
+        "Runtime Version" => ("runtime_version", text()),
+        "Runtime Version ARN" => ("runtime_version_arn", text()),
+        _ => ("unknown", Field::from(format!("{key}: {value}"))),
     })
 }
 
-type Runtime = (Map<String, Value>, Option<(String, String)>);
+type Runtime<'a> = (Document<'a>, Option<(Cow<'a, str>, Cow<'a, str>)>);
 
-fn runtime_line(message: &str) -> Option<Runtime> {
-    let parts: Vec<&str> = message.splitn(4, '\t').collect();
-    let [a, b, c, body] = parts[..] else {
-        return None;
-    };
+fn runtime_line<'a>(message: &Cow<'a, str>) -> Option<Runtime<'a>> {
+    let mut parts = message.splitn(4, '\t');
+    let (a, b, c, body) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let (request_id, level) = if is_timestamp(a) {
         (b, c) // Node.js: timestamp, request id, level
     } else if a.starts_with('[') && a.ends_with(']') && is_timestamp(b) {
@@ -105,9 +108,10 @@ fn runtime_line(message: &str) -> Option<Runtime> {
     } else {
         return None;
     };
-    let mut lambda = Map::new();
-    lambda.insert("request_id".into(), Value::from(request_id));
-    Some((lambda, Some((level.to_owned(), body.trim_end().to_owned()))))
+    let mut lambda = Document::with_capacity(1);
+    lambda.insert("request_id", part_of(message, request_id));
+    let found = (part_of(message, level), part_of(message, body.trim_end()));
+    Some((lambda, Some(found)))
 }
 
 fn is_timestamp(s: &str) -> bool {
@@ -117,7 +121,7 @@ fn is_timestamp(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -172,6 +176,42 @@ mod tests {
             run(python),
             json!({"lambda": {"request_id": "9c3b4f4e-0d1a-4b67-9b1e-0a4f6a1d2c3e"}, "level": "ERROR", "message": "{\"error\":\"boom\"}"})
         );
+    }
+
+    /// What a line gives is views into it, and its wire form is the JSON its
+    /// fields make.
+    #[test]
+    fn fields_borrow_the_line() {
+        let line = "REPORT RequestId: 3604209a\tDuration: 12.34 ms\tBilled Duration: 100 ms";
+        let mut doc = Document::new();
+        doc.insert(MESSAGE, line);
+        let out = apply(doc);
+        let Some(Field::Object(lambda)) = out.get(LAMBDA) else {
+            panic!("no lambda object: {out:?}");
+        };
+        assert!(matches!(
+            lambda.get("request_id"),
+            Some(Field::Text(Cow::Borrowed("3604209a")))
+        ));
+        let mut wire = Vec::new();
+        out.write_json(&mut wire);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&wire).unwrap(),
+            Value::from(out)
+        );
+
+        let node = "2019-06-07T19:11:20.562Z\tc793869b\tINFO\tbody text\r\n";
+        let mut doc = Document::new();
+        doc.insert(MESSAGE, node);
+        let out = apply(doc);
+        assert!(matches!(
+            out.get("message"),
+            Some(Field::Text(Cow::Borrowed("body text")))
+        ));
+        assert!(matches!(
+            out.get("level"),
+            Some(Field::Text(Cow::Borrowed("INFO")))
+        ));
     }
 
     #[test]
