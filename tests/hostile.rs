@@ -94,6 +94,7 @@ fn cost(data: &[u8], transforms: &[Compiled], documents: usize) -> Cost {
         },
         budget: Duration::from_secs(600),
         max_output: 1 << 30,
+        object_meta: false,
     };
     let record = Record {
         sequence: SequenceNumber::parse("1").unwrap(),
@@ -247,6 +248,7 @@ fn a_small_record_that_expands_too_far() {
         decode: Limits::default(),
         budget: Duration::from_secs(600),
         max_output: 64 << 20,
+        object_meta: false,
     };
     let record = Record {
         sequence: SequenceNumber::parse("1").unwrap(),

@@ -80,6 +80,10 @@ pub struct PartLimits {
     /// Bytes of encoded documents a record may become before it is
     /// dead-lettered (`too_large`).
     pub max_output: usize,
+    /// Whether a record's first document gives the key parts of the object
+    /// it starts ([`PerShard`](super::sink::Batching::PerShard) sinks name
+    /// objects so).
+    pub object_meta: bool,
 }
 
 /// What a record became.
@@ -188,7 +192,7 @@ pub fn prepare<E: Encoder>(
         limits.decode,
         limits.budget,
         &mut |doc| {
-            if meta.is_none() {
+            if limits.object_meta && meta.is_none() {
                 meta = Some(object_meta(&doc));
             }
             encoded
@@ -234,7 +238,7 @@ pub fn prepare<E: Encoder>(
             sequence: record.sequence.clone(),
             source,
         })?;
-    let meta = Some(object_meta(&letter));
+    let meta = limits.object_meta.then(|| object_meta(&letter));
     Ok(prepared(Kind::DeadLetter(reason), encoded, meta))
 }
 
@@ -481,6 +485,7 @@ mod tests {
             decode: Limits::default(),
             budget: Duration::from_secs(60),
             max_output: 64 << 20,
+            object_meta: batching == Batching::PerShard,
         };
         let (tx, acks) = mpsc::unbounded_channel();
         let cutter = Cutter::new(batching, batch);

@@ -379,6 +379,29 @@ impl Held {
         *at = now + backoff.next_wait();
     }
 
+    /// Forgets the blocked shards whose lease another worker holds now, or
+    /// that has gone, and returns their metric series: that worker reports
+    /// the shard from here on, and this one must not go on saying it holds it.
+    fn blocked_elsewhere<'l>(
+        &mut self,
+        me: &str,
+        mut holder: impl FnMut(&str) -> Option<Option<&'l str>>,
+    ) -> Vec<BlockedLabels> {
+        let gone: Vec<String> = self
+            .blocked
+            .keys()
+            .filter(|shard| match holder(shard) {
+                Some(Some(other)) => other != me,
+                Some(None) => false,
+                None => true,
+            })
+            .cloned()
+            .collect();
+        gone.iter()
+            .filter_map(|shard| self.blocked.remove(shard))
+            .collect()
+    }
+
     fn waiting(&self, shard: &str) -> bool {
         self.retry
             .get(shard)
@@ -441,6 +464,13 @@ async fn coordinate<S: Sink>(
         }
     }
     let leases = kept;
+    let holder = |shard: &str| {
+        let lease = leases.iter().find(|l| l.shard_id() == shard)?;
+        Some(lease.holder())
+    };
+    for labels in held.blocked_elsewhere(&shared.identity, holder) {
+        metrics.blocked_shards.remove(&labels);
+    }
     let mut views = store.views(&leases);
     free_own_orphans(
         &shared.identity,
@@ -570,5 +600,38 @@ impl HeldLease for KubeLease {
     async fn release(&mut self) -> Result<(), LeaseError> {
         self.lease = self.store.release(&self.lease).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_shard_another_worker_took_is_no_longer_reported_here() {
+        let mut held = Held::default();
+        for shard in ["ours", "taken", "released", "deleted"] {
+            let labels = BlockedLabels {
+                shard: shard.to_owned(),
+                sequence: "7".to_owned(),
+            };
+            held.blocked.insert(shard.to_owned(), labels);
+        }
+        let holders = [
+            ("ours", Some("worker-a")),
+            ("taken", Some("worker-b")),
+            ("released", None),
+        ];
+        let holder = |shard: &str| holders.iter().find(|(s, _)| *s == shard).map(|(_, h)| *h);
+        let mut gone: Vec<String> = held
+            .blocked_elsewhere("worker-a", holder)
+            .into_iter()
+            .map(|l| l.shard)
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["deleted", "taken"]);
+        let mut left: Vec<&String> = held.blocked.keys().collect();
+        left.sort();
+        assert_eq!(left, ["ours", "released"]);
     }
 }

@@ -25,7 +25,7 @@ use super::prepare_pool::PreparePool;
 use super::sink::batch::{Acked, BatchLimits};
 use super::sink::cut::{Cutter, Probe};
 use super::sink::driver::{Closed, DriverHandle, Room};
-use super::sink::{Earlier, Part, Sink, SinkError};
+use super::sink::{Batching, Earlier, Part, Sink, SinkError};
 use super::source::kinesis::lease::LeaseError;
 use super::source::kinesis::reader::{Read, Reads};
 use super::transform::Compiled;
@@ -150,6 +150,7 @@ pub async fn run<S: Sink, L: HeldLease>(
         decode: context.decode,
         budget: context.budget,
         max_output: context.max_output,
+        object_meta: context.sink.batching() == Batching::PerShard,
     };
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
     let pipeline = ShardPipeline::new(
