@@ -762,41 +762,76 @@ fn write_raw(text: &str, out: &mut Vec<u8>) {
 }
 
 /// Appends `text` as a JSON string to `out`, escaped as `serde_json` escapes
-/// (quote, backslash, control characters); most text has none of those and is
-/// copied whole.
+/// (quote, backslash, control characters): the runs between those bytes,
+/// found eight at a time, are copied whole.
 pub fn write_str(text: &str, out: &mut Vec<u8>) {
-    if needs_escape(text.as_bytes()) {
-        // Writing a string to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
-    } else {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+    let mut rest = text.as_bytes();
+    out.reserve(rest.len() + 2);
+    out.push(b'"');
+    while let Some(at) = first_escape(rest) {
+        out.extend_from_slice(&rest[..at]);
+        write_escape(rest[at], out);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
+}
+
+/// Appends the JSON escape of a byte that needs one.
+fn write_escape(byte: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match byte {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0xf)],
+        ]),
     }
 }
 
-/// Whether JSON must escape a byte of `bytes`: eight at a time, each word
-/// tested for a control byte, a quote or a backslash without a branch per byte.
+/// Whether JSON must escape a byte of `bytes`.
 fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // A byte of `x` below `n` (n <= 0x80) sets its high bit here.
+    first_escape(bytes).is_some()
+}
+
+/// Where the first byte JSON must escape is in `bytes`: eight at a time,
+/// each word tested for a control byte, a quote or a backslash without a
+/// branch per byte.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // A byte of `x` below `n` (n <= 0x80) sets its high bit here. A borrow
+    // can also flag bytes above one truly flagged, never below: the lowest
+    // flag (the first byte, read little-endian) is always a true one.
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let zero = |x: u64| below(x, 1);
     let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
     for word in &mut words {
-        let x = u64::from_ne_bytes(word.try_into().unwrap_or_default());
-        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
-            return true;
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let found = below(x, 0x20)
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
         }
+        at += 8;
     }
-    words
-        .remainder()
+    let tail = words.remainder();
+    let found = tail
         .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    found.map(|i| at + i)
 }
 
 /// The part of `whole` that `part` is (a slice of it), borrowed for as long
@@ -1039,6 +1074,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Text is written as serde_json writes it, whatever bytes it holds
+        /// and wherever they are (runs of few letters between them, so that
+        /// words of eight hold several).
+        #[test]
+        fn text_is_escaped_as_serde_json_escapes_it(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof!["[a-zé]{0,9}", "[\\x00-\\x1f\"\\\\\\x7f/]{1,3}", "\\PC{0,5}"],
+                0..12,
+            ),
+        ) {
+            let text = parts.concat();
+            let mut out = Vec::new();
+            write_str(&text, &mut out);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&text).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn every_byte_json_escapes_is_found_wherever_it_is() {
         for len in 0..20 {
@@ -1048,7 +1104,13 @@ mod tests {
                 for b in (0..0x20).chain([b'"', b'\\']) {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = b;
-                    assert!(needs_escape(&bytes), "{b:#x} at {at} of {len}");
+                    assert_eq!(first_escape(&bytes), Some(at), "{b:#x} at {at} of {len}");
+                    // A later one, and one in the same word, do not hide it.
+                    bytes.push(b'"');
+                    if at + 1 < len {
+                        bytes[at + 1] = 0;
+                    }
+                    assert_eq!(first_escape(&bytes), Some(at), "{b:#x} at {at} of {len}");
                 }
             }
         }
