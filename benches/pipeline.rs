@@ -16,7 +16,7 @@ use std::io::Read;
 
 use logsub::worker::decode::cloudwatch::{Decoded, Limits, decode};
 use logsub::worker::document::from_data;
-use logsub::worker::transform::{Compiled, apply};
+use logsub::worker::transform::{Compiled, apply_each};
 use payloads::{records, transforms};
 use ratio::{alternate, thread_cpu};
 
@@ -50,11 +50,12 @@ fn ours(
             panic!("decode");
         };
         for event in from_data(data) {
-            for doc in apply(transforms, event) {
+            apply_each(transforms, event, &mut |doc| {
                 doc.write_json(out);
                 out.push(b'\n');
                 docs += 1;
-            }
+                true
+            });
         }
         out.clear();
     }
