@@ -318,7 +318,18 @@ impl<'a> Document<'a> {
 
     /// Appends a field known to be absent (a field of the same name would be
     /// written twice).
+    #[inline]
     pub(crate) fn push(&mut self, key: Key, value: Field<'a>) {
+        // Most documents never grow an index: their fields go straight in,
+        // built in place where the caller makes them.
+        if self.index.is_none() && self.fields.len() + 1 < INDEXED_FROM {
+            self.fields.push((key, value));
+        } else {
+            self.push_indexed(key, value);
+        }
+    }
+
+    fn push_indexed(&mut self, key: Key, value: Field<'a>) {
         let at = self.fields.len();
         if let Some(index) = &mut self.index {
             index.add(&self.fields, &key, at);
