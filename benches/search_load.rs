@@ -1,8 +1,8 @@
-//! Delivery into the local OpenSearch: documents per second the worker's shard
-//! path sustains (decode, transforms, encoding, batching, bulk requests,
-//! acknowledgements, checkpoints) next to the ceiling a plain bulk loader
-//! reaches against the same node in the same run, with the same documents,
-//! batch size, concurrency and compression. Needs the stack
+//! Delivery into the local OpenSearch nodes (2.x, then 3.x): documents per
+//! second the worker's shard path sustains (decode, transforms, encoding,
+//! batching, bulk requests, acknowledgements, checkpoints) next to the
+//! ceiling a plain bulk loader reaches against the same node in the same
+//! run, with the same documents, batch size, concurrency and compression. Needs the stack
 //! (`hack/stack.sh up`, then `eval "$(hack/stack.sh env)"`).
 //!
 //!     cargo bench --bench search_load [-- --shards 16 --records 50 --rounds 5]
@@ -181,8 +181,17 @@ async fn loader(http: &reqwest::Client, base: &str, bodies: Arc<Vec<Vec<u8>>>) -
 
 fn main() {
     logsub::install_crypto_provider();
-    let base = std::env::var("OPENSEARCH_URL")
-        .expect("OPENSEARCH_URL: start the stack and eval \"$(hack/stack.sh env)\"");
+    let nodes: Vec<(&str, String)> = [
+        ("OpenSearch 2", "OPENSEARCH_URL"),
+        ("OpenSearch 3", "OPENSEARCH3_URL"),
+    ]
+    .into_iter()
+    .map(|(name, var)| {
+        let url = std::env::var(var)
+            .unwrap_or_else(|_| panic!("{var}: start the stack and eval \"$(hack/stack.sh env)\""));
+        (name, url)
+    })
+    .collect();
     let quick = !std::env::args().any(|a| a == "--bench");
     let shards = arg("--shards", if quick { 2 } else { 16 });
     let per_shard = arg("--records", if quick { 5 } else { 50 });
@@ -190,41 +199,47 @@ fn main() {
     let records: Vec<Arc<Vec<Vec<u8>>>> = (0..shards)
         .map(|s| Arc::new(payloads::records_from("vpc-flow", per_shard, s * per_shard)))
         .collect();
-    let documents = (shards * per_shard * payloads::EVENTS_PER_RECORD) as u64;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let run = std::process::id();
-        // Warm the node's JIT first: its first run is far slower than the rest.
-        let warm = format!("bench-loader-{run}-warm");
-        create_index(&base, &warm, 1, json!({})).await;
-        loader(&http, &base, Arc::new(bodies(&base, &warm, &records))).await;
-        let (mut loaders, mut workers, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let index = format!("bench-loader-{run}-{round}");
-            create_index(&base, &index, 1, json!({})).await;
-            let bodies = Arc::new(bodies(&base, &index, &records));
-            let took = loader(&http, &base, bodies).await;
-            assert_eq!(count(&base, &index).await, documents);
-            loaders.push(documents as f64 / took.as_secs_f64());
+    for (name, base) in &nodes {
+        runtime.block_on(measure(name, base, &records, rounds));
+    }
+}
 
-            let index = format!("bench-worker-{run}-{round}");
-            create_index(&base, &index, 1, json!({})).await;
-            let took = worker(&base, &index, &records).await;
-            assert_eq!(count(&base, &index).await, documents);
-            workers.push(documents as f64 / took.as_secs_f64());
-            ratios.push(workers[round] / loaders[round]);
-        }
-        let (loader, logsub) = (Spread::of(loaders), Spread::of(workers));
-        println!(
-            "into OpenSearch, {documents} VPC flow documents a run, {CONCURRENCY} requests at once: \
-             plain bulk loader {:.0} docs/s | logsub worker {:.0} docs/s | ratio {:.2}",
-            loader.median(),
-            logsub.median(),
-            Spread::of(ratios)
-        );
-        for index in ["bench-loader", "bench-worker"] {
-            let _ = http.delete(format!("{base}/{index}-{run}-*")).send().await;
-        }
-    });
+/// The loader and the worker in turns against one node.
+async fn measure(name: &str, base: &str, records: &[Arc<Vec<Vec<u8>>>], rounds: usize) {
+    let documents =
+        (records.iter().map(|r| r.len()).sum::<usize>() * payloads::EVENTS_PER_RECORD) as u64;
+    let http = reqwest::Client::new();
+    let run = std::process::id();
+    // Warm the node's JIT first: its first run is far slower than the rest.
+    let warm = format!("bench-loader-{run}-warm");
+    create_index(base, &warm, 1, json!({})).await;
+    loader(&http, base, Arc::new(bodies(base, &warm, records))).await;
+    let (mut loaders, mut workers, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let index = format!("bench-loader-{run}-{round}");
+        create_index(base, &index, 1, json!({})).await;
+        let bodies = Arc::new(bodies(base, &index, records));
+        let took = loader(&http, base, bodies).await;
+        assert_eq!(count(base, &index).await, documents);
+        loaders.push(documents as f64 / took.as_secs_f64());
+
+        let index = format!("bench-worker-{run}-{round}");
+        create_index(base, &index, 1, json!({})).await;
+        let took = worker(base, &index, records).await;
+        assert_eq!(count(base, &index).await, documents);
+        workers.push(documents as f64 / took.as_secs_f64());
+        ratios.push(workers[round] / loaders[round]);
+    }
+    let (loader, logsub) = (Spread::of(loaders), Spread::of(workers));
+    println!(
+        "into {name}, {documents} VPC flow documents a run, {CONCURRENCY} requests at once: \
+         plain bulk loader {:.0} docs/s | logsub worker {:.0} docs/s | ratio {:.2}",
+        loader.median(),
+        logsub.median(),
+        Spread::of(ratios)
+    );
+    for index in ["bench-loader", "bench-worker"] {
+        let _ = http.delete(format!("{base}/{index}-{run}-*")).send().await;
+    }
 }

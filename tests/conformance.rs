@@ -181,6 +181,11 @@ async fn opensearch_delivers_and_dead_letters() {
 }
 
 #[tokio::test]
+async fn opensearch3_delivers_and_dead_letters() {
+    search_delivers_and_dead_letters(stack().var("OPENSEARCH3_URL")).await;
+}
+
+#[tokio::test]
 async fn elasticsearch_delivers_and_dead_letters() {
     search_delivers_and_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
 }

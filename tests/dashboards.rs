@@ -312,6 +312,11 @@ async fn opensearch() {
 }
 
 #[tokio::test]
+async fn opensearch3() {
+    dashboards_fit_the_documents(stack().var("OPENSEARCH3_URL")).await;
+}
+
+#[tokio::test]
 async fn elasticsearch() {
     dashboards_fit_the_documents(stack().var("ELASTICSEARCH_URL")).await;
 }

@@ -270,6 +270,11 @@ async fn opensearch() {
 }
 
 #[tokio::test]
+async fn opensearch3() {
+    delivers_once_with_dead_letters(stack().var("OPENSEARCH3_URL")).await;
+}
+
+#[tokio::test]
 async fn elasticsearch() {
     delivers_once_with_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
 }
@@ -360,6 +365,11 @@ async fn delivers_to_a_data_stream(base: &str) {
 #[tokio::test]
 async fn opensearch_data_stream() {
     delivers_to_a_data_stream(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn opensearch3_data_stream() {
+    delivers_to_a_data_stream(stack().var("OPENSEARCH3_URL")).await;
 }
 
 #[tokio::test]

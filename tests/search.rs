@@ -81,6 +81,11 @@ async fn opensearch_bulk_create_then_conflict() {
 }
 
 #[tokio::test]
+async fn opensearch3_bulk_create_then_conflict() {
+    bulk_create_is_idempotent(stack().var("OPENSEARCH3_URL")).await;
+}
+
+#[tokio::test]
 async fn elasticsearch_bulk_create_then_conflict() {
     bulk_create_is_idempotent(stack().var("ELASTICSEARCH_URL")).await;
 }
@@ -98,6 +103,16 @@ async fn both_nodes_are_the_pinned_products() {
         .expect("json");
     assert_eq!(os["version"]["distribution"], "opensearch");
     assert_eq!(os["version"]["number"], "2.19.6");
+    let os3: Value = http
+        .get(stack().var("OPENSEARCH3_URL"))
+        .send()
+        .await
+        .expect("GET /")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(os3["version"]["distribution"], "opensearch");
+    assert_eq!(os3["version"]["number"], "3.8.0");
     let es = http
         .get(format!(
             "{}/_nodes/_local",

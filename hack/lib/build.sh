@@ -177,6 +177,7 @@ _install_search_node() {
 
 install_search_nodes() {
   install_search_node org.opensearch.distribution.integ-test-zip opensearch "$OPENSEARCH_VERSION" "$OPENSEARCH_HOME"
+  install_search_node org.opensearch.distribution.integ-test-zip opensearch "$OPENSEARCH3_VERSION" "$OPENSEARCH3_HOME"
   install_search_node org.elasticsearch.distribution.integ-test-zip elasticsearch "$ELASTICSEARCH_VERSION" "$ELASTICSEARCH_HOME"
 }
 

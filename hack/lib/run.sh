@@ -4,7 +4,7 @@
 KUBECONFIG_FILE="$LOGSUB_STATE/kubeconfig"
 IMAGES_FILE="$LOGSUB_STATE/images.json"
 # Start order; `down` stops in reverse.
-SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch elasticsearch seaweedfs moto toxiproxy)
+SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler localnode opensearch opensearch3 elasticsearch seaweedfs moto toxiproxy)
 
 # A process's start time (clock ticks since boot): with the pid it names one
 # process, so a pid file outliving its process never matches a recycled pid.
@@ -245,7 +245,7 @@ start_search_node() {
   prefix="$(search_user_prefix)"
   search_home "$name" "$home"
   rm -f "$dir/run/pid"
-  env "$javavar=$(java_home)" "$optsvar=-Xms512m -Xmx512m" $prefix "$dir/home/bin/$launcher" -d -p "$dir/run/pid" \
+  env "$javavar=${SEARCH_JAVA_HOME:-$(java_home)}" "$optsvar=-Xms512m -Xmx512m" $prefix "$dir/home/bin/$launcher" -d -p "$dir/run/pid" \
     -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$port" -Etransport.port="$tport" \
     -Epath.data="$dir/data" -Epath.logs="$LOG_DIR/$name" -Ecluster.routing.allocation.disk.threshold_enabled=false \
     -Ecluster.name="logsub-$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 \
@@ -261,12 +261,15 @@ start_search_node() {
 
 wait_search_node() {
   local name="$1" port="$2"
-  wait_for "$name" 120 curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s"
+  # OpenSearch 3 takes up to a minute on a loaded 2-core machine.
+  wait_for "$name" 180 curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s"
 }
 
 start_search_nodes() {
   start_search_node opensearch "$OPENSEARCH_HOME" "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" opensearch \
     OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS
+  SEARCH_JAVA_HOME="$(java_home_at_least 21)" start_search_node opensearch3 "$OPENSEARCH3_HOME" \
+    "$OPENSEARCH3_PORT" "$OPENSEARCH3_TRANSPORT_PORT" opensearch OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS
   start_search_node elasticsearch "$ELASTICSEARCH_HOME" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" elasticsearch \
     ES_JAVA_HOME ES_JAVA_OPTS -Expack.security.enabled=false
 }
@@ -407,6 +410,7 @@ stack_up() {
   start_toxiproxy
   wait_search_node opensearch "$OPENSEARCH_PORT"
   wait_search_node elasticsearch "$ELASTICSEARCH_PORT"
+  wait_search_node opensearch3 "$OPENSEARCH3_PORT"
   say "stack up in $((SECONDS - start)) s; logs in $LOG_DIR"
   say "use it: eval \"\$(hack/stack.sh env)\""
 }
@@ -452,7 +456,7 @@ stack_down() {
 # Every port the stack listens on, for `down` to prove it freed them.
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
-    "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
+    "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$OPENSEARCH3_PORT" "$OPENSEARCH3_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
     "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT" "$TOXIPROXY_PORT"
 }
 
@@ -481,6 +485,7 @@ export LOGSUB_STACK_LOGS=$LOG_DIR
 export LOGSUB_STACK_NODE=$NODE_NAME
 export LOGSUB_STACK_IMAGES=$IMAGES_FILE
 export OPENSEARCH_URL=http://127.0.0.1:$OPENSEARCH_PORT
+export OPENSEARCH3_URL=http://127.0.0.1:$OPENSEARCH3_PORT
 export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
 export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
 export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT

@@ -53,6 +53,7 @@ impl Stack {
         let stack = Stack { vars };
         for key in [
             "OPENSEARCH_URL",
+            "OPENSEARCH3_URL",
             "ELASTICSEARCH_URL",
             "AWS_ENDPOINT_URL_KINESIS",
             "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
