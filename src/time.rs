@@ -28,11 +28,16 @@ pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The times a search cluster takes: RFC 3339 has four-digit years, 0000 to
+/// 9999.
+pub const WRITABLE_MILLIS: std::ops::RangeInclusive<i64> =
+    -62_167_219_200_000..=253_402_300_799_999;
+
 /// Unix milliseconds of an RFC 3339 time (`2019-06-19T00:18:31Z`,
 /// `2026-11-25T19:44:28.711+02:00`); None for anything else, a day that is
-/// not in its month included. Text from a log line becomes a document's time
-/// only through this, so the time a search cluster is given is always one it
-/// takes.
+/// not in its month included, and a time an offset moves out of the years
+/// 0000–9999. Text from a log line becomes a document's time only through
+/// this, so the time a search cluster is given is always one it takes.
 pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let num = |at: usize, width: usize| -> Option<i64> {
@@ -78,7 +83,7 @@ pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
         return None;
     }
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
-    Some(secs * 1000 + millis)
+    Some(secs * 1000 + millis).filter(|ms| WRITABLE_MILLIS.contains(ms))
 }
 
 /// Waits until `at`; without one, forever (a disabled timer in a `select!`).
@@ -170,6 +175,8 @@ mod tests {
             ("2026-11-25 14:14:28.7-05:30", 1_795_635_868_700),
             ("2000-02-29T00:00:00Z", 951_782_400_000),
             ("1969-12-31T23:59:59.999Z", -1),
+            ("0000-01-01T00:00:00Z", *WRITABLE_MILLIS.start()),
+            ("9999-12-31T23:59:59.999Z", *WRITABLE_MILLIS.end()),
         ];
         for (text, millis) in times {
             assert_eq!(parse_rfc3339_millis(text), Some(millis), "{text}");
@@ -198,6 +205,9 @@ mod tests {
             "2019-06-19T00:00:00Zjunk",
             "+019-06-19T00:00:00Z",
             "2019-06-19T00:00:00\u{00e9}",
+            // Moved by their offset out of four-digit years.
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+00:01",
         ] {
             assert_eq!(parse_rfc3339_millis(text), None, "{text:?}");
         }

@@ -317,9 +317,13 @@ mod tests {
         let about = &doc[DEAD_LETTER];
         assert_eq!(
             (&about["reason"], &about["status"], &about["index"]),
-            (&json!("too_large"), &json!(413), &json!("cwl-2026.12.03"))
+            (
+                &json!("too_large").into(),
+                &json!(413).into(),
+                &json!("cwl-2026.12.03").into()
+            )
         );
-        assert_eq!(about["size"], source.len());
+        assert_eq!(about["size"], source.len() as u64);
         assert_eq!(about["truncated"], true);
         assert!(about["document"].as_str().unwrap().len() <= KEEP_TEXT);
         let encoded = serde_json::to_vec(&doc).unwrap();

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use super::decode::cloudwatch::{LogData, LogEvent};
-use crate::time::{parse_rfc3339_millis, rfc3339_millis, write_rfc3339_millis};
+use crate::time::{WRITABLE_MILLIS, parse_rfc3339_millis, rfc3339_millis, write_rfc3339_millis};
 
 /// A field name: most are known in advance and borrowed, so building a
 /// document allocates for its values only.
@@ -36,10 +36,11 @@ pub enum Field<'a> {
     Bool(bool),
     /// JSON `null`.
     Null,
-    /// An object or array built as a [`Value`] ([`Field::from`] gives the
-    /// variants above to strings and scalars).
+    /// An array built as a [`Value`] ([`Field::from`] gives the other
+    /// variants to strings, scalars and objects).
     Json(Box<Value>),
-    /// An object a transform builds, its text borrowing as a document's does.
+    /// An object, its text borrowing as a document's does where a transform
+    /// builds it from the payload.
     Object(Box<Document<'a>>),
     /// An object or array of a parsed message, kept as its JSON text: nothing
     /// looks inside one, so it is written as it came instead of being built
@@ -75,10 +76,11 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// The time in Unix milliseconds, when the field is one or is RFC 3339 text.
+    /// The time in Unix milliseconds, when the field is one (in the years
+    /// 0000–9999, which a search cluster takes) or is RFC 3339 text.
     pub fn as_millis(&self) -> Option<i64> {
         match self {
-            Field::Time(millis) => Some(*millis),
+            Field::Time(millis) => Some(*millis).filter(|ms| WRITABLE_MILLIS.contains(ms)),
             Field::Text(text) => parse_rfc3339_millis(text),
             _ => None,
         }
@@ -111,10 +113,10 @@ impl<'a> Field<'a> {
         matches!(self, Field::Text(_))
     }
 
-    /// A member of an object field (`null` when absent or not an object).
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    /// A member of an object field (none when absent or not an object).
+    pub fn get(&self, key: &str) -> Option<&Field<'a>> {
         match self {
-            Field::Json(value) => value.get(key),
+            Field::Object(doc) => doc.get(key),
             _ => None,
         }
     }
@@ -127,15 +129,14 @@ fn raw_value(raw: &RawValue) -> Value {
     serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_owned()))
 }
 
-static NULL: Value = Value::Null;
 static NULL_FIELD: Field<'static> = Field::Null;
 
-impl std::ops::Index<&str> for Field<'_> {
-    type Output = Value;
+impl<'a> std::ops::Index<&str> for Field<'a> {
+    type Output = Field<'a>;
 
     /// A member of an object field, `null` when absent (as [`Value`] indexes).
-    fn index(&self, key: &str) -> &Value {
-        self.get(key).unwrap_or(&NULL)
+    fn index(&self, key: &str) -> &Field<'a> {
+        self.get(key).unwrap_or(&NULL_FIELD)
     }
 }
 
@@ -180,7 +181,8 @@ impl From<Value> for Field<'_> {
             Value::Number(n) => Field::Number(n),
             Value::Bool(b) => Field::Bool(b),
             Value::Null => Field::Null,
-            other => Field::Json(Box::new(other)),
+            Value::Object(map) => Field::Object(Box::new(Document::from(map))),
+            array => Field::Json(Box::new(array)),
         }
     }
 }
@@ -986,6 +988,25 @@ mod tests {
         );
     }
 
+    /// A time outside four-digit years names no index or object: those
+    /// fall back to the time of delivery.
+    #[test]
+    fn only_a_time_a_cluster_takes_is_read_as_one() {
+        let (first, last) = (*WRITABLE_MILLIS.start(), *WRITABLE_MILLIS.end());
+        for (millis, read) in [
+            (first, Some(first)),
+            (last, Some(last)),
+            (first - 1, None),
+            (last + 1, None),
+            (i64::MIN, None),
+            (i64::MAX, None),
+        ] {
+            assert_eq!(Field::Time(millis).as_millis(), read, "{millis}");
+        }
+        assert_eq!(Field::from("0000-01-01T00:00:00Z").as_millis(), Some(first));
+        assert_eq!(Field::from("9999-12-31T23:59:59-23:59").as_millis(), None);
+    }
+
     #[test]
     fn fields_keep_their_order_and_replace_in_place() {
         let mut doc = Document::new();
@@ -1197,7 +1218,7 @@ mod tests {
         // value, as it did, however it is written.
         let twice =
             Document::parse_object(r#"{"o":{"a":1,"\u0061":2},"p":[{"b":1,"b":[3]}]}"#).unwrap();
-        assert!(matches!(twice["o"], Field::Json(_)));
+        assert!(matches!(twice["o"], Field::Object(_)));
         let mut out = Vec::new();
         twice.write_json(&mut out);
         assert_eq!(
@@ -1208,7 +1229,7 @@ mod tests {
         let many_twice = format!(r#"{{"o":{{{many}"k7":0}}}}"#);
         assert!(matches!(
             Document::parse_object(&many_twice).unwrap()["o"],
-            Field::Json(_)
+            Field::Object(_)
         ));
         let many_once = format!(r#"{{"o":{{{many}"k40":0}}}}"#);
         assert!(matches!(

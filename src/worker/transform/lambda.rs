@@ -68,14 +68,15 @@ fn platform_line<'a>(message: &Cow<'a, str>) -> Option<Document<'a>> {
 }
 
 fn field<'a>(message: &Cow<'a, str>, key: &str, value: &str) -> Option<(&'static str, Field<'a>)> {
+    // A number JSON cannot hold (`NaN`, `1e400`) is null, and the line's
+    // other fields stay.
     let number = |v: &str| {
         let n = v.split_whitespace().next()?;
-        let number = n
-            .parse::<u64>()
-            .map(serde_json::Number::from)
-            .ok()
-            .or_else(|| serde_json::Number::from_f64(n.parse::<f64>().ok()?))?;
-        Some(Field::Number(number))
+        if let Ok(n) = n.parse::<u64>() {
+            return Some(Field::Number(n.into()));
+        }
+        let n = n.parse::<f64>().ok()?;
+        Some(serde_json::Number::from_f64(n).map_or(Field::Null, Field::Number))
     };
     let text = || Field::Text(part_of(message, value));
     Some(match key {
@@ -176,6 +177,20 @@ mod tests {
             run(python),
             json!({"lambda": {"request_id": "9c3b4f4e-0d1a-4b67-9b1e-0a4f6a1d2c3e"}, "level": "ERROR", "message": "{\"error\":\"boom\"}"})
         );
+    }
+
+    #[test]
+    fn a_number_json_cannot_hold_is_null_and_the_rest_stays() {
+        for duration in ["NaN", "1e400", "inf"] {
+            let line =
+                format!("REPORT RequestId: a1\tDuration: {duration} ms\tMemory Size: 128 MB");
+            assert_eq!(
+                run(&line),
+                json!({"lambda": {"type": "REPORT", "request_id": "a1", "duration_ms": null,
+                    "memory_size_mb": 128, "cold_start": false}}),
+                "{line}"
+            );
+        }
     }
 
     /// What a line gives is views into it, and its wire form is the JSON its
