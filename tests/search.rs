@@ -91,28 +91,20 @@ async fn elasticsearch_bulk_create_then_conflict() {
 }
 
 #[tokio::test]
-async fn both_nodes_are_the_pinned_products() {
+async fn every_node_is_its_pinned_product() {
     let http = reqwest::Client::new();
-    let os: Value = http
-        .get(stack().var("OPENSEARCH_URL"))
-        .send()
-        .await
-        .expect("GET /")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(os["version"]["distribution"], "opensearch");
-    assert_eq!(os["version"]["number"], "2.19.6");
-    let os3: Value = http
-        .get(stack().var("OPENSEARCH3_URL"))
-        .send()
-        .await
-        .expect("GET /")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(os3["version"]["distribution"], "opensearch");
-    assert_eq!(os3["version"]["number"], "3.8.0");
+    for (var, version) in [("OPENSEARCH_URL", "2.19.6"), ("OPENSEARCH3_URL", "3.8.0")] {
+        let os: Value = http
+            .get(stack().var(var))
+            .send()
+            .await
+            .expect("GET /")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(os["version"]["distribution"], "opensearch", "{var}");
+        assert_eq!(os["version"]["number"], version, "{var}");
+    }
     let es = http
         .get(format!(
             "{}/_nodes/_local",
