@@ -10,7 +10,7 @@
 #   hack/stack.sh install [STEP]  only install and build (one step: moto, seaweedfs, etcd,
 #                           kubernetes, helm, registry, toxiproxy, localnode, search-nodes,
 #                           image-tools)
-#   hack/stack.sh fault-node start [NAME=VALUE ...]|stop
+#   hack/stack.sh fault-node start|stop [3] [NAME=VALUE ...]   (3: on OpenSearch 3)
 #                           the search node fault trials use: overload-prone, or
 #                           with the settings given (e.g. http.max_content_length=8kb)
 #   hack/stack.sh secure-search start|stop|user NAME PASSWORD
@@ -39,10 +39,13 @@ case "${1:-}" in
       *) die "unknown install step: $2" ;;
     esac ;;
   fault-node)
+    # An optional `3` after the action picks the OpenSearch 3 node.
+    node=opensearch-faults rest=("${@:3}")
+    if [ "${3:-}" = 3 ]; then node=opensearch3-faults rest=("${@:4}"); fi
     case "${2:-}" in
-      start) start_fault_search_node "${@:3}" ;;
-      stop) stop_service opensearch-faults ;;
-      *) die "usage: hack/stack.sh fault-node start|stop" ;;
+      start) start_fault_search_node "$node" "${rest[@]}" ;;
+      stop) stop_service "$node" ;;
+      *) die "usage: hack/stack.sh fault-node start|stop [3] [NAME=VALUE …]" ;;
     esac ;;
   secure-search)
     case "${2:-}" in

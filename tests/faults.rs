@@ -14,7 +14,7 @@ use common::pipeline::{
     Setup, metric, published, published_health, put, put_at, setup, stop, worker_with_admin,
 };
 use common::search::create_index;
-use common::{eventually, fault_node, stack, unique};
+use common::{eventually, stack, unique};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -71,7 +71,36 @@ fn events(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix} event {i}")).collect()
 }
 
-async fn overload(http: &reqwest::Client, base: &str) {
+/// A fault node of the stack (`hack/stack.sh fault-node`), on one OpenSearch major.
+#[derive(Clone, Copy)]
+struct FaultNode {
+    /// `2` or `3`.
+    major: u8,
+}
+
+impl FaultNode {
+    fn url(self) -> String {
+        let var = if self.major == 3 {
+            "FAULT_SEARCH3_URL"
+        } else {
+            "FAULT_SEARCH_URL"
+        };
+        stack().var(var).to_owned()
+    }
+
+    /// Starts it (with `settings`, or the overload-prone ones) or stops it.
+    fn act(self, action: &str, settings: &[&str]) {
+        let mut args = vec!["fault-node", action];
+        if self.major == 3 {
+            args.push("3");
+        }
+        args.extend_from_slice(settings);
+        common::stack_sh(&args);
+    }
+}
+
+async fn overload(http: &reqwest::Client, node: FaultNode) {
+    let base = &node.url();
     let (setup, index) = prepare(base).await;
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
@@ -105,15 +134,16 @@ async fn overload(http: &reqwest::Client, base: &str) {
         Some(0.0)
     );
     common::report(&format!(
-        "trial overload-429s: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
+        "trial overload-429s on OpenSearch {}: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
          dead-lettered 0, lost 0; whole-request 429s {}, items retried after a 429 {}",
-        throttled.0, throttled.1
+        node.major, throttled.0, throttled.1
     ));
     stop(child).await;
     setup.ns.delete().await;
 }
 
-async fn outage(http: &reqwest::Client, base: &str) {
+async fn outage(http: &reqwest::Client, node: FaultNode) {
+    let base = &node.url();
     let (setup, index) = prepare(base).await;
     let (tx, _stdout) = mpsc::unbounded_channel();
     let (child, admin) = worker_with_admin(&setup.config, "worker-1", tx);
@@ -122,7 +152,7 @@ async fn outage(http: &reqwest::Client, base: &str) {
     each_once(http, base, &index, before.len()).await;
 
     // Down for a minute while events keep coming.
-    fault_node("stop");
+    node.act("stop", &[]);
     let down = tokio::time::Instant::now();
     let mut during = 0;
     for round in 0..6 {
@@ -134,7 +164,7 @@ async fn outage(http: &reqwest::Client, base: &str) {
     // The workers say so on their leases while it lasts.
     let failing = published(&setup.ns.name, "sinkError", Duration::from_secs(10)).await;
     assert!(failing.starts_with("unavailable"), "{failing}");
-    fault_node("start");
+    node.act("start", &[]);
     let outage = down.elapsed();
     let after = events("c after", 50);
     put(&setup, "c", &after).await;
@@ -153,8 +183,9 @@ async fn outage(http: &reqwest::Client, base: &str) {
     .await
     .unwrap_or(0.0);
     common::report(&format!(
-        "trial sink-outage: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
+        "trial sink-outage on OpenSearch {}: sent {sent}, delivered {sent}, unique {sent}, duplicates 0, \
          dead-lettered 0, lost 0; down {:.1}s, failed deliveries retried {errors}",
+        node.major,
         outage.as_secs_f64()
     ));
     stop(child).await;
@@ -166,7 +197,8 @@ async fn outage(http: &reqwest::Client, base: &str) {
 /// fit; the one event too large alone is dead-lettered `too_large`, with its
 /// size and its message cut to fit, in the index (no dead-letter index is
 /// set). Nothing is dropped, and the lease counts what was stored.
-async fn too_large(http: &reqwest::Client, base: &str) {
+async fn too_large(http: &reqwest::Client, node: FaultNode) {
+    let base = &node.url();
     let setup = setup(1, &["a"]).await;
     let index = unique("too-large").to_lowercase();
     create_index(base, &index, 1, json!({})).await;
@@ -211,24 +243,33 @@ async fn too_large(http: &reqwest::Client, base: &str) {
         .unwrap_or(0.0);
     assert_eq!(stored, 60.0, "the dead letter is not counted as delivered");
     common::report(&format!(
-        "trial too-large-requests: sent {}, delivered 60, unique 60, duplicates 0, dead-lettered 1, lost 0",
+        "trial too-large-requests on OpenSearch {}: sent {}, delivered 60, unique 60, duplicates 0, dead-lettered 1, lost 0",
+        node.major,
         batch.len()
     ));
     stop(child).await;
     setup.ns.delete().await;
 }
 
-/// One test, so the trials never share the node at once.
+/// One test per node, so the trials never share a node at once.
+async fn overload_outage_and_too_large(node: FaultNode) {
+    node.act("start", &[]);
+    let http = reqwest::Client::new();
+    overload(&http, node).await;
+    outage(&http, node).await;
+    node.act("start", &["http.max_content_length=8kb"]);
+    too_large(&http, node).await;
+    node.act("stop", &[]);
+}
+
 #[tokio::test]
 async fn overload_outage_and_too_large_lose_nothing_and_double_nothing() {
-    fault_node("start");
-    let http = reqwest::Client::new();
-    let base = stack().var("FAULT_SEARCH_URL").to_owned();
-    overload(&http, &base).await;
-    outage(&http, &base).await;
-    common::stack_sh(&["fault-node", "start", "http.max_content_length=8kb"]);
-    too_large(&http, &base).await;
-    fault_node("stop");
+    overload_outage_and_too_large(FaultNode { major: 2 }).await;
+}
+
+#[tokio::test]
+async fn on_opensearch3_overload_outage_and_too_large_lose_nothing_and_double_nothing() {
+    overload_outage_and_too_large(FaultNode { major: 3 }).await;
 }
 
 /// A server that answers the bulk request as a whole with a status about no
@@ -278,9 +319,7 @@ async fn a_whole_request_refusal_is_retried_never_dropped() {
 /// that is no time, in an index that maps it as a date (as the first real
 /// event makes it): the document is refused and becomes one dead letter in
 /// the same index, at a time the index takes; the shard goes on.
-#[tokio::test]
-async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
-    let base = stack().var("OPENSEARCH_URL");
+async fn time_that_is_no_time(base: &'static str) {
     let setup = setup(1, &["a"]).await;
     let index = unique("eventtime").to_lowercase();
     let dates = json!({"type": "date"});
@@ -325,6 +364,16 @@ async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
     setup.ns.delete().await;
 }
 
+#[tokio::test]
+async fn a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
+    time_that_is_no_time(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn on_opensearch3_a_time_that_is_no_time_is_one_dead_letter_and_the_shard_goes_on() {
+    time_that_is_no_time(stack().var("OPENSEARCH3_URL")).await;
+}
+
 /// How often the lease of the shard that publishes `blocked` was taken.
 async fn blocked_takes(ns: &str) -> i32 {
     common::pipeline::leases(ns)
@@ -346,11 +395,9 @@ async fn blocked_takes(ns: &str) -> i32 {
 /// record, saying so on its lease and in a metric naming shard and record;
 /// the other shard goes on delivering, and nothing past the record is
 /// checkpointed. Once the dead-letter index takes it, the shard goes on.
-#[tokio::test]
-async fn a_record_nothing_stores_stops_only_its_shard() {
+async fn record_nothing_stores(base: &'static str) {
     const AFTER: usize = 20;
     let http = reqwest::Client::new();
-    let base = stack().var("OPENSEARCH_URL");
     let setup = setup(2, &["a", "b", "c", "d", "e", "f"]).await;
     let index = unique("poison").to_lowercase();
     let dead = format!("{index}-dead");
@@ -491,17 +538,25 @@ async fn a_record_nothing_stores_stops_only_its_shard() {
     setup.ns.delete().await;
 }
 
+#[tokio::test]
+async fn a_record_nothing_stores_stops_only_its_shard() {
+    record_nothing_stores(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn on_opensearch3_a_record_nothing_stores_stops_only_its_shard() {
+    record_nothing_stores(stack().var("OPENSEARCH3_URL")).await;
+}
+
 /// An index that takes no document now (a write block, as ILM sets on
 /// yesterday's daily index) refuses every item with 403: that says nothing
 /// against the documents, so none is dead-lettered, and nothing else waits
 /// for them: late events for that index are retried alone while today's are
 /// stored beside them, and the lease says why the whole time. Once the block
 /// is lifted each is stored once.
-#[tokio::test]
-async fn a_write_blocked_index_holds_back_only_its_own_documents() {
+async fn write_blocked_index(base: &'static str) {
     const DAY: i64 = 86_400_000;
     let http = reqwest::Client::new();
-    let base = stack().var("OPENSEARCH_URL");
     let setup = setup(2, &["a", "b"]).await;
     let prefix = unique("blocked").to_lowercase();
     let daily = |ms: i64| {
@@ -577,6 +632,16 @@ async fn a_write_blocked_index_holds_back_only_its_own_documents() {
     ));
     stop(child).await;
     setup.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_write_blocked_index_holds_back_only_its_own_documents() {
+    write_blocked_index(stack().var("OPENSEARCH_URL")).await;
+}
+
+#[tokio::test]
+async fn on_opensearch3_a_write_blocked_index_holds_back_only_its_own_documents() {
+    write_blocked_index(stack().var("OPENSEARCH3_URL")).await;
 }
 
 /// The dead letters in `index`.

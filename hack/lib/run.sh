@@ -279,20 +279,27 @@ start_search_nodes() {
 # answers on which sinks lose data. Tests stop it to make an outage. Given
 # settings (NAME=VALUE) instead, it runs with those: e.g. a lowered
 # http.max_content_length, to answer 413. A node running with other settings
-# is restarted.
+# is restarted. The first argument names the node: opensearch-faults (2.x)
+# or opensearch3-faults.
 start_fault_search_node() {
-  local settings=("$@") wanted current="$LOGSUB_STATE/opensearch-faults.settings"
+  local name="$1"; shift
+  local settings=("$@") wanted current="$LOGSUB_STATE/$name.settings" home port tport java
+  case "$name" in
+    opensearch-faults) home="$OPENSEARCH_HOME" port="$FAULT_SEARCH_PORT" tport="$FAULT_SEARCH_TRANSPORT_PORT" java="$(java_home)" ;;
+    opensearch3-faults) home="$OPENSEARCH3_HOME" port="$FAULT_SEARCH3_PORT" tport="$FAULT_SEARCH3_TRANSPORT_PORT" java="$(java_home_at_least 21)" ;;
+    *) die "no fault node $name" ;;
+  esac
   [ ${#settings[@]} -gt 0 ] || settings=(thread_pool.write.size=1 thread_pool.write.queue_size=1 indexing_pressure.memory.limit=4kb)
   wanted="${settings[*]}"
-  if is_running opensearch-faults && [ "$(cat "$current" 2>/dev/null)" != "$wanted" ]; then
-    stop_service opensearch-faults
+  if is_running "$name" && [ "$(cat "$current" 2>/dev/null)" != "$wanted" ]; then
+    stop_service "$name"
   fi
   local args=() setting
   for setting in "${settings[@]}"; do args+=("-E$setting"); done
   echo "$wanted" >"$current"
-  start_search_node opensearch-faults "$OPENSEARCH_HOME" "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" opensearch \
+  SEARCH_JAVA_HOME="$java" start_search_node "$name" "$home" "$port" "$tport" opensearch \
     OPENSEARCH_JAVA_HOME OPENSEARCH_JAVA_OPTS "${args[@]}"
-  wait_search_node opensearch-faults "$FAULT_SEARCH_PORT"
+  wait_search_node "$name" "$port"
 }
 
 # Elasticsearch with security on: basic auth and API keys over plain HTTP (a
@@ -436,6 +443,7 @@ stop_service() {
 stack_down() {
   local i
   stop_service opensearch-faults
+  stop_service opensearch3-faults
   stop_service elasticsearch-secure
   stop_service registry
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
@@ -457,7 +465,7 @@ stack_down() {
 stack_ports() {
   echo "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10257 10259 "$LOCALNODE_HEALTH_PORT" "$KUBELET_PORT" \
     "$OPENSEARCH_PORT" "$OPENSEARCH_TRANSPORT_PORT" "$OPENSEARCH3_PORT" "$OPENSEARCH3_TRANSPORT_PORT" "$ELASTICSEARCH_PORT" "$ELASTICSEARCH_TRANSPORT_PORT" \
-    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT" "$TOXIPROXY_PORT"
+    "$FAULT_SEARCH_PORT" "$FAULT_SEARCH_TRANSPORT_PORT" "$FAULT_SEARCH3_PORT" "$FAULT_SEARCH3_TRANSPORT_PORT" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" "$REGISTRY_PORT" "$S3_PORT" 9333 8888 18888 19333 "$MOTO_PORT" "$TOXIPROXY_PORT"
 }
 
 verify_down() {
@@ -488,6 +496,7 @@ export OPENSEARCH_URL=http://127.0.0.1:$OPENSEARCH_PORT
 export OPENSEARCH3_URL=http://127.0.0.1:$OPENSEARCH3_PORT
 export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
 export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
+export FAULT_SEARCH3_URL=http://127.0.0.1:$FAULT_SEARCH3_PORT
 export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT
 export SECURE_SEARCH_PASSWORD=$SECURE_SEARCH_PASSWORD
 export LOGSUB_REGISTRY=127.0.0.1:$REGISTRY_PORT
