@@ -51,10 +51,9 @@ where
     .unwrap_or_else(|| panic!("{what}: object gone"))
 }
 
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-        .await
-        .ok()?;
+/// `GET http://{addr}{path}`: status and body, or None when nothing answers.
+async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
     let status = resp.status().as_u16();
     Some((status, resp.text().await.ok()?))
 }
@@ -75,6 +74,16 @@ async fn ready_pod(pods: &Api<Pod>, selector: &str, except: Option<&str>) -> Pod
         })
     })
     .await
+}
+
+/// Where the host reaches `port` of the Pod: its own address.
+fn at(pod: &Pod, port: u16) -> String {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .expect("a Pod IP");
+    format!("{ip}:{port}")
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -167,10 +176,11 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
     );
 
     // The process is real, and sees the Pod's environment and files.
-    let (_, pid) = get(port, "/pid").await.expect("probe answers");
+    let addr = at(&pod, port);
+    let (_, pid) = get(&addr, "/pid").await.expect("probe answers");
     let pid: u32 = pid.parse().expect("pid");
     assert!(process_alive(pid));
-    let (_, env) = get(port, "/env").await.expect("env");
+    let (_, env) = get(&addr, "/env").await.expect("env");
     let env: Value = serde_json::from_str(&env).expect("env json");
     assert_eq!(env["API_TOKEN"], "s3cr3t");
     assert_eq!(env["POD_NAME"], pod_name.as_str());
@@ -182,26 +192,26 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
         "the process must not inherit the node's environment"
     );
 
-    let (code, body) = get(port, "/file?path=/etc/logsub-test/worker.yaml")
+    let (code, body) = get(&addr, "/file?path=/etc/logsub-test/worker.yaml")
         .await
         .expect("file");
     assert_eq!((code, body.as_str()), (200, "shards: all\n"));
     let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
-    let (_, namespace) = get(port, &format!("/file?path={sa}/namespace"))
+    let (_, namespace) = get(&addr, &format!("/file?path={sa}/namespace"))
         .await
         .expect("namespace file");
     assert_eq!(namespace, ns.name);
-    let (_, token) = get(port, &format!("/file?path={sa}/token"))
+    let (_, token) = get(&addr, &format!("/file?path={sa}/token"))
         .await
         .expect("token file");
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    let (_, ca) = get(port, &format!("/file?path={sa}/ca.crt"))
+    let (_, ca) = get(&addr, &format!("/file?path={sa}/ca.crt"))
         .await
         .expect("ca file");
     assert!(ca.contains("BEGIN CERTIFICATE"));
     // Those files exist for this Pod only, not on the host.
     assert!(!std::path::Path::new("/etc/logsub-test/worker.yaml").exists());
-    let (code, _) = get(port, "/write?path=/tmp/logsub-probe-write")
+    let (code, _) = get(&addr, "/write?path=/tmp/logsub-probe-write")
         .await
         .expect("write");
     assert_eq!(code, 500, "readOnlyRootFilesystem holds");
@@ -225,7 +235,7 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
     let logs = stack().kubectl(&["logs", "-n", &ns.name, &pod_name]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert!(
-        logs.contains(&format!("probe listening on 127.0.0.1:{port} pid {pid}")),
+        logs.contains(&format!("probe listening on port {port} pid {pid}")),
         "kubectl logs: {logs}"
     );
 
@@ -245,8 +255,9 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
         replacement.metadata.name.as_deref(),
         Some(pod_name.as_str())
     );
+    let new_addr = at(&replacement, port);
     let (_, new_pid) = eventually("the new process to answer", Duration::from_secs(30), || {
-        get(port, "/pid")
+        get(&new_addr, "/pid")
     })
     .await;
     assert_ne!(new_pid.parse::<u32>().expect("pid"), pid);
@@ -263,6 +274,171 @@ async fn deployment_runs_as_local_processes_and_pod_deletion_replaces_them() {
         "the process got SIGTERM:\n{log}"
     );
     ns.delete().await;
+}
+
+/// Each Pod has a network of its own: two replicas listen on one port, each
+/// at its own address, where the host reaches it; a Pod reaches the other
+/// by address, itself at 127.0.0.1 and the stack's servers at theirs; a
+/// deleted Pod's address answers no more.
+#[tokio::test]
+async fn pods_listen_on_one_port_each_at_an_address_of_their_own() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let port = free_port();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "twins"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "twins"}},
+            "template": {
+                "metadata": {"labels": {"app": "twins"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "probe",
+                        "image": PROBE_IMAGE,
+                        "env": [
+                            {"name": "PROBE_PORT", "value": port.to_string()},
+                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        ],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},
+                    }],
+                },
+            },
+        },
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    wait(
+        ns.api::<Deployment>(),
+        "twins",
+        "both replicas available",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.available_replicas == Some(2))
+        },
+    )
+    .await;
+    let pods = ns.api::<Pod>();
+    let twins = pods
+        .list(&ListParams::default().labels("app=twins"))
+        .await
+        .expect("list");
+    let [a, b] = &twins.items[..] else {
+        panic!("{} pods", twins.items.len());
+    };
+    let (at_a, at_b) = (at(a, port), at(b, port));
+    assert_ne!(at_a, at_b, "each Pod has an address of its own");
+    let mut pids = Vec::new();
+    for (pod, addr) in [(a, &at_a), (b, &at_b)] {
+        let ip: std::net::Ipv4Addr = addr
+            .split(':')
+            .next()
+            .and_then(|ip| ip.parse().ok())
+            .expect("an IPv4 address");
+        assert!(
+            ip.is_loopback() && ip != std::net::Ipv4Addr::LOCALHOST,
+            "{ip}"
+        );
+        let (_, pid) = get(addr, "/pid")
+            .await
+            .expect("the Pod answers at its address");
+        pids.push(pid);
+        let (_, env) = get(addr, "/env").await.expect("env");
+        let env: Value = serde_json::from_str(&env).expect("env json");
+        assert_eq!(
+            Some(format!(
+                "{}:{port}",
+                env["POD_IP"].as_str().expect("POD_IP")
+            )),
+            Some(addr.clone()),
+            "{:?} sees its own address",
+            pod.metadata.name
+        );
+    }
+    assert_ne!(pids[0], pids[1], "two processes, one port");
+
+    // From inside a: b by its address, itself at 127.0.0.1, a stack server at its own.
+    let fetch = |url: String| {
+        let at_a = at_a.clone();
+        async move {
+            get(&at_a, &format!("/fetch?url={}", urlencoding(&url)))
+                .await
+                .expect("a answers")
+        }
+    };
+    assert_eq!(
+        fetch(format!("http://{at_b}/pid")).await,
+        (200, pids[1].clone())
+    );
+    assert_eq!(
+        fetch(format!("http://127.0.0.1:{port}/pid")).await,
+        (200, pids[0].clone())
+    );
+    let (code, body) = fetch(format!("{}/", stack().var("OPENSEARCH_URL"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("cluster_name"), "{body}");
+
+    // `kubectl port-forward` reaches a's port through the API server, from
+    // inside a's network.
+    let mut forward = tokio::process::Command::new(stack().tool("kubectl"))
+        .args(["port-forward", "-n", &ns.name])
+        .arg(format!("pod/{}", a.metadata.name.as_deref().expect("name")))
+        .arg(format!(":{port}"))
+        .env("KUBECONFIG", stack().kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        forward.stdout.take().expect("stdout"),
+    ));
+    let local = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("kubectl output") {
+            // "Forwarding from 127.0.0.1:41234 -> 8080"
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("kubectl port-forward listening")
+    .expect("a local port");
+    let (_, pid) = get(&format!("127.0.0.1:{local}"), "/pid")
+        .await
+        .expect("a answers through the forward");
+    assert_eq!(pid, pids[0]);
+    forward.kill().await.expect("stop kubectl");
+
+    // Deleted, b's process ends and its address answers neither the host nor a.
+    let b_pid: u32 = pids[1].parse().expect("pid");
+    pods.delete(
+        b.metadata.name.as_deref().expect("name"),
+        &DeleteParams::default(),
+    )
+    .await
+    .expect("delete b");
+    eventually("b's process to exit", Duration::from_secs(30), || async {
+        (!process_alive(b_pid)).then_some(())
+    })
+    .await;
+    eventually(
+        "b's address to go quiet",
+        Duration::from_secs(30),
+        || async { get(&at_b, "/pid").await.is_none().then_some(()) },
+    )
+    .await;
+    let (code, body) = fetch(format!("http://{at_b}/pid")).await;
+    assert_eq!(code, 502, "a reached a deleted Pod: {body}");
+    ns.delete().await;
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {

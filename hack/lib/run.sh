@@ -196,6 +196,15 @@ EOF
   mv "$IMAGES_FILE.tmp" "$IMAGES_FILE"
 }
 
+# The stack's servers a Pod may be pointed at: each Pod reaches them at its
+# own 127.0.0.1 (the local node forwards these ports into its namespace).
+service_ports() {
+  local ports=("$APISERVER_PORT" "$OPENSEARCH_PORT" "$OPENSEARCH3_PORT" "$ELASTICSEARCH_PORT" "$FAULT_SEARCH_PORT"
+    "$FAULT_SEARCH3_PORT" "$SECURE_SEARCH_PORT" "$S3_PORT" "$MOTO_PORT")
+  local IFS=,
+  echo "${ports[*]}"
+}
+
 start_localnode() {
   write_images
   is_running localnode && return
@@ -205,7 +214,7 @@ start_localnode() {
     --state-dir "$LOGSUB_STATE/node" --log-dir "$LOG_DIR" --images "$IMAGES_FILE" \
     --api-host 127.0.0.1 --api-port "$APISERVER_PORT" --health-addr "127.0.0.1:$LOCALNODE_HEALTH_PORT" \
     --kubelet-addr "127.0.0.1:$KUBELET_PORT" --tls-cert "$PKI_DIR/kubelet.crt" --tls-key "$PKI_DIR/kubelet.key" \
-    --client-ca "$PKI_DIR/ca.crt"
+    --client-ca "$PKI_DIR/ca.crt" --service-ports "$(service_ports)"
   wait_for localnode 30 curl -sf "http://127.0.0.1:$LOCALNODE_HEALTH_PORT/healthz"
   wait_for localnode 60 "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" wait --for=condition=Ready \
     "node/$NODE_NAME" --timeout=5s

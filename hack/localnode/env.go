@@ -19,7 +19,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // containerEnv builds a container's environment as the kubelet does: service
 // variables for the API server, envFrom, then env with valueFrom and $(VAR)
 // expansion. Processes do not inherit localnode's own environment.
-func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, apiHost, apiPort string) ([]string, map[string]string, error) {
+func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP, apiHost, apiPort string) ([]string, map[string]string, error) {
 	vars := map[string]string{
 		"PATH":                          defaultPath,
 		"HOSTNAME":                      pod.Name,
@@ -57,7 +57,7 @@ func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.
 	for _, e := range c.Env {
 		value := expand(e.Value, vars)
 		if e.ValueFrom != nil {
-			v, ok, err := envValueFrom(ctx, client, pod, c, e.ValueFrom)
+			v, ok, err := envValueFrom(ctx, client, pod, c, podIP, e.ValueFrom)
 			if err != nil {
 				return nil, nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
@@ -118,13 +118,13 @@ func envFromSource(ctx context.Context, client kubernetes.Interface, ns string, 
 }
 
 // envValueFrom resolves one valueFrom; ok is false for a missing optional key.
-func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource) (string, bool, error) {
+func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP string, from *corev1.EnvVarSource) (string, bool, error) {
 	var src source
 	var key string
 	var optional *bool
 	switch {
 	case from.FieldRef != nil:
-		v, err := podField(pod, from.FieldRef.FieldPath)
+		v, err := podField(pod, podIP, from.FieldRef.FieldPath)
 		return v, err == nil, err
 	case from.ResourceFieldRef != nil:
 		v, err := resourceField(pod, c.Name, from.ResourceFieldRef)
@@ -157,7 +157,7 @@ func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.
 var labelRef = regexp.MustCompile(`^metadata\.(labels|annotations)\['(.+)'\]$`)
 
 // podField resolves the downward API field paths the kubelet supports.
-func podField(pod *corev1.Pod, path string) (string, error) {
+func podField(pod *corev1.Pod, podIP, path string) (string, error) {
 	switch path {
 	case "metadata.name":
 		return pod.Name, nil
@@ -169,8 +169,10 @@ func podField(pod *corev1.Pod, path string) (string, error) {
 		return pod.Spec.NodeName, nil
 	case "spec.serviceAccountName":
 		return pod.Spec.ServiceAccountName, nil
-	case "status.hostIP", "status.podIP", "status.hostIPs", "status.podIPs":
+	case "status.hostIP", "status.hostIPs":
 		return "127.0.0.1", nil
+	case "status.podIP", "status.podIPs":
+		return podIP, nil
 	case "metadata.labels":
 		return formatMap(pod.Labels), nil
 	case "metadata.annotations":

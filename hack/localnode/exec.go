@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 const execHelperArg = "__exec"
@@ -18,7 +21,11 @@ type execSpec struct {
 	ReadOnlyRootFS bool     `json:"readOnlyRootFS"`
 	WorkDir        string   `json:"workDir"`
 	Argv           []string `json:"argv"`
+	// NetNS: the Pod's network namespace is the helper's file descriptor 3.
+	NetNS bool `json:"netNS"`
 }
+
+const netnsFD = 3
 
 type bind struct {
 	Source   string `json:"source"`
@@ -27,8 +34,10 @@ type bind struct {
 }
 
 // startContainer starts the helper in a new mount namespace and process group;
-// the helper mounts the volumes, then execs the container's command in place.
-func startContainer(spec execSpec, env []string, logFile *os.File) (*exec.Cmd, error) {
+// the helper enters the Pod's network namespace (ns, unless nil: the host's),
+// mounts the volumes, then execs the container's command in place.
+func startContainer(spec execSpec, env []string, logFile *os.File, ns *netns) (*exec.Cmd, error) {
+	spec.NetNS = ns != nil
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -42,6 +51,9 @@ func startContainer(spec execSpec, env []string, logFile *os.File) (*exec.Cmd, e
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = "/"
+	if ns != nil {
+		cmd.ExtraFiles = []*os.File{ns.f}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:      true,
 		Unshareflags: syscall.CLONE_NEWNS,
@@ -64,6 +76,14 @@ func runExecHelper(args []string) {
 	var spec execSpec
 	if err := json.Unmarshal([]byte(args[0]), &spec); err != nil {
 		fail("exec helper: %v", err)
+	}
+	if spec.NetNS {
+		// The namespace belongs to the thread: exec runs from this one.
+		runtime.LockOSThread()
+		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
+			fail("enter the Pod's network namespace: %v", err)
+		}
+		_ = unix.Close(netnsFD)
 	}
 	// Mounts made here must not leak back into the host's namespace.
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {

@@ -140,15 +140,15 @@ func TestPodField(t *testing.T) {
 	}
 	cases := map[string]string{
 		"metadata.name": "p", "metadata.namespace": "ns", "metadata.uid": "u-1",
-		"spec.nodeName": "n", "spec.serviceAccountName": "sa", "status.podIP": "127.0.0.1",
+		"spec.nodeName": "n", "spec.serviceAccountName": "sa", "status.podIP": "127.244.0.7", "status.hostIP": "127.0.0.1",
 		"metadata.labels['app']": "x", "metadata.labels": `app="x"`,
 	}
 	for path, want := range cases {
-		if got, err := podField(pod, path); err != nil || got != want {
+		if got, err := podField(pod, "127.244.0.7", path); err != nil || got != want {
 			t.Errorf("podField(%q) = %q, %v; want %q", path, got, err, want)
 		}
 	}
-	if _, err := podField(pod, "spec.nope"); err == nil {
+	if _, err := podField(pod, "127.244.0.7", "spec.nope"); err == nil {
 		t.Error("an unknown field path is an error")
 	}
 }

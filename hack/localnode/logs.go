@@ -16,9 +16,10 @@ import (
 )
 
 // kubeletServer answers the part of the kubelet API the API server proxies for
-// `kubectl logs`: GET /containerLogs/{namespace}/{pod}/{container}. Only clients
+// `kubectl logs` (GET /containerLogs/{namespace}/{pod}/{container}) and
+// `kubectl port-forward` (POST /portForward/{namespace}/{pod}). Only clients
 // with a certificate from the cluster CA (the API server) are served.
-func kubeletServer(addr, certFile, keyFile, clientCA, logDir string) (*http.Server, error) {
+func kubeletServer(addr, certFile, keyFile, clientCA, logDir string, pods *podManager) (*http.Server, error) {
 	caPEM, err := os.ReadFile(clientCA)
 	if err != nil {
 		return nil, err
@@ -36,6 +37,8 @@ func kubeletServer(addr, certFile, keyFile, clientCA, logDir string) (*http.Serv
 	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", func(w http.ResponseWriter, r *http.Request) {
 		serveLogs(w, r, logDir)
 	})
+	mux.HandleFunc("POST /portForward/{namespace}/{pod}", pods.servePortForward)
+	mux.HandleFunc("GET /portForward/{namespace}/{pod}", pods.servePortForward)
 	return &http.Server{
 		Addr:              addr,
 		Handler:           mux,

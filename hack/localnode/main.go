@@ -5,7 +5,8 @@
 //
 // Each container runs in a private mount namespace where the Pod's volumes are
 // bind-mounted at their real mountPath (so in-cluster clients find their token at
-// /var/run/secrets/kubernetes.io/serviceaccount), on the host network.
+// /var/run/secrets/kubernetes.io/serviceaccount), and in its Pod's network
+// namespace, with an address of its own (network.go).
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +43,7 @@ type config struct {
 	clientCA     string
 	maxBackoff   time.Duration
 	shutdownWait time.Duration
+	servicePorts []uint16
 }
 
 func main() {
@@ -65,6 +68,11 @@ func main() {
 	flag.StringVar(&cfg.clientCA, "client-ca", "", "CA that signs the API server's client certificate")
 	flag.DurationVar(&cfg.maxBackoff, "max-restart-backoff", 30*time.Second, "cap of the crash-loop restart delay")
 	flag.DurationVar(&cfg.shutdownWait, "shutdown-grace", 10*time.Second, "grace given to containers when localnode stops")
+	flag.Func("service-ports", "comma-separated ports of the host's 127.0.0.1 that every Pod reaches at its own 127.0.0.1", func(v string) error {
+		ports, err := parsePorts(v)
+		cfg.servicePorts = append(cfg.servicePorts, ports...)
+		return err
+	})
 	flag.Parse()
 	if cfg.kubeconfig == "" || cfg.stateDir == "" || cfg.logDir == "" || cfg.imagesFile == "" {
 		fmt.Fprintln(os.Stderr, "localnode: --kubeconfig, --state-dir, --log-dir and --images are required")
@@ -75,6 +83,21 @@ func main() {
 		log.Error("localnode failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+func parsePorts(v string) ([]uint16, error) {
+	var ports []uint16
+	for _, field := range strings.Split(v, ",") {
+		if field = strings.TrimSpace(field); field == "" {
+			continue
+		}
+		p, err := strconv.ParseUint(field, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("bad port %q", field)
+		}
+		ports = append(ports, uint16(p))
+	}
+	return ports, nil
 }
 
 func kubeletPort(addr string) int32 {
@@ -120,8 +143,9 @@ func run(cfg config, log *slog.Logger) error {
 		}
 	}()
 
+	pods := newPodManager(cfg, client, log)
 	if cfg.tlsCert != "" {
-		kubelet, err := kubeletServer(cfg.kubeletAddr, cfg.tlsCert, cfg.tlsKey, cfg.clientCA, cfg.logDir)
+		kubelet, err := kubeletServer(cfg.kubeletAddr, cfg.tlsCert, cfg.tlsKey, cfg.clientCA, cfg.logDir, pods)
 		if err != nil {
 			return fmt.Errorf("kubelet API: %w", err)
 		}
@@ -133,7 +157,6 @@ func run(cfg config, log *slog.Logger) error {
 		defer kubelet.Close()
 	}
 
-	pods := newPodManager(cfg, client, log)
 	log.Info("local node running", "node", cfg.nodeName)
 	pods.run(ctx)
 

@@ -33,6 +33,7 @@ type podManager struct {
 	client  kubernetes.Interface
 	log     *slog.Logger
 	images  imageMap
+	net     *network
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
 }
@@ -42,6 +43,7 @@ func newPodManager(cfg config, client kubernetes.Interface, log *slog.Logger) *p
 	return &podManager{
 		cfg: cfg, client: client, log: log,
 		images:  imageMap{path: cfg.imagesFile},
+		net:     newNetwork(cfg.servicePorts, log),
 		workers: map[types.UID]*podWorker{},
 	}
 }
@@ -181,6 +183,7 @@ type podWorker struct {
 	dirty          chan struct{}
 
 	mu      sync.Mutex
+	net     *podNet // nil until attached, and on the host's network
 	grace   time.Duration
 	deleted bool
 	state   podState
@@ -188,6 +191,7 @@ type podWorker struct {
 
 type podState struct {
 	startTime    *metav1.Time
+	podIP        string
 	volumesReady bool
 	initialized  bool
 	finished     bool
@@ -296,8 +300,16 @@ func (w *podWorker) runPod(ctx context.Context) {
 	if !ok {
 		return
 	}
-	w.update(func(s *podState) { s.volumesReady = true })
 	go w.refreshVolumes(ctx, vols)
+	pn, ok := w.attachNetwork()
+	if !ok {
+		return
+	}
+	if pn != nil {
+		defer w.m.net.detach(pn)
+		go w.followPorts(ctx, pn)
+	}
+	w.update(func(s *podState) { s.volumesReady = true })
 
 	for i := range w.pod.Spec.InitContainers {
 		c := &w.pod.Spec.InitContainers[i]
@@ -463,7 +475,7 @@ func (w *podWorker) runContainer(ctx context.Context, c *corev1.Container, st *c
 
 // runOnce starts the process, probes it, and waits for it to exit or be stopped.
 func (w *podWorker) runOnce(ctx context.Context, c *corev1.Container, st *containerState, exe string, vols *volumeSet) (int, error) {
-	env, vars, err := containerEnv(ctx, w.m.client, w.pod, c, w.m.cfg.apiHost, w.m.cfg.apiPort)
+	env, vars, err := containerEnv(ctx, w.m.client, w.pod, c, w.podIP(), w.m.cfg.apiHost, w.m.cfg.apiPort)
 	if err != nil {
 		return 0, err
 	}
@@ -477,7 +489,13 @@ func (w *podWorker) runOnce(ctx context.Context, c *corev1.Container, st *contai
 		return 0, err
 	}
 	defer logFile.Close()
-	cmd, err := startContainer(spec, env, logFile)
+	var ns *netns
+	w.mu.Lock()
+	if w.net != nil {
+		ns = w.net.ns
+	}
+	w.mu.Unlock()
+	cmd, err := startContainer(spec, env, logFile, ns)
 	if err != nil {
 		return 0, err
 	}
@@ -624,7 +642,7 @@ func (w *podWorker) probe(ctx context.Context, c *corev1.Container, st *containe
 			return
 		}
 		for {
-			p.observe(probeOnce(ctx, p.probe, c, pid))
+			p.observe(w.probeOnce(ctx, p.probe, c, pid))
 			if ctx.Err() != nil {
 				return
 			}
@@ -640,6 +658,10 @@ func (w *podWorker) probe(ctx context.Context, c *corev1.Container, st *containe
 		changed := st.ready != ready
 		w.mu.Unlock()
 		if changed {
+			if ready {
+				// Ready means reachable: what it listens on is forwarded first.
+				w.followNow()
+			}
 			w.update(func(*podState) { st.ready = ready })
 		}
 	})
@@ -660,7 +682,7 @@ func (w *podWorker) probeUntilDecided(ctx context.Context, p *prober, c *corev1.
 		return false
 	}
 	for {
-		p.observe(probeOnce(ctx, p.probe, c, pid))
+		p.observe(w.probeOnce(ctx, p.probe, c, pid))
 		if ctx.Err() != nil {
 			return false
 		}

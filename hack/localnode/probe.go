@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// probeOnce runs a probe once against a container whose main process is pid.
-func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int) error {
+// probeOnce runs a probe once against a container whose main process is pid,
+// from inside the Pod's network namespace, at the Pod's address as the
+// kubelet does.
+func (w *podWorker) probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int) error {
 	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -30,7 +33,7 @@ func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid in
 		}
 		host := p.HTTPGet.Host
 		if host == "" {
-			host = "127.0.0.1"
+			host = w.podIP()
 		}
 		url := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host, strconv.Itoa(port)), p.HTTPGet.Path)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -40,7 +43,13 @@ func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid in
 		for _, h := range p.HTTPGet.HTTPHeaders {
 			req.Header.Add(h.Name, h.Value)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		client := &http.Client{Transport: &http.Transport{
+			DialContext:       func(ctx context.Context, _, addr string) (net.Conn, error) { return w.dial(ctx, addr) },
+			DisableKeepAlives: true,
+			// As the kubelet: a probe checks that HTTPS answers, not whom.
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
+		}}
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
@@ -54,15 +63,18 @@ func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid in
 		if err != nil {
 			return err
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		host := p.TCPSocket.Host
+		if host == "" {
+			host = w.podIP()
+		}
+		conn, err := w.dial(ctx, net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			return err
 		}
 		return conn.Close()
 	case p.Exec != nil:
-		// Run in the container's mount namespace so its files are where it expects.
-		args := append([]string{"--target", strconv.Itoa(pid), "--mount", "--"}, p.Exec.Command...)
+		// Run in the container's mount and network namespaces, as the container.
+		args := append([]string{"--target", strconv.Itoa(pid), "--mount", "--net", "--"}, p.Exec.Command...)
 		out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("exec probe: %v: %s", err, out)

@@ -49,9 +49,12 @@ func (w *podWorker) writeStatus(ctx context.Context) {
 func (w *podWorker) podStatus(old corev1.PodStatus) corev1.PodStatus {
 	s := &w.state
 	st := old
-	st.HostIP, st.PodIP = "127.0.0.1", "127.0.0.1"
+	st.HostIP = "127.0.0.1"
 	st.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
-	st.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
+	st.PodIP, st.PodIPs = s.podIP, nil
+	if s.podIP != "" {
+		st.PodIPs = []corev1.PodIP{{IP: s.podIP}}
+	}
 	st.StartTime = s.startTime
 	st.InitContainerStatuses = containerStatuses(s.init)
 	st.ContainerStatuses = containerStatuses(s.main)

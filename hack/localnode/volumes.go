@@ -211,7 +211,8 @@ func (b *volumeBuilder) downwardFiles(items []corev1.DownwardAPIVolumeFile, def 
 		var err error
 		switch {
 		case it.FieldRef != nil:
-			value, err = podField(b.pod, it.FieldRef.FieldPath)
+			// The API server allows no Pod address in a volume's files.
+			value, err = podField(b.pod, "", it.FieldRef.FieldPath)
 		case it.ResourceFieldRef != nil:
 			value, err = resourceField(b.pod, it.ResourceFieldRef.ContainerName, it.ResourceFieldRef)
 		}

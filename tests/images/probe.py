@@ -6,7 +6,9 @@ GET /env            the environment as JSON
 GET /pid            the process id
 GET /file?path=P    the content of file P (404 when missing)
 GET /write?path=P   tries to write P; 200 or 500 with the error
-Listens on 127.0.0.1:$PROBE_PORT. Exits 0 on SIGTERM, or with PROBE_EXIT_CODE
+GET /fetch?url=U    the status and body of GET U, as this process gets it (502
+                    with the error when it gets none)
+Listens on every address of its Pod's network, port $PROBE_PORT. Exits 0 on SIGTERM, or with PROBE_EXIT_CODE
 after PROBE_EXIT_AFTER seconds when those are set.
 """
 import json
@@ -16,6 +18,8 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.error
+import urllib.request
 from urllib.parse import parse_qs, urlparse
 
 STARTED = time.monotonic()
@@ -46,6 +50,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, b"written")
             except OSError as e:
                 return self.reply(500, str(e).encode())
+        if url.path == "/fetch":
+            try:
+                with urllib.request.urlopen(query["url"][0], timeout=10) as r:
+                    return self.reply(r.status, r.read())
+            except urllib.error.HTTPError as e:
+                return self.reply(e.code, e.read())
+            except OSError as e:
+                return self.reply(502, str(e).encode())
         self.reply(404, b"not found")
 
     def reply(self, code, body):
@@ -59,14 +71,15 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PROBE_PORT"])), Handler)
+    # The Pod's own network namespace: every address there is the Pod's.
+    server = ThreadingHTTPServer(("0.0.0.0", int(os.environ["PROBE_PORT"])), Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     if "PROBE_EXIT_AFTER" in os.environ:
         def exit_later():
             time.sleep(float(os.environ["PROBE_EXIT_AFTER"]))
             os._exit(int(os.environ.get("PROBE_EXIT_CODE", "1")))
         threading.Thread(target=exit_later, daemon=True).start()
-    print(f"probe listening on 127.0.0.1:{server.server_port} pid {os.getpid()}", flush=True)
+    print(f"probe listening on port {server.server_port} pid {os.getpid()}", flush=True)
     server.serve_forever()
     print("probe stopped on SIGTERM", flush=True)
 
