@@ -19,10 +19,10 @@ for crd in logsubscriptions logsubscriptionpolicies; do
 done
 
 # The controller is installed as users install it, with its Helm chart: a
-# Deployment on the local node, its own ServiceAccount, the chart's RBAC. Only
-# the AWS endpoint and the test credentials differ, and it watches logsub-demo
-# only (pods of the local node share one network, so workers of other
-# namespaces' LogSubscriptions would contend for its ports).
+# Deployment on the local node, its own ServiceAccount, the chart's RBAC and
+# ports. Only the AWS endpoint and the test credentials differ, and it watches
+# logsub-demo only, so tests run on the same stack keep their LogSubscriptions
+# to their own controllers.
 say "installing the controller with its Helm chart into logsub-system"
 for ns in logsub-system logsub-demo; do
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
@@ -40,12 +40,10 @@ controller:
   awsEndpointUrl: "$AWS_ENDPOINT_URL_KINESIS"
   watchNamespace: logsub-demo
   statusInterval: 2s
-  workerAdminAddr: "127.0.0.1:18080"
   extraEnv:
     - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
     - {name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: aws, key: AWS_ACCESS_KEY_ID}}}
     - {name: AWS_SECRET_ACCESS_KEY, valueFrom: {secretKeyRef: {name: aws, key: AWS_SECRET_ACCESS_KEY}}}
-metrics: {port: 18081, bindAddress: 127.0.0.1}
 # The controller watches logsub-demo only: so does its allow-all policy, which
 # would otherwise select the namespaces of tests run on the same stack.
 policy:
@@ -111,6 +109,7 @@ hint() { printf '  %-52s %s\n' "$1" "$2"; }
 hint 'eval "$(hack/stack.sh env)"' "kubectl, helm, the AWS SDKs and curl reach the stack"
 hint "kubectl explain logsubscription.spec --recursive" "the API, with its docs"
 hint "kubectl get nodes -o wide" "the local node that runs Pods as processes"
+hint "kubectl -n logsub-demo get pods -o wide" "the workers, each in a network of its own at its own address"
 hint "curl -s '127.0.0.1:$OPENSEARCH_PORT/logsub-demo-*/_search?q=status:500&size=1&pretty'" "the demo's documents in OpenSearch $OPENSEARCH_VERSION"
 hint "kubectl -n logsub-demo get lsub app -o yaml" "its status: conditions, filters, delivery"
 hint "kubectl -n logsub-demo get events" "what the controller did"

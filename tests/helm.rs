@@ -245,7 +245,6 @@ async fn images(api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>) -> Vec<
 #[tokio::test]
 async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     use common::controller::{aws_secret, condition, create, delete_all, wait_for};
-    use common::pipeline::free_port;
     use common::{TestNamespace, eventually, unique};
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -283,10 +282,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
             "awsEndpointUrl": stack().var("AWS_ENDPOINT_URL_KINESIS"),
             "watchNamespace": watched.name,
             "statusInterval": "2s",
-            "workerAdminAddr": format!("127.0.0.1:{}", free_port()),
             "extraEnv": env,
         },
-        "metrics": {"port": free_port(), "bindAddress": "127.0.0.1"},
         // The chart's default policy, kept to this test's namespace (other
         // tests on the stack write their own).
         "policy": {

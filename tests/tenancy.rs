@@ -419,9 +419,8 @@ async fn a_withdrawn_policy_stops_delivery_and_restoring_it_resumes() {
 /// Filter names of earlier releases collide (`a-b`/`c` and `a`/`b-c` were
 /// both `logsub-a-b-c`). Today's cannot: the two tenants keep two
 /// independent filters through resyncs and the deletion of one. A filter of
-/// the earlier name belongs only to the LogSubscription whose stream it
-/// sends to, which renames it once the group has a free slot; the other
-/// leaves it alone.
+/// the earlier name toward a stream that does not prove whose it is (an
+/// existing one) is left alone by both, and the one it blocks says so.
 #[tokio::test]
 async fn colliding_names_keep_two_independent_filters() {
     let client = stack().kube().await;
@@ -493,12 +492,24 @@ async fn colliding_names_keep_two_independent_filters() {
         ),
     )
     .await;
-    wait_for(&second, "b-c", "the second tenant's filter", SETTLE, |l| {
-        (group_state(l, &group)? == FilterState::Active).then_some(())
+    // The earlier filter sends to an existing stream, which proves nothing
+    // of whose it is: the second leaves it alone and says why, as the group's
+    // two slots are taken.
+    let ambiguous = wait_for(&second, "b-c", "the second tenant blocked", SETTLE, |l| {
+        (group_state(l, &group)? == FilterState::LimitExceeded).then(|| l.clone())
     })
     .await;
-    // The group's two slots are taken: the second keeps its filter under the
-    // earlier name rather than lose a moment of delivery.
+    assert_eq!(
+        condition(&ambiguous, "SubscriptionFilterReady"),
+        Some(("False".into(), "TooManyFilters".into()))
+    );
+    let message = ambiguous
+        .status
+        .as_ref()
+        .and_then(|s| s.log_groups.iter().find(|g| g.name == group))
+        .and_then(|g| g.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains(&legacy), "names the filter: {message}");
     let both = BTreeMap::from([
         (legacy.clone(), arn_y.clone()),
         (first_filter.clone(), arn_x.clone()),
@@ -512,25 +523,38 @@ async fn colliding_names_keep_two_independent_filters() {
         (second_controller.metric(describes, &label).await >= seen + 2.0).then_some(())
     })
     .await;
-    assert_eq!(destinations(&logs, &group).await, both);
-    for (ns, name) in [(&first, "c"), (&second, "b-c")] {
-        let lsub = ns.api::<LogSubscription>().get(name).await.expect("it");
-        assert_eq!(
-            group_state(&lsub, &group),
-            Some(FilterState::Active),
-            "{name}"
-        );
-    }
+    assert_eq!(
+        destinations(&logs, &group).await,
+        both,
+        "neither touched it"
+    );
 
-    // Deleting the first tenant's LogSubscription leaves the second's
-    // filter, which then takes its own name in the freed slot: put, then
-    // the earlier one removed.
-    delete_all(&first).await;
-    let renamed = BTreeMap::from([(second_filter.clone(), arn_y.clone())]);
-    eventually("the second's filter renamed", SETTLE, || async {
-        (destinations(&logs, &group).await == renamed).then_some(())
+    // Removed by hand, as the warning asks, the slot goes to the second's
+    // filter of today's name; both tenants hold their own.
+    logs.delete_subscription_filter()
+        .log_group_name(&group)
+        .filter_name(&legacy)
+        .send()
+        .await
+        .expect("remove the earlier filter");
+    wait_for(&second, "b-c", "the second tenant's filter", SETTLE, |l| {
+        (group_state(l, &group)? == FilterState::Active).then_some(())
     })
     .await;
+    assert_eq!(
+        destinations(&logs, &group).await,
+        BTreeMap::from([
+            (second_filter.clone(), arn_y.clone()),
+            (first_filter.clone(), arn_x.clone())
+        ])
+    );
+
+    // Deleting the first tenant's LogSubscription leaves the second's filter.
+    delete_all(&first).await;
+    assert_eq!(
+        destinations(&logs, &group).await,
+        BTreeMap::from([(second_filter.clone(), arn_y.clone())])
+    );
     delete_all(&second).await;
     assert!(
         destinations(&logs, &group).await.is_empty(),
@@ -622,6 +646,10 @@ async fn each_subscription_acts_as_the_role_it_names() {
     let run = unique("roles");
     let group = format!("/{run}/app");
     let search = stack().var("OPENSEARCH_URL").to_owned();
+    // One namespace and controller for both: each LogSubscription's workers
+    // are Pods of their own, on ports of their own Pods.
+    let ns = TestNamespace::new(&client).await;
+    let controller = start(&ns, &identity(&ns).await, "10s");
     let mut accounts = Vec::new();
     for (name, account) in [("first", "111111111111"), ("second", "222222222222")] {
         let role = format!("arn:aws:iam::{account}:role/logsub-{run}");
@@ -630,14 +658,10 @@ async fn each_subscription_acts_as_the_role_it_names() {
         common::controller::log_group(&logs, &group, "s").await;
         let arn = common::stream_named(&Kinesis::new(&assumed), &run, 1).await;
         assert!(arn.contains(account), "{arn}");
-        // A namespace and controller each: the workers of one node share
-        // its network, and each controller gives its own an admin port.
-        let ns = TestNamespace::new(&client).await;
-        let controller = start(&ns, &identity(&ns).await, "10s");
-        accounts.push((name, role, logs, arn, ns, controller));
+        accounts.push((name, role, logs, arn));
     }
-    for (name, role, _, _, ns, _) in &accounts {
-        let env = aws_secret(ns).await;
+    let env = aws_secret(&ns).await;
+    for (name, role, _, _) in &accounts {
         let mut spec = lsub(
             name,
             json!({"names": [group]}),
@@ -646,10 +670,10 @@ async fn each_subscription_acts_as_the_role_it_names() {
             json!({"replicas": 1, "env": env, "batch": {"maxWait": "200ms"}}),
         );
         spec["spec"]["aws"] = json!({"roleArn": role});
-        create(ns, spec).await;
+        create(&ns, spec).await;
     }
-    for (name, _, logs, arn, ns, _) in &accounts {
-        let lsub = wait_for(ns, name, "Ready", SETTLE, |l| {
+    for (name, _, logs, arn) in &accounts {
+        let lsub = wait_for(&ns, name, "Ready", SETTLE, |l| {
             (condition(l, "Ready")? == ("True".into(), "Ready".into())).then(|| l.clone())
         })
         .await;
@@ -689,10 +713,10 @@ async fn each_subscription_acts_as_the_role_it_names() {
     }
 
     // Deletion removes each filter in its own account.
-    for (name, _, logs, _, ns, controller) in accounts {
-        delete_all(&ns).await;
+    delete_all(&ns).await;
+    for (name, _, logs, _) in accounts {
         assert!(destinations(&logs, &group).await.is_empty(), "{name}");
-        drop(controller);
-        ns.delete().await;
     }
+    drop(controller);
+    ns.delete().await;
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::pipeline::{
-    Setup, collect, collect_delivered, free_port, holders, lease_checkpoints, metrics_text,
-    published_health, put, setup, stop, worker, worker_with_admin,
+    Setup, collect, collect_delivered, holders, lease_checkpoints, metrics_text, published_health,
+    put, setup, stop, worker, worker_with_admin,
 };
 use common::{eventually, stack};
 use serde_json::Value;
@@ -277,7 +277,6 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
 
     let setup = setup(1, &["pod"]).await;
     let ns = &setup.ns;
-    let admin = free_port();
     let client = stack().kube().await;
     let config_text = std::fs::read_to_string(&setup.config).expect("config");
     let env: Vec<Value> = stack()
@@ -338,8 +337,8 @@ async fn the_worker_runs_as_a_pod_with_in_cluster_config() {
                     "containers": [{
                         "name": "worker",
                         "image": "logsub:test",
-                        "args": ["worker", "--config", "/etc/logsub/worker.yaml", "--admin-addr", format!("127.0.0.1:{admin}")],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin}, "periodSeconds": 1},
+                        "args": ["worker", "--config", "/etc/logsub/worker.yaml"],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1},
                         "env": env,
                         "volumeMounts": [{"name": "config", "mountPath": "/etc/logsub", "readOnly": true}],
                         "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},

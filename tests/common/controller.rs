@@ -146,7 +146,6 @@ pub fn start_with_env(
         ("--resync-period", resync.to_owned()),
         ("--status-interval", "2s".to_owned()),
         ("--admin-addr", format!("127.0.0.1:{admin}")),
-        ("--worker-admin-addr", format!("127.0.0.1:{}", free_port())),
         (
             "--aws-endpoint-url",
             stack().var("AWS_ENDPOINT_URL_KINESIS").to_owned(),
