@@ -412,6 +412,26 @@ async fn pods_listen_on_one_port_each_at_an_address_of_their_own() {
         .await
         .expect("a answers through the forward");
     assert_eq!(pid, pids[0]);
+    // A request sent whole and its sending side closed still gets its answer.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(format!("127.0.0.1:{local}"))
+            .await
+            .expect("connect to the forward");
+        conn.write_all(b"GET /pid HTTP/1.0\r\n\r\n")
+            .await
+            .expect("send");
+        conn.shutdown().await.expect("half-close");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") && answer.ends_with(&pids[0]),
+            "{answer:?}"
+        );
+    }
     forward.kill().await.expect("stop kubectl");
 
     // Deleted, b's process ends and its address answers neither the host nor a.

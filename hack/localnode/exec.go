@@ -51,14 +51,19 @@ func startContainer(spec execSpec, env []string, logFile *os.File, ns *netns) (*
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = "/"
-	if ns != nil {
-		cmd.ExtraFiles = []*os.File{ns.f}
-	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:      true,
 		Unshareflags: syscall.CLONE_NEWNS,
 	}
-	if err := cmd.Start(); err != nil {
+	if ns != nil {
+		err = ns.use(func(f *os.File) error {
+			cmd.ExtraFiles = []*os.File{f}
+			return cmd.Start()
+		})
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
 		return nil, err
 	}
 	return cmd, nil

@@ -68,9 +68,8 @@ func main() {
 	flag.StringVar(&cfg.clientCA, "client-ca", "", "CA that signs the API server's client certificate")
 	flag.DurationVar(&cfg.maxBackoff, "max-restart-backoff", 30*time.Second, "cap of the crash-loop restart delay")
 	flag.DurationVar(&cfg.shutdownWait, "shutdown-grace", 10*time.Second, "grace given to containers when localnode stops")
-	flag.Func("service-ports", "comma-separated ports of the host's 127.0.0.1 that every Pod reaches at its own 127.0.0.1", func(v string) error {
-		ports, err := parsePorts(v)
-		cfg.servicePorts = append(cfg.servicePorts, ports...)
+	flag.Func("service-ports", "comma-separated ports of the host's 127.0.0.1 that every Pod reaches at its own 127.0.0.1", func(v string) (err error) {
+		cfg.servicePorts, err = parsePorts(v)
 		return err
 	})
 	flag.Parse()
@@ -85,8 +84,10 @@ func main() {
 	}
 }
 
+// parsePorts reads "6443,9200": each port once.
 func parsePorts(v string) ([]uint16, error) {
 	var ports []uint16
+	seen := map[uint64]bool{}
 	for _, field := range strings.Split(v, ",") {
 		if field = strings.TrimSpace(field); field == "" {
 			continue
@@ -95,7 +96,10 @@ func parsePorts(v string) ([]uint16, error) {
 		if err != nil || p == 0 {
 			return nil, fmt.Errorf("bad port %q", field)
 		}
-		ports = append(ports, uint16(p))
+		if !seen[p] {
+			seen[p] = true
+			ports = append(ports, uint16(p))
+		}
 	}
 	return ports, nil
 }

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -31,41 +32,69 @@ var hostNetns = func() *os.File {
 
 // netns is a network namespace held open by its file; it is gone once the file
 // is closed and no process or socket is left in it.
-type netns struct{ f *os.File }
+type netns struct {
+	// Read-held while the file is handed to the kernel, so close waits for
+	// that and its number is never reused under a caller.
+	mu sync.RWMutex
+	f  *os.File // nil once closed
+}
+
+var errNetnsClosed = errors.New("the Pod's network namespace is gone")
 
 // newNetns makes a network namespace whose only interface is lo, up; a
 // routed one routes loopback-range addresses through its other interfaces.
 func newNetns(routed bool) (*netns, error) {
-	type result struct {
-		f   *os.File
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread is in the new namespace, and ends with
-		// this goroutine rather than run anything else there.
-		runtime.LockOSThread()
+	var f *os.File
+	err := onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("unshare: %w", err)}
+			return fmt.Errorf("unshare: %w", err)
+		}
+		var err error
+		if f, err = os.Open("/proc/thread-self/ns/net"); err != nil {
+			return err
+		}
+		err = loopbackUp()
+		if err == nil && routed {
+			err = routeLocalnet()
+		}
+		if err != nil {
+			f.Close()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("network namespace: %w", err)
+	}
+	return &netns{f: f}, nil
+}
+
+// onThread runs f on a thread of its own, which then returns to the host's
+// network namespace before it runs anything else.
+func onThread(f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		err := f()
+		if back := unix.Setns(int(hostNetns.Fd()), unix.CLONE_NEWNET); back != nil {
+			// The thread stays locked, so it ends with this goroutine
+			// instead of serving others in another namespace.
+			done <- errors.Join(err, back)
 			return
 		}
-		f, err := os.Open("/proc/thread-self/ns/net")
-		if err == nil {
-			err = loopbackUp()
-			if err == nil && routed {
-				err = routeLocalnet()
-			}
-			if err != nil {
-				f.Close()
-			}
-		}
-		done <- result{f, err}
+		runtime.UnlockOSThread()
+		done <- err
 	}()
-	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("network namespace: %w", r.err)
+	return <-done
+}
+
+// use hands the namespace's file to f, unless it is closed.
+func (n *netns) use(f func(*os.File) error) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.f == nil {
+		return errNetnsClosed
 	}
-	return &netns{f: r.f}, nil
+	return f(n.f)
 }
 
 func loopbackUp() error {
@@ -100,31 +129,23 @@ func routeLocalnet() error {
 }
 
 // handle is a netlink handle that acts on the namespace.
-func (n *netns) handle() (*netlink.Handle, error) {
-	return netlink.NewHandleAt(vnetns.NsHandle(int(n.f.Fd())))
+func (n *netns) handle() (h *netlink.Handle, err error) {
+	err = n.use(func(f *os.File) error {
+		h, err = netlink.NewHandleAt(vnetns.NsHandle(int(f.Fd())))
+		return err
+	})
+	return h, err
 }
 
 // do runs f on a thread inside the namespace: sockets f makes live there.
 func (n *netns) do(f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(int(n.f.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter the Pod's network namespace: %w", err)
-			return
+	return onThread(func() error {
+		err := n.use(func(ns *os.File) error { return unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET) })
+		if err != nil {
+			return fmt.Errorf("enter the Pod's network namespace: %w", err)
 		}
-		err := f()
-		if back := unix.Setns(int(hostNetns.Fd()), unix.CLONE_NEWNET); back != nil {
-			// The thread stays locked, so it ends with this goroutine
-			// instead of serving others in the Pod's namespace.
-			done <- errors.Join(err, back)
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- err
-	}()
-	return <-done
+		return f()
+	})
 }
 
 func (n *netns) listen(addr string) (net.Listener, error) {
@@ -167,7 +188,16 @@ func (n *netns) listening(ip netip.Addr) (map[uint16]bool, error) {
 	return ports, err
 }
 
-func (n *netns) close() error { return n.f.Close() }
+func (n *netns) close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.f == nil {
+		return nil
+	}
+	err := n.f.Close()
+	n.f = nil
+	return err
+}
 
 // listeningPorts adds the ports of the LISTEN sockets of a /proc/net/tcp or
 // tcp6 table bound to an unspecified address or to ip.

@@ -59,6 +59,8 @@ type podNet struct {
 	ctx   context.Context
 	close context.CancelFunc
 
+	services []net.Listener // in the namespace, the stack's service ports
+
 	// Guarded by network.mu.
 	listening map[uint16]net.Listener // podIP:port on the host
 }
@@ -72,7 +74,7 @@ func podAddr(n int) netip.Addr {
 }
 
 func (nw *network) allocate(want netip.Addr) (netip.Addr, error) {
-	if want.IsValid() && podAddrPrefix.Contains(want) && !nw.used[want] {
+	if isPodAddr(want) && !nw.used[want] {
 		nw.used[want] = true
 		return want, nil
 	}
@@ -92,6 +94,16 @@ func (nw *network) allocate(want netip.Addr) (netip.Addr, error) {
 }
 
 var podAddrPrefix = netip.MustParsePrefix("127.244.0.0/16")
+
+// isPodAddr: in the range, neither its network nor its broadcast address.
+func isPodAddr(ip netip.Addr) bool {
+	if !ip.IsValid() || !ip.Is4() || !podAddrPrefix.Contains(ip) {
+		return false
+	}
+	b := ip.As4()
+	host := int(b[2])<<8 | int(b[3])
+	return host != 0 && host != 1<<podPrefix-1
+}
 
 // hubLocked makes the hub namespace and its bridge on first use; callers hold nw.mu.
 func (nw *network) hubLocked() (*netlink.Handle, error) {
@@ -158,6 +170,7 @@ func (nw *network) attach(want netip.Addr, own map[uint16]bool, log *slog.Logger
 			nw.release(p)
 			return nil, fmt.Errorf("service port %d in the Pod: %w", port, err)
 		}
+		p.services = append(p.services, ln)
 		go p.serve(ln, func(ctx context.Context) (net.Conn, error) { return hostDial(ctx, target) })
 	}
 	nw.pods[p] = true
@@ -188,16 +201,22 @@ func (nw *network) wire(p *podNet) error {
 		return fmt.Errorf("lo: %w", err)
 	}
 	_ = hub.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.veth}}) // one a crashed start left
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: p.veth, MasterIndex: nw.bridge},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(p.ns.f.Fd()),
-	}
-	if err := hub.LinkAdd(veth); err != nil {
-		return fmt.Errorf("veth: %w", err)
-	}
-	if err := hub.LinkSetUp(veth); err != nil {
-		return fmt.Errorf("veth up: %w", err)
+	err = p.ns.use(func(f *os.File) error {
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: p.veth, MasterIndex: nw.bridge},
+			PeerName:      "eth0",
+			PeerNamespace: netlink.NsFd(f.Fd()),
+		}
+		if err := hub.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth: %w", err)
+		}
+		if err := hub.LinkSetUp(veth); err != nil {
+			return fmt.Errorf("veth up: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	eth0, err := pod.LinkByName("eth0")
 	if err != nil {
@@ -232,6 +251,10 @@ func (nw *network) detach(p *podNet) {
 // release closes what the Pod holds; callers hold nw.mu.
 func (nw *network) release(p *podNet) {
 	p.close()
+	// Each listener would keep the namespace alive.
+	for _, ln := range p.services {
+		ln.Close()
+	}
 	for _, ln := range p.listening {
 		ln.Close()
 	}

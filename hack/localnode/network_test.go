@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,5 +180,91 @@ func TestPodsShareNoPortsAndReachEachOther(t *testing.T) {
 	defer nw.detach(again)
 	if again.ip != b.ip {
 		t.Errorf("Pod got %s, not the %s it had", again.ip, b.ip)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// Detached, a Pod leaves nothing open behind: no listener keeps its
+// namespace alive, and nothing can enter it any more.
+func TestDetachedPodsLeaveNothingOpen(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	nw := newNetwork([]uint16{1, 2, 3}, log)
+	warm, err := nw.attach(netip.Addr{}, nil, log) // the hub, made once
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.detach(warm)
+	before := openFDs(t)
+	var last *podNet
+	for i := 0; i < 20; i++ {
+		p, err := nw.attach(netip.Addr{}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nw.follow(p); err != nil {
+			t.Fatal(err)
+		}
+		nw.detach(p)
+		last = p
+	}
+	if after := openFDs(t); after > before+2 {
+		t.Errorf("%d files open after 20 Pods came and went, %d before", after, before)
+	}
+	if _, err := last.ns.dial(context.Background(), "127.0.0.1:1"); !errors.Is(err, errNetnsClosed) {
+		t.Errorf("a detached Pod's namespace was entered: %v", err)
+	}
+}
+
+// However many namespaces are made and entered, every thread of the node
+// is back on the host's network after.
+func TestNoThreadStaysInAPodNamespace(t *testing.T) {
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	nw := newNetwork(nil, log)
+	for i := 0; i < 20; i++ {
+		p, err := nw.attach(netip.Addr{}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nw.follow(p); err != nil {
+			t.Fatal(err)
+		}
+		nw.detach(p)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
+		if err == nil && ns != host {
+			t.Errorf("thread %s is in %s, not the host's %s", task.Name(), ns, host)
+		}
+	}
+}
+
+func TestOnlyPodAddressesAreGiven(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.244.0.1": true, "127.244.255.254": true, "127.244.1.0": true,
+		"127.244.0.0": false, "127.244.255.255": false, "127.0.0.1": false, "10.0.0.1": false, "::1": false,
+	} {
+		if got := isPodAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("isPodAddr(%s) = %v", addr, got)
+		}
+	}
+	nw := newNetwork(nil, slog.New(slog.DiscardHandler))
+	if ip, _ := nw.allocate(netip.MustParseAddr("127.244.255.255")); ip == netip.MustParseAddr("127.244.255.255") {
+		t.Error("a restored broadcast address was given")
 	}
 }

@@ -80,26 +80,41 @@ func (m *podManager) servePortForward(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// forwardPort connects one data stream to its port inside the Pod; a failure
-// is written to the error stream, as the kubelet writes it.
+// forwardPort connects one data stream to its port inside the Pod (at
+// 127.0.0.1, else at the Pod's address, as containerd does); a failure is
+// written to the error stream, as the kubelet writes it.
 func (w *podWorker) forwardPort(ctx context.Context, data, errs httpstream.Stream) {
 	defer data.Close()
 	defer errs.Close()
 	port := data.Headers().Get(corev1.PortHeader)
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	c, err := w.dial(dialCtx, net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		if ip := w.podIP(); ip != "" && ip != "127.0.0.1" {
+			c, err = w.dial(dialCtx, net.JoinHostPort(ip, port))
+		}
+	}
 	cancel()
 	if err != nil {
 		fmt.Fprintf(errs, "error forwarding port %s to pod %s, uid %s: %v", port, w.pod.Name, w.pod.UID, err)
 		return
 	}
 	defer c.Close()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(c, data); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(data, c); done <- struct{}{} }()
-	// Either side ending ends the connection, as in the container runtimes.
+	// The client's end is passed on as a half-close, so a request sent whole
+	// still gets its answer; the Pod's end, or a broken stream, ends it all.
+	go func() {
+		if _, err := io.Copy(c, data); err != nil {
+			c.Close()
+			return
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}()
+	answered := make(chan struct{})
+	go func() { _, _ = io.Copy(data, c); close(answered) }()
 	select {
-	case <-done:
+	case <-answered:
 	case <-ctx.Done():
 	}
 }
