@@ -28,8 +28,9 @@ use crate::contract::config::WorkerConfig;
 pub const CONFIG_DIR: &str = "/etc/logsub";
 /// The configuration file's name in the ConfigMap.
 pub const CONFIG_FILE: &str = "worker.yaml";
-/// The pod template annotation holding the configuration's hash: a change of
-/// the configuration rolls the workers.
+/// The pod template annotation holding the hash of the configuration and of
+/// the pod as built: a change of either (the spec's, or the controller's way
+/// of running workers, such as their admin address) rolls the workers.
 pub const CONFIG_HASH: &str = "logsub.io/config-hash";
 /// How the controller runs its workers, the same for every LogSubscription.
 #[derive(Clone, Debug, PartialEq)]
@@ -353,6 +354,7 @@ fn deployment(
         volume_mounts: Some(mounts),
         ..Container::default()
     };
+    let pod = pod_spec(name, container, volumes);
     Deployment {
         metadata,
         spec: DeploymentSpec {
@@ -369,28 +371,43 @@ fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(lsub)),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_owned(), hash.to_owned())])),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.to_owned(),
+                        template_hash(hash, &pod),
+                    )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(name.to_owned()),
-                    automount_service_account_token: Some(true),
-                    // A worker releases its leases after delivering what it holds.
-                    termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    }
+}
+
+/// The hash of the configuration's hash and the pod spec as built: what the
+/// API server defaults in a Deployment makes it unfit to compare, this not.
+fn template_hash(config: &str, pod: &PodSpec) -> String {
+    let pod = serde_json::to_string(pod).unwrap_or_default();
+    config_hash(&format!("{config}\n{pod}"))
+}
+
+/// Makes the workers' pod spec.
+fn pod_spec(name: &str, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(name.to_owned()),
+        automount_service_account_token: Some(true),
+        // A worker releases its leases after delivering what it holds.
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
     }
 }
 
@@ -663,6 +680,15 @@ spec:
         changed.spec.workers.batch.max_events = 42;
         assert_ne!(hash(&before), hash(&built(&changed)));
         assert_eq!(hash(&before).len(), 64);
+        // So does a change of how the controller runs them: their admin
+        // address is in their arguments, not their configuration.
+        let config = worker_config(&lsub, "arn:aws:kinesis:us-east-1:1:stream/flow").unwrap();
+        let moved = Runtime {
+            admin_addr: "0.0.0.0:9090".parse().unwrap(),
+            ..runtime()
+        };
+        let elsewhere = workload(&lsub, &moved, &config).unwrap();
+        assert_ne!(hash(&before), hash(&elsewhere));
     }
 
     #[test]
