@@ -18,6 +18,10 @@ for crd in logsubscriptions logsubscriptionpolicies; do
   wait_condition "crd/$crd.logsub.io" Established 60 || die "the CRD $crd was not established"
 done
 
+# The log group exists before any controller looks for it (a LogSubscription
+# left from an earlier demo is reconciled as soon as the controller starts).
+group="$("$VENV/bin/python" "$HACK_DIR/demo/flow.py" setup logsub-demo)"
+
 # The controller is installed as users install it, with its Helm chart: a
 # Deployment on the local node, its own ServiceAccount, the chart's RBAC and
 # ports. Only the AWS endpoint and the test credentials differ, and it watches
@@ -51,7 +55,6 @@ policy:
 EOF
 
 say "a live flow: CloudWatch Logs → Kinesis → logsub workers → OpenSearch"
-group="$("$VENV/bin/python" "$HACK_DIR/demo/flow.py" setup logsub-demo)"
 index="logsub-demo-$(date -u +%Y.%m.%d)"
 kubectl apply --server-side -f - <<EOF
 apiVersion: logsub.io/v1alpha1
