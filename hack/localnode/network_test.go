@@ -192,6 +192,24 @@ func openFDs(t *testing.T) int {
 	return len(entries)
 }
 
+// churn attaches n Pods one after the other, follows and detaches each, and
+// returns the last.
+func churn(t *testing.T, nw *network, n int) (last *podNet) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		p, err := nw.attach(netip.Addr{}, nil, nw.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nw.follow(p); err != nil {
+			t.Fatal(err)
+		}
+		nw.detach(p)
+		last = p
+	}
+	return last
+}
+
 // Detached, a Pod leaves nothing open behind: no listener keeps its
 // namespace alive, and nothing can enter it any more.
 func TestDetachedPodsLeaveNothingOpen(t *testing.T) {
@@ -203,18 +221,7 @@ func TestDetachedPodsLeaveNothingOpen(t *testing.T) {
 	}
 	defer nw.detach(warm)
 	before := openFDs(t)
-	var last *podNet
-	for i := 0; i < 20; i++ {
-		p, err := nw.attach(netip.Addr{}, nil, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nw.follow(p); err != nil {
-			t.Fatal(err)
-		}
-		nw.detach(p)
-		last = p
-	}
+	last := churn(t, nw, 20)
 	if after := openFDs(t); after > before+2 {
 		t.Errorf("%d files open after 20 Pods came and went, %d before", after, before)
 	}
@@ -230,18 +237,7 @@ func TestNoThreadStaysInAPodNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	nw := newNetwork(nil, log)
-	for i := 0; i < 20; i++ {
-		p, err := nw.attach(netip.Addr{}, nil, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nw.follow(p); err != nil {
-			t.Fatal(err)
-		}
-		nw.detach(p)
-	}
+	churn(t, newNetwork(nil, slog.New(slog.DiscardHandler)), 20)
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatal(err)
