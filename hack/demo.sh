@@ -24,12 +24,14 @@ group="$("$VENV/bin/python" "$HACK_DIR/demo/flow.py" setup logsub-demo)"
 
 # The controller is installed as users install it, with its Helm chart: a
 # Deployment on the local node, its own ServiceAccount, the chart's RBAC and
-# ports. Only the AWS endpoint and the test credentials differ, and it watches
-# logsub-demo only, so tests run on the same stack keep their LogSubscriptions
-# to their own controllers.
+# ports. Only the AWS endpoint and the test credentials differ. It watches
+# every namespace and reconciles the LogSubscriptions labelled
+# logsub.io/instance=demo, so tests run on the same stack keep theirs to their
+# own controllers.
 say "installing the controller with its Helm chart into logsub-system"
 for ns in logsub-system logsub-demo; do
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+  kubectl label namespace "$ns" logsub.io/instance=demo --overwrite >/dev/null
   kubectl -n "$ns" create secret generic aws --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
     --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml |
     kubectl apply --server-side -f - >/dev/null
@@ -42,16 +44,16 @@ image: {repository: logsub, tag: demo}
 controller:
   region: "$AWS_REGION"
   awsEndpointUrl: "$AWS_ENDPOINT_URL_KINESIS"
-  watchNamespace: logsub-demo
+  selector: logsub.io/instance=demo
   statusInterval: 2s
   extraEnv:
     - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
     - {name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: aws, key: AWS_ACCESS_KEY_ID}}}
     - {name: AWS_SECRET_ACCESS_KEY, valueFrom: {secretKeyRef: {name: aws, key: AWS_SECRET_ACCESS_KEY}}}
-# The controller watches logsub-demo only: so does its allow-all policy, which
-# would otherwise select the namespaces of tests run on the same stack.
+# Its allow-all policy selects the demo's namespaces only: it would otherwise
+# let the LogSubscriptions of tests run on the same stack.
 policy:
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: logsub-demo}}
+  namespaceSelector: {matchLabels: {logsub.io/instance: demo}}
 EOF
 
 say "a live flow: CloudWatch Logs → Kinesis → logsub workers → OpenSearch"
@@ -59,7 +61,7 @@ index="logsub-demo-$(date -u +%Y.%m.%d)"
 kubectl apply --server-side -f - <<EOF
 apiVersion: logsub.io/v1alpha1
 kind: LogSubscription
-metadata: {name: app, namespace: logsub-demo}
+metadata: {name: app, namespace: logsub-demo, labels: {logsub.io/instance: demo}}
 spec:
   source:
     logGroups: {names: ["$group"]}

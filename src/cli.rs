@@ -85,6 +85,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "LOGSUB_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// Reconcile only the LogSubscriptions with these labels (a label
+    /// selector, e.g. `logsub.io/instance=team-a`), so that several
+    /// controllers can share a cluster, each with its own; all when unset.
+    /// A LogSubscription relabelled out of it is left as it is, not cleaned up.
+    #[arg(long, env = "LOGSUB_SELECTOR")]
+    pub selector: Option<String>,
+
     /// How long a running LogSubscription that no policy selects any more
     /// keeps its filters and workers (a policy deleted and applied again,
     /// as GitOps may replace one, must not stop delivery in between).

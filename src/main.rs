@@ -58,6 +58,7 @@ fn controller(args: ControllerArgs) -> ExitCode {
             resync: args.resync_period,
             status_interval: args.status_interval,
             namespace: args.namespace,
+            selector: args.selector,
             worker_role: args.worker_role,
             withdraw_grace: args.withdraw_grace,
             concurrency: args.concurrency,

@@ -1215,3 +1215,80 @@ async fn reconciled_examples_show_no_drift() {
     delete_all(&ns).await;
     ns.delete().await;
 }
+
+/// With `--selector`, a controller reconciles only the LogSubscriptions with
+/// those labels: another controller's, in the same namespace, gets no
+/// finalizer, status or filter from it. A selector that does not parse stops
+/// the controller at its start, saying so.
+#[tokio::test]
+async fn a_selector_keeps_a_controller_to_its_own_subscriptions() {
+    let client = stack().kube().await;
+    let ns = TestNamespace::new(&client).await;
+    let kubeconfig = identity(&ns).await;
+    let (logs, kinesis) = clients().await;
+    let (stream, _) = active_stream(&kinesis, "selector", 1).await;
+    let (mine_group, theirs_group) = (
+        format!("/{}", unique("selector-mine")),
+        format!("/{}", unique("selector-theirs")),
+    );
+    log_group(&logs, &mine_group).await;
+    log_group(&logs, &theirs_group).await;
+
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_logsub"))
+        .args([
+            "controller",
+            "--namespace",
+            &ns.name,
+            "--leader-election",
+            "false",
+        ])
+        .args([
+            "--selector",
+            "logsub.io/instance in (mine",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .envs(stack().child_env())
+        .env("KUBECONFIG", &kubeconfig)
+        .output();
+    let bad = tokio::time::timeout(SETTLE, bad)
+        .await
+        .expect("a bad selector ends the controller")
+        .expect("run the controller");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && said.contains("--selector"),
+        "{said}"
+    );
+
+    let _controller = start_with(
+        &ns,
+        &kubeconfig,
+        "10s",
+        &["--selector", "logsub.io/instance=mine"],
+    );
+    let existing = json!({"existing": {"name": stream}});
+    let mut mine = without_workers("mine", json!({"names": [mine_group]}), existing.clone());
+    mine["metadata"]["labels"] = json!({"logsub.io/instance": "mine"});
+    create(&ns, mine).await;
+    let mut theirs = without_workers("theirs", json!({"names": [theirs_group]}), existing);
+    theirs["metadata"]["labels"] = json!({"logsub.io/instance": "theirs"});
+    create(&ns, theirs).await;
+
+    wait_for(&ns, "mine", "filter Active", SETTLE, |l| {
+        (group_states(l).get(&mine_group) == Some(&FilterState::Active)).then_some(())
+    })
+    .await;
+    let theirs = ns.api::<LogSubscription>().get("theirs").await.unwrap();
+    assert!(
+        theirs.metadata.finalizers.is_none() && theirs.status.is_none(),
+        "another controller's LogSubscription is not touched: {:?}",
+        theirs.metadata
+    );
+    assert!(
+        filters(&logs, &theirs_group).await.is_empty(),
+        "no filter on the other's log group"
+    );
+    delete_all(&ns).await;
+    ns.delete().await;
+}

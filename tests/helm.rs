@@ -236,9 +236,10 @@ async fn images(api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>) -> Vec<
         .collect()
 }
 
-/// `helm install` on the stack: the controller Pod runs on the local node and
-/// a LogSubscription becomes Ready with documents in OpenSearch, all of it run
-/// by the image `make image` writes; `helm upgrade` with a changed value and
+/// `helm install` on the stack: the controller Pod runs on the local node,
+/// watching every namespace, and a LogSubscription in each of two namespaces
+/// becomes Ready with documents in OpenSearch, all of it run by the image
+/// `make image` writes; `helm upgrade` with a changed value and
 /// another image rolls the controller and the workers; with the LogSubscription deleted
 /// first (and cleaned up by the controller), `helm uninstall` leaves no
 /// controller objects behind.
@@ -252,10 +253,18 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
 
     let client = stack().kube().await;
     common::install_crd(&client).await;
-    // Only the chart's own policy selects the watched namespace.
-    let watched = TestNamespace::labelled(&client, "test", &[(common::OWN_POLICIES, "true")]).await;
+    // Named so that the chart's full name is the release name.
+    let release = unique("logsub");
+    // Only the chart's own policy selects these namespaces; the controller
+    // watches them all, and reconciles only this release's LogSubscriptions
+    // (other tests on the stack run controllers of their own).
+    let instance = [("logsub.io/instance", release.as_str())];
+    let labels = [(common::OWN_POLICIES, "true"), instance[0]];
+    let watched = TestNamespace::labelled(&client, "test", &labels).await;
+    let second = TestNamespace::labelled(&client, "test", &labels).await;
     let home = TestNamespace::new(&client).await;
     let env = aws_secret(&watched).await;
+    aws_secret(&second).await;
     // The controller reads its AWS credentials from the same Secret's keys.
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "aws"},
@@ -269,8 +278,6 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         .create(&Default::default(), &secret)
         .await
         .unwrap();
-    // Named so that the chart's full name is the release name.
-    let release = unique("logsub");
     let kubeconfig = stack().kubeconfig();
     // The controller and its workers run the image `make image` writes,
     // pinned by digest.
@@ -280,15 +287,15 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         "controller": {
             "region": stack().var("AWS_REGION"),
             "awsEndpointUrl": stack().var("AWS_ENDPOINT_URL_KINESIS"),
-            "watchNamespace": watched.name,
+            "selector": format!("logsub.io/instance={release}"),
             "statusInterval": "2s",
             "extraEnv": env,
         },
-        // The chart's default policy, kept to this test's namespace (other
+        // The chart's default policy, kept to this test's namespaces (other
         // tests on the stack write their own).
         "policy": {
             "name": release,
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": watched.name}},
+            "namespaceSelector": {"matchLabels": {"logsub.io/instance": release}},
         },
     });
     let values_file = std::env::temp_dir().join(format!("{release}-values.json"));
@@ -322,56 +329,63 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
         "120s",
     ]);
 
-    // A LogSubscription delivers through the installed controller.
+    // A LogSubscription in each namespace delivers through the installed controller.
     let aws = stack().aws().await;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&aws);
-    let (stream, _) = common::active_stream(&aws_sdk_kinesis::Client::new(&aws), "helm", 1).await;
-    let group = format!("/{}", unique("helm"));
-    common::controller::log_group(&logs, &group, "s").await;
-    let index = unique("helm");
-    create(
-        &watched,
-        serde_json::json!({
-            "apiVersion": "logsub.io/v1alpha1",
-            "kind": "LogSubscription",
-            "metadata": {"name": "app"},
-            "spec": {
-                "source": {"logGroups": {"names": [group]}, "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis"},
-                "stream": {"existing": {"name": stream}},
-                "sink": {"elasticsearch": {"endpoint": stack().var("OPENSEARCH_URL"), "index": index}},
-                "workers": {"env": env, "batch": {"maxWait": "200ms"}},
-            }
-        }),
-    )
-    .await;
-    wait_for(&watched, "app", "Ready", Duration::from_secs(180), |l| {
-        (condition(l, "Ready")?.0 == "True").then_some(())
-    })
-    .await;
-    let now = logsub::time::now_millis();
-    let events: Vec<_> = (0..10)
-        .map(|i| {
-            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                .timestamp(now + i)
-                .message(format!("event {i}"))
-                .build()
-                .unwrap()
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let mut indexes = Vec::new();
+    for ns in [&watched, &second] {
+        let (stream, _) = common::active_stream(&kinesis, "helm", 1).await;
+        let group = format!("/{}", unique("helm"));
+        common::controller::log_group(&logs, &group, "s").await;
+        let index = unique("helm");
+        create(
+            ns,
+            serde_json::json!({
+                "apiVersion": "logsub.io/v1alpha1",
+                "kind": "LogSubscription",
+                "metadata": {"name": "app", "labels": {"logsub.io/instance": release}},
+                "spec": {
+                    "source": {"logGroups": {"names": [group]}, "roleArn": "arn:aws:iam::123456789012:role/CWLtoKinesis"},
+                    "stream": {"existing": {"name": stream}},
+                    "sink": {"elasticsearch": {"endpoint": stack().var("OPENSEARCH_URL"), "index": index}},
+                    "workers": {"env": env, "batch": {"maxWait": "200ms"}},
+                }
+            }),
+        )
+        .await;
+        indexes.push((ns, group, index));
+    }
+    for (ns, group, index) in &indexes {
+        wait_for(ns, "app", "Ready", Duration::from_secs(180), |l| {
+            (condition(l, "Ready")?.0 == "True").then_some(())
         })
-        .collect();
-    logs.put_log_events()
-        .log_group_name(&group)
-        .log_stream_name("s")
-        .set_log_events(Some(events))
-        .send()
-        .await
-        .unwrap();
-    let base = stack().var("OPENSEARCH_URL");
-    eventually(
-        "10 documents in OpenSearch",
-        Duration::from_secs(120),
-        || async { (common::search::count(base, &index).await == 10).then_some(()) },
-    )
-    .await;
+        .await;
+        let now = logsub::time::now_millis();
+        let events: Vec<_> = (0..10)
+            .map(|i| {
+                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .timestamp(now + i)
+                    .message(format!("event {i}"))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        logs.put_log_events()
+            .log_group_name(group)
+            .log_stream_name("s")
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .unwrap();
+        let base = stack().var("OPENSEARCH_URL");
+        eventually(
+            "10 documents in OpenSearch",
+            Duration::from_secs(120),
+            || async { (common::search::count(base, index).await == 10).then_some(()) },
+        )
+        .await;
+    }
 
     // All of that ran the image's binary: the controller's and the workers'.
     let deployments = home.api::<Deployment>();
@@ -379,6 +393,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     let pinned = format!("logsub-image@{digest}");
     assert_eq!(images(&deployments).await, [pinned.as_str()]);
     assert_eq!(images(&workers).await, [pinned.as_str()]);
+    assert_eq!(images(&second.api::<Deployment>()).await, [pinned.as_str()]);
 
     // An upgrade with a changed value and another image rolls the controller,
     // and the workers follow it to that image.
@@ -417,8 +432,9 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
     )
     .await;
 
-    // Delete the LogSubscription first: the installed controller cleans up AWS.
+    // Delete the LogSubscriptions first: the installed controller cleans up AWS.
     delete_all(&watched).await;
+    delete_all(&second).await;
     helm_at(&["uninstall", &release, "--wait", "--timeout", "120s"]);
     assert!(deployments.get_opt(&release).await.unwrap().is_none());
     let cluster_roles: kube::Api<ClusterRole> = kube::Api::all(client.clone());
@@ -445,5 +461,6 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_stack() {
             .is_some()
     );
     watched.delete().await;
+    second.delete().await;
     home.delete().await;
 }

@@ -708,6 +708,7 @@ pub fn context(
             resync: Duration::from_secs(300),
             status_interval: Duration::from_secs(10),
             namespace: None,
+            selector: None,
             worker_role: "logsub-worker".into(),
             withdraw_grace: Duration::ZERO,
             concurrency: 4,

@@ -85,6 +85,8 @@ pub struct Settings {
     pub status_interval: Duration,
     /// The one namespace watched, or all.
     pub namespace: Option<String>,
+    /// The label selector of the LogSubscriptions reconciled, or all.
+    pub selector: Option<String>,
     /// The ClusterRole bound to the workers (the controller may bind no other).
     pub worker_role: String,
     /// How long a LogSubscription that no policy selects any more keeps

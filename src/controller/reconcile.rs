@@ -494,7 +494,11 @@ pub async fn control(
     let reader = ctx.tenancy.subscriptions();
     // Status writes (ours) and lease health do not trigger reconciles: a new
     // generation, the finalizer and deletion do; the status is refreshed on a timer.
-    let changes = watcher(lsubs, watcher::Config::default().any_semantic())
+    let mut watched = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.selector {
+        watched = watched.labels(selector);
+    }
+    let changes = watcher(lsubs, watched)
         .default_backoff()
         // Nothing reads their managed fields, which are most of what the
         // cache would hold of each (its status's, parsed).

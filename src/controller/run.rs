@@ -44,6 +44,9 @@ pub enum RunError {
         "cannot list LogSubscriptions (is the CRD installed, and may this identity list them?): {0}"
     )]
     Crd(#[source] kube::Error),
+    /// `--selector` is no label selector the API server accepts.
+    #[error("--selector {0:?}: {1}")]
+    Selector(String, #[source] kube::Error),
     /// The API server does not say who the controller is (SelfSubjectReview).
     #[error("cannot learn the controller's own identity (SelfSubjectReview): {0}")]
     Identity(String),
@@ -113,10 +116,20 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    // Also refuses a selector that does not parse, before anything runs.
+    let mut first = ListParams::default().limit(1);
+    if let Some(selector) = &options.settings.selector {
+        first = first.labels(selector);
+    }
     lsubs
-        .list_metadata(&ListParams::default().limit(1))
+        .list_metadata(&first)
         .await
-        .map_err(RunError::Crd)?;
+        .map_err(|e| match (&options.settings.selector, &e) {
+            (Some(selector), kube::Error::Api(status)) if status.code == 400 => {
+                RunError::Selector(selector.clone(), e)
+            }
+            _ => RunError::Crd(e),
+        })?;
     let mut options = options;
     options.settings.identity = Some(who_am_i(&client).await?);
     // A standby is ready too: it is healthy and takes over when the leader goes.
