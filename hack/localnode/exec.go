@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -145,6 +146,45 @@ func bindMount(b bind) error {
 		return syscall.Mount("", b.Target, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, "")
 	}
 	return nil
+}
+
+// nestMountpoints orders binds so that a volume is mounted before the ones
+// beneath its path, and makes their mount points in its own directory first,
+// as the kubelet does: the outer volume is often mounted read-only (a
+// ConfigMap at /etc/app, a Secret at /etc/app/secrets/x), and no mount point
+// can be made inside it once it is.
+func nestMountpoints(binds []bind) ([]bind, error) {
+	ordered := slices.Clone(binds)
+	slices.SortStableFunc(ordered, func(a, b bind) int {
+		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
+	})
+	for i, inner := range ordered {
+		for _, outer := range ordered[:i] {
+			rel, err := filepath.Rel(filepath.Clean(outer.Target), filepath.Clean(inner.Target))
+			if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+				continue
+			}
+			if info, err := os.Stat(outer.Source); err != nil || !info.IsDir() {
+				continue
+			}
+			point := filepath.Join(outer.Source, rel)
+			if info, err := os.Stat(inner.Source); err == nil && !info.IsDir() {
+				if err := os.MkdirAll(filepath.Dir(point), 0o755); err != nil {
+					return nil, err
+				}
+				if _, err := os.Stat(point); os.IsNotExist(err) {
+					if err := os.WriteFile(point, nil, 0o644); err != nil {
+						return nil, err
+					}
+				}
+				continue
+			}
+			if err := os.MkdirAll(point, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ordered, nil
 }
 
 // lookPath finds argv[0] on the container's PATH when it is not a path.

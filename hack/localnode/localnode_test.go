@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -250,5 +253,102 @@ func TestRegisterRetriesAConflictingStatusWrite(t *testing.T) {
 	}
 	if conflicts != 2 || len(node.Status.Conditions) == 0 {
 		t.Fatalf("conflicts = %d, conditions = %v", conflicts, node.Status.Conditions)
+	}
+}
+
+// A rebuild writes what a Secret holds now and keeps a service-account
+// token that is not yet due, so that keeping Secrets current does not ask
+// for a token every sync.
+func TestRebuiltVolumesFollowSecretsAndKeepTokensUntilDue(t *testing.T) {
+	ctx := context.Background()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "creds"}, Data: map[string][]byte{"password": []byte("first")}}
+	client := fake.NewSimpleClientset(secret)
+	issued := 0
+	client.PrependReactor("create", "serviceaccounts", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "token" {
+			return false, nil, nil
+		}
+		issued++
+		return true, &authenticationv1.TokenRequest{Status: authenticationv1.TokenRequestStatus{
+			Token:               fmt.Sprintf("token-%d", issued),
+			ExpirationTimestamp: metav1.NewTime(time.Now().Add(time.Hour)),
+		}}, nil
+	})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}},
+		{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}},
+		}}}},
+	}}}
+	root := t.TempDir()
+	b := &volumeBuilder{client: client, pod: pod, root: root}
+	read := func(rel string) string {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	first, err := b.build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Data["password"] = []byte("second")
+	if _, err := client.CoreV1().Secrets("ns").Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.prev = first
+	second, err := b.build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read("creds/password"); got != "second" {
+		t.Fatalf("password = %q after the Secret changed", got)
+	}
+	if got := read("token/token"); got != "token-1" || issued != 1 || !second.refreshAt.Equal(first.refreshAt) {
+		t.Fatalf("token %q, %d issued, renewal %v then %v: a token not yet due was asked for again", got, issued, first.refreshAt, second.refreshAt)
+	}
+	second.tokens["token/token"] = issuedToken{[]byte("token-1"), time.Now().Add(-time.Second)}
+	b.prev = second
+	if _, err := b.build(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("token/token"); got != "token-2" {
+		t.Fatalf("token %q once due", got)
+	}
+}
+
+// A Secret mounted beneath a ConfigMap's path gets its mount point in the
+// ConfigMap's directory, made before anything is mounted (the ConfigMap is
+// mounted read-only), and is mounted after it.
+func TestNestedMountsGetTheirPointsInTheOuterVolume(t *testing.T) {
+	root := t.TempDir()
+	dir := func(name string) string {
+		d := filepath.Join(root, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	config, ca, key, other := dir("config"), dir("ca"), dir("key"), dir("other")
+	binds, err := nestMountpoints([]bind{
+		{Source: ca, Target: "/etc/logsub/secrets/search-ca", ReadOnly: true},
+		{Source: config, Target: "/etc/logsub", ReadOnly: true},
+		{Source: key, Target: "/etc/logsub/secrets/key/"},
+		{Source: other, Target: "/etc/logsubx"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binds[0].Target != "/etc/logsub" {
+		t.Fatalf("the outer volume is not mounted first: %v", binds)
+	}
+	for _, point := range []string{"secrets/search-ca", "secrets/key"} {
+		if info, err := os.Stat(filepath.Join(config, point)); err != nil || !info.IsDir() {
+			t.Fatalf("no mount point %s in the ConfigMap's directory: %v", point, err)
+		}
+	}
+	if entries, _ := os.ReadDir(other); len(entries) != 0 {
+		t.Fatalf("a volume at a path that only shares a prefix got %v", entries)
 	}
 }

@@ -43,6 +43,7 @@ type config struct {
 	clientCA     string
 	maxBackoff   time.Duration
 	shutdownWait time.Duration
+	volumeSync   time.Duration
 	servicePorts []uint16
 }
 
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&cfg.clientCA, "client-ca", "", "CA that signs the API server's client certificate")
 	flag.DurationVar(&cfg.maxBackoff, "max-restart-backoff", 30*time.Second, "cap of the crash-loop restart delay")
 	flag.DurationVar(&cfg.shutdownWait, "shutdown-grace", 10*time.Second, "grace given to containers when localnode stops")
+	flag.DurationVar(&cfg.volumeSync, "volume-sync-period", 5*time.Second, "how often a running Pod's Secret, ConfigMap and downward API volumes are brought up to date")
 	flag.Func("service-ports", "comma-separated ports of the host's 127.0.0.1 that every Pod reaches at its own 127.0.0.1", func(v string) (err error) {
 		cfg.servicePorts, err = parsePorts(v)
 		return err

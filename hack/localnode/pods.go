@@ -404,20 +404,35 @@ func (w *podWorker) buildVolumes(ctx context.Context) (*volumeSet, bool) {
 	}
 }
 
-// refreshVolumes rewrites projected service-account tokens before they expire.
+// refreshVolumes keeps a running Pod's volumes current, as the kubelet does:
+// a changed Secret, ConfigMap or downward API field is written within a sync
+// period (the kubelet takes up to about a minute; shorter here, so that
+// rotation tests are quick), projected service-account tokens are renewed at
+// 80% of their lifetime. What cannot be read keeps the files it had.
 func (w *podWorker) refreshVolumes(ctx context.Context, vols *volumeSet) {
 	b := &volumeBuilder{client: w.m.client, pod: w.pod, root: filepath.Join(w.dir, "volumes")}
-	for !vols.refreshAt.IsZero() {
-		if !w.wait(time.Until(vols.refreshAt)) {
+	period := w.m.cfg.volumeSync
+	if period <= 0 {
+		period = time.Minute
+	}
+	for {
+		next := time.Now().Add(period)
+		if !vols.refreshAt.IsZero() && vols.refreshAt.Before(next) {
+			next = vols.refreshAt
+		}
+		if !w.wait(time.Until(next)) {
 			return
 		}
-		next, err := b.build(ctx)
+		b.prev = vols
+		fresh, err := b.build(ctx)
 		if err != nil {
-			w.log.Warn("token refresh failed", "err", err)
-			vols.refreshAt = time.Now().Add(retryInterval)
+			w.log.Warn("volume refresh failed", "err", err)
+			if !vols.refreshAt.IsZero() && !vols.refreshAt.After(time.Now()) {
+				vols.refreshAt = time.Now().Add(retryInterval)
+			}
 			continue
 		}
-		vols.refreshAt = next.refreshAt
+		vols = fresh
 	}
 }
 
@@ -608,6 +623,11 @@ func (w *podWorker) execSpec(c *corev1.Container, exe string, vars map[string]st
 		}
 		spec.Binds = append(spec.Binds, bind{Source: src, Target: vm.MountPath, ReadOnly: vm.ReadOnly})
 	}
+	binds, err := nestMountpoints(spec.Binds)
+	if err != nil {
+		return spec, err
+	}
+	spec.Binds = binds
 	return spec, nil
 }
 

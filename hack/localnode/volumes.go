@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -23,12 +24,22 @@ type volumeSet struct {
 	// Earliest time a projected service-account token should be refreshed (80% of
 	// its lifetime, as the kubelet does); zero when the Pod has none.
 	refreshAt time.Time
+	// The tokens written, by volume and path, so that a rebuild for changed
+	// Secrets or ConfigMaps keeps a token until it is due.
+	tokens map[string]issuedToken
+}
+
+type issuedToken struct {
+	data    []byte
+	renewAt time.Time
 }
 
 type volumeBuilder struct {
 	client kubernetes.Interface
 	pod    *corev1.Pod
 	root   string // <state>/pods/<uid>/volumes
+	// The volumes as last built, when rebuilding them; nil at first.
+	prev *volumeSet
 }
 
 // errConfig is a Pod configuration problem (missing ConfigMap, Secret or key),
@@ -38,7 +49,7 @@ type errConfig struct{ msg string }
 func (e errConfig) Error() string { return e.msg }
 
 func (b *volumeBuilder) build(ctx context.Context) (*volumeSet, error) {
-	set := &volumeSet{paths: map[string]string{}}
+	set := &volumeSet{paths: map[string]string{}, tokens: map[string]issuedToken{}}
 	for _, v := range b.pod.Spec.Volumes {
 		if v.HostPath != nil {
 			set.paths[v.Name] = v.HostPath.Path
@@ -52,7 +63,7 @@ func (b *volumeBuilder) build(ctx context.Context) (*volumeSet, error) {
 			}
 			continue
 		}
-		files, refresh, err := b.files(ctx, v)
+		files, refresh, err := b.files(ctx, v, set)
 		if err != nil {
 			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
@@ -75,7 +86,7 @@ type file struct {
 }
 
 // files returns a volume's files by relative path; nil for unsupported types.
-func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume) (map[string]file, time.Time, error) {
+func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume, set *volumeSet) (map[string]file, time.Time, error) {
 	files := map[string]file{}
 	var refresh time.Time
 	switch {
@@ -101,7 +112,7 @@ func (b *volumeBuilder) files(ctx context.Context, v corev1.Volume) (map[string]
 				err = b.downwardFiles(src.DownwardAPI.Items, def, files)
 			case src.ServiceAccountToken != nil:
 				var at time.Time
-				at, err = b.tokenFile(ctx, src.ServiceAccountToken, def, files)
+				at, err = b.tokenFile(ctx, v.Name, src.ServiceAccountToken, def, files, set)
 				if refresh.IsZero() || at.Before(refresh) {
 					refresh = at
 				}
@@ -224,7 +235,15 @@ func (b *volumeBuilder) downwardFiles(items []corev1.DownwardAPIVolumeFile, def 
 	return nil
 }
 
-func (b *volumeBuilder) tokenFile(ctx context.Context, src *corev1.ServiceAccountTokenProjection, def os.FileMode, out map[string]file) (time.Time, error) {
+func (b *volumeBuilder) tokenFile(ctx context.Context, volume string, src *corev1.ServiceAccountTokenProjection, def os.FileMode, out map[string]file, set *volumeSet) (time.Time, error) {
+	key := volume + "/" + src.Path
+	if b.prev != nil {
+		if t, ok := b.prev.tokens[key]; ok && time.Now().Before(t.renewAt) {
+			out[src.Path] = file{t.data, def}
+			set.tokens[key] = t
+			return t.renewAt, nil
+		}
+	}
 	expiry := ptr.Deref(src.ExpirationSeconds, 3600)
 	req := &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{
@@ -247,10 +266,13 @@ func (b *volumeBuilder) tokenFile(ctx context.Context, src *corev1.ServiceAccoun
 	}
 	out[src.Path] = file{[]byte(tok.Status.Token), def}
 	lifetime := tok.Status.ExpirationTimestamp.Sub(time.Now())
-	return time.Now().Add(lifetime * 8 / 10), nil
+	renewAt := time.Now().Add(lifetime * 8 / 10)
+	set.tokens[key] = issuedToken{[]byte(tok.Status.Token), renewAt}
+	return renewAt, nil
 }
 
-// writeFiles replaces dir's content with files, atomically per file.
+// writeFiles replaces dir's content with files, atomically per file; a file
+// that already holds its content is left alone.
 func writeFiles(dir string, files map[string]file) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -260,6 +282,9 @@ func writeFiles(dir string, files map[string]file) error {
 			return errConfig{fmt.Sprintf("invalid file path %q", rel)}
 		}
 		path := filepath.Join(dir, rel)
+		if unchanged(path, f) {
+			continue
+		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
 		}
@@ -275,4 +300,13 @@ func writeFiles(dir string, files map[string]file) error {
 		}
 	}
 	return nil
+}
+
+func unchanged(path string, f file) bool {
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != f.mode.Perm() {
+		return false
+	}
+	data, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(data, f.data)
 }
