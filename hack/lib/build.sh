@@ -179,6 +179,26 @@ install_search_nodes() {
   install_search_node org.opensearch.distribution.integ-test-zip opensearch "$OPENSEARCH_VERSION" "$OPENSEARCH_HOME"
   install_search_node org.opensearch.distribution.integ-test-zip opensearch "$OPENSEARCH3_VERSION" "$OPENSEARCH3_HOME"
   install_search_node org.elasticsearch.distribution.integ-test-zip elasticsearch "$ELASTICSEARCH_VERSION" "$ELASTICSEARCH_HOME"
+  build_security_analysis
+}
+
+# The secured node's security index (users, roles, API keys) names analysis
+# components of a module the integ-test zip leaves out; hack/search-analysis
+# supplies them, compiled against the distribution's own jars.
+build_security_analysis() { with_lock security-analysis _build_security_analysis; }
+_build_security_analysis() {
+  local src="$HACK_DIR/search-analysis" out="$SECURITY_ANALYSIS_MODULE" hash
+  hash="$(cat "$src"/plugin-descriptor.properties "$src"/src/org/logsub/stack/*.java | sha256sum | cut -c1-16)"
+  if [ -f "$out/security-analysis.jar" ] && [ "$(cat "$out/.source-hash" 2>/dev/null)" = "$hash" ]; then return; fi
+  say "building the security index's analysis module"
+  local tmp="$out.tmp" java; java="$(java_home)"
+  rm -rf "$tmp" && mkdir -p "$tmp/classes"
+  run_logged security-analysis bash -c "'$java/bin/javac' --release 17 -cp '$ELASTICSEARCH_HOME/lib/*' \
+    -d '$tmp/classes' '$src'/src/org/logsub/stack/*.java && '$java/bin/jar' cf '$tmp/security-analysis.jar' -C '$tmp/classes' ."
+  rm -rf "$tmp/classes"
+  sed "s/@VERSION@/$ELASTICSEARCH_VERSION/" "$src/plugin-descriptor.properties" >"$tmp/plugin-descriptor.properties"
+  echo "$hash" >"$tmp/.source-hash"
+  rm -rf "$out" && mv "$tmp" "$out"
 }
 
 install_all() {

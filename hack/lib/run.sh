@@ -79,28 +79,31 @@ ensure_port_free() {
 
 # --- PKI: a CA, the API server's serving cert, an admin client cert, SA keys ---
 
-# Makes an EC P-256 key and a certificate signed by the stack's CA, unless present.
-issue_cert() { # name subject extensions
-  local name="$1"
+# Makes an EC P-256 key and a certificate signed by one of the stack's CAs
+# (by default the cluster's), unless present.
+issue_cert() { # name subject extensions [ca]
+  local name="$1" ca="${4:-ca}"
   [ -f "$PKI_DIR/$name.crt" ] && return
   (
     cd "$PKI_DIR" || exit 1
     openssl ecparam -name prime256v1 -genkey -noout -out "$name.key" 2>/dev/null
     openssl req -new -key "$name.key" -subj "$2" -out "$name.csr" 2>/dev/null
     printf '%s\n' "$3" >"$name.ext"
-    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
+    openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -sha256 -days 3650 \
       -extfile "$name.ext" -out "$name.crt" 2>/dev/null
     rm -f "$name.csr" "$name.ext"
   )
 }
 
+make_ca() { # name common-name
+  [ -f "$PKI_DIR/$1.crt" ] && return
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/$1.key" 2>/dev/null
+  openssl req -x509 -new -key "$PKI_DIR/$1.key" -sha256 -days 3650 -subj "/CN=$2" -out "$PKI_DIR/$1.crt" 2>/dev/null
+}
+
 make_pki() {
   mkdir -p "$PKI_DIR"
-  if [ ! -f "$PKI_DIR/ca.crt" ]; then
-    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/ca.key" 2>/dev/null
-    openssl req -x509 -new -key "$PKI_DIR/ca.key" -sha256 -days 3650 -subj "/CN=logsub-local-ca" \
-      -out "$PKI_DIR/ca.crt" 2>/dev/null
-  fi
+  make_ca ca logsub-local-ca
   issue_cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
   issue_cert admin "/O=system:masters/CN=logsub-admin" "extendedKeyUsage=clientAuth"
@@ -318,27 +321,35 @@ start_secure_search_node() {
   local name=elasticsearch-secure
   if ! is_running "$name"; then
     search_home "$name" "$ELASTICSEARCH_HOME"
-    local keystore="$DATA_DIR/$name/home/bin/elasticsearch-keystore" prefix
+    local home="$DATA_DIR/$name/home" prefix
     prefix="$(search_user_prefix)"
-    if [ ! -f "$DATA_DIR/$name/home/config/elasticsearch.keystore" ]; then
+    if [ ! -f "$home/config/elasticsearch.keystore" ]; then
       # shellcheck disable=SC2086 # $prefix is a command prefix or nothing
-      { env ES_JAVA_HOME="$(java_home)" $prefix "$keystore" create \
+      { env ES_JAVA_HOME="$(java_home)" $prefix "$home/bin/elasticsearch-keystore" create \
         && printf '%s' "$SECURE_SEARCH_PASSWORD" \
-          | env ES_JAVA_HOME="$(java_home)" $prefix "$keystore" add -x bootstrap.password; } \
+          | env ES_JAVA_HOME="$(java_home)" $prefix "$home/bin/elasticsearch-keystore" add -x bootstrap.password; } \
         >>"$LOG_DIR/$name.log" 2>&1 || die "$name: keystore; logs: $LOG_DIR/$name.log"
     fi
+    # HTTPS with a certificate from a CA of its own, so that the cluster's CA
+    # is a real CA that did not sign it (a wrong CA for the tests).
+    mkdir -p "$PKI_DIR" "$home/config/certs"
+    make_ca search-ca logsub-search-ca
+    issue_cert search "/CN=elasticsearch-secure" "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth" search-ca
+    cp "$PKI_DIR/search.crt" "$PKI_DIR/search.key" "$PKI_DIR/search-ca.crt" "$home/config/certs/"
+    rm -rf "$home/modules/security-analysis" && cp -r "$SECURITY_ANALYSIS_MODULE" "$home/modules/security-analysis"
     start_search_node "$name" "$ELASTICSEARCH_HOME" "$SECURE_SEARCH_PORT" "$SECURE_SEARCH_TRANSPORT_PORT" \
       elasticsearch ES_JAVA_HOME ES_JAVA_OPTS -Expack.security.enabled=true \
-      -Expack.security.http.ssl.enabled=false -Expack.security.transport.ssl.enabled=false \
+      -Expack.security.http.ssl.enabled=true -Expack.security.http.ssl.certificate=certs/search.crt \
+      -Expack.security.http.ssl.key=certs/search.key -Expack.security.transport.ssl.enabled=false \
       -Eresource.reload.interval.high=1s
   fi
-  wait_for "$name" 120 curl -sf -u "elastic:$SECURE_SEARCH_PASSWORD" \
-    "http://127.0.0.1:$SECURE_SEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s"
+  wait_for "$name" 120 curl -sf --cacert "$PKI_DIR/search-ca.crt" -u "elastic:$SECURE_SEARCH_PASSWORD" \
+    "https://127.0.0.1:$SECURE_SEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s"
 }
 
-# Adds a file-realm superuser to the secured node, or changes its password
-# (this build has no analysis-common module, so the native realm's index
-# cannot be created). The node reads the file again within a second.
+# Adds a file-realm superuser to the secured node, or changes its password.
+# The node reads the file again within a second.
 secure_search_user() {
   local user="$1" password="$2" home="$DATA_DIR/elasticsearch-secure/home" prefix
   prefix="$(search_user_prefix)"
@@ -506,7 +517,8 @@ export OPENSEARCH3_URL=http://127.0.0.1:$OPENSEARCH3_PORT
 export ELASTICSEARCH_URL=http://127.0.0.1:$ELASTICSEARCH_PORT
 export FAULT_SEARCH_URL=http://127.0.0.1:$FAULT_SEARCH_PORT
 export FAULT_SEARCH3_URL=http://127.0.0.1:$FAULT_SEARCH3_PORT
-export SECURE_SEARCH_URL=http://127.0.0.1:$SECURE_SEARCH_PORT
+export SECURE_SEARCH_URL=https://127.0.0.1:$SECURE_SEARCH_PORT
+export SECURE_SEARCH_CA=$PKI_DIR/search-ca.crt
 export SECURE_SEARCH_PASSWORD=$SECURE_SEARCH_PASSWORD
 export LOGSUB_REGISTRY=127.0.0.1:$REGISTRY_PORT
 export TOXIPROXY_URL=http://127.0.0.1:$TOXIPROXY_PORT

@@ -167,15 +167,6 @@ pub async fn run(
                 };
                 sink = sink.signed(Signer::new(credentials, &region, service));
             }
-            // Said early and plainly; deliveries retry until it is fixed.
-            match sink.check().await {
-                Ok(health) => {
-                    tracing::info!(endpoint = %config.endpoint, %health, "search cluster reachable")
-                }
-                Err(e) => {
-                    tracing::error!(endpoint = %config.endpoint, error = %e, category = e.category, "search cluster not usable yet; deliveries will retry")
-                }
-            }
             match sink.bootstrap().await {
                 Ok(Some(done)) => tracing::info!("{done}"),
                 Ok(None) => {}
@@ -244,6 +235,7 @@ async fn work<S: Sink>(
     let sink_health = Arc::new(SinkHealth::default());
     let (driver, delivering) =
         driver::spawn(sink.clone(), limits, metrics.clone(), sink_health.clone());
+    let _checking = AbortOnDrop(tokio::spawn(check_sink(sink.clone(), sink_health.clone())));
     let leases = &config.leases;
     let shard = Arc::new(ShardContext {
         sink,
@@ -313,6 +305,39 @@ async fn work<S: Sink>(
         tracing::warn!("sink still failing at shutdown; undelivered records will be read again");
     }
     Ok(())
+}
+
+/// How often a sink that cannot be used is asked again.
+const CHECK_AGAIN: Duration = Duration::from_secs(10);
+
+/// Asks the sink at start whether it can be used and, while it cannot, again
+/// every [`CHECK_AGAIN`]: a sink that cannot work (a certificate refused,
+/// credentials denied) is on the status before any record needs it, even on
+/// a quiet stream, and comes off once fixed. Deliveries retry meanwhile.
+async fn check_sink<S: Sink>(sink: Arc<S>, health: Arc<SinkHealth>) {
+    let trouble = health.watch();
+    let mut said: Option<String> = None;
+    loop {
+        match sink.check().await {
+            Ok(state) => {
+                if said.is_some() {
+                    tracing::info!(%state, "sink usable again");
+                } else if !state.is_empty() {
+                    tracing::info!(%state, "sink usable");
+                }
+                return;
+            }
+            Err(e) => {
+                let now = e.to_string();
+                if said.as_ref() != Some(&now) {
+                    tracing::error!(error = %e, category = e.category, "sink not usable; deliveries will retry");
+                }
+                trouble.failed(&e);
+                said = Some(now);
+            }
+        }
+        tokio::time::sleep(CHECK_AGAIN).await;
+    }
 }
 
 /// Logs how a shard task ended; whether it failed (and should back off).
@@ -606,6 +631,61 @@ impl HeldLease for KubeLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that cannot be used until its third check.
+    struct Unusable {
+        checks: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Sink for Unusable {
+        type Encoder = crate::worker::sink::NdJson;
+
+        fn encoder(&self) -> &Self::Encoder {
+            &crate::worker::sink::NdJson
+        }
+
+        async fn deliver(
+            &self,
+            _: &crate::worker::sink::Batch,
+        ) -> Result<crate::worker::sink::Delivered, crate::worker::sink::SinkError> {
+            unreachable!("only checked")
+        }
+
+        async fn check(&self) -> Result<String, crate::worker::sink::SinkError> {
+            let n = self
+                .checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < 2 {
+                return Err(crate::worker::sink::SinkError::new(
+                    "unavailable",
+                    "invalid peer certificate: UnknownIssuer",
+                ));
+            }
+            Ok("cluster c is green".into())
+        }
+    }
+
+    /// A sink that cannot be used is on the health at once, stays there
+    /// while it is asked again, and comes off when it answers.
+    #[tokio::test(start_paused = true)]
+    async fn an_unusable_sink_is_reported_until_it_answers() {
+        let sink = Arc::new(Unusable {
+            checks: Default::default(),
+        });
+        let health = Arc::new(SinkHealth::default());
+        let checking = tokio::spawn(check_sink(sink.clone(), health.clone()));
+        tokio::task::yield_now().await;
+        let said = health.error().expect("reported at once");
+        assert!(said.contains("UnknownIssuer"), "{said}");
+        tokio::time::sleep(CHECK_AGAIN + Duration::from_millis(1)).await;
+        assert!(
+            health.error().is_some(),
+            "still unusable at the second check"
+        );
+        checking.await.unwrap();
+        assert_eq!(health.error(), None, "usable at the third");
+        assert_eq!(sink.checks.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn a_blocked_shard_another_worker_took_is_no_longer_reported_here() {

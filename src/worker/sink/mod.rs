@@ -64,6 +64,13 @@ pub trait Sink: Send + Sync + 'static {
     /// ([`Delivered::failed`]), which stop their shards. Nothing is dropped.
     fn deliver(&self, batch: &Batch) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
 
+    /// Whether the destination can be used now (reachable, its certificate
+    /// trusted, its credentials taken), asked at start and again while it
+    /// cannot be; what it said of itself. By default, nothing is asked.
+    fn check(&self) -> impl Future<Output = Result<String, SinkError>> + Send {
+        std::future::ready(Ok(String::new()))
+    }
+
     /// Batches delivered at once. A sink that must keep each shard's order
     /// (a stream such as stdout) says 1.
     fn concurrency(&self) -> usize {

@@ -59,7 +59,9 @@ pub enum SetupError {
 
 /// The Elasticsearch/OpenSearch sink.
 pub struct Elasticsearch {
-    transport: Transport,
+    /// Rebuilt when the CA file changes (see [`TrustedCa`]).
+    transport: RwLock<Transport>,
+    ca: Option<TrustedCa>,
     /// The base URL, without a trailing `/`, for signing.
     endpoint: String,
     signer: Option<Signer>,
@@ -76,21 +78,23 @@ pub struct Elasticsearch {
 impl Elasticsearch {
     /// A sink as configured; reads its credential and CA files.
     pub fn new(config: &ElasticsearchOutput) -> Result<Elasticsearch, SetupError> {
-        let mut builder =
-            TransportBuilder::new(SingleNodeConnectionPool::new(config.endpoint.clone()))
-                .timeout(Duration::from_secs(60));
         let auth = config
             .auth
             .as_ref()
             .map(FileAuth::load)
             .transpose()?
             .flatten();
-        if let Some(ca) = &config.ca_file {
-            let pem = read(ca)?;
-            let cert = Certificate::from_pem(pem.as_bytes())
-                .map_err(|e| SetupError::Invalid(format!("{ca}: {e}")))?;
-            builder = builder.cert_validation(CertificateValidation::Full(cert));
-        }
+        let ca = match &config.ca_file {
+            Some(path) => Some(TrustedCa {
+                path: path.clone(),
+                pem: RwLock::new(read(path)?),
+            }),
+            None => None,
+        };
+        let transport = transport(
+            &config.endpoint,
+            ca.as_ref().map(|ca| (ca.path.as_str(), ca.pem())).as_ref(),
+        )?;
         let pattern = match &config.target {
             Target::Index(index) => pattern_of(index),
             Target::DataStream(ds) => ds.clone(),
@@ -101,9 +105,8 @@ impl Elasticsearch {
             auth,
             pattern,
             index_template: config.index_template.clone(),
-            transport: builder
-                .build()
-                .map_err(|e| SetupError::Client(e.to_string()))?,
+            transport: RwLock::new(transport),
+            ca,
             encoder: BulkCreate {
                 target: config.target.clone(),
                 dead_letter: config.dead_letter_index.clone(),
@@ -122,7 +125,7 @@ impl Elasticsearch {
     /// Asks the cluster for its health (`_cluster/health`, which every
     /// distribution serves), to fail early and clearly on a wrong endpoint or
     /// credentials.
-    pub async fn check(&self) -> Result<String, SinkError> {
+    pub async fn cluster_health(&self) -> Result<String, SinkError> {
         let (status, body) = self
             .exchange(
                 Method::Get,
@@ -305,11 +308,26 @@ impl Elasticsearch {
             }
         }
         let body = (!body.is_empty() || method != Method::Get).then_some(body);
-        let response = self
+        let transport = self
             .transport
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let sent = transport
             .send(method, path, headers, None::<&()>, body, Some(timeout))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                // A CA Secret updated in place (a wrong CA fixed, a CA
+                // rotated): the request is retried, as every failed one is,
+                // trusting what the file holds now.
+                if self.reload_ca() {
+                    tracing::info!(endpoint = %self.endpoint, "a request failed; read the CA file again, which had changed");
+                }
+                return Err(with_causes(&e));
+            }
+        };
         let status = response.status_code().as_u16();
         // A rotated Secret: the kubelet updates the mounted files, and the
         // request is retried (as every refused one is) with what they hold now.
@@ -319,7 +337,7 @@ impl Elasticsearch {
         {
             tracing::info!(endpoint = %self.endpoint, "credentials refused; read them again from their files, which had changed");
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let body = response.bytes().await.map_err(|e| with_causes(&e))?;
         Ok((status, body.to_vec()))
     }
 
@@ -640,6 +658,90 @@ fn read(path: &str) -> Result<String, SetupError> {
 
 /// Credentials from the files of a mounted Secret, sent as an `Authorization`
 /// header and read again when the cluster answers 401.
+/// The HTTP client for `endpoint`, trusting the CA `(path, pem)` when given.
+fn transport(endpoint: &url::Url, ca: Option<&(&str, String)>) -> Result<Transport, SetupError> {
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(endpoint.clone()))
+        .timeout(Duration::from_secs(60));
+    if let Some((path, pem)) = ca {
+        let cert = Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| SetupError::Invalid(format!("{path}: {e}")))?;
+        builder = builder.cert_validation(CertificateValidation::Full(cert));
+    }
+    builder
+        .build()
+        .map_err(|e| SetupError::Client(e.to_string()))
+}
+
+/// The CA file an `https` endpoint is trusted by, and what it held when the
+/// client was built.
+struct TrustedCa {
+    path: String,
+    pem: RwLock<String>,
+}
+
+impl TrustedCa {
+    fn pem(&self) -> String {
+        self.pem
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl Elasticsearch {
+    /// Reads the CA file again; whether it held another CA, and the client
+    /// now trusts that one. A file that cannot be read or parsed keeps the
+    /// client as it is.
+    fn reload_ca(&self) -> bool {
+        let Some(ca) = &self.ca else { return false };
+        let fresh = match read(&ca.path) {
+            Ok(fresh) if fresh != ca.pem() => fresh,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the CA file again");
+                return false;
+            }
+        };
+        let endpoint = match url::Url::parse(&self.endpoint) {
+            Ok(endpoint) => endpoint,
+            Err(_) => return false,
+        };
+        match transport(&endpoint, Some(&(ca.path.as_str(), fresh.clone()))) {
+            Ok(rebuilt) => {
+                *self
+                    .transport
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt;
+                *ca.pem
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the CA file holds no usable CA");
+                false
+            }
+        }
+    }
+}
+
+/// An error with its causes: a client error's own text names only the URL,
+/// while why it failed (a certificate refused, a connection reset) is in its
+/// sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 struct FileAuth {
     source: ElasticsearchCredentials,
     header: RwLock<HeaderValue>,
@@ -718,6 +820,10 @@ impl Sink for Elasticsearch {
         &self.encoder
     }
 
+    async fn check(&self) -> Result<String, SinkError> {
+        self.cluster_health().await
+    }
+
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, SinkError> {
         let docs: Vec<&[u8]> = batch.docs().collect();
         let items = self.bulk_split(&docs).await.map_err(|f| failure(&f))?;
@@ -746,6 +852,59 @@ impl Sink for Elasticsearch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CA_A: &str = "-----BEGIN CERTIFICATE-----\nMIIBhDCCASugAwIBAgIUdYXXpXFcVrxR0qWdI5JC+1BaTJ0wCgYIKoZIzj0EAwIw\nFzEVMBMGA1UEAwwMZml4dHVyZS1jYS1hMCAXDTI2MTIwNTA0MjA0OVoYDzIxMjYx\nMTExMDQyMDQ5WjAXMRUwEwYDVQQDDAxmaXh0dXJlLWNhLWEwWTATBgcqhkjOPQIB\nBggqhkjOPQMBBwNCAAQrEh+22/QzwNb62Y20GGTmOb81I70tE0fDsZUpAeNk8YK3\nmx8whqGvWG3kiRkHkkRHc5LoratZQ9ALJcQXAKiNo1MwUTAdBgNVHQ4EFgQUQK2U\nDdZfpJeXMAhnTagYNBANiTgwHwYDVR0jBBgwFoAUQK2UDdZfpJeXMAhnTagYNBAN\niTgwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBJ7+XuHvhgewcJ\n1xuwNl9HB47kJa5CSWgVawD2JckwkwIgacGBPMyQyZlw0AIUkezaofPlGMeFVIqo\nESM5bkExLJQ=\n-----END CERTIFICATE-----\n";
+    const CA_B: &str = "-----BEGIN CERTIFICATE-----\nMIIBhDCCASugAwIBAgIUI5Nij7ND+UkdsSdSdKvQ4JF7mVcwCgYIKoZIzj0EAwIw\nFzEVMBMGA1UEAwwMZml4dHVyZS1jYS1iMCAXDTI2MTIwNTA0MjA0OVoYDzIxMjYx\nMTExMDQyMDQ5WjAXMRUwEwYDVQQDDAxmaXh0dXJlLWNhLWIwWTATBgcqhkjOPQIB\nBggqhkjOPQMBBwNCAATmzfXmBObXJt176XC9AXENlO4QmNvM1ZSQVI53L+f528LC\n4Zc8A6+F9SDaffuCph9K2bZZBppcCR/oK3An6Nako1MwUTAdBgNVHQ4EFgQU/1Yg\n/bPwnfW02vkpfOiA8xkj3rgwHwYDVR0jBBgwFoAU/1Yg/bPwnfW02vkpfOiA8xkj\n3rgwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBvNxDUBYfpP3nH\n/D788/1un4ilK9tqLX3344T89ZeHnQIgRPiy3C9vYDpSGs0s2kt2BVO/tAKjp3yG\nJeD6eYh8AJ4=\n-----END CERTIFICATE-----\n";
+
+    /// A CA file changed in place is trusted from the next failed request
+    /// on; one that no longer parses keeps the CA in use.
+    #[test]
+    fn a_changed_ca_file_is_read_again_and_a_broken_one_ignored() {
+        let dir = std::env::temp_dir().join(format!("logsub-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.crt");
+        std::fs::write(&file, CA_A).unwrap();
+        let config: ElasticsearchOutput = serde_json::from_value(json!({
+            "endpoint": "https://127.0.0.1:9", "index": "i", "caFile": file.display().to_string(),
+        }))
+        .unwrap();
+        let sink = Elasticsearch::new(&config).unwrap();
+        assert!(!sink.reload_ca(), "unchanged");
+        std::fs::write(&file, CA_B).unwrap();
+        assert!(sink.reload_ca(), "changed");
+        assert_eq!(sink.ca.as_ref().unwrap().pem(), CA_B);
+        assert!(!sink.reload_ca(), "read once");
+        std::fs::write(&file, "not a certificate").unwrap();
+        assert!(!sink.reload_ca(), "broken");
+        assert_eq!(sink.ca.as_ref().unwrap().pem(), CA_B, "kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Why a request failed is in the error's sources; a source that only
+    /// repeats the text before it is said once.
+    #[test]
+    fn an_error_is_told_with_its_causes() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let certificate = Layer("invalid peer certificate: UnknownIssuer", None);
+        let connect = Layer("client error (Connect)", Some(Box::new(certificate)));
+        let request = Layer("error sending request", Some(Box::new(connect)));
+        let outer = Layer("error sending request", Some(Box::new(request)));
+        assert_eq!(
+            with_causes(&outer),
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
+        );
+    }
 
     #[test]
     fn credentials_are_read_again_only_when_their_files_changed() {
