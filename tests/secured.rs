@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::controller::{aws_secret, create, identity, log_group, put_events, start, wait_for};
-use common::search::SecureNode;
+use common::secure::SecureNode;
 use common::{TestNamespace, active_stream, eventually, stack, unique};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -108,19 +108,7 @@ async fn an_api_key_delivers_and_a_revoked_one_waits_for_its_successor() {
 async fn basic_auth_waits_for_its_rotated_secret() {
     let node = SecureNode::acquire().await;
     let t = Subscription::new("basic").await;
-    let (user, password) = file_user(&unique("writer")).await;
-    t.secret("search-ca", json!({"ca.crt": node_ca()})).await;
-    t.secret(
-        "search-user",
-        json!({"username": user, "password": password}),
-    )
-    .await;
-    t.subscribe(json!({
-        "endpoint": node.base, "index": t.index,
-        "auth": {"basic": {"secretRef": {"name": "search-user"}}},
-        "tls": {"caSecretRef": {"name": "search-ca"}},
-    }))
-    .await;
+    let (user, password) = t.with_basic_auth(&node, &node_ca()).await;
     t.ready().await;
     t.put(0, 10).await;
     node.wait_count(&t.index, 10).await;
@@ -153,23 +141,8 @@ async fn basic_auth_waits_for_its_rotated_secret() {
 async fn a_wrong_ca_is_refused_until_its_secret_holds_the_right_one() {
     let node = SecureNode::acquire().await;
     let t = Subscription::new("wrongca").await;
-    let (user, password) = file_user(&unique("writer")).await;
-    t.secret(
-        "search-ca",
-        json!({"ca.crt": std::fs::read_to_string(cluster_ca()).unwrap()}),
-    )
-    .await;
-    t.secret(
-        "search-user",
-        json!({"username": user, "password": password}),
-    )
-    .await;
-    t.subscribe(json!({
-        "endpoint": node.base, "index": t.index,
-        "auth": {"basic": {"secretRef": {"name": "search-user"}}},
-        "tls": {"caSecretRef": {"name": "search-ca"}},
-    }))
-    .await;
+    let wrong = std::fs::read_to_string(cluster_ca()).unwrap();
+    t.with_basic_auth(&node, &wrong).await;
     // Said before any record needs the sink, and the events then wait.
     let why = t.sink_failing().await;
     assert!(why.contains("certificate"), "{why}");
@@ -345,6 +318,25 @@ impl Subscription {
                 .then_some(())
         })
         .await;
+    }
+
+    /// Subscribes to `node` as a new file-realm user (its name and password)
+    /// from a basic-auth Secret, trusting the CA `ca` (PEM) from another.
+    async fn with_basic_auth(&self, node: &SecureNode, ca: &str) -> (String, String) {
+        let (user, password) = file_user(&unique("writer")).await;
+        self.secret("search-ca", json!({"ca.crt": ca})).await;
+        self.secret(
+            "search-user",
+            json!({"username": user, "password": password}),
+        )
+        .await;
+        self.subscribe(json!({
+            "endpoint": node.base, "index": self.index,
+            "auth": {"basic": {"secretRef": {"name": "search-user"}}},
+            "tls": {"caSecretRef": {"name": "search-ca"}},
+        }))
+        .await;
+        (user, password)
     }
 
     async fn subscribed(&self) {

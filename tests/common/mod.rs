@@ -9,6 +9,7 @@ pub mod image;
 pub mod pipeline;
 pub mod s3;
 pub mod search;
+pub mod secure;
 pub mod toxiproxy;
 
 use std::collections::HashMap;
