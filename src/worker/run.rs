@@ -95,16 +95,20 @@ pub async fn run(
     tracing::info!(address = %bound, "admin endpoints listening");
     // The worker only reads and writes its Leases: no call of it may take
     // longer than a renewal interval's worth, or a stalled API server would
-    // hold a shard past its lease (see `ShardTask::maintain` too).
+    // hold a shard past its lease (see `ShardTask::maintain` too). The
+    // deadline is per call: the connector's read and write timeouts would
+    // also end connections idle in the pool, and a renewal sent on one just
+    // as it ends fails (kube-rs #1798).
     let mut kube_config = kube::Config::infer()
         .await
         .map_err(|e| WorkerError::Kube(kube::Error::InferConfig(e)))?;
-    let call_timeout = std::time::Duration::from(config.leases.renew_interval)
-        .max(std::time::Duration::from_secs(2));
+    let call_timeout = Duration::from(config.leases.renew_interval).max(Duration::from_secs(2));
     kube_config.connect_timeout = Some(call_timeout);
-    kube_config.read_timeout = Some(call_timeout);
-    kube_config.write_timeout = Some(call_timeout);
-    let client = kube::Client::try_from(kube_config)?;
+    kube_config.read_timeout = None;
+    kube_config.write_timeout = None;
+    let client = kube::client::ClientBuilder::try_from(kube_config)?
+        .with_layer(&tower::timeout::TimeoutLayer::new(call_timeout))
+        .build();
     // A GetRecords answer is at most 10 MiB: 20 s is ample, and one that
     // hangs is abandoned and sent again rather than holding the shard.
     let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(

@@ -56,6 +56,33 @@ pub trait HeldLease: Send {
     fn release(&mut self) -> impl Future<Output = Result<(), LeaseError>> + Send;
 }
 
+/// Renews `lease`, storing `checkpoint` with it when given. A call that
+/// fails for any reason but the lease being taken is made again, a moment
+/// later, for as long as the caller's renew deadline allows: one connection
+/// the API server dropped must not end a shard whose lease still has time.
+async fn write_lease<L: HeldLease>(
+    lease: &mut L,
+    checkpoint: Option<&Checkpoint>,
+    health: &ShardHealth,
+    shard: &str,
+) -> Result<(), LeaseError> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let written = match checkpoint {
+            Some(checkpoint) => lease.checkpoint(checkpoint, health).await,
+            None => lease.renew(health).await,
+        };
+        match written {
+            Err(LeaseError::Api(e)) => {
+                tracing::debug!(%shard, error = %e, "lease write failed; trying again before the renew deadline");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// What every shard task of a worker shares.
 pub struct ShardContext<S> {
     /// The sink documents are encoded for.
@@ -479,16 +506,11 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
         // call still hangs, so that it has stopped before the lease can expire
         // and another worker take the shard.
         let deadline = self.last_write + self.context.lease_duration * 2 / 3;
-        let write = async {
-            match (&current, due) {
-                (Some(seq), true) => {
-                    self.lease
-                        .checkpoint(&Checkpoint::At(seq.clone()), &health)
-                        .await
-                }
-                _ => self.lease.renew(&health).await,
-            }
+        let checkpoint = match (&current, due) {
+            (Some(seq), true) => Some(Checkpoint::At(seq.clone())),
+            _ => None,
         };
+        let write = write_lease(&mut self.lease, checkpoint.as_ref(), &health, &self.shard);
         let Ok(written) = tokio::time::timeout_at(deadline, write).await else {
             tracing::warn!(shard = %self.shard, "the lease could not be renewed before its renew deadline; stopping this shard");
             return Err(ShardExit::Failed(
@@ -580,5 +602,75 @@ impl<S: Sink, L: HeldLease> ShardTask<S, L> {
             Err(LeaseError::Lost(_)) => ShardExit::Lost,
             Err(e) => ShardExit::Failed(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease whose writes fail with `failures` in turn, then succeed.
+    struct Flaky {
+        failures: VecDeque<LeaseError>,
+        writes: Vec<Option<Checkpoint>>,
+    }
+
+    impl Flaky {
+        fn write(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), LeaseError> {
+            self.writes.push(checkpoint.cloned());
+            self.failures.pop_front().map_or(Ok(()), Err)
+        }
+    }
+
+    impl HeldLease for Flaky {
+        async fn renew(&mut self, _: &ShardHealth) -> Result<(), LeaseError> {
+            self.write(None)
+        }
+
+        async fn checkpoint(
+            &mut self,
+            checkpoint: &Checkpoint,
+            _: &ShardHealth,
+        ) -> Result<(), LeaseError> {
+            self.write(Some(checkpoint))
+        }
+
+        async fn release(&mut self) -> Result<(), LeaseError> {
+            Ok(())
+        }
+    }
+
+    fn dropped() -> LeaseError {
+        LeaseError::Api(kube::Error::Service(
+            "connection closed before message completed".into(),
+        ))
+    }
+
+    /// A write the API server failed is made again and the shard goes on;
+    /// a lease taken by another worker is not written again.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_lease_write_is_made_again_and_a_lost_lease_is_not() {
+        let at = Checkpoint::At(SequenceNumber::parse("42").unwrap());
+        let mut lease = Flaky {
+            failures: VecDeque::from([dropped(), dropped()]),
+            writes: Vec::new(),
+        };
+        let health = ShardHealth::default();
+        write_lease(&mut lease, Some(&at), &health, "s")
+            .await
+            .unwrap();
+        assert_eq!(
+            lease.writes,
+            vec![Some(at.clone()); 3],
+            "the same checkpoint each time"
+        );
+
+        let mut lease = Flaky {
+            failures: VecDeque::from([LeaseError::Lost("s".into())]),
+            writes: Vec::new(),
+        };
+        let lost = write_lease(&mut lease, None, &health, "s").await;
+        assert!(matches!(lost, Err(LeaseError::Lost(_))), "{lost:?}");
+        assert_eq!(lease.writes.len(), 1);
     }
 }
