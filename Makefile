@@ -5,9 +5,14 @@
 LOGSUB_CACHE ?= $(if $(filter 0,$(shell id -u)),/var/cache/logsub,$(HOME)/.cache/logsub)
 export CARGO_TARGET_DIR ?= $(LOGSUB_CACHE)/cargo-target
 
-.PHONY: test demo stack-up stack-down crd deploy image fmt
+.PHONY: test trials demo stack-up stack-down crd deploy image fmt
 test:
 	hack/test.sh
+
+# The replica trials in full: 20 kill -9 trials of 100,000 events, scaling and a
+# rolling update under load, one line each and a summary (see tests/replicas.rs).
+trials:
+	hack/trials.sh
 
 demo:
 	hack/demo.sh

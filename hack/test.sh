@@ -57,7 +57,7 @@ step "integration tests"
 # Each fault trial adds its line here; they are printed together at the end.
 export LOGSUB_TRIALS_FILE="$LOG_DIR/trials.txt"
 rm -f "$LOGSUB_TRIALS_FILE"
-cargo test --locked --test cluster --test localnode --test tenancy --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test secured --test faults --test s3 --test conformance --test dashboards --test trials --test controller --test recovery --test helm --test restart
+cargo test --locked --test cluster --test localnode --test tenancy --test leases --test kinesis --test worker --test aws --test search --test elasticsearch --test secured --test faults --test s3 --test conformance --test dashboards --test trials --test controller --test recovery --test replicas --test helm --test restart
 
 step "fault trials (sent, delivered, unique, duplicates, dead-lettered, lost, recovery)"
 cat "$LOGSUB_TRIALS_FILE" >&2 || true
