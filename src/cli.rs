@@ -117,6 +117,15 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "logsub-system")]
     pub leader_election_namespace: String,
 
+    /// Name of the leader Lease. Installs that share a namespace (each with
+    /// its own `--selector`) need one each, or only one of them leads.
+    #[arg(
+        long,
+        env = "LOGSUB_LEADER_ELECTION_ID",
+        default_value = "logsub-controller"
+    )]
+    pub leader_election_id: String,
+
     /// How long the leader Lease lasts unrenewed.
     #[arg(long, env = "LOGSUB_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     pub lease_duration: std::time::Duration,

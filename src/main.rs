@@ -65,12 +65,9 @@ fn controller(args: ControllerArgs) -> ExitCode {
             identity: None,
         },
         admin_addr: args.admin_addr,
-        leader_lease: args.leader_election.then(|| {
-            (
-                args.leader_election_namespace,
-                "logsub-controller".to_owned(),
-            )
-        }),
+        leader_lease: args
+            .leader_election
+            .then_some((args.leader_election_namespace, args.leader_election_id)),
         lease_duration: args.lease_duration,
         identity: identity(args.identity),
     };

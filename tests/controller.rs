@@ -1218,7 +1218,8 @@ async fn reconciled_examples_show_no_drift() {
 
 /// With `--selector`, a controller reconciles only the LogSubscriptions with
 /// those labels: another controller's, in the same namespace, gets no
-/// finalizer, status or filter from it. A selector that does not parse stops
+/// finalizer, status or filter from it, and that other controller, leading
+/// through a Lease of its own, takes it. A selector that does not parse stops
 /// the controller at its start, saying so.
 #[tokio::test]
 async fn a_selector_keeps_a_controller_to_its_own_subscriptions() {
@@ -1289,6 +1290,24 @@ async fn a_selector_keeps_a_controller_to_its_own_subscriptions() {
         filters(&logs, &theirs_group).await.is_empty(),
         "no filter on the other's log group"
     );
+
+    // The other install, in the same namespace, leads through a Lease of
+    // its own and takes its LogSubscription.
+    let _theirs = start_with(
+        &ns,
+        &kubeconfig,
+        "10s",
+        &[
+            "--selector",
+            "logsub.io/instance=theirs",
+            "--leader-election-id",
+            "logsub-theirs",
+        ],
+    );
+    wait_for(&ns, "theirs", "filter Active", SETTLE, |l| {
+        (group_states(l).get(&theirs_group) == Some(&FilterState::Active)).then_some(())
+    })
+    .await;
     delete_all(&ns).await;
     ns.delete().await;
 }

@@ -517,6 +517,30 @@ async fn a_legacy_filter_of_another_on_a_shared_stream_is_not_taken() {
     );
 }
 
+/// The same filter under a controller of a label selector, which sees none
+/// of the LogSubscriptions outside it: `a-b/c` may be one of those, so the
+/// filter is not taken though none of that earlier name is seen.
+#[tokio::test]
+async fn a_controller_of_a_selector_takes_no_legacy_filter_on_a_shared_stream() {
+    let mut s = Scenario::new(vec![shared_policy("a", "/a/")], &["a", "a-b"]);
+    std::sync::Arc::get_mut(&mut s.ctx)
+        .expect("the context, not yet shared")
+        .settings
+        .selector = Some("logsub.io/instance=a".into());
+    let shared = s.aws.stream("shared", 2);
+    s.aws.group("/a/web", &[("logsub-a-b-c", shared.as_str())]);
+    let paths = Paths::of("a", "b-c");
+    let lsub = subscription_in("a", "b-c", spec());
+    s.server.expect(first_sync(&paths, &lsub));
+    s.reconcile(&lsub).await.expect("reconciled");
+    s.server.verify();
+    let filters = s.aws.filters("/a/web");
+    assert!(
+        filters.contains(&filter("logsub-a-b-c", &shared)),
+        "a filter that may be another's was taken: {filters:?}"
+    );
+}
+
 /// The same filter with no other LogSubscription of that earlier name in
 /// the cluster: it is ours, renamed (new put first, then the old removed).
 #[tokio::test]

@@ -290,9 +290,10 @@ pub(super) async fn remove_filters(
 }
 
 /// Whether another LogSubscription may have `lsub`'s earlier filter name: it
-/// could, and one is seen or, a controller of one namespace, could not be.
+/// could, and one is seen or, a controller of one namespace or of a label
+/// selector (which sees only some of them), could not be.
 fn legacy_name_shared(ctx: &Context, lsub: &LogSubscription) -> bool {
-    if ctx.settings.namespace.is_some() {
+    if ctx.settings.namespace.is_some() || ctx.settings.selector.is_some() {
         return super::tenancy::legacy_name_can_collide(lsub);
     }
     ctx.tenancy.shares_legacy_name(lsub)
