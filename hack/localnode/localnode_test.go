@@ -352,3 +352,63 @@ func TestNestedMountsGetTheirPointsInTheOuterVolume(t *testing.T) {
 		t.Fatalf("a volume at a path that only shares a prefix got %v", entries)
 	}
 }
+
+// On a rebuild, a volume that cannot be read (its Secret deleted) keeps its
+// files and the volumes after it still follow their objects; a key taken
+// out of a Secret takes its file with it, and a key path that turns from a
+// directory into a file is written.
+func TestRebuiltVolumesStandAlone(t *testing.T) {
+	ctx := context.Background()
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "creds"}, Data: map[string][]byte{"password": []byte("p")}}
+	ca := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "ca"}, Data: map[string][]byte{"ca.crt": []byte("old"), "extra": []byte("x")}}
+	client := fake.NewSimpleClientset(creds, ca)
+	items := []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}, {Key: "extra", Path: "d/extra"}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}},
+		{Name: "ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "ca", Items: items}}},
+	}}}
+	root := t.TempDir()
+	b := &volumeBuilder{client: client, pod: pod, root: root}
+	first, err := b.build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CoreV1().Secrets("ns").Delete(ctx, "creds", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ca.Data = map[string][]byte{"ca.crt": []byte("new"), "extra": []byte("y")}
+	if _, err := client.CoreV1().Secrets("ns").Update(ctx, ca, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod.Spec.Volumes[1].Secret.Items = []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}, {Key: "extra", Path: "d"}}
+	b.prev = first
+	second, err := b.build(ctx)
+	if err == nil || second == nil {
+		t.Fatalf("a deleted Secret is an error, with the rest built: %v, %v", err, second)
+	}
+	read := func(rel string) string {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			return "<" + err.Error() + ">"
+		}
+		return string(data)
+	}
+	if got := read("creds/password"); got != "p" {
+		t.Fatalf("the unreadable volume's file: %q", got)
+	}
+	if got, d := read("ca/ca.crt"), read("ca/d"); got != "new" || d != "y" {
+		t.Fatalf("the later volume: ca.crt %q, d %q", got, d)
+	}
+	ca.Data = map[string][]byte{"ca.crt": []byte("new")}
+	pod.Spec.Volumes[1].Secret.Items = nil
+	if _, err := client.CoreV1().Secrets("ns").Update(ctx, ca, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.prev = second
+	if _, err := b.build(ctx); err == nil {
+		t.Fatal("creds is still gone")
+	}
+	if _, err := os.Stat(filepath.Join(root, "ca/d")); !os.IsNotExist(err) {
+		t.Fatalf("a key taken out keeps its file: %v", err)
+	}
+}

@@ -423,16 +423,21 @@ func (w *podWorker) refreshVolumes(ctx context.Context, vols *volumeSet) {
 		if !w.wait(time.Until(next)) {
 			return
 		}
+		// The downward API's files follow the Pod's labels and annotations.
+		if pod, err := w.m.client.CoreV1().Pods(w.pod.Namespace).Get(ctx, w.pod.Name, metav1.GetOptions{}); err == nil && pod.UID == w.pod.UID {
+			b.pod = pod
+		}
 		b.prev = vols
 		fresh, err := b.build(ctx)
 		if err != nil {
-			w.log.Warn("volume refresh failed", "err", err)
-			if !vols.refreshAt.IsZero() && !vols.refreshAt.After(time.Now()) {
-				vols.refreshAt = time.Now().Add(retryInterval)
-			}
-			continue
+			w.log.Warn("volume refresh failed; that volume keeps its files", "err", err)
 		}
-		vols = fresh
+		if fresh != nil {
+			vols = fresh
+		}
+		if !vols.refreshAt.IsZero() && !vols.refreshAt.After(time.Now()) {
+			vols.refreshAt = time.Now().Add(retryInterval)
+		}
 	}
 }
 

@@ -27,6 +27,9 @@ type volumeSet struct {
 	// The tokens written, by volume and path, so that a rebuild for changed
 	// Secrets or ConfigMaps keeps a token until it is due.
 	tokens map[string]issuedToken
+	// The files written, by volume: a rebuild removes those no longer there
+	// (a key taken out of a Secret) and nothing else (nested mount points).
+	written map[string]map[string]file
 }
 
 type issuedToken struct {
@@ -48,36 +51,71 @@ type errConfig struct{ msg string }
 
 func (e errConfig) Error() string { return e.msg }
 
+// build writes the Pod's volumes. At first any volume that cannot be made
+// fails the whole (the containers wait); a rebuild goes on past one, keeping
+// its files and tokens as they were, as the kubelet refreshes each on its own,
+// and returns the first error with the rest brought up to date.
 func (b *volumeBuilder) build(ctx context.Context) (*volumeSet, error) {
-	set := &volumeSet{paths: map[string]string{}, tokens: map[string]issuedToken{}}
+	set := &volumeSet{paths: map[string]string{}, tokens: map[string]issuedToken{}, written: map[string]map[string]file{}}
+	var failed error
 	for _, v := range b.pod.Spec.Volumes {
-		if v.HostPath != nil {
-			set.paths[v.Name] = v.HostPath.Path
+		err := b.buildVolume(ctx, v, set)
+		if err == nil {
 			continue
 		}
-		dir := filepath.Join(b.root, v.Name)
-		set.paths[v.Name] = dir
-		if v.EmptyDir != nil {
-			if err := os.MkdirAll(dir, 0o777); err != nil {
-				return nil, err
-			}
-			continue
+		if b.prev == nil {
+			return nil, err
 		}
-		files, refresh, err := b.files(ctx, v, set)
-		if err != nil {
-			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
-		}
-		if files == nil {
-			return nil, errConfig{fmt.Sprintf("volume %q: this volume type is not supported by the local node", v.Name)}
-		}
-		if !refresh.IsZero() && (set.refreshAt.IsZero() || refresh.Before(set.refreshAt)) {
-			set.refreshAt = refresh
-		}
-		if err := writeFiles(dir, files); err != nil {
-			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+		b.keep(v.Name, set)
+		if failed == nil {
+			failed = err
 		}
 	}
-	return set, nil
+	return set, failed
+}
+
+// keep carries a volume's previous files and tokens over into set.
+func (b *volumeBuilder) keep(volume string, set *volumeSet) {
+	set.written[volume] = b.prev.written[volume]
+	for key, t := range b.prev.tokens {
+		if strings.HasPrefix(key, volume+"/") {
+			set.tokens[key] = t
+			if set.refreshAt.IsZero() || t.renewAt.Before(set.refreshAt) {
+				set.refreshAt = t.renewAt
+			}
+		}
+	}
+}
+
+func (b *volumeBuilder) buildVolume(ctx context.Context, v corev1.Volume, set *volumeSet) error {
+	if v.HostPath != nil {
+		set.paths[v.Name] = v.HostPath.Path
+		return nil
+	}
+	dir := filepath.Join(b.root, v.Name)
+	set.paths[v.Name] = dir
+	if v.EmptyDir != nil {
+		return os.MkdirAll(dir, 0o777)
+	}
+	files, refresh, err := b.files(ctx, v, set)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if files == nil {
+		return errConfig{fmt.Sprintf("volume %q: this volume type is not supported by the local node", v.Name)}
+	}
+	var before map[string]file
+	if b.prev != nil {
+		before = b.prev.written[v.Name]
+	}
+	if err := writeFiles(dir, files, before); err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	set.written[v.Name] = files
+	if !refresh.IsZero() && (set.refreshAt.IsZero() || refresh.Before(set.refreshAt)) {
+		set.refreshAt = refresh
+	}
+	return nil
 }
 
 type file struct {
@@ -272,10 +310,26 @@ func (b *volumeBuilder) tokenFile(ctx context.Context, volume string, src *corev
 }
 
 // writeFiles replaces dir's content with files, atomically per file; a file
-// that already holds its content is left alone.
-func writeFiles(dir string, files map[string]file) error {
+// that already holds its content is left alone. Of what was written before
+// (before), what files no longer holds is removed, and only that: the
+// directory may also hold mount points for volumes mounted beneath it.
+func writeFiles(dir string, files, before map[string]file) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	for rel := range before {
+		if _, still := files[rel]; still {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, rel)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		// Its directories go too once empty (a key path that is now a file).
+		for parent := filepath.Dir(rel); parent != "."; parent = filepath.Dir(parent) {
+			if os.Remove(filepath.Join(dir, parent)) != nil {
+				break
+			}
+		}
 	}
 	for rel, f := range files {
 		if strings.Contains(rel, "..") || filepath.IsAbs(rel) {
