@@ -63,26 +63,39 @@ async fn the_sink_trusts_the_given_ca_and_refuses_another() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// An API key made through the security API, with only the rights a writer
-/// needs, delivers through a LogSubscription over HTTPS. Revoked, its
-/// deliveries are refused and wait, and the status says so; once the Secret
-/// holds a new key, the workers read it again and deliver the rest, once.
+/// API keys made through the security API, through a LogSubscription over
+/// HTTPS. One that may only read is refused each delivery (403), which wait,
+/// and the status says so; the Secret given a key with only the rights a
+/// writer needs (not even the cluster's health), everything arrives and the
+/// status is Ready. That key revoked, deliveries are refused (401) and wait;
+/// once the Secret holds a new key, the rest arrive, once.
 #[tokio::test]
-async fn an_api_key_delivers_and_a_revoked_one_waits_for_its_successor() {
+async fn api_keys_deliver_and_a_refused_one_waits_for_its_successor() {
     let node = SecureNode::acquire().await;
     let t = Subscription::new("apikey").await;
-    let first = node.api_key(&t.index).await;
+    let reader = node.api_key_with(&t.index, &["read"]).await;
     t.secret("search-ca", json!({"ca.crt": node_ca()})).await;
-    t.secret("search-key", json!({"apiKey": first.1})).await;
+    t.secret("search-key", json!({"apiKey": reader.1})).await;
     t.subscribe(json!({
         "endpoint": node.base, "index": t.index,
         "auth": {"apiKey": {"secretRef": {"name": "search-key"}}},
         "tls": {"caSecretRef": {"name": "search-ca"}},
     }))
     .await;
-    t.ready().await;
+    t.subscribed().await;
     t.put(0, 20).await;
+    let why = t.sink_failing().await;
+    assert!(why.contains("denied") && why.contains("403"), "{why}");
+    assert_eq!(
+        node.count(&t.index).await,
+        0,
+        "nothing stored while refused"
+    );
+
+    let first = node.api_key(&t.index).await;
+    t.secret("search-key", json!({"apiKey": first.1})).await;
     node.wait_count(&t.index, 20).await;
+    t.ready().await;
 
     node.invalidate(&first.0).await;
     t.put(20, 20).await;

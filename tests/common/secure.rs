@@ -62,15 +62,22 @@ impl SecureNode {
     }
 
     /// An API key made through the security API with only what a writer of
-    /// `index` needs: its id and its encoded form.
+    /// `index` needs (not even the cluster's health): its id and its encoded
+    /// form.
     pub async fn api_key(&self, index: &str) -> (String, String) {
+        self.api_key_with(index, &["create_doc", "create_index"])
+            .await
+    }
+
+    /// An API key with these privileges on `index` and none on the cluster.
+    pub async fn api_key_with(&self, index: &str, privileges: &[&str]) -> (String, String) {
         let made: Value = self
             .as_admin(self.admin.post(format!("{}/_security/api_key", self.base)))
             .json(&json!({
-                "name": format!("writer-{index}"),
+                "name": format!("key-{index}"),
                 "role_descriptors": {"writer": {
-                    "cluster": ["monitor"],
-                    "indices": [{"names": [index], "privileges": ["create_doc", "create_index"]}],
+                    "cluster": [],
+                    "indices": [{"names": [index], "privileges": privileges}],
                 }},
             }))
             .send()
