@@ -411,6 +411,7 @@ func (w *podWorker) buildVolumes(ctx context.Context) (*volumeSet, bool) {
 // 80% of their lifetime. What cannot be read keeps the files it had.
 func (w *podWorker) refreshVolumes(ctx context.Context, vols *volumeSet) {
 	b := &volumeBuilder{client: w.m.client, pod: w.pod, root: filepath.Join(w.dir, "volumes")}
+	downward := hasDownwardFiles(w.pod)
 	period := w.m.cfg.volumeSync
 	if period <= 0 {
 		period = time.Minute
@@ -423,9 +424,12 @@ func (w *podWorker) refreshVolumes(ctx context.Context, vols *volumeSet) {
 		if !w.wait(time.Until(next)) {
 			return
 		}
-		// The downward API's files follow the Pod's labels and annotations.
-		if pod, err := w.m.client.CoreV1().Pods(w.pod.Namespace).Get(ctx, w.pod.Name, metav1.GetOptions{}); err == nil && pod.UID == w.pod.UID {
-			b.pod = pod
+		// The downward API's files follow the Pod's labels and annotations;
+		// only a Pod that has such files is read again.
+		if downward {
+			if pod, err := w.m.client.CoreV1().Pods(w.pod.Namespace).Get(ctx, w.pod.Name, metav1.GetOptions{}); err == nil && pod.UID == w.pod.UID {
+				b.pod = pod
+			}
 		}
 		b.prev = vols
 		fresh, err := b.build(ctx)
@@ -727,4 +731,21 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 		return true
 	}
+}
+
+// hasDownwardFiles says whether a volume of pod holds downward API files.
+func hasDownwardFiles(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.DownwardAPI != nil {
+			return true
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.DownwardAPI != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

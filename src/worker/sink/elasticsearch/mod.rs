@@ -88,6 +88,7 @@ impl Elasticsearch {
             Some(path) => Some(TrustedCa {
                 path: path.clone(),
                 pem: RwLock::new(read(path)?),
+                endpoint: config.endpoint.clone(),
             }),
             None => None,
         };
@@ -678,6 +679,8 @@ fn transport(endpoint: &url::Url, ca: Option<&(&str, String)>) -> Result<Transpo
 struct TrustedCa {
     path: String,
     pem: RwLock<String>,
+    /// The endpoint, as the client is built for it.
+    endpoint: url::Url,
 }
 
 impl TrustedCa {
@@ -703,11 +706,7 @@ impl Elasticsearch {
                 return false;
             }
         };
-        let endpoint = match url::Url::parse(&self.endpoint) {
-            Ok(endpoint) => endpoint,
-            Err(_) => return false,
-        };
-        match transport(&endpoint, Some(&(ca.path.as_str(), fresh.clone()))) {
+        match transport(&ca.endpoint, Some(&(ca.path.as_str(), fresh.clone()))) {
             Ok(rebuilt) => {
                 *self
                     .transport
