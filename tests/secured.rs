@@ -127,7 +127,7 @@ async fn basic_auth_waits_for_its_rotated_secret() {
     node.wait_count(&t.index, 10).await;
 
     let rotated = format!("{password}-2");
-    common::stack_sh(&["secure-search", "user", &user, &rotated]);
+    set_password(&user, &rotated, Some(&password)).await;
     t.put(10, 10).await;
     let why = t.sink_failing().await;
     assert!(why.contains("denied") && why.contains("401"), "{why}");
@@ -201,21 +201,36 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
 /// A file-realm user of the secured node (name, password), once it can sign in.
 async fn file_user(name: &str) -> (String, String) {
     let (user, password) = (name.to_lowercase(), format!("{}-secret", unique("pw")));
-    common::stack_sh(&["secure-search", "user", &user, &password]);
+    set_password(&user, &password, None).await;
+    (user, password)
+}
+
+/// Sets `user`'s password and waits until the node has read it again: the
+/// new one signs in and the `old` one, if any, is refused.
+async fn set_password(user: &str, password: &str, old: Option<&str>) {
+    common::stack_sh(&["secure-search", "user", user, password]);
     let node = SecureNode::client();
     let base = stack().var("SECURE_SEARCH_URL");
-    eventually("the user can sign in", Duration::from_secs(30), || async {
-        let status = node
-            .get(format!("{base}/_cluster/health"))
-            .basic_auth(&user, Some(&password))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
-        (status == 200).then_some(())
+    let status = |password: String| {
+        let (node, user) = (node.clone(), user.to_owned());
+        async move {
+            node.get(format!("{base}/_cluster/health"))
+                .basic_auth(&user, Some(&password))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    eventually("the password in use", Duration::from_secs(30), || async {
+        let new = status(password.to_owned()).await;
+        let old = match old {
+            Some(old) => status(old.to_owned()).await,
+            None => 401,
+        };
+        (new == 200 && old == 401).then_some(())
     })
     .await;
-    (user, password)
 }
 
 /// One LogSubscription in a namespace of its own, with its controller, log
