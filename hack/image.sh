@@ -13,6 +13,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 cd "$REPO_DIR"
+own_target_dir
 
 need go python3 cargo rustup git flock
 install_image_tools

@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 source "$HACK_DIR/lib/run.sh"
 cd "$REPO_DIR"
+own_target_dir
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 

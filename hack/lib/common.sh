@@ -124,6 +124,20 @@ with_lock() {
   ) 9>"$dir/$name.lock"
 }
 
+# Clones on one machine share the cargo target directory, so dependencies are
+# built once. But cargo names logsub's own artifacts alike in every clone and
+# judges them fresh by modification times: after a build in another clone,
+# ours would look fresh while holding that clone's code and paths. So a clone
+# that did not build last builds logsub's own crate again (never the others).
+own_target_dir() {
+  local dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}"
+  mkdir -p "$dir"
+  if [ "$(cat "$dir/.built-from" 2>/dev/null)" != "$REPO_DIR" ]; then
+    touch "$REPO_DIR/src/lib.rs" "$REPO_DIR/src/main.rs"
+    printf '%s\n' "$REPO_DIR" >"$dir/.built-from"
+  fi
+}
+
 # Runs a long step with its output in a log, printing progress so a cold build is not silent.
 run_logged() {
   local name="$1" log="$LOG_DIR/build-$1.log"; shift
