@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::search::{count, create_index};
-use common::{fault_node, stack, unique};
+use common::toxiproxy::Proxy;
+use common::{eventually, stack, unique};
 use logsub::contract::SequenceNumber;
 use logsub::contract::UtcHour;
 use logsub::contract::config::{ElasticsearchOutput, S3Output};
@@ -190,20 +191,22 @@ async fn elasticsearch_delivers_and_dead_letters() {
     search_delivers_and_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
 }
 
-/// On the fault node: down → retried, acked only once it is back; a driver
-/// stopped while it is down acknowledges nothing and stores nothing.
+/// A search node that is away (behind a proxy that refuses connections, as a
+/// stopped node's port does): retried, acked only once it is back; a driver
+/// stopped while it is away acknowledges nothing and stores nothing.
 #[tokio::test]
 async fn search_retries_until_delivered_and_abandons_without_acks() {
-    fault_node("start");
-    let base = stack().var("FAULT_SEARCH_URL").to_owned();
+    let node = stack().var("OPENSEARCH_URL");
+    let proxy = Proxy::to_url(node).await;
+    let base = proxy.url();
     let index = unique("conf-down").to_lowercase();
     let dead = format!("{index}-dead");
-    fault_node("stop");
+    proxy.set_enabled(false).await;
     let mut h = start(search_sink(&base, &index, &dead));
     h.send(1, &[doc("a", json!({})), doc("b", json!({}))]).await;
     assert!(
         h.acked(Duration::from_secs(3)).await.is_none(),
-        "nothing acked while the node is down"
+        "nothing acked while the node is away"
     );
     assert!(
         h.health
@@ -212,25 +215,27 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
         "{:?}",
         h.health.error()
     );
-    fault_node("start");
+    proxy.set_enabled(true).await;
     let acked = h
         .acked(Duration::from_secs(60))
         .await
         .expect("acked once back");
     assert_eq!(stored(&acked), (2, 0));
-    assert_eq!(count(&base, &index).await, 2);
+    assert_eq!(count(node, &index).await, 2);
     assert_eq!(h.health.error(), None);
 
     let other = unique("conf-abandoned").to_lowercase();
-    fault_node("stop");
+    proxy.set_enabled(false).await;
     let h = start(search_sink(&base, &other, &dead));
     h.send(1, &[doc("c", json!({}))]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually("a refused attempt", Duration::from_secs(30), || async {
+        h.health.error().map(drop)
+    })
+    .await;
     let mut acks = h.abandon();
-    fault_node("start");
+    proxy.set_enabled(true).await;
     assert!(acks.try_recv().is_err(), "abandoned: no ack");
-    assert_eq!(count(&base, &other).await, 0, "and nothing stored");
-    fault_node("stop");
+    assert_eq!(count(node, &other).await, 0, "and nothing stored");
 }
 
 async fn s3_client() -> aws_sdk_s3::Client {

@@ -79,6 +79,14 @@ struct FaultNode {
 }
 
 impl FaultNode {
+    fn name(self) -> &'static str {
+        if self.major == 3 {
+            "fault-node-3"
+        } else {
+            "fault-node"
+        }
+    }
+
     fn url(self) -> String {
         let var = if self.major == 3 {
             "FAULT_SEARCH3_URL"
@@ -251,8 +259,10 @@ async fn too_large(http: &reqwest::Client, node: FaultNode) {
     setup.ns.delete().await;
 }
 
-/// One test per node, so the trials never share a node at once.
+/// One test per node, so the trials never share a node at once; held, as
+/// other test processes may run beside this one.
 async fn overload_outage_and_too_large(node: FaultNode) {
+    let _held = common::hold(node.name());
     node.act("start", &[]);
     let http = reqwest::Client::new();
     overload(&http, node).await;

@@ -198,9 +198,23 @@ pub fn stack_sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Starts or stops the stack's fault search node (`hack/stack.sh fault-node`).
-pub fn fault_node(action: &str) {
-    stack_sh(&["fault-node", action]);
+/// One of the stack's servers that tests start and stop (a fault node), held
+/// by one test at a time until dropped. `make test` runs test binaries at once,
+/// so the lock is a file lock, which every process sees.
+pub struct Held(#[allow(dead_code)] std::fs::File);
+
+pub fn hold(server: &str) -> Held {
+    let dir = Path::new(stack().var("LOGSUB_STACK_LOCKS"));
+    std::fs::create_dir_all(dir).expect("the stack's lock directory");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{server}.lock")))
+        .expect("a lock file");
+    // Blocks this test's thread only: it has nothing else to do meanwhile.
+    file.lock().expect("the lock");
+    Held(file)
 }
 
 pub fn repo() -> &'static Path {
