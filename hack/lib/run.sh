@@ -249,6 +249,10 @@ search_home() {
   [ -z "$prefix" ] || chown -R "$SEARCH_USER" "$dir" "$LOG_DIR/$name"
 }
 
+# How long a search node may take to start: OpenSearch 3 takes up to a minute,
+# and more while tests load both cores of a 2-core machine.
+SEARCH_START_SECONDS=180
+
 start_search_node() {
   local name="$1" home="$2" port="$3" tport="$4" launcher="$5" javavar="$6" optsvar="$7"; shift 7
   is_running "$name" && return
@@ -262,10 +266,11 @@ start_search_node() {
     -Epath.data="$dir/data" -Epath.logs="$LOG_DIR/$name" -Ecluster.routing.allocation.disk.threshold_enabled=false \
     -Ecluster.name="logsub-$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 \
     || { tail -n 40 "$LOG_DIR/$name.log" >&2; die "$name did not start; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"; }
-  # -d can return a moment before the node writes its pid file.
+  # -d can return before the node writes its pid file: half a minute and more
+  # when tests load both cores, so allow as long as the node has to answer.
   local waited=0
   until [ -s "$dir/run/pid" ]; do
-    [ "$waited" -lt 300 ] || die "$name wrote no pid file; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"
+    [ "$waited" -lt $((SEARCH_START_SECONDS * 10)) ] || die "$name wrote no pid file in $SEARCH_START_SECONDS s; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"
     sleep 0.1; waited=$((waited + 1))
   done
   write_pid "$name" "$(cat "$dir/run/pid")"
@@ -273,8 +278,7 @@ start_search_node() {
 
 wait_search_node() {
   local name="$1" port="$2"
-  # OpenSearch 3 takes up to a minute on a loaded 2-core machine.
-  wait_for "$name" 180 curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s"
+  wait_for "$name" "$SEARCH_START_SECONDS" curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s"
 }
 
 start_search_nodes() {
