@@ -47,13 +47,15 @@ declare -A LANE_NAME=() LANE_START=()
 declare -A LANE_EXE=([fault-nodes]=faults)
 declare -A LANE_ARGS=([fuzz]=--nocapture [fault-nodes]=overload_outage [faults]="--skip overload_outage")
 LANE_FAILED=() LANE_TIMES=()
+# A hung executable fails on its own rather than holding the run.
+LANE_TIMEOUT="${LOGSUB_TEST_TIMEOUT:-1200}"
 
 # lane_start ENTRY [PREFIX…]: runs ENTRY's executable in the background, in a
 # process group of its own (so that an early exit can stop it whole).
 lane_start() {
   local name=$1 && shift
   # shellcheck disable=SC2086 # LANE_ARGS holds words
-  (cd "$REPO_DIR" && exec setsid "$@" "${EXE[${LANE_EXE[$name]:-$name}]}" ${LANE_ARGS[$name]:-}) >"$LOG_DIR/tests/$name.log" 2>&1 &
+  (cd "$REPO_DIR" && exec setsid "$@" timeout -k 30 "$LANE_TIMEOUT" "${EXE[${LANE_EXE[$name]:-$name}]}" ${LANE_ARGS[$name]:-}) >"$LOG_DIR/tests/$name.log" 2>&1 &
   LANE_NAME[$!]=$name LANE_START[$!]=$SECONDS
 }
 
@@ -64,7 +66,10 @@ lane_wait() {
   wait -n -p pid "${!LANE_NAME[@]}" || status=$?
   local name=${LANE_NAME[$pid]} took=$((SECONDS - ${LANE_START[$pid]}))
   unset "LANE_NAME[$pid]"
-  printf '\n--- %s (tests/%s.rs %s): %s in %s s\n' "$name" "${LANE_EXE[$name]:-$name}" "${LANE_ARGS[$name]:-}" "$( ((status == 0)) && echo passed || echo FAILED)" "$took" >&2
+  local result=passed
+  ((status == 0)) || result=FAILED
+  ((status != 124)) || result="FAILED (stopped after ${LANE_TIMEOUT} s)"
+  printf '\n--- %s (tests/%s.rs %s): %s in %s s\n' "$name" "${LANE_EXE[$name]:-$name}" "${LANE_ARGS[$name]:-}" "$result" "$took" >&2
   cat "$LOG_DIR/tests/$name.log" >&2
   LANE_TIMES+=("$(printf '%5d s  %s' "$took" "$name")")
   ((status == 0)) || LANE_FAILED+=("$name")
