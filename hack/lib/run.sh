@@ -270,7 +270,12 @@ start_search_node() {
   # when tests load both cores, so allow as long as the node has to answer.
   local waited=0
   until [ -s "$dir/run/pid" ]; do
-    [ "$waited" -lt $((SEARCH_START_SECONDS * 10)) ] || die "$name wrote no pid file in $SEARCH_START_SECONDS s; logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"
+    if [ "$waited" -ge $((SEARCH_START_SECONDS * 10)) ]; then
+      # Without its pid the stack could never stop it, and it would hold its
+      # port for good: found by its data path, which is its alone.
+      pkill -KILL -f -- "-Epath.data=$dir/data" || true
+      die "$name wrote no pid file in $SEARCH_START_SECONDS s (stopped); logs: $LOG_DIR/$name.log, $LOG_DIR/$name/"
+    fi
     sleep 0.1; waited=$((waited + 1))
   done
   write_pid "$name" "$(cat "$dir/run/pid")"
