@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 source "$HACK_DIR/lib/run.sh"
 cd "$REPO_DIR"
-own_target_dir
+own_target_dir debug
 
 cargo build --locked --bins
 export LOGSUB_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/logsub"

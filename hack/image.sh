@@ -13,12 +13,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 cd "$REPO_DIR"
-own_target_dir
 
 need go python3 cargo rustup git flock
 install_image_tools
 
 target=x86_64-unknown-linux-musl
+own_target_dir "$target/release"
 target_dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}"
 out="${LOGSUB_IMAGE:-$target_dir/image/logsub.oci.tar}"
 mkdir -p "$(dirname "$out")"

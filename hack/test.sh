@@ -7,9 +7,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 source "$HACK_DIR/lib/run.sh"
 cd "$REPO_DIR"
-own_target_dir
+own_target_dir debug
 
 step() { printf '\n==> %s (at %d s)\n' "$*" "$SECONDS" >&2; }
+
+# Test executables run this many at a time; one that hangs fails on its own
+# after this many seconds rather than holding the run.
+LANES="${LOGSUB_TEST_LANES:-4}"
+LANE_TIMEOUT="${LOGSUB_TEST_TIMEOUT:-1200}"
+[[ "$LANES" =~ ^[1-9][0-9]*$ ]] || die "LOGSUB_TEST_LANES must be a number of lanes, 1 or more (it is '$LANES')"
+[[ "$LANE_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "LOGSUB_TEST_TIMEOUT must be a number of seconds (it is '$LANE_TIMEOUT')"
 
 step "installing what is missing"
 install_all
@@ -26,16 +33,24 @@ step "building"
 # Every test executable (and logsub's binary, which the tests and the stack's
 # Pods run), built at once; by name: `lib` and each tests/<name>.rs.
 declare -A EXE=()
-while read -r name exe; do EXE[$name]=$exe; done < <(
-  cargo test --locked --no-run --message-format=json-render-diagnostics | python3 -c '
+mkdir -p "$LOG_DIR"
+# To a file first: a failed build must stop the run (a process substitution's
+# status would be lost).
+cargo test --locked --no-run --message-format=json-render-diagnostics >"$LOG_DIR/test-build.json"
+while read -r name exe; do EXE[$name]=$exe; done < <(python3 -c '
 import json, sys
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         kind = m["target"]["kind"]
         if "lib" in kind or "test" in kind:
             print("lib" if "lib" in kind else m["target"]["name"], m["executable"])
-')
+' "$LOG_DIR/test-build.json")
+for file in tests/*.rs; do
+  name=$(basename "$file" .rs)
+  [ -n "${EXE[$name]:-}" ] || die "the build gave no executable for $file"
+done
+[ -n "${EXE[lib]:-}" ] || die "the build gave no unit-test executable"
 mkdir -p "$LOG_DIR/tests"
 
 # The test executables run side by side ("lanes"): most of their time is spent
@@ -47,8 +62,6 @@ declare -A LANE_NAME=() LANE_START=()
 declare -A LANE_EXE=([fault-nodes]=faults)
 declare -A LANE_ARGS=([fuzz]=--nocapture [fault-nodes]=overload_outage [faults]="--skip overload_outage")
 LANE_FAILED=() LANE_TIMES=()
-# A hung executable fails on its own rather than holding the run.
-LANE_TIMEOUT="${LOGSUB_TEST_TIMEOUT:-1200}"
 
 # lane_start ENTRY [PREFIX…]: runs ENTRY's executable in the background, in a
 # process group of its own (so that an early exit can stop it whole).
@@ -67,9 +80,11 @@ lane_wait() {
   local name=${LANE_NAME[$pid]} took=$((SECONDS - ${LANE_START[$pid]}))
   unset "LANE_NAME[$pid]"
   local result=passed
-  ((status == 0)) || result=FAILED
-  ((status != 124)) || result="FAILED (stopped after ${LANE_TIMEOUT} s)"
-  printf '\n--- %s (tests/%s.rs %s): %s in %s s\n' "$name" "${LANE_EXE[$name]:-$name}" "${LANE_ARGS[$name]:-}" "$result" "$took" >&2
+  if ((took >= LANE_TIMEOUT)); then result="FAILED (stopped after $LANE_TIMEOUT s)"
+  elif ((status > 128)); then result="FAILED (killed by signal $((status - 128)))"
+  elif ((status != 0)); then result="FAILED (exit status $status)"
+  fi
+  printf '\n--- %s (tests/%s.rs%s): %s in %s s\n' "$name" "${LANE_EXE[$name]:-$name}" "${LANE_ARGS[$name]:+ ${LANE_ARGS[$name]}}" "$result" "$took" >&2
   cat "$LOG_DIR/tests/$name.log" >&2
   LANE_TIMES+=("$(printf '%5d s  %s' "$took" "$name")")
   ((status == 0)) || LANE_FAILED+=("$name")
@@ -89,6 +104,8 @@ started=false
 if ! stack_status >/dev/null 2>&1; then
   step "a fresh local stack (it starts after the unit tests)"
   stack_down >/dev/null 2>&1 || true
+  # A server the stack lost track of would otherwise fail a test much later.
+  verify_down
   rm -rf "$DATA_DIR" "$LOGSUB_STATE/node"
   started=true
 fi
@@ -118,7 +135,7 @@ eval "$(stack_env)"
 step "moto corrections (each against corrected and stock moto)"
 (cd hack/moto && "$VENV/bin/python" -m pytest -q -p no:cacheprovider test_corrections.py)
 
-step "integration tests, ${LOGSUB_TEST_LANES:=4} at a time"
+step "integration tests, $LANES at a time"
 # Each fault trial adds its line here; they are printed together at the end.
 export LOGSUB_TRIALS_FILE="$LOG_DIR/trials.txt"
 rm -f "$LOGSUB_TRIALS_FILE"
@@ -130,7 +147,7 @@ rest=()
 for name in $(printf '%s\n' "${!EXE[@]}" | sort); do
   case " lib api hostile image restart ${first[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
 done
-lane_run "$LOGSUB_TEST_LANES" "${first[@]}" "${rest[@]}"
+lane_run "$LANES" "${first[@]}" "${rest[@]}"
 lane_run 1 restart
 
 step "fault trials (sent, delivered, unique, duplicates, dead-lettered, lost, recovery)"

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$HACK_DIR/lib/build.sh"
 source "$HACK_DIR/lib/run.sh"
 cd "$REPO_DIR"
-own_target_dir
+own_target_dir debug
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 

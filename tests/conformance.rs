@@ -191,9 +191,10 @@ async fn elasticsearch_delivers_and_dead_letters() {
     search_delivers_and_dead_letters(stack().var("ELASTICSEARCH_URL")).await;
 }
 
-/// A search node that is away (behind a proxy that refuses connections, as a
-/// stopped node's port does): retried, acked only once it is back; a driver
-/// stopped while it is away acknowledges nothing and stores nothing.
+/// A search node that is away (behind a proxy that resets every connection;
+/// it keeps its port, so nothing else can take it meanwhile): retried, acked
+/// only once it is back; a driver stopped while it is away acknowledges
+/// nothing and stores nothing.
 #[tokio::test]
 async fn search_retries_until_delivered_and_abandons_without_acks() {
     let node = stack().var("OPENSEARCH_URL");
@@ -201,7 +202,9 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
     let base = proxy.url();
     let index = unique("conf-down").to_lowercase();
     let dead = format!("{index}-dead");
-    proxy.set_enabled(false).await;
+    let away = proxy
+        .toxic("reset_peer", "upstream", json!({"timeout": 0}))
+        .await;
     let mut h = start(search_sink(&base, &index, &dead));
     h.send(1, &[doc("a", json!({})), doc("b", json!({}))]).await;
     assert!(
@@ -215,7 +218,7 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
         "{:?}",
         h.health.error()
     );
-    proxy.set_enabled(true).await;
+    proxy.heal(&away).await;
     let acked = h
         .acked(Duration::from_secs(60))
         .await
@@ -225,7 +228,9 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
     assert_eq!(h.health.error(), None);
 
     let other = unique("conf-abandoned").to_lowercase();
-    proxy.set_enabled(false).await;
+    let away = proxy
+        .toxic("reset_peer", "upstream", json!({"timeout": 0}))
+        .await;
     let h = start(search_sink(&base, &other, &dead));
     h.send(1, &[doc("c", json!({}))]).await;
     eventually("a refused attempt", Duration::from_secs(30), || async {
@@ -233,7 +238,7 @@ async fn search_retries_until_delivered_and_abandons_without_acks() {
     })
     .await;
     let mut acks = h.abandon();
-    proxy.set_enabled(true).await;
+    proxy.heal(&away).await;
     assert!(acks.try_recv().is_err(), "abandoned: no ack");
     assert_eq!(count(node, &other).await, 0, "and nothing stored");
 }

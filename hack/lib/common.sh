@@ -127,14 +127,16 @@ with_lock() {
 # Clones on one machine share the cargo target directory, so dependencies are
 # built once. But cargo names logsub's own artifacts alike in every clone and
 # judges them fresh by modification times: after a build in another clone,
-# ours would look fresh while holding that clone's code and paths. So a clone
-# that did not build last builds logsub's own crate again (never the others).
+# ours would look fresh while holding that clone's code and paths. The dep-info
+# file beside the binary names the sources of the last build with full paths
+# (whoever ran cargo); when it names another clone, logsub's own fingerprints in
+# that profile (debug, or <target>/release) go, so cargo builds it again here,
+# never the dependencies. Two clones' runs at once are not supported: they
+# share one stack too.
 own_target_dir() {
-  local dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}"
-  mkdir -p "$dir"
-  if [ "$(cat "$dir/.built-from" 2>/dev/null)" != "$REPO_DIR" ]; then
-    touch "$REPO_DIR/src/lib.rs" "$REPO_DIR/src/main.rs"
-    printf '%s\n' "$REPO_DIR" >"$dir/.built-from"
+  local dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}/$1"
+  if [ -f "$dir/logsub.d" ] && ! grep -qF "$REPO_DIR/src/" "$dir/logsub.d"; then
+    rm -rf "$dir"/.fingerprint/logsub-*
   fi
 }
 

@@ -69,19 +69,6 @@ impl Proxy {
         name
     }
 
-    /// Takes the server away (the port refuses connections and open ones are
-    /// cut, as when a server stops) or brings it back on the same port.
-    pub async fn set_enabled(&self, enabled: bool) {
-        reqwest::Client::new()
-            .post(api(&format!("/proxies/{}", self.name)))
-            .json(&json!({"enabled": enabled}))
-            .send()
-            .await
-            .expect("update a proxy")
-            .error_for_status()
-            .expect("proxy updated");
-    }
-
     /// Removes a toxic.
     pub async fn heal(&self, toxic: &str) {
         reqwest::Client::new()
